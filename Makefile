@@ -1,0 +1,28 @@
+# The README's two commands: `make demo` (the main job on the embedded default) and `make test`.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: venv demo test lint clean-demo
+
+$(BIN)/maskcls-hpo: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	# torch/torchvision first: pip takes them from the machine's local wheel store
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(BIN)/maskcls-hpo
+
+# Main job: a procedural demo dataset, then a smoke sweep on SQLite (storage/maskcls_hpo.db), then status/export.
+demo: venv
+	test -f storage/demo/train/train.csv || $(BIN)/maskcls-hpo demo-data storage/demo --persons 300
+	$(BIN)/maskcls-hpo launch sweeps/smoke.py --n-trials 8 --workers 2 --data-dir storage/demo
+	$(BIN)/maskcls-hpo status --study smoke
+	$(BIN)/maskcls-hpo export --study smoke --out storage/best.yaml
+
+test: venv
+	$(BIN)/pytest -q
+
+lint: venv
+	$(BIN)/ruff check .

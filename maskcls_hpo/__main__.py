@@ -1,0 +1,3 @@
+from maskcls_hpo.cli import app
+
+app()

@@ -1,0 +1,67 @@
+"""The `maskcls-hpo` command line (Typer). Each verb parses its options, calls one module, prints.
+
+Heavy imports (torch, timm, optuna) happen inside the verbs so that `--help` stays fast. Errors that a
+user can fix (bad data, bad config, bad storage URL) are printed as one line and exit with code 1.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+__all__ = ["app"]
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
+console = Console(stderr=True)
+
+
+def fail(message: str, code: int = 1) -> None:
+    """Print one red line on stderr and exit with `code` (never a traceback)."""
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+# --- data -----------------------------------------------------------------------------------------
+
+
+@app.command("demo-data")
+def demo_data_cmd(
+    out: Path = typer.Argument(..., help="Folder to write the dataset into (train/ and eval/)."),
+    persons: int = typer.Option(300, help="Train persons (7 images each)."),
+    eval_persons: Optional[int] = typer.Option(None, help="Eval persons (default: persons // 3)."),
+    size: str = typer.Option("96x128", help="Image size WxH in pixels."),
+    seed: int = typer.Option(0, help="Random seed."),
+    faces: Optional[Path] = typer.Option(None, help="Folder of UTKFace photos (AGE_GENDER_RACE_*.jpg)."),
+    contact_sheet: Optional[Path] = typer.Option(None, help="Also write a PNG of samples per class here."),
+) -> None:
+    """Write a dataset in the competition layout (procedural faces, or real faces with drawn masks)."""
+    fail("demo-data is not implemented yet")
+
+
+@app.command("check-data")
+def check_data_cmd(
+    data_dir: Path = typer.Option(..., "--data-dir", help="Dataset root (train/ and eval/)."),
+    age_bins: str = typer.Option("30,60", help="Age band edges in years."),
+    corrections: Optional[str] = typer.Option(None, help="'known' or a corrections CSV (id,field,value)."),
+) -> None:
+    """Check a dataset: print its summary, or every problem by path (exit 1)."""
+    fail("check-data is not implemented yet")
+
+
+# --- training -------------------------------------------------------------------------------------
+
+
+@app.command("train")
+def train_cmd(
+    config: Optional[Path] = typer.Option(None, help="Training config (YAML/JSON; an export file works)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Overrides the config's data_dir."),
+    out: Path = typer.Option(Path("runs/train"), help="Output folder (checkpoints, metrics.json)."),
+    epochs: Optional[int] = typer.Option(None, help="Overrides the config's epochs."),
+    full_data: bool = typer.Option(False, "--full-data", help="Train on every person (no validation)."),
+    print_config: bool = typer.Option(False, "--print-config", help="Print the default config and exit."),
+) -> None:
+    """Train one model from a config (independent of any study)."""
+    fail("train is not implemented yet")

@@ -1,0 +1,203 @@
+"""The typed training config: one object, validated on load, shared by `train`, sweeps and `export`.
+
+A config is a flat mapping of the keys below. It loads from YAML or JSON (`load_config`), is written back
+with `save_config`, and `maskcls-hpo train --print-config` prints the defaults. An unknown key or a bad
+value is refused with a :class:`ConfigError` that names the key, the value and the accepted values.
+
+Units: `epochs`, `t_max` and `step_size` count epochs; `lr` is per optimizer step; `image_size` is
+`[height, width]` in pixels; `val_ratio` is the share of *persons* held out for validation.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+__all__ = ["TrainConfig", "ConfigError", "load_config", "save_config", "config_from_mapping"]
+
+
+class ConfigError(ValueError):
+    """A config file or mapping that cannot be used; the message names the file and the key."""
+
+
+class TrainConfig(BaseModel):
+    """Everything one training run needs.
+
+    Fields (defaults in brackets):
+        model: timm model name ["test_efficientnet"]; `xception` is accepted and mapped to
+            `legacy_xception` with one warning (see `models.canonical_model_name`).
+        pretrained: False, True (timm's weights from the local Hugging Face cache) or a path to a weights file.
+        head: "single" (18 logits) or "multi" (mask 3 + gender 2 + age 3 logits).
+        dropout: probability in [0, 1) applied before every linear layer of the head.
+        image_size: [height, width] in pixels, or None for the model's own input size
+            (`timm.data.resolve_data_config`).
+        mean, std: per-channel normalisation, or None for the model's own.
+        batch_size, epochs: images per step, passes over the training split.
+        optimizer: adam | adamw | radam | sgd; lr, weight_decay, momentum (SGD only).
+        scheduler: step | cosine | none. Both step once per *epoch*: StepLR(step_size, gamma) and
+            CosineAnnealingLR(T_max=t_max epochs, eta_min); t_max None means `epochs`.
+        loss: cross_entropy | label_smoothing | focal | f1; label_smoothing (epsilon), focal_gamma.
+        age_loss_weight: weight of the age loss in the multi head's loss mask + gender + w * age.
+        val_ratio: share of persons held out (0 only with full_data).
+        age_bins: the two band edges in years: age < a -> 0, a <= age < b -> 1, age >= b -> 2.
+        corrections: None, "known" (the published fixes of the real set) or a CSV path (id,field,value).
+        augment: random horizontal flip, random resized crop (crop_scale) and colour jitter on/off.
+        seed: seeds Python, NumPy and torch; also seeds the split.
+        device: auto (CUDA when present) | cpu | cuda; amp and channels_last apply on CUDA only.
+        data_dir: dataset root in the competition layout; cache_dir: decoded-image cache folder.
+        full_data: train on every person (no validation split; the last epoch is kept).
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    model: str = "test_efficientnet"
+    pretrained: bool | str = False
+    head: Literal["single", "multi"] = "single"
+    dropout: float = Field(0.5, ge=0.0, lt=1.0)
+    image_size: tuple[int, int] | None = (96, 72)
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    interpolation: Literal["bilinear", "bicubic", "nearest"] = "bilinear"
+
+    batch_size: int = Field(32, ge=1)
+    epochs: int = Field(5, ge=1)
+    optimizer: Literal["adam", "adamw", "radam", "sgd"] = "adam"
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    scheduler: Literal["step", "cosine", "none"] = "step"
+    t_max: int | None = Field(None, ge=1)
+    eta_min: float = Field(0.0, ge=0.0)
+    step_size: int = Field(5, ge=1)
+    gamma: float = Field(0.5, gt=0.0, le=1.0)
+
+    loss: Literal["cross_entropy", "label_smoothing", "focal", "f1"] = "cross_entropy"
+    label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
+    focal_gamma: float = Field(2.0, ge=0.0)
+    age_loss_weight: float = Field(1.0, ge=0.0)
+
+    val_ratio: float = Field(0.2, ge=0.0, lt=1.0)
+    age_bins: tuple[int, int] = (30, 60)
+    corrections: str | None = None
+    augment: bool = True
+    crop_scale: tuple[float, float] = (0.8, 1.0)
+    color_jitter: float = Field(0.2, ge=0.0, le=1.0)
+
+    seed: int = 42
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = True
+    channels_last: bool = True
+    data_dir: str = "storage/demo"
+    cache_dir: str = "storage/cache"
+    full_data: bool = False
+
+    @field_validator("image_size")
+    @classmethod
+    def _positive_size(cls, v: tuple[int, int] | None) -> tuple[int, int] | None:
+        if v is not None and (v[0] < 8 or v[1] < 8):
+            raise ValueError(f"image_size must be [height, width] with both >= 8 pixels, got {list(v)}")
+        return v
+
+    @field_validator("age_bins")
+    @classmethod
+    def _ordered_bins(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if not 0 < v[0] < v[1]:
+            raise ValueError(f"age_bins must be two increasing ages in years, e.g. [30, 60], got {list(v)}")
+        return v
+
+    @field_validator("crop_scale")
+    @classmethod
+    def _crop_scale(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0.0 < v[0] <= v[1] <= 1.0:
+            raise ValueError(f"crop_scale must satisfy 0 < min <= max <= 1, got {list(v)}")
+        return v
+
+    @model_validator(mode="after")
+    def _split_needs_val(self) -> TrainConfig:
+        if self.val_ratio == 0.0 and not self.full_data:
+            raise ValueError("val_ratio is 0 but full_data is false: set val_ratio > 0 or full_data: true")
+        return self
+
+    @property
+    def effective_t_max(self) -> int:
+        """CosineAnnealingLR's T_max in epochs: `t_max`, or `epochs` when unset."""
+        return self.t_max if self.t_max is not None else self.epochs
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-compatible dict (tuples become lists) that `config_from_mapping` accepts unchanged."""
+        return json.loads(self.model_dump_json())
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    parts = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<config>"
+        if e["type"] == "extra_forbidden":
+            known = ", ".join(TrainConfig.model_fields)
+            parts.append(f"unknown key '{key}' (known keys: {known})")
+        else:
+            parts.append(f"key '{key}': {e['msg']} (got {e.get('input')!r})")
+    return f"{source}: invalid training config: " + "; ".join(parts)
+
+
+def config_from_mapping(data: dict[str, Any], source: str = "<config>") -> TrainConfig:
+    """Validate a mapping into a :class:`TrainConfig`.
+
+    Raises:
+        ConfigError: naming `source` and every bad or unknown key.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a training config must be a mapping of keys to values, got {type(data).__name__}")
+    try:
+        return TrainConfig(**data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, source)) from None
+
+
+def load_config(path: str | Path, section: str | None = None) -> TrainConfig:
+    """Load a config from a YAML (.yaml/.yml) or JSON (.json) file.
+
+    Files written by `maskcls-hpo export` hold the config under the key `config` beside metadata
+    (study, trial, value, ...); such files are accepted unchanged. Pass `section` to pick another key.
+
+    Raises:
+        ConfigError: missing/unreadable file, a parse error (with the line), or invalid keys.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as err:
+        raise ConfigError(f"{path}: cannot parse: {err}") from None
+    if data is None:
+        data = {}
+    if isinstance(data, dict):
+        key = section or ("config" if "config" in data and isinstance(data.get("config"), dict) else None)
+        if key is not None:
+            if key not in data:
+                raise ConfigError(f"{path}: no section '{key}'")
+            data = data[key]
+    return config_from_mapping(data, source=str(path))
+
+
+def save_config(config: TrainConfig | dict[str, Any], path: str | Path) -> Path:
+    """Write a config (or a mapping holding one) as YAML or JSON, chosen by the file suffix.
+
+    The file is written to a temporary name first and renamed, so a failure leaves no half-written file.
+    """
+    path = Path(path)
+    data = config.to_dict() if isinstance(config, TrainConfig) else config
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    if path.suffix.lower() == ".json":
+        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    else:
+        tmp.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    tmp.replace(path)
+    return path
