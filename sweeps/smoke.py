@@ -1,0 +1,52 @@
+"""Smoke sweep: a tiny timm model on small images; a trial takes seconds on a CPU.
+
+Used by `make demo`, the tests and the benchmarks. The same search space as the real sweeps, scaled down.
+"""
+
+import optuna
+
+SEED = 0
+
+BASE_CONFIG = {
+    "model": "test_efficientnet",
+    "pretrained": False,
+    "image_size": [48, 36],
+    "epochs": 4,
+    "optimizer": "adam",
+    "step_size": 2,
+    "gamma": 0.5,
+    "val_ratio": 0.25,
+    "data_dir": "storage/demo",
+    "device": "auto",
+}
+
+# What hand-tuning found first: enqueued as the study's first trial.
+KNOWN_GOOD = [
+    {"batch_size": 32, "lr": 3e-3, "dropout": 0.2, "scheduler": "step", "loss": "cross_entropy", "head": "single"},
+]
+
+
+def suggest(trial: optuna.Trial) -> dict:
+    """Config overrides for one trial (keys of TrainConfig)."""
+    params = {
+        "batch_size": trial.suggest_categorical("batch_size", [16, 32]),
+        "lr": trial.suggest_float("lr", 1e-3, 3e-2, log=True),
+        "dropout": trial.suggest_float("dropout", 0.0, 0.5),
+        "scheduler": trial.suggest_categorical("scheduler", ["step", "cosine"]),
+        "loss": trial.suggest_categorical("loss", ["cross_entropy", "label_smoothing", "focal", "f1"]),
+        "head": trial.suggest_categorical("head", ["single", "multi"]),
+    }
+    if params["scheduler"] == "cosine":
+        params["t_max"] = trial.suggest_int("t_max", 2, BASE_CONFIG["epochs"])
+    if params["head"] == "multi":
+        params["age_loss_weight"] = trial.suggest_float("age_loss_weight", 0.5, 2.0)
+    return params
+
+
+def make_sampler(seed: int) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=4)
+
+
+def make_pruner(config) -> optuna.pruners.BasePruner:
+    # Hyperband's resource is the epoch; max_resource must be stated (the default "auto" guesses it).
+    return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=config.epochs, reduction_factor=2)
