@@ -1,0 +1,156 @@
+"""`export`: the best COMPLETE trial (or a chosen one, or the top K) as a training-config file.
+
+The file holds the full training config (sweep base + the trial's params) under `config`, plus the study,
+trial number, value (val macro F1), accuracy, versions and data fingerprint. Only plain YAML/JSON types are
+written (no numpy scalars), and `maskcls-hpo train --config FILE` accepts the file unchanged.
+
+Only COMPLETE trials are candidates: Optuna also stores a value on PRUNED trials (their last reported F1),
+which may be higher than every complete trial's value but was never trained to the end (case C4).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from maskcls_hpo import __version__
+from maskcls_hpo.config import config_from_mapping, save_config
+from maskcls_hpo.objective import TrialAttrs
+from maskcls_hpo.storage import mask_password
+
+__all__ = ["ExportError", "export_trials", "trial_record", "ranked_complete_trials", "state_summary"]
+
+
+class ExportError(RuntimeError):
+    """Nothing to export (no COMPLETE trial, unknown trial number); the message is one line."""
+
+
+def state_summary(trials: list[FrozenTrial]) -> str:
+    """`3 pruned, 1 failed` style count of trial states (states with 0 trials omitted)."""
+    names = [("complete", TrialState.COMPLETE), ("pruned", TrialState.PRUNED), ("failed", TrialState.FAIL),
+             ("running", TrialState.RUNNING), ("waiting", TrialState.WAITING)]
+    parts = [f"{sum(t.state == s for t in trials)} {n}" for n, s in names if any(t.state == s for t in trials)]
+    return ", ".join(parts) or "no trials"
+
+
+def ranked_complete_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """COMPLETE trials with a finite value, best first (ties: lower trial number first)."""
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.value is not None and math.isfinite(t.value)]
+    sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
+    return sorted(done, key=lambda t: (sign * t.value, t.number))
+
+
+def _plain(value: Any) -> Any:
+    """Recursively convert to native JSON types (numpy scalars -> int/float, tuples -> lists)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
+        return _plain(value.item())
+    if isinstance(value, bool | int | str) or value is None:
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    return mask_password(str(value))
+
+
+def _versions() -> dict[str, str]:
+    import sklearn
+    import timm
+    import torch
+
+    return {
+        "maskcls_hpo": __version__,
+        "optuna": optuna.__version__,
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "scikit_learn": sklearn.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def trial_record(study: optuna.Study, trial: FrozenTrial, rank: int | None = None) -> dict[str, Any]:
+    """The export document of one trial (plain types only).
+
+    Raises:
+        ExportError: the trial carries no stored config (it never started training).
+    """
+    config = trial.user_attrs.get(TrialAttrs.CONFIG)
+    if not isinstance(config, dict):
+        raise ExportError(f"trial {trial.number} of study '{study.study_name}' has no stored config")
+    config = config_from_mapping(config, source=f"study '{study.study_name}' trial {trial.number}").to_dict()
+    record = {
+        "study": study.study_name,
+        "trial": trial.number,
+        "rank": rank,
+        "state": trial.state.name,
+        "value": trial.value,
+        "metric": "val_macro_f1",
+        "accuracy": trial.user_attrs.get(TrialAttrs.ACCURACY),
+        "task_f1": trial.user_attrs.get(TrialAttrs.TASK_F1),
+        "best_epoch": trial.user_attrs.get(TrialAttrs.BEST_EPOCH),
+        "params": trial.params,
+        "data_fingerprint": study.user_attrs.get("data_fingerprint"),
+        "sweep_file": study.user_attrs.get("sweep_file"),
+        "versions": _versions(),
+        "config": config,
+    }
+    if rank is None:
+        record.pop("rank")
+    return _plain(record)
+
+
+def export_trials(
+    study: optuna.Study,
+    out: Path,
+    trial_number: int | None = None,
+    top: int | None = None,
+    fmt: str | None = None,
+) -> list[Path]:
+    """Write the export file(s) and return their paths.
+
+    Args:
+        trial_number: export this trial (any state that has a config) instead of the best.
+        top: export the best `top` COMPLETE trials to `<stem>-1<suffix>`, `<stem>-2<suffix>`, ...
+        fmt: "yaml" or "json"; default from the suffix of `out` (YAML unless `.json`).
+
+    Raises:
+        ExportError: no COMPLETE trial (message counts the states), unknown trial number, bad format.
+    """
+    out = Path(out)
+    fmt = (fmt or ("json" if out.suffix.lower() == ".json" else "yaml")).lower()
+    if fmt not in ("yaml", "json"):
+        raise ExportError(f"--format must be yaml or json, got {fmt!r}")
+    suffix = ".json" if fmt == "json" else (out.suffix if out.suffix.lower() in (".yaml", ".yml") else ".yaml")
+    out = out.with_suffix(suffix)
+    if trial_number is not None:
+        matches = [t for t in study.get_trials(deepcopy=False) if t.number == trial_number]
+        if not matches:
+            raise ExportError(f"study '{study.study_name}' has no trial {trial_number}")
+        docs = [(out, trial_record(study, matches[0]))]
+    else:
+        ranked = ranked_complete_trials(study)
+        if not ranked:
+            raise ExportError(
+                f"no COMPLETE trial in study '{study.study_name}' ({state_summary(study.get_trials(deepcopy=False))})"
+            )
+        if top is None:
+            docs = [(out, trial_record(study, ranked[0]))]
+        else:
+            if top < 1:
+                raise ExportError(f"--top must be at least 1, got {top}")
+            docs = [(out.with_name(f"{out.stem}-{i + 1}{suffix}"), trial_record(study, t, rank=i + 1))
+                    for i, t in enumerate(ranked[:top])]
+    written = []
+    for path, doc in docs:
+        json.dumps(doc)  # proves plain JSON types before anything is written
+        written.append(save_config(doc, path))
+    return written

@@ -1,0 +1,148 @@
+"""The Optuna objective: one trial = one :func:`maskcls_hpo.train.train` run.
+
+This is the only place where training meets Optuna. Per epoch the objective reports the validation macro
+F1 exactly once (`step = epoch`, 1-based) and asks the study's pruner. The trial's value is the best epoch's
+val macro F1. User attrs record what a person looks at afterwards: the full config, accuracy, per-task F1,
+epoch seconds, images/s, device, peak memory, and the reason a trial was pruned or failed.
+
+Ends of a trial (case C2):
+- pruned by the pruner -> PRUNED, `reason = "pruned at epoch E"`;
+- non-finite loss or metric -> PRUNED, `reason = "non-finite ..."` (never a best value);
+- CUDA out of memory -> PRUNED, `reason = "oom"` (the sampler sees the region as bad; the worker goes on);
+- any other exception (a bug, bad data) -> FAIL, `reason = "<Type>: <message>"`, raised to the worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from maskcls_hpo.storage import mask_password
+from maskcls_hpo.sweep import Sweep
+
+__all__ = ["make_objective", "checkpoint_dir", "resume_checkpoint", "TrialAttrs"]
+
+log = logging.getLogger("maskcls_hpo.objective")
+
+
+class TrialAttrs:
+    """Names of the user attrs a trial carries (strings, so the dashboard and `status` agree)."""
+
+    CONFIG = "config"
+    REASON = "reason"
+    ACCURACY = "accuracy"
+    TASK_F1 = "task_f1"
+    BEST_EPOCH = "best_epoch"
+    EPOCH_SECONDS = "epoch_seconds"
+    IMAGES_PER_SECOND = "images_per_second"
+    DEVICE = "device"
+    PEAK_MEMORY = "peak_memory_bytes"
+    SEED = "seed"
+    RESUMED_FROM = "resumed_from"
+    WORKER = "worker"
+
+
+def checkpoint_dir(root: Path, trial_number: int) -> Path:
+    """Folder of one trial's checkpoints: `<root>/trial_<number>` (root = `<checkpoints>/<study>`)."""
+    return Path(root) / f"trial_{trial_number:05d}"
+
+
+def resume_checkpoint(root: Path, trial: optuna.trial.BaseTrial | optuna.trial.FrozenTrial) -> Path | None:
+    """The `last.pt` a re-queued trial should resume from, or None.
+
+    A trial re-queued by ``RetryHeartbeatStaleTrialCallback`` carries `retry_history` (the numbers of the
+    trials it repeats, oldest first). The most recent one with a `last.pt` wins.
+    """
+    history = trial.system_attrs.get("retry_history", []) if hasattr(trial, "system_attrs") else []
+    for number in reversed(history):
+        last = checkpoint_dir(root, number) / "last.pt"
+        if last.is_file():
+            return last
+    return None
+
+
+def make_objective(
+    sweep: Sweep,
+    checkpoint_root: Path,
+    overrides: dict[str, Any] | None = None,
+    worker: str = "",
+    after_trial: Callable[[optuna.Trial, Any], None] | None = None,
+) -> Callable[[optuna.Trial], float]:
+    """Build the objective for `study.tell`-style worker loops.
+
+    Args:
+        sweep: the loaded sweep file (base config + `suggest`).
+        checkpoint_root: `<checkpoints>/<study>`; each trial writes `trial_<number>/last.pt` and `best.pt`.
+        overrides: run-time config keys applied on top of the sweep (e.g. `data_dir`, `device`).
+        worker: a label stored on the trial (host:pid/index).
+        after_trial: called with (trial, TrainResult) after a finished run (used to upload artifacts).
+
+    Returns:
+        ``objective(trial) -> float``: the best epoch's val macro F1 in [0, 1].
+
+    Raises (from the objective):
+        optuna.TrialPruned: pruned, non-finite, or out of memory (reason in the trial's user attrs).
+        Exception: anything else, after recording `reason`.
+    """
+    from maskcls_hpo.train import NonFiniteLossError, OutOfMemoryError, train
+
+    def objective(trial: optuna.Trial) -> float:
+        if worker:
+            trial.set_user_attr(TrialAttrs.WORKER, worker)
+        params = sweep.suggest(trial)
+        config = sweep.build_config(params, overrides)
+        trial.set_user_attr(TrialAttrs.CONFIG, config.to_dict())
+        trial.set_user_attr(TrialAttrs.SEED, config.seed)
+        out_dir = checkpoint_dir(checkpoint_root, trial.number)
+        resume = resume_checkpoint(checkpoint_root, trial)
+        if resume is not None:
+            trial.set_user_attr(TrialAttrs.RESUMED_FROM, str(resume))
+            log.info("trial %d resumes from %s", trial.number, resume)
+        epoch_seconds: list[float] = list(trial.user_attrs.get(TrialAttrs.EPOCH_SECONDS, []))
+
+        def on_epoch(r: Any) -> None:
+            if not math.isfinite(r.val_f1):
+                _prune(trial, f"non-finite validation macro F1 at epoch {r.epoch}")
+            trial.report(r.val_f1, r.epoch)
+            epoch_seconds.append(round(float(r.seconds), 3))
+            trial.set_user_attr(TrialAttrs.EPOCH_SECONDS, epoch_seconds)
+            trial.set_user_attr(TrialAttrs.IMAGES_PER_SECOND, round(float(r.images_per_second), 1))
+            if trial.should_prune():
+                _prune(trial, f"pruned at epoch {r.epoch} (val macro F1 {r.val_f1:.4f})")
+
+        try:
+            result = train(config, out_dir=out_dir, on_epoch=on_epoch, resume_from=resume)
+        except OutOfMemoryError as err:
+            _prune(trial, "oom", detail=str(err))
+        except NonFiniteLossError as err:
+            _prune(trial, f"non-finite loss: {err}")
+        except optuna.TrialPruned:
+            raise
+        except Exception as err:
+            trial.set_user_attr(TrialAttrs.REASON, mask_password(f"{type(err).__name__}: {err}")[:500])
+            raise
+        if not math.isfinite(result.best_f1):
+            _prune(trial, "non-finite best validation macro F1")
+        trial.set_user_attr(TrialAttrs.ACCURACY, float(result.best_accuracy))
+        best = next((h for h in result.history if h.epoch == result.best_epoch), None)
+        if best is not None:
+            trial.set_user_attr(TrialAttrs.TASK_F1, {k: float(v) for k, v in best.task_f1.items()})
+        trial.set_user_attr(TrialAttrs.BEST_EPOCH, int(result.best_epoch))
+        trial.set_user_attr(TrialAttrs.DEVICE, str(result.device))
+        trial.set_user_attr(TrialAttrs.PEAK_MEMORY, int(result.peak_memory_bytes))
+        if after_trial is not None:
+            after_trial(trial, result)
+        return float(result.best_f1)
+
+    return objective
+
+
+def _prune(trial: optuna.Trial, reason: str, detail: str = "") -> None:
+    """Record `reason` on the trial and raise :class:`optuna.TrialPruned`."""
+    trial.set_user_attr(TrialAttrs.REASON, reason)
+    raise optuna.TrialPruned(f"{reason}{': ' + detail if detail else ''}")

@@ -1,0 +1,128 @@
+"""`status`: trial counts by state, the best trial, running trials with their last heartbeat, stale trials.
+
+`status` fails stale trials itself (a RUNNING trial whose heartbeat is older than the grace period), so a
+study whose workers all died is cleaned up by just looking at it: the stale trial becomes FAIL and a copy
+with the same params is queued (WAITING) to resume from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import warnings
+from typing import Any
+
+import optuna
+import sqlalchemy
+from optuna.exceptions import ExperimentalWarning
+from optuna.trial import TrialState
+from rich.console import Console
+from rich.table import Table
+
+from maskcls_hpo.export import ranked_complete_trials
+from maskcls_hpo.objective import TrialAttrs
+from maskcls_hpo.workers import STUDY_ATTR_N_TRIALS, count_trials
+
+__all__ = ["study_status", "print_status", "last_heartbeats"]
+
+
+def last_heartbeats(study: optuna.Study) -> dict[int, dt.datetime]:
+    """trial_id -> time of its last heartbeat (naive datetime as the storage keeps it)."""
+    from optuna.storages._rdb import models
+
+    storage = study._storage
+    q = sqlalchemy.select(models.TrialHeartbeatModel.trial_id, models.TrialHeartbeatModel.heartbeat).join(
+        models.TrialModel, models.TrialModel.trial_id == models.TrialHeartbeatModel.trial_id
+    ).where(models.TrialModel.study_id == study._study_id)
+    with storage.engine.connect() as con:
+        return {tid: hb for tid, hb in con.execute(q)}
+
+
+def _db_now(study: optuna.Study) -> dt.datetime:
+    """The database's clock (heartbeats are stamped by it), as a naive datetime."""
+    storage = study._storage
+    backend = storage.engine.url.get_backend_name()
+    expr = "SELECT CURRENT_TIMESTAMP" if backend == "sqlite" else "SELECT LOCALTIMESTAMP"
+    with storage.engine.connect() as con:
+        value = con.execute(sqlalchemy.text(expr)).scalar()
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    return value.replace(tzinfo=None)
+
+
+def study_status(study: optuna.Study) -> dict[str, Any]:
+    """Everything `status` prints, as plain data.
+
+    Returns:
+        {"study", "n_trials", "counts": {complete, pruned, failed, running, waiting, finished},
+         "stale_failed": [trial numbers failed as stale by this call],
+         "best": {number, value, accuracy, params} | None,
+         "running": [{number, last_epoch, heartbeat_age_s, worker}]}
+    """
+    running_before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    stale = sorted(running_before - {t.number for t in running})
+    c = count_trials(study._storage, study._study_id)
+    ranked = ranked_complete_trials(study)
+    best = None
+    if ranked:
+        b = ranked[0]
+        best = {"number": b.number, "value": b.value, "accuracy": b.user_attrs.get(TrialAttrs.ACCURACY),
+                "params": b.params}
+    beats = last_heartbeats(study)
+    now = _db_now(study)
+    rows = []
+    for t in running:
+        hb = beats.get(t._trial_id)
+        rows.append({
+            "number": t.number,
+            "last_epoch": t.last_step,
+            "heartbeat_age_s": round((now - hb).total_seconds(), 1) if hb is not None else None,
+            "worker": t.user_attrs.get(TrialAttrs.WORKER),
+        })
+    return {
+        "study": study.study_name,
+        "n_trials": study.user_attrs.get(STUDY_ATTR_N_TRIALS),
+        "counts": {"complete": c.complete, "pruned": c.pruned, "failed": c.failed, "running": c.running,
+                   "waiting": c.waiting, "finished": c.finished},
+        "stale_failed": stale,
+        "best": best,
+        "running": rows,
+    }
+
+
+def print_status(study: optuna.Study, console: Console) -> dict[str, Any]:
+    """Print :func:`study_status` as tables on `console`; returns the data."""
+    s = study_status(study)
+    c = s["counts"]
+    target = f" of {s['n_trials']}" if s["n_trials"] else ""
+    console.print(f"study '{s['study']}': {c['finished']} finished{target}", highlight=False)
+    t = Table(show_header=True, header_style="bold")
+    for col in ("complete", "pruned", "failed", "running", "waiting"):
+        t.add_column(col, justify="right")
+    t.add_row(*(str(c[k]) for k in ("complete", "pruned", "failed", "running", "waiting")))
+    console.print(t)
+    if s["best"]:
+        b = s["best"]
+        acc = f", accuracy {b['accuracy']:.4f}" if isinstance(b["accuracy"], int | float) else ""
+        console.print(f"best: trial {b['number']}, val macro F1 {b['value']:.4f}{acc}", highlight=False)
+        console.print("  params: " + ", ".join(f"{k}={_fmt(v)}" for k, v in b["params"].items()), highlight=False)
+    else:
+        console.print("best: no COMPLETE trial yet", highlight=False)
+    if s["stale_failed"]:
+        console.print(f"stale trials failed and re-queued: {s['stale_failed']}", highlight=False)
+    if s["running"]:
+        rt = Table(title="running trials", show_header=True, header_style="bold")
+        for col in ("trial", "last epoch", "last heartbeat (s ago)", "worker"):
+            rt.add_column(col)
+        for r in s["running"]:
+            rt.add_row(str(r["number"]), str(r["last_epoch"] or "-"),
+                       "-" if r["heartbeat_age_s"] is None else f"{r['heartbeat_age_s']:.0f}", str(r["worker"] or "-"))
+        console.print(rt)
+    return s
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
