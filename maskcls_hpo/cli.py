@@ -48,7 +48,58 @@ def check_data_cmd(
     corrections: Optional[str] = typer.Option(None, help="'known' or a corrections CSV (id,field,value)."),
 ) -> None:
     """Check a dataset: print its summary, or every problem by path (exit 1)."""
-    fail("check-data is not implemented yet")
+    from rich.table import Table
+
+    from maskcls_hpo.data import DataError, check_train, load_eval, load_train, summarize
+
+    try:
+        bins = tuple(int(v) for v in age_bins.split(","))
+        if len(bins) != 2 or not 0 < bins[0] < bins[1]:
+            raise ValueError
+    except ValueError:
+        fail(f"--age-bins must be two increasing ages in years, e.g. 30,60 (got {age_bins!r})")
+    problems = check_train(data_dir)
+    samples = None
+    if not problems:
+        try:
+            samples = load_train(data_dir, age_bins=bins, corrections=corrections, verify=False)
+        except DataError as err:
+            problems += err.problems
+    eval_part = None
+    if (data_dir / "eval").exists():
+        try:
+            eval_part = load_eval(data_dir)
+        except DataError as err:
+            problems += err.problems
+    if problems:
+        for line in problems:
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
+        fail(f"{len(problems)} problem(s) in {data_dir}; fix them and run check-data again")
+
+    s = summarize(samples)
+    a, b = bins
+    mask_names, gender_names = ("wear", "incorrect", "not wear"), ("male", "female")
+    band_names = (f"<{a}", f"{a}-{b - 1}", f">={b}")
+    out = Console()
+    overview = Table(title=f"train part of {data_dir}", show_header=False)
+    overview.add_row("persons", str(s["persons"]))
+    overview.add_row("images", str(s["images"]))
+    overview.add_row("extensions", ", ".join(f"{k} {v}" for k, v in s["extensions"].items()))
+    for task, names in (("mask", mask_names), ("gender", gender_names), ("age", band_names)):
+        overview.add_row(task, ", ".join(f"{n} {c}" for n, c in zip(names, s[task], strict=True)))
+    for change in samples.attrs.get("corrections", []):
+        overview.add_row("correction", change)
+    skipped = samples.attrs.get("corrections_skipped", [])
+    if skipped:
+        overview.add_row("corrections skipped", f"{len(skipped)} id(s) not in the data")
+    overview.add_row("eval images", str(len(eval_part)) if eval_part is not None else "no eval/ folder")
+    out.print(overview)
+    classes = Table(title="images per class", caption="class = mask * 6 + gender * 3 + age band")
+    for col in ("class", "mask", "gender", "age", "images"):
+        classes.add_column(col, justify="right" if col in ("class", "images") else "left")
+    for y, count in enumerate(s["classes"]):
+        classes.add_row(str(y), mask_names[y // 6], gender_names[(y // 3) % 2], band_names[y % 3], str(count))
+    out.print(classes)
 
 
 # --- training -------------------------------------------------------------------------------------
