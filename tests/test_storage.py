@@ -1,0 +1,101 @@
+"""storage.py: URL resolution shared by every verb (C7), password masking (C6), schema check (C5)."""
+
+import sqlite3
+
+import optuna
+import pytest
+
+from maskcls_hpo.storage import (
+    DEFAULT_STORAGE,
+    HeartbeatSettings,
+    StorageError,
+    StorageSchemaError,
+    check_schema,
+    display_url,
+    mask_password,
+    open_storage,
+    resolve_storage_url,
+)
+
+SECRET = "S3cr3tTok3n"
+
+
+def test_default_env_and_bare_path(monkeypatch, tmp_path):
+    monkeypatch.delenv("MASKCLS_HPO_STORAGE", raising=False)
+    assert resolve_storage_url(None) == DEFAULT_STORAGE == "sqlite:///storage/maskcls_hpo.db"
+    monkeypatch.setenv("MASKCLS_HPO_STORAGE", "sqlite:///elsewhere.db")
+    assert resolve_storage_url(None) == "sqlite:///elsewhere.db"
+    # a bare path and the sqlite URL of the same file resolve to the same URL
+    assert resolve_storage_url("storage/maskcls_hpo.db") == resolve_storage_url("sqlite:///storage/maskcls_hpo.db")
+    assert resolve_storage_url(str(tmp_path / "a.db")) == f"sqlite:///{tmp_path / 'a.db'}"
+
+
+def test_postgres_spellings_use_psycopg():
+    assert resolve_storage_url("postgresql://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert resolve_storage_url("postgres://u@h:5433/db") == "postgresql+psycopg://u@h:5433/db"
+
+
+def test_missing_sqlite_file_is_refused_without_creating_it(tmp_path):
+    missing = tmp_path / "nope" / "study.db"
+    with pytest.raises(StorageError, match=r"no study database at .*study\.db"):
+        resolve_storage_url(str(missing), must_exist=True)
+    assert not missing.exists() and not missing.parent.exists()
+
+
+def test_password_is_masked_everywhere():
+    url = resolve_storage_url(f"postgresql+psycopg://maskcls:{SECRET}@127.0.0.1:5432/nosuchdb")
+    assert display_url(url) == "postgresql+psycopg://maskcls:***@127.0.0.1:5432/nosuchdb"
+    text = f"could not connect to {url}; password {SECRET} rejected"
+    assert SECRET not in mask_password(text)
+    assert mask_password(text).count("***") == 2
+
+
+def test_password_file(tmp_path):
+    pw = tmp_path / "pgpass"
+    pw.write_text(SECRET + "\n")
+    url = resolve_storage_url("postgresql://maskcls@127.0.0.1/db", password_file=str(pw))
+    assert url == f"postgresql+psycopg://maskcls:{SECRET}@127.0.0.1/db"
+    assert display_url(url) == "postgresql+psycopg://maskcls:***@127.0.0.1/db"
+    with pytest.raises(StorageError, match="cannot read the password file"):
+        resolve_storage_url("postgresql://maskcls@127.0.0.1/db", password_file=str(tmp_path / "none"))
+
+
+def test_heartbeat_settings_from_env(monkeypatch):
+    monkeypatch.setenv("MASKCLS_HPO_HEARTBEAT_INTERVAL", "5")
+    monkeypatch.setenv("MASKCLS_HPO_GRACE_PERIOD", "20")
+    assert HeartbeatSettings.from_env() == HeartbeatSettings(5, 20)
+    assert HeartbeatSettings.from_env(interval=2).interval == 2
+    with pytest.raises(StorageError, match="must be larger than --heartbeat-interval"):
+        HeartbeatSettings(30, 30)
+
+
+def test_sqlite_is_in_wal_mode_with_heartbeat(tmp_path):
+    url = resolve_storage_url(str(tmp_path / "s.db"))
+    storage = open_storage(url, HeartbeatSettings(5, 20))
+    assert storage.get_heartbeat_interval() == 5
+    con = sqlite3.connect(tmp_path / "s.db")
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def _older_schema(db, revision="v3.0.0.d", made_by="3.0.0"):
+    con = sqlite3.connect(db)
+    con.execute("UPDATE alembic_version SET version_num = ?", (revision,))
+    con.execute("UPDATE version_info SET library_version = ?", (made_by,))
+    con.commit()
+    con.close()
+
+
+def test_schema_of_another_optuna_version_is_refused_and_untouched(tmp_path):
+    db = tmp_path / "old.db"
+    url = resolve_storage_url(str(db))
+    optuna.create_study(storage=open_storage(url), study_name="s")
+    _older_schema(db)
+    before = db.read_bytes()
+    with pytest.raises(StorageSchemaError) as err:
+        open_storage(url)
+    msg = str(err.value)
+    assert "v3.0.0.d" in msg and "made by Optuna 3.0.0" in msg and optuna.__version__ in msg
+    assert f"optuna storage upgrade --storage '{url}'" in msg
+    assert db.read_bytes() == before  # nothing migrated
+    with pytest.raises(StorageSchemaError):
+        check_schema(url)

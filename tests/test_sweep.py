@@ -1,0 +1,132 @@
+"""Sweep-file loading (sweep.py) and case C3: a changed search space is refused before any training."""
+
+from pathlib import Path
+
+import optuna
+import pytest
+
+from maskcls_hpo.sweep import SweepError, load_sweep
+from maskcls_hpo.workers import prepare_study
+
+SWEEP = '''
+import optuna
+BASE_CONFIG = {"model": "test_resnet", "image_size": [32, 24], "epochs": 2}
+def suggest(trial):
+    return {"batch_size": trial.suggest_categorical("batch_size", BATCHES),
+            "lr": trial.suggest_float("lr", 1e-4, 1e-2, log=LOG)}
+'''
+
+
+def write_sweep(tmp_path: Path, batches="[16, 32]", log="True", name="c3.py", body=SWEEP) -> Path:
+    path = tmp_path / name
+    path.write_text(body.replace("BATCHES", batches).replace("LOG", log))
+    return path
+
+
+@pytest.mark.parametrize("sweeps_file", ["smoke.py", "xception.py", "efficientnet_b0.py"])
+def test_shipped_sweeps_search_the_required_parameters(sweeps_file):
+    sweep = load_sweep(Path("sweeps") / sweeps_file)
+    space = sweep.search_space()
+    # batch size, lr (log), dropout, T_max (under cosine), loss type, age-loss weight (under the multi head)
+    for name in ("batch_size", "lr", "dropout", "t_max", "loss", "age_loss_weight"):
+        assert name in space, name
+    assert space["lr"].log is True
+    assert set(space["loss"].choices) == {"cross_entropy", "label_smoothing", "focal", "f1"}
+    pruner = sweep.make_pruner()
+    if isinstance(pruner, optuna.pruners.HyperbandPruner):
+        assert pruner._max_resource == sweep.base_config.epochs
+
+
+def test_known_good_settings_of_the_seed_teams():
+    x = load_sweep("sweeps/xception.py")
+    assert x.base_config.model == "legacy_xception" and x.base_config.optimizer == "adam"
+    assert x.known_good[0] == {"batch_size": 32, "lr": 1e-3, "dropout": 0.5, "scheduler": "step",
+                               "loss": "cross_entropy", "head": "single"}
+    e = load_sweep("sweeps/efficientnet_b0.py")
+    assert e.known_good[0]["batch_size"] == 64 and e.known_good[0]["dropout"] == 0.5
+    assert list(e.base_config.image_size) == [512, 384]
+
+
+def test_syntax_error_names_file_and_line(tmp_path):
+    path = tmp_path / "broken.py"
+    path.write_text("BASE_CONFIG = {}\ndef suggest(trial)\n    return {}\n")
+    with pytest.raises(SweepError, match=r"broken\.py:2: syntax error"):
+        load_sweep(path)
+
+
+def test_missing_objects_are_named(tmp_path):
+    path = tmp_path / "nosuggest.py"
+    path.write_text("BASE_CONFIG = {}\n")
+    with pytest.raises(SweepError, match="missing function suggest"):
+        load_sweep(path)
+    path.write_text("def suggest(trial):\n    return {}\n")
+    with pytest.raises(SweepError, match="missing BASE_CONFIG"):
+        load_sweep(path)
+
+
+def test_unknown_config_key_from_suggest_is_named(tmp_path):
+    path = tmp_path / "badkey.py"
+    path.write_text("BASE_CONFIG = {}\ndef suggest(trial):\n"
+                    "    return {'batchsize': trial.suggest_categorical('batchsize', [16, 32])}\n")
+    with pytest.raises(SweepError, match="unknown key 'batchsize'"):
+        load_sweep(path)
+
+
+def test_error_inside_suggest_names_the_line(tmp_path):
+    path = tmp_path / "raises.py"
+    path.write_text("BASE_CONFIG = {}\ndef suggest(trial):\n    x = 1\n    return {'lr': 1 / 0}\n")
+    with pytest.raises(SweepError, match=r"ZeroDivisionError.*line 4"):
+        load_sweep(path)
+
+
+def test_conditional_parameters_are_found_by_dry_runs():
+    space = load_sweep("sweeps/smoke.py").search_space()
+    assert space["t_max"] == optuna.distributions.IntDistribution(2, 4)
+    assert space["age_loss_weight"] == optuna.distributions.FloatDistribution(0.5, 2.0)
+
+
+def _study_with_two_trials(tmp_path, sweep_path):
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'c3.db'}")
+    sweep = load_sweep(sweep_path)
+    study = prepare_study(sweep, storage, "c3", n_trials=2)
+    for _ in range(2):  # what two finished trials store: their distributions
+        t = study.ask()
+        sweep.suggest(t)
+        study.tell(t, 0.5)
+    return storage, study
+
+
+@pytest.mark.parametrize(
+    ("batches", "log", "expected"),
+    [
+        ("[16, 32, 64]", "True", r"batch_size': study has categorical\[16, 32\], sweep file asks categorical\[16, 32, 64\]"),
+        ("[16, 32]", "False", r"lr': study has float\[0.0001, 0.01\] log, sweep file asks float\[0.0001, 0.01\]"),
+    ],
+)
+def test_changed_search_space_is_refused(tmp_path, batches, log, expected):
+    path = write_sweep(tmp_path)
+    storage, study = _study_with_two_trials(tmp_path, path)
+    write_sweep(tmp_path, batches=batches, log=log)
+    changed = load_sweep(path)
+    with pytest.raises(SweepError, match=expected) as err:
+        prepare_study(changed, storage, "c3", n_trials=4)
+    assert "--study" in str(err.value)
+    states = [t.state for t in study.get_trials()]
+    assert states == [optuna.trial.TrialState.COMPLETE] * 2  # no FAIL trial added
+
+
+def test_int_turned_categorical_is_refused(tmp_path):
+    body = ("BASE_CONFIG = {}\ndef suggest(trial):\n"
+            "    return {'epochs': trial.suggest_int('epochs', 1, 3)}\n")
+    path = write_sweep(tmp_path, body=body)
+    storage, _ = _study_with_two_trials(tmp_path, path)
+    path.write_text(body.replace("suggest_int('epochs', 1, 3)", "suggest_categorical('epochs', [1, 2, 3])"))
+    with pytest.raises(SweepError, match=r"'epochs': study has int\[1, 3\].*categorical\[1, 2, 3\]"):
+        prepare_study(load_sweep(path), storage, "c3", n_trials=4)
+
+
+def test_same_space_resumes(tmp_path):
+    path = write_sweep(tmp_path)
+    storage, _ = _study_with_two_trials(tmp_path, path)
+    study = prepare_study(load_sweep(path), storage, "c3", n_trials=4)
+    assert len(study.trials) == 2 and study.user_attrs["n_trials"] == 4
