@@ -35,10 +35,33 @@ def demo_data_cmd(
     size: str = typer.Option("96x128", help="Image size WxH in pixels."),
     seed: int = typer.Option(0, help="Random seed."),
     faces: Optional[Path] = typer.Option(None, help="Folder of UTKFace photos (AGE_GENDER_RACE_*.jpg)."),
-    contact_sheet: Optional[Path] = typer.Option(None, help="Also write a PNG of samples per class here."),
+    contact_sheet: Optional[Path] = typer.Option(
+        None, help="Where to write a PNG of sample images per class (default OUT/contact_sheet.png)."
+    ),
+    no_contact_sheet: bool = typer.Option(False, "--no-contact-sheet", help="Write no contact sheet."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT/train, OUT/eval if OUT is not empty."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Write a dataset in the competition layout (procedural faces, or real faces with drawn masks)."""
-    fail("demo-data is not implemented yet")
+    from maskcls_hpo.demo import DemoDataError, write_contact_sheet, write_demo_dataset
+
+    try:
+        summary = write_demo_dataset(
+            out, persons=persons, eval_persons=eval_persons, size=size, seed=seed, faces=faces,
+            progress=not quiet, overwrite=overwrite,
+        )
+        sheet = None if no_contact_sheet else write_contact_sheet(out, contact_sheet or out / "contact_sheet.png")
+    except DemoDataError as err:
+        fail(str(err))
+    w, h = summary.size
+    kind = f"faces from {summary.faces}" if summary.faces else "procedural faces"
+    print(
+        f"wrote {out}: train {summary.persons} persons / {summary.train_images} images, eval "
+        f"{summary.eval_persons} persons / {summary.eval_images} images ({w}x{h}, {kind}, seed {seed}) "
+        f"in {summary.seconds:.1f} s"
+    )
+    if sheet is not None:
+        print(f"contact sheet: {sheet}")
 
 
 @app.command("check-data")
