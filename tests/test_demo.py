@@ -287,3 +287,29 @@ def test_learnable_by_a_linear_model(tmp_path):
     assert mask > 0.5, scores
     assert gender > 0.62, scores
     assert age > 0.5, scores
+
+
+@pytest.mark.parametrize("kind", ["procedural", "utk"])
+def test_data_layer_loads_the_demo_set(kind, request):
+    """`data.load_train` reads a demo set with no problem: labels from the names, a split by person."""
+    from maskcls_hpo.data import check_train, load_eval, load_train, split_by_person
+
+    summary = request.getfixturevalue(kind)
+    assert check_train(summary.out) == []
+    samples = load_train(summary.out)
+    assert len(samples) == summary.persons * 7
+    assert sorted(samples["person_id"].unique()) == sorted(summary.train_ids)
+    expected = [
+        class_id(Path(p).stem, folder.split("_")[1], int(folder.split("_")[-1]))
+        for p, folder in zip(samples["path"], samples["folder"], strict=True)
+    ]
+    assert samples["label"].tolist() == expected
+    assert (samples["label"] == samples["mask"] * 6 + samples["gender"] * 3 + samples["age_band"]).all()
+    train_rows, val_rows = split_by_person(samples, val_ratio=0.2, seed=0)
+    train_ids = set(samples["person_id"].iloc[train_rows])
+    val_ids = set(samples["person_id"].iloc[val_rows])
+    assert not train_ids & val_ids
+    assert len(train_ids | val_ids) == summary.persons and len(val_ids) == int(np.ceil(0.2 * summary.persons))
+    assert len(train_rows) + len(val_rows) == summary.persons * 7
+    ev = load_eval(summary.out)
+    assert ev["ImageID"].tolist() == [r["ImageID"] for r in read_csv(summary.info_csv)]
