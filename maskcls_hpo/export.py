@@ -55,8 +55,12 @@ def _plain(value: Any) -> Any:
         return [_plain(v) for v in value]
     if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
         return _plain(value.item())
-    if isinstance(value, bool | int | str) or value is None:
+    if isinstance(value, str):
+        return str(value)  # str subclasses (e.g. torch's TorchVersion) are not plain YAML
+    if isinstance(value, bool) or value is None:
         return value
+    if isinstance(value, int):
+        return int(value)
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     return mask_password(str(value))

@@ -99,7 +99,8 @@ def _study_with_two_trials(tmp_path, sweep_path):
 @pytest.mark.parametrize(
     ("batches", "log", "expected"),
     [
-        ("[16, 32, 64]", "True", r"batch_size': study has categorical\[16, 32\], sweep file asks categorical\[16, 32, 64\]"),
+        ("[16, 32, 64]", "True",
+         r"batch_size': study has categorical\[16, 32\], sweep file asks categorical\[16, 32, 64\]"),
         ("[16, 32]", "False", r"lr': study has float\[0.0001, 0.01\] log, sweep file asks float\[0.0001, 0.01\]"),
     ],
 )

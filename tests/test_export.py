@@ -1,0 +1,77 @@
+"""export.py and case C4: only COMPLETE trials are exported, plain types only, accepted by the config loader."""
+
+import json
+
+import optuna
+import pytest
+import yaml
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.trial import TrialState, create_trial
+from typer.testing import CliRunner
+
+from maskcls_hpo.cli import app
+from maskcls_hpo.config import TrainConfig, load_config
+from maskcls_hpo.export import ExportError, export_trials
+from maskcls_hpo.storage import open_storage, resolve_storage_url
+
+DISTS = {"lr": FloatDistribution(1e-4, 1e-1, log=True), "batch_size": CategoricalDistribution([16, 32])}
+
+
+def add(study, state, value=None, lr=1e-3, batch=16, inter=None, accuracy=0.5):
+    config = TrainConfig(lr=lr, batch_size=batch, data_dir="storage/demo").to_dict()
+    study.add_trial(create_trial(
+        state=state, value=value, params={"lr": lr, "batch_size": batch},
+        distributions=DISTS, intermediate_values=inter or {},
+        user_attrs={"config": config, "accuracy": accuracy},
+    ))
+
+
+@pytest.fixture
+def study(tmp_path):
+    url = resolve_storage_url(str(tmp_path / "s.db"))
+    return optuna.create_study(study_name="smoke", storage=open_storage(url), direction="maximize"), url
+
+
+def test_no_complete_trial_is_one_line_and_exit_1(study, tmp_path):
+    s, url = study
+    for _ in range(3):
+        add(s, TrialState.PRUNED, inter={1: 0.9})
+    add(s, TrialState.FAIL)
+    with pytest.raises(ExportError, match=r"^no COMPLETE trial in study 'smoke' \(3 pruned, 1 failed\)$"):
+        export_trials(s, tmp_path / "best.yaml")
+    result = CliRunner().invoke(app, ["export", "--storage", url, "--out", str(tmp_path / "best.yaml")])
+    assert result.exit_code == 1
+    assert "no COMPLETE trial in study 'smoke' (3 pruned, 1 failed)" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "best.yaml").exists()
+
+
+def test_pruned_trial_with_higher_value_is_not_exported(study, tmp_path):
+    s, _ = study
+    add(s, TrialState.COMPLETE, value=0.61, lr=2e-3)
+    # a worker's tell(PRUNED) stores the last reported F1 (0.95) as the pruned trial's value
+    add(s, TrialState.PRUNED, value=0.95, inter={1: 0.5, 2: 0.95}, lr=5e-2)
+    add(s, TrialState.COMPLETE, value=0.72, lr=3e-3, batch=32, accuracy=0.8)
+    assert s.trials[1].value == pytest.approx(0.95)
+    (path,) = export_trials(s, tmp_path / "best.yaml")
+    doc = yaml.safe_load(path.read_text())
+    assert doc["trial"] == 2 and doc["value"] == pytest.approx(0.72)
+    assert doc["config"]["lr"] == pytest.approx(3e-3) and doc["config"]["batch_size"] == 32
+    assert type(doc["accuracy"]) is float and doc["accuracy"] == pytest.approx(0.8)
+    assert "!!python" not in path.read_text()  # plain YAML only
+    cfg = load_config(path)  # what `train --config` does with it
+    assert cfg.lr == pytest.approx(3e-3) and cfg.batch_size == 32
+
+
+def test_json_top_k_and_chosen_trial(study, tmp_path):
+    s, _ = study
+    for i, v in enumerate([0.3, 0.9, 0.6]):
+        add(s, TrialState.COMPLETE, value=v, lr=1e-3 * (i + 1))
+    paths = export_trials(s, tmp_path / "top.json", top=2)
+    assert [p.name for p in paths] == ["top-1.json", "top-2.json"]
+    docs = [json.loads(p.read_text()) for p in paths]
+    assert [d["trial"] for d in docs] == [1, 2] and [d["rank"] for d in docs] == [1, 2]
+    (one,) = export_trials(s, tmp_path / "t0.yaml", trial_number=0)
+    assert yaml.safe_load(one.read_text())["value"] == pytest.approx(0.3)
+    with pytest.raises(ExportError, match="has no trial 7"):
+        export_trials(s, tmp_path / "x.yaml", trial_number=7)
