@@ -296,6 +296,7 @@ class BatchLoader:
         device: "cpu" yields CPU tensors; a CUDA device yields tensors already on it: rows are read
             into pinned host memory and copied with ``non_blocking=True`` while a background thread
             prepares the next batches.
+        prefetch: batches prepared ahead on a background thread (default 2 on CUDA, 0 = none on CPU).
 
     Within a batch, rows come in ascending index order (sorted reads from the memmap); with
     ``shuffle=False`` and ascending ``indices`` every batch follows ``indices``. Call
@@ -305,8 +306,6 @@ class BatchLoader:
         ValueError: bad shapes, an index out of range or ``batch_size < 1``.
     """
 
-    prefetch = 2
-    """Batches prepared ahead on CUDA."""
 
     def __init__(
         self,
@@ -318,6 +317,7 @@ class BatchLoader:
         seed: int,
         drop_last: bool = False,
         device: Any = "cpu",
+        prefetch: int | None = None,
     ):
         import torch
 
@@ -341,6 +341,7 @@ class BatchLoader:
         self.seed = int(seed)
         self.drop_last = bool(drop_last)
         self.device = torch.device(device)
+        self.prefetch = (2 if self.device.type == "cuda" else 0) if prefetch is None else int(prefetch)
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -368,46 +369,61 @@ class BatchLoader:
     def _read(self, idx: np.ndarray, pin: bool):
         import torch
 
-        shape = (len(idx), *self.images.shape[1:])
-        x = torch.empty(shape, dtype=torch.uint8, pin_memory=pin)
-        np.take(self.images, idx, axis=0, out=x.numpy())
+        if pin:  # read straight into page-locked memory (indices were checked, so mode="clip" is safe)
+            x = torch.empty((len(idx), *self.images.shape[1:]), dtype=torch.uint8, pin_memory=True)
+            np.take(self.images, idx, axis=0, out=x.numpy(), mode="clip")
+        else:  # NOTE: plain fancy indexing reads a sorted memmap batch faster than np.take(out=...)
+            x = torch.from_numpy(np.ascontiguousarray(self.images[idx]))
         y = torch.from_numpy(self.labels[idx])
         return x, y
 
     def __iter__(self) -> Iterator[tuple[Any, Any]]:
-        if self.device.type != "cuda":
-            for idx in self._batches():
+        batches = list(self._batches())  # this epoch's order, fixed before any batch is read
+        if self.device.type == "cuda":
+            yield from self._prefetched(batches, self._cuda_transfer())
+        elif self.prefetch > 0:
+            yield from self._prefetched(batches, lambda idx: self._read(idx, pin=False))
+        else:
+            for idx in batches:
                 yield self._read(idx, pin=False)
-            return
-        yield from self._iter_cuda()
 
-    def _iter_cuda(self) -> Iterator[tuple[Any, Any]]:
-        # NOTE: the copies are queued on the consumer device's current stream from the producer thread;
-        # torch's caching host allocator keeps each pinned buffer alive until its copy has finished.
+    def _cuda_transfer(self):
+        # NOTE: the copies are queued on the consumer's current stream (captured here) from the producer
+        # thread; torch's caching host allocator keeps each pinned buffer alive until its copy has finished.
         import torch
 
         stream = torch.cuda.current_stream(self.device)
+
+        def transfer(idx: np.ndarray):
+            x, y = self._read(idx, pin=True)
+            with torch.cuda.stream(stream):
+                return x.to(self.device, non_blocking=True), y.pin_memory().to(self.device, non_blocking=True)
+
+        return transfer
+
+    def _prefetched(self, batches: list[np.ndarray], make) -> Iterator[tuple[Any, Any]]:
+        """Yield ``make(idx)`` for each batch, computed up to ``prefetch`` batches ahead on a thread."""
         done = object()
-        ready: queue.Queue = queue.Queue(maxsize=self.prefetch)
+        ready: queue.Queue = queue.Queue(maxsize=max(1, self.prefetch))
         stop = threading.Event()
+
+        def put(item) -> bool:
+            while not stop.is_set():
+                try:
+                    ready.put(item, timeout=0.05)
+                    return True
+                except queue.Full:
+                    continue
+            return False
 
         def produce() -> None:
             try:
-                with torch.cuda.stream(stream):
-                    for idx in self._batches():
-                        x, y = self._read(idx, pin=True)
-                        item = (x.to(self.device, non_blocking=True), y.pin_memory().to(self.device, non_blocking=True))
-                        while not stop.is_set():
-                            try:
-                                ready.put(item, timeout=0.1)
-                                break
-                            except queue.Full:
-                                continue
-                        if stop.is_set():
-                            return
-                ready.put(done)
-            except BaseException as err:  # handed to the consumer, raised there
-                ready.put(err)
+                for idx in batches:
+                    if not put(make(idx)):
+                        return
+                put(done)
+            except BaseException as err:  # noqa: BLE001 - handed to the consumer and raised there
+                put(err)
 
         thread = threading.Thread(target=produce, name="batch-prefetch", daemon=True)
         thread.start()
@@ -419,10 +435,6 @@ class BatchLoader:
                 if isinstance(item, BaseException):
                     raise item
                 yield item
-        finally:
+        finally:  # also when the consumer stops early (break, exception): end the producer
             stop.set()
-            while thread.is_alive():
-                try:
-                    ready.get_nowait()
-                except queue.Empty:
-                    thread.join(timeout=0.05)
+            thread.join()

@@ -186,3 +186,37 @@ def test_batch_loader_reads_a_cache(tmp_path, layout_paths):
     loader = BatchLoader(built.images, np.arange(28), np.arange(28), batch_size=8, shuffle=True, seed=3)
     for x, y in loader:
         assert torch.equal(x, torch.from_numpy(np.asarray(built.images[y.numpy()])))
+
+
+class _FailingRows(np.ndarray):
+    """An image array whose read of row 17 fails, like a file that vanished under a memmap."""
+
+    def __getitem__(self, key):
+        if isinstance(key, np.ndarray) and 17 in key:
+            raise OSError("row 17 cannot be read")
+        return super().__getitem__(key)
+
+
+def _prefetch_threads():
+    return [t for t in threading.enumerate() if t.name == "batch-prefetch"]
+
+
+def test_batch_loader_prefetch_thread_serves_the_same_batches_and_stops():
+    images, labels = _loader_inputs()
+    plain = BatchLoader(images, labels, np.arange(30), batch_size=4, shuffle=True, seed=5)
+    ahead = BatchLoader(images, labels, np.arange(30), batch_size=4, shuffle=True, seed=5, prefetch=2)
+    assert plain.prefetch == 0 and ahead.prefetch == 2
+    assert [y.tolist() for _, y in ahead] == [y.tolist() for _, y in plain]
+    assert [x.tolist() for x, _ in ahead] == [x.tolist() for x, _ in plain]
+    for i, _ in enumerate(ahead):  # the consumer stops early: the producer thread ends with it
+        if i == 1:
+            break
+    assert _prefetch_threads() == []
+    failing = BatchLoader(images.view(_FailingRows), labels, np.arange(30), batch_size=4, shuffle=False, seed=0,
+                          prefetch=2)
+    served = []
+    with pytest.raises(OSError, match="row 17"):
+        for _, y in failing:
+            served += y.tolist()
+    assert served == [100 + i for i in range(16)]  # batches 0..3 arrive, batch 4 (rows 16..19) raises
+    assert _prefetch_threads() == []
