@@ -139,3 +139,181 @@ def train_cmd(
 ) -> None:
     """Train one model from a config (independent of any study)."""
     fail("train is not implemented yet")
+
+
+# --- sweep service --------------------------------------------------------------------------------
+
+STORAGE_HELP = "Storage URL or SQLite path (default: env MASKCLS_HPO_STORAGE, else sqlite:///storage/maskcls_hpo.db)."
+STUDY_HELP = "Study name (default: the sweep file's stem; for readers: the only study in the storage)."
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    import logging
+
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=False)],
+        force=True,
+    )
+    logging.getLogger("maskcls_hpo").setLevel(logging.INFO)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _resolve_storage(storage: Optional[str], must_exist: bool = False) -> str:
+    from maskcls_hpo.storage import StorageError, resolve_storage_url
+
+    try:
+        return resolve_storage_url(storage, must_exist=must_exist)
+    except StorageError as err:
+        fail(str(err))
+        raise  # unreachable
+
+
+def _open_storage(url: str, create: bool = False, interval: Optional[int] = None, grace: Optional[int] = None):
+    from maskcls_hpo.storage import HeartbeatSettings, StorageError, open_storage
+
+    try:
+        return open_storage(url, HeartbeatSettings.from_env(interval, grace), create=create)
+    except StorageError as err:
+        fail(str(err))
+        raise
+
+
+def _load_study(url: str, study_name: Optional[str]):
+    """Open an existing study for readers (status/export/report): one clear line when it is not there."""
+    import optuna
+
+    from maskcls_hpo.storage import display_url
+
+    storage = _open_storage(url, create=False)
+    try:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+    except Exception as err:  # noqa: BLE001 - a database without Optuna's tables
+        from maskcls_hpo.storage import mask_password
+
+        fail(f"cannot read studies from {display_url(url)}: {mask_password(err)}")
+    if study_name is None:
+        if len(names) != 1:
+            listed = ", ".join(names) if names else "none"
+            fail(f"storage {display_url(url)} holds {len(names)} studies ({listed}); pass --study NAME")
+        study_name = names[0]
+    if study_name not in names:
+        fail(f"no study '{study_name}' in {display_url(url)} (studies: {', '.join(names) or 'none'})")
+    return optuna.load_study(study_name=study_name, storage=storage)
+
+
+def _data_overrides(data_dir: Optional[Path]) -> dict:
+    return {"data_dir": str(data_dir)} if data_dir is not None else {}
+
+
+@app.command("launch")
+def launch_cmd(
+    sweep_file: Path = typer.Argument(..., help="Sweep file, e.g. sweeps/smoke.py."),
+    n_trials: int = typer.Option(20, "--n-trials", min=1, help="Finished (COMPLETE + PRUNED) trials the study should hold."),
+    workers: int = typer.Option(1, min=1, help="Worker processes on this machine."),
+    gpus: Optional[str] = typer.Option(None, help="Comma-separated GPU ids, assigned round-robin (e.g. 0,1)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Dataset root (overrides the sweep's data_dir)."),
+    timeout: Optional[float] = typer.Option(None, help="Seconds after which workers start no new trial."),
+    storage: Optional[str] = typer.Option(None, help=STORAGE_HELP),
+    study: Optional[str] = typer.Option(None, help=STUDY_HELP),
+    heartbeat_interval: Optional[int] = typer.Option(None, help="Heartbeat interval in seconds (default 30)."),
+    grace_period: Optional[int] = typer.Option(None, help="Seconds without heartbeat before a trial is stale (120)."),
+    checkpoints: Path = typer.Option(Path("storage/checkpoints"), help="Checkpoint root shared by all workers."),
+) -> None:
+    """Create or resume a study and run workers until it holds --n-trials finished trials."""
+    _setup_logging()
+    from maskcls_hpo.launch import LaunchPlan, run_launch
+
+    url = _resolve_storage(storage)
+    plan = LaunchPlan(
+        sweep_file=sweep_file, n_trials=n_trials, workers=workers,
+        gpus=[g.strip() for g in gpus.split(",") if g.strip()] if gpus else None,
+        overrides=_data_overrides(data_dir), timeout=timeout, storage_url=url, study_name=study,
+        heartbeat_interval=heartbeat_interval, grace_period=grace_period, checkpoints=checkpoints,
+    )
+    code = run_launch(plan, console=console, fail=fail)
+    raise typer.Exit(code)
+
+
+@app.command("worker")
+def worker_cmd(
+    sweep_file: Path = typer.Argument(..., help="Sweep file (the same one the study was launched with)."),
+    n_trials: Optional[int] = typer.Option(None, "--n-trials", help="Target finished trials (default: the study's)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Dataset root (overrides the sweep's data_dir)."),
+    timeout: Optional[float] = typer.Option(None, help="Seconds after which the worker starts no new trial."),
+    storage: Optional[str] = typer.Option(None, help=STORAGE_HELP),
+    study: Optional[str] = typer.Option(None, help=STUDY_HELP),
+    worker_index: int = typer.Option(0, help="Index of this worker (offsets the sampler seed)."),
+    heartbeat_interval: Optional[int] = typer.Option(None, help="Heartbeat interval in seconds (default 30)."),
+    grace_period: Optional[int] = typer.Option(None, help="Seconds without heartbeat before a trial is stale (120)."),
+    checkpoints: Path = typer.Option(Path("storage/checkpoints"), help="Checkpoint root shared by all workers."),
+    max_consecutive_failures: int = typer.Option(5, help="Stop after this many failed trials in a row."),
+) -> None:
+    """Join a study as one worker (from another shell or machine) and run trials until the budget is met."""
+    _setup_logging(verbose=True)
+    from maskcls_hpo.storage import HeartbeatSettings, StorageError
+    from maskcls_hpo.sweep import SweepError, load_sweep
+    from maskcls_hpo.workers import LaunchError, WorkerSettings, run_worker
+
+    url = _resolve_storage(storage)
+    try:
+        sweep = load_sweep(sweep_file)
+        settings = WorkerSettings(
+            sweep_path=sweep_file, storage_url=url, study_name=study or sweep.name, n_trials=n_trials,
+            overrides=_data_overrides(data_dir), heartbeat=HeartbeatSettings.from_env(heartbeat_interval, grace_period),
+            timeout=timeout, max_consecutive_failures=max_consecutive_failures, worker_index=worker_index,
+            checkpoints=checkpoints,
+        )
+        report = run_worker(settings, sweep)
+    except (StorageError, SweepError, LaunchError) as err:
+        fail(str(err))
+    except KeyboardInterrupt:
+        console.print("worker interrupted")
+        raise typer.Exit(130) from None
+    console.print(
+        f"worker {worker_index}: {report.complete} complete, {report.pruned} pruned, {report.failed} failed; "
+        f"{report.stop_reason}", highlight=False,
+    )
+    if report.stop_reason == "interrupted":
+        raise typer.Exit(130)
+    if not report.ok:
+        raise typer.Exit(3)
+
+
+@app.command("status")
+def status_cmd(
+    storage: Optional[str] = typer.Option(None, help=STORAGE_HELP),
+    study: Optional[str] = typer.Option(None, help=STUDY_HELP),
+) -> None:
+    """Trial counts by state, the best trial, running trials with their last heartbeat, stale trials."""
+    from maskcls_hpo.status import print_status
+
+    url = _resolve_storage(storage, must_exist=True)
+    print_status(_load_study(url, study), console)
+
+
+@app.command("export")
+def export_cmd(
+    out: Path = typer.Option(Path("best.yaml"), help="Output file (.yaml/.yml or .json)."),
+    trial: Optional[int] = typer.Option(None, help="Export this trial number instead of the best."),
+    top: Optional[int] = typer.Option(None, help="Export the best K COMPLETE trials to OUT-1, OUT-2, ..."),
+    format: Optional[str] = typer.Option(None, "--format", help="yaml or json (default: from the suffix)."),
+    storage: Optional[str] = typer.Option(None, help=STORAGE_HELP),
+    study: Optional[str] = typer.Option(None, help=STUDY_HELP),
+) -> None:
+    """Write the best COMPLETE trial's full training config (plus study metadata) for `train --config`."""
+    from maskcls_hpo.export import ExportError, export_trials
+
+    url = _resolve_storage(storage, must_exist=True)
+    loaded = _load_study(url, study)
+    try:
+        paths = export_trials(loaded, out, trial_number=trial, top=top, fmt=format)
+    except ExportError as err:
+        fail(str(err))
+    for p in paths:
+        console.print(f"wrote {p}", highlight=False)

@@ -42,23 +42,34 @@ class LaunchPlan:
 
 
 def prepare_data(config: Any) -> dict[str, Any]:
-    """Check the dataset and pretrained weights, build the cache once; return study metadata.
+    """Check the dataset (every image verified) and the pretrained weights, build the cache once.
+
+    Runs in the launching process before any worker starts, so a bad dataset or missing weights is one
+    message instead of a failure in every trial, and every worker finds the cache ready.
 
     Returns:
-        {"data_fingerprint": str, "dataset": {"data_dir", "persons", "images"}}
+        {"data_fingerprint": the cache fingerprint, "dataset": {"data_dir", "persons", "images"}}
 
     Raises:
-        DataError, PretrainedWeightsError: with the path / model named.
+        DataError: every problem by path (case C9). PretrainedWeightsError: naming the model (case C8).
     """
-    from maskcls_hpo.train import prepare_run_data
+    from maskcls_hpo.cache import build_cache
+    from maskcls_hpo.data import load_train
+    from maskcls_hpo.models import build_model, check_pretrained_available, resolve_preprocessing
 
-    prepared = prepare_run_data(config, progress=True)
+    check_pretrained_available(config)
+    samples = load_train(config.data_dir, age_bins=config.age_bins, corrections=config.corrections)
+    backbone = build_model(config.model_copy(update={"pretrained": False}))
+    image_size, _, _ = resolve_preprocessing(config, backbone)
+    del backbone
+    cache = build_cache(samples["path"].tolist(), size=image_size, cache_dir=config.cache_dir, progress=True,
+                        interpolation=config.interpolation)
     return {
-        "data_fingerprint": prepared.fingerprint,
+        "data_fingerprint": cache.fingerprint,
         "dataset": {
             "data_dir": str(Path(config.data_dir).resolve()),
-            "persons": int(prepared.n_persons),
-            "images": int(prepared.n_images),
+            "persons": int(samples["person_id"].nunique()),
+            "images": int(len(samples)),
         },
     }
 

@@ -20,6 +20,7 @@ from rich.table import Table
 
 from maskcls_hpo.export import ranked_complete_trials
 from maskcls_hpo.objective import TrialAttrs
+from maskcls_hpo.storage import rdb_of
 from maskcls_hpo.workers import STUDY_ATTR_N_TRIALS, count_trials
 
 __all__ = ["study_status", "print_status", "last_heartbeats"]
@@ -29,7 +30,7 @@ def last_heartbeats(study: optuna.Study) -> dict[int, dt.datetime]:
     """trial_id -> time of its last heartbeat (naive datetime as the storage keeps it)."""
     from optuna.storages._rdb import models
 
-    storage = study._storage
+    storage = rdb_of(study._storage)
     q = sqlalchemy.select(models.TrialHeartbeatModel.trial_id, models.TrialHeartbeatModel.heartbeat).join(
         models.TrialModel, models.TrialModel.trial_id == models.TrialHeartbeatModel.trial_id
     ).where(models.TrialModel.study_id == study._study_id)
@@ -39,7 +40,7 @@ def last_heartbeats(study: optuna.Study) -> dict[int, dt.datetime]:
 
 def _db_now(study: optuna.Study) -> dt.datetime:
     """The database's clock (heartbeats are stamped by it), as a naive datetime."""
-    storage = study._storage
+    storage = rdb_of(study._storage)
     backend = storage.engine.url.get_backend_name()
     expr = "SELECT CURRENT_TIMESTAMP" if backend == "sqlite" else "SELECT LOCALTIMESTAMP"
     with storage.engine.connect() as con:

@@ -33,6 +33,7 @@ __all__ = [
     "check_schema",
     "open_storage",
     "artifact_dir",
+    "rdb_of",
 ]
 
 DEFAULT_STORAGE = "sqlite:///storage/maskcls_hpo.db"
@@ -324,6 +325,11 @@ def open_storage(
             )
     except (sqlalchemy.exc.SQLAlchemyError, sqlite3.Error) as err:
         raise StorageError(f"cannot open storage {display_url(url)!r}: {mask_password(_short(err))}") from None
+
+
+def rdb_of(storage: object):
+    """The :class:`RDBStorage` behind a study's storage (Optuna wraps it in a private caching layer)."""
+    return getattr(storage, "_backend", storage)
 
 
 def artifact_dir(url: str, root: str | os.PathLike[str] | None = None) -> Path:

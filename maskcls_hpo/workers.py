@@ -36,7 +36,7 @@ from optuna.exceptions import ExperimentalWarning
 from optuna.trial import TrialState
 
 from maskcls_hpo.objective import TrialAttrs, checkpoint_dir, make_objective
-from maskcls_hpo.storage import HeartbeatSettings, display_url, mask_password, open_storage
+from maskcls_hpo.storage import HeartbeatSettings, display_url, mask_password, open_storage, rdb_of
 from maskcls_hpo.sweep import Sweep, load_sweep
 
 __all__ = [
@@ -96,7 +96,7 @@ def count_trials(storage: optuna.storages.RDBStorage, study_id: int, max_number:
     if max_number is not None:
         query = query.where(models.TrialModel.number <= max_number)
     counts = StudyCounts()
-    with storage.engine.connect() as con:
+    with rdb_of(storage).engine.connect() as con:
         for state, n in con.execute(query):
             state = TrialState[state] if isinstance(state, str) else TrialState(state)
             name = {TrialState.FAIL: "failed"}.get(state, state.name.lower())
