@@ -1,0 +1,342 @@
+"""Trial artifacts and the study note that optuna-dashboard shows.
+
+Each finished trial gets three files, uploaded with Optuna's artifact API
+(:func:`optuna.artifacts.upload_artifact`) into a :class:`optuna.artifacts.FileSystemArtifactStore` whose
+folder comes from the storage URL (:func:`maskcls_hpo.storage.artifact_dir`), so `dashboard` (same URL
+resolution) finds them:
+
+- ``confusion_matrix.png``: the best epoch's 18 x 18 validation confusion matrix (rows true, columns
+  predicted; colour = share of the row, text = count), classes labelled like ``0 wear/M/<30``;
+- ``per_class_f1.csv``: one row per class (18 rows): class, label, mask, gender, age, f1, support, predicted;
+- ``config.yaml``: the trial's full training config (what `export` would write, without the metadata).
+
+COMPLETE trials take the numbers from the :class:`~maskcls_hpo.train.TrainResult`; PRUNED trials from the
+`metrics.json` their run left in the checkpoint folder (written after every epoch). Uploading never fails a
+trial: an error is logged as a warning and the trial goes on.
+
+The study note (markdown, optuna-dashboard's ``save_note``) names the sweep file, the dataset size and the
+data fingerprint, so whoever opens the dashboard sees what the numbers are about.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+
+from maskcls_hpo.objective import TrialAttrs, checkpoint_dir
+from maskcls_hpo.storage import artifact_dir, mask_password
+
+__all__ = [
+    "ARTIFACT_FILES",
+    "NUM_CLASSES",
+    "class_labels",
+    "open_artifact_store",
+    "write_confusion_png",
+    "write_per_class_f1_csv",
+    "write_config_yaml",
+    "upload_trial_artifacts",
+    "TrialArtifactUploader",
+    "study_note",
+    "save_study_note",
+]
+
+log = logging.getLogger("maskcls_hpo.artifacts")
+
+NUM_CLASSES = 18
+CONFUSION_PNG = "confusion_matrix.png"
+PER_CLASS_CSV = "per_class_f1.csv"
+CONFIG_YAML = "config.yaml"
+ARTIFACT_FILES = (CONFUSION_PNG, PER_CLASS_CSV, CONFIG_YAML)
+MASK_NAMES = ("wear", "incorrect", "not wear")
+GENDER_NAMES = ("M", "F")
+CSV_COLUMNS = ("class", "label", "mask", "gender", "age", "f1", "support", "predicted")
+
+
+def _age_names(age_bins: Sequence[int]) -> tuple[str, str, str]:
+    a, b = (int(v) for v in age_bins)
+    return f"<{a}", f"{a}-{b - 1}", f">={b}"
+
+
+def class_labels(age_bins: Sequence[int] = (30, 60)) -> list[str]:
+    """The 18 class names, e.g. ``["0 wear/M/<30", "1 wear/M/30-59", ..., "17 not wear/F/>=60"]``.
+
+    Class id = mask * 6 + gender * 3 + age band (DESIGN.md section 3); the age band names follow
+    `age_bins` = (a, b): ``<a``, ``a-(b-1)``, ``>=b`` (years).
+    """
+    ages = _age_names(age_bins)
+    return [
+        f"{y} {MASK_NAMES[y // 6]}/{GENDER_NAMES[(y // 3) % 2]}/{ages[y % 3]}" for y in range(NUM_CLASSES)
+    ]
+
+
+def open_artifact_store(storage_url: str, root: str | Path | None = None, create: bool = True):
+    """Optuna's ``FileSystemArtifactStore`` on :func:`maskcls_hpo.storage.artifact_dir` of `storage_url`.
+
+    Args:
+        create: make the folder when it is missing (the store itself never does).
+
+    Returns:
+        (store, folder Path).
+    """
+    from optuna.artifacts import FileSystemArtifactStore
+
+    folder = artifact_dir(storage_url, root)
+    if create:
+        folder.mkdir(parents=True, exist_ok=True)
+    return FileSystemArtifactStore(base_path=folder), folder
+
+
+def _check_confusion(confusion: Any) -> np.ndarray:
+    matrix = np.asarray(confusion, dtype=np.int64)
+    if matrix.shape != (NUM_CLASSES, NUM_CLASSES):
+        raise ValueError(f"confusion matrix must be {NUM_CLASSES}x{NUM_CLASSES}, got shape {matrix.shape}")
+    return matrix
+
+
+def write_confusion_png(
+    confusion: Any, path: str | Path, age_bins: Sequence[int] = (30, 60), title: str = "", dpi: int = 100
+) -> Path:
+    """Draw an 18 x 18 confusion matrix as a PNG (matplotlib, no pyplot state; safe in any thread).
+
+    Args:
+        confusion: (18, 18) ints, rows = true class, columns = predicted class (scikit-learn's layout).
+        title: printed above the matrix (e.g. the trial number and its macro F1).
+
+    Colour is the share of the true class (row-normalised, 0..1) so rare classes stay visible; each
+    non-zero cell shows its count.
+
+    Raises:
+        ValueError: the matrix is not 18 x 18.
+    """
+    from matplotlib.figure import Figure
+
+    matrix = _check_confusion(confusion)
+    rows = matrix.sum(axis=1, keepdims=True)
+    share = np.divide(matrix, rows, out=np.zeros(matrix.shape, dtype=np.float64), where=rows > 0)
+    labels = class_labels(age_bins)
+    fig = Figure(figsize=(8.6, 7.6), dpi=dpi, layout="constrained")
+    ax = fig.add_subplot()
+    im = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
+    for i, j in zip(*np.nonzero(matrix), strict=True):
+        ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=6.5,
+                color="white" if share[i, j] > 0.6 else "black")
+    ax.set_xticks(range(NUM_CLASSES), labels, rotation=90, fontsize=7)
+    ax.set_yticks(range(NUM_CLASSES), labels, fontsize=7)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.colorbar(im, ax=ax, shrink=0.8, label="share of the true class")
+    path = Path(path)
+    fig.savefig(path, format="png")
+    return path
+
+
+def write_per_class_f1_csv(
+    per_class_f1: Sequence[float], path: str | Path, age_bins: Sequence[int] = (30, 60), confusion: Any = None
+) -> Path:
+    """Write per-class F1 as CSV, one row per class (18 rows after the header).
+
+    Columns: class (0..17), label (``0 wear/M/<30``), mask, gender, age (the three parts' names), f1
+    (0..1, empty when not finite), support (true images of the class, from `confusion` rows) and predicted
+    (images predicted as the class, from `confusion` columns); support/predicted are empty without
+    `confusion`.
+
+    Raises:
+        ValueError: not 18 values, or a confusion matrix that is not 18 x 18.
+    """
+    scores = [float(v) if v is not None else float("nan") for v in per_class_f1]
+    if len(scores) != NUM_CLASSES:
+        raise ValueError(f"per-class F1 must have {NUM_CLASSES} values, got {len(scores)}")
+    matrix = _check_confusion(confusion) if confusion is not None else None
+    labels = class_labels(age_bins)
+    ages = _age_names(age_bins)
+    path = Path(path)
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(CSV_COLUMNS)
+        for y in range(NUM_CLASSES):
+            f1 = scores[y]
+            writer.writerow([
+                y, labels[y], MASK_NAMES[y // 6], GENDER_NAMES[(y // 3) % 2], ages[y % 3],
+                f"{f1:.6f}" if np.isfinite(f1) else "",
+                int(matrix[y].sum()) if matrix is not None else "",
+                int(matrix[:, y].sum()) if matrix is not None else "",
+            ])
+    return path
+
+
+def write_config_yaml(config: Mapping[str, Any], path: str | Path) -> Path:
+    """Write a trial's training config (a plain mapping, `TrainConfig.to_dict()`) as YAML."""
+    from maskcls_hpo.config import save_config
+
+    return save_config(dict(config), path)
+
+
+def upload_trial_artifacts(
+    trial: optuna.Trial | optuna.trial.FrozenTrial,
+    artifact_store: Any,
+    *,
+    config: Mapping[str, Any] | None,
+    confusion: Any = None,
+    per_class_f1: Sequence[float] | None = None,
+    title: str = "",
+    storage: Any = None,
+) -> list[str]:
+    """Write the trial's artifacts into a temporary folder and upload each with Optuna's artifact API.
+
+    Whatever is available is uploaded: the PNG needs an 18 x 18 `confusion`, the CSV 18 `per_class_f1`
+    values, the YAML a `config`. `storage` is needed only for a FrozenTrial.
+
+    Returns:
+        The uploaded file names (a subset of :data:`ARTIFACT_FILES`, in that order).
+
+    Raises:
+        Whatever writing or uploading raises (callers that must not fail use :class:`TrialArtifactUploader`).
+    """
+    from optuna.artifacts import upload_artifact
+
+    age_bins = tuple((config or {}).get("age_bins") or (30, 60))
+    has_confusion = confusion is not None and np.asarray(confusion).size == NUM_CLASSES**2
+    has_f1 = per_class_f1 is not None and len(per_class_f1) == NUM_CLASSES
+    uploaded: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="maskcls_artifacts_") as tmp:
+        files: list[Path] = []
+        if has_confusion:
+            files.append(write_confusion_png(confusion, Path(tmp) / CONFUSION_PNG, age_bins, title))
+        if has_f1:
+            files.append(write_per_class_f1_csv(per_class_f1, Path(tmp) / PER_CLASS_CSV, age_bins,
+                                                confusion if has_confusion else None))
+        if config:
+            files.append(write_config_yaml(config, Path(tmp) / CONFIG_YAML))
+        for file in files:
+            upload_artifact(artifact_store=artifact_store, file_path=str(file), study_or_trial=trial,
+                            storage=storage)
+            uploaded.append(file.name)
+    return uploaded
+
+
+class TrialArtifactUploader:
+    """Uploads each finished trial's artifacts; never lets an upload error fail a trial.
+
+    Use it as `make_objective(..., after_trial=uploader)` (COMPLETE trials, numbers from the TrainResult)
+    and wrap the objective with :meth:`wrap` so PRUNED trials get artifacts from the `metrics.json` of
+    their checkpoint folder.
+
+    Args:
+        storage_url: the resolved storage URL; the artifact folder is ``artifact_dir(storage_url, root)``.
+    """
+
+    def __init__(self, storage_url: str, root: str | Path | None = None):
+        self.folder = artifact_dir(storage_url, root)
+        self._store = None
+
+    @property
+    def store(self):
+        """The ``FileSystemArtifactStore`` (its folder is made on first use)."""
+        if self._store is None:
+            from optuna.artifacts import FileSystemArtifactStore
+
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._store = FileSystemArtifactStore(base_path=self.folder)
+        return self._store
+
+    def upload(
+        self, trial: optuna.Trial, confusion: Any, per_class_f1: Any, best_epoch: Any, best_f1: Any
+    ) -> list[str]:
+        """Upload one trial's files; returns the file names, or [] after logging a warning on any error."""
+        try:
+            config = trial.user_attrs.get(TrialAttrs.CONFIG)
+            title = f"trial {trial.number}"
+            if best_epoch:
+                title += f", epoch {int(best_epoch)}"
+            if best_f1 is not None and np.isfinite(float(best_f1)):
+                title += f": val macro F1 {float(best_f1):.4f}"
+            return upload_trial_artifacts(trial, self.store, config=config, confusion=confusion,
+                                          per_class_f1=per_class_f1, title=title)
+        except Exception as err:  # noqa: BLE001 - an artifact must never fail a trial
+            log.warning("trial %d: artifacts not uploaded to %s: %s", trial.number, self.folder,
+                        mask_password(f"{type(err).__name__}: {err}"))
+            return []
+
+    def __call__(self, trial: optuna.Trial, result: Any) -> None:
+        """`after_trial` hook: `result` is the trial's :class:`~maskcls_hpo.train.TrainResult`."""
+        self.upload(trial, result.confusion, result.per_class_f1, result.best_epoch, result.best_f1)
+
+    def upload_from_metrics(self, trial: optuna.Trial, metrics_json: Path) -> list[str]:
+        """Upload from a run's `metrics.json` (best_confusion, best_per_class_f1); [] when it is missing."""
+        try:
+            metrics = json.loads(Path(metrics_json).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            metrics = {}
+        return self.upload(trial, metrics.get("best_confusion"), metrics.get("best_per_class_f1"),
+                           metrics.get("best_epoch"), metrics.get("best_f1"))
+
+    def wrap(
+        self, objective: Callable[[optuna.Trial], float], checkpoint_root: Path
+    ) -> Callable[[optuna.Trial], float]:
+        """The same objective, but a pruned trial first uploads what its checkpoint folder holds."""
+        def objective_with_artifacts(trial: optuna.Trial) -> float:
+            try:
+                return objective(trial)
+            except optuna.TrialPruned:
+                self.upload_from_metrics(trial, checkpoint_dir(checkpoint_root, trial.number) / "metrics.json")
+                raise
+
+        return objective_with_artifacts
+
+
+def _md_code(text: Any) -> str:
+    """Inline markdown code span (backticks in the text are dropped)."""
+    return "`" + mask_password(str(text)).replace("`", "") + "`"
+
+
+def study_note(
+    study_name: str, sweep_file: str | Path, n_trials: int | None = None, study_attrs: Mapping[str, Any] | None = None
+) -> str:
+    """The study's markdown note: sweep file, trial budget, dataset size and data fingerprint.
+
+    `study_attrs` is what `launch` stores on the study: ``{"data_fingerprint": str, "dataset": {"data_dir",
+    "persons", "images"}}``; missing entries are left out.
+    """
+    attrs = dict(study_attrs or {})
+    lines = [f"## Study {_md_code(study_name)}", "", f"- sweep file: {_md_code(Path(sweep_file).name)}"
+             f" ({_md_code(sweep_file)})"]
+    if n_trials:
+        lines.append(f"- trial budget: {int(n_trials)} finished trials (COMPLETE + PRUNED)")
+    dataset = attrs.get("dataset") or {}
+    if dataset:
+        size = ", ".join(f"{int(dataset[k]):,} {k}" for k in ("persons", "images") if k in dataset)
+        where = f" in {_md_code(dataset['data_dir'])}" if dataset.get("data_dir") else ""
+        lines.append(f"- dataset: {size}{where}")
+    if attrs.get("data_fingerprint"):
+        lines.append(f"- data fingerprint: {_md_code(attrs['data_fingerprint'])}")
+    lines += ["", "Each finished trial carries artifacts: " + ", ".join(_md_code(f) for f in ARTIFACT_FILES)
+              + ". The objective is the best epoch's validation macro F1 over the 18 classes."]
+    return "\n".join(lines) + "\n"
+
+
+def save_study_note(study: optuna.Study, body: str) -> bool:
+    """Store `body` as the study's note (optuna-dashboard) unless it is already the note.
+
+    Returns:
+        True when a new note version was written. Errors are logged as a warning (False), never raised.
+    """
+    try:
+        from optuna_dashboard import get_note, save_note
+
+        if get_note(study) == body:
+            return False
+        save_note(study, body)
+        return True
+    except Exception as err:  # noqa: BLE001 - a note must never stop a launch
+        log.warning("study '%s': note not saved: %s", study.study_name, mask_password(f"{type(err).__name__}: {err}"))
+        return False
