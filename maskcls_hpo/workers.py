@@ -35,6 +35,7 @@ import sqlalchemy
 from optuna.exceptions import ExperimentalWarning
 from optuna.trial import TrialState
 
+from maskcls_hpo.artifacts import TrialArtifactUploader, save_study_note, study_note
 from maskcls_hpo.objective import TrialAttrs, checkpoint_dir, make_objective
 from maskcls_hpo.storage import HeartbeatSettings, display_url, mask_password, open_storage, rdb_of
 from maskcls_hpo.sweep import Sweep, load_sweep
@@ -229,11 +230,13 @@ def run_worker(settings: WorkerSettings, sweep: Sweep | None = None) -> WorkerRe
     if not n_trials:
         raise LaunchError(f"study '{settings.study_name}' has no trial budget: pass --n-trials")
     worker_label = f"{socket.gethostname()}:{os.getpid()}/{settings.worker_index}"
-    objective = make_objective(
-        sweep,
-        checkpoint_root=Path(settings.checkpoints) / settings.study_name,
-        overrides=settings.overrides,
-        worker=worker_label,
+    # Every finished trial (COMPLETE, and PRUNED from its metrics.json) gets artifacts for the dashboard.
+    uploader = TrialArtifactUploader(settings.storage_url)
+    checkpoint_root = Path(settings.checkpoints) / settings.study_name
+    objective = uploader.wrap(
+        make_objective(sweep, checkpoint_root=checkpoint_root, overrides=settings.overrides, worker=worker_label,
+                       after_trial=uploader),
+        checkpoint_root,
     )
     report = WorkerReport()
     consecutive_failures = 0
@@ -359,6 +362,7 @@ def prepare_study(
     study.set_user_attr(STUDY_ATTR_SWEEP, str(sweep.path))
     for key, value in (study_attrs or {}).items():
         study.set_user_attr(key, value)
+    save_study_note(study, study_note(study_name, sweep.path, n_trials, study_attrs))
     for params in sweep.known_good:
         study.enqueue_trial(params, skip_if_exists=True)
     return study
