@@ -257,7 +257,11 @@ def run_worker(settings: WorkerSettings, sweep: Sweep | None = None) -> WorkerRe
             if counts.finished + counts.running >= n_trials:
                 time.sleep(settings.poll_interval)  # the last slots are taken; a running trial may still fail
                 continue
-            trial = _retry_db(study.ask, "starting a trial")
+            with warnings.catch_warnings():
+                # NOTE Optuna warns that heartbeats are meant for Study.optimize; this loop runs the same
+                # heartbeat thread itself (see _run_one).
+                warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
+                trial = _retry_db(study.ask, "starting a trial")
             try:
                 claimed = _retry_db(lambda: _claim_slot(storage, study, trial, n_trials), "claiming")  # noqa: B023
             except (KeyboardInterrupt, _Interrupted):

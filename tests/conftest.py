@@ -125,3 +125,85 @@ def layout_helpers():
     mode)`, `.mask_files`, `.persons` (the default persons)."""
     return SimpleNamespace(color=layout_color, gray=layout_gray, write_image=write_solid_image,
                            mask_files=LAYOUT_MASK_FILES, persons=LAYOUT_PERSONS)
+
+
+# --- sweep-service fixtures -------------------------------------------------------------------------
+
+TINY_SWEEP = '''
+import optuna
+
+BASE_CONFIG = {
+    "model": "test_resnet", "pretrained": False, "image_size": [32, 24], "epochs": EPOCHS,
+    "val_ratio": 0.25, "augment": False, "data_dir": "DATA_DIR", "cache_dir": "CACHE_DIR", "device": "cpu",
+}
+
+def suggest(trial):
+    return {
+        "batch_size": trial.suggest_categorical("batch_size", [16, 32]),
+        "lr": trial.suggest_float("lr", 1e-3, 1e-2, log=True),
+    }
+
+def make_pruner(config):
+    return PRUNER
+'''
+
+
+@pytest.fixture(scope="session")
+def tiny_demo(tmp_path_factory) -> Path:
+    """A 24-person procedural demo set at 36x48 (W x H), written once per test session."""
+    from maskcls_hpo.demo import write_demo_dataset
+
+    root = tmp_path_factory.mktemp("tiny_demo") / "data"
+    write_demo_dataset(root, persons=24, eval_persons=6, size=(36, 48), seed=1, progress=False)
+    return root
+
+
+@pytest.fixture
+def tiny_sweep(tmp_path, tiny_demo):
+    """Write a tiny sweep file: `tiny_sweep(epochs=2, pruner="optuna.pruners.NopPruner()", extra="")` -> path.
+
+    `extra` is appended verbatim (e.g. a different `suggest` or a registered timm model).
+    """
+
+    def make(epochs: int = 2, pruner: str = "optuna.pruners.NopPruner()", extra: str = "",
+             name: str = "tiny.py") -> Path:
+        body = (TINY_SWEEP.replace("EPOCHS", str(epochs)).replace("DATA_DIR", str(tiny_demo))
+                .replace("CACHE_DIR", str(tmp_path / "cache")).replace("PRUNER", pruner))
+        path = tmp_path / name
+        path.write_text(body + extra)
+        return path
+
+    return make
+
+
+# --- training fixtures (owner: training engine) ------------------------------------------------------
+# One procedural demo dataset per test session (written once, read by every training test), and one image
+# cache folder shared by those tests, so each image size is decoded once per session.
+
+
+@pytest.fixture(scope="session")
+def demo_data_60(tmp_path_factory) -> Path:
+    """A procedural demo dataset (`demo.write_demo_dataset`) of 60 train persons (420 images, 48x64 px,
+    seed 0, no eval part): enough to learn something in 3 epochs on the CPU."""
+    from maskcls_hpo.demo import write_demo_dataset
+
+    out = tmp_path_factory.mktemp("demo60")
+    write_demo_dataset(out, persons=60, eval_persons=0, size=(48, 64), seed=0, progress=False, overwrite=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def demo_data_20(tmp_path_factory) -> Path:
+    """A procedural demo dataset of 20 train persons (140 images, 32x40 px, seed 1, no eval part) for tests
+    of the training mechanics (checkpoints, schedules, errors) that need no learning."""
+    from maskcls_hpo.demo import write_demo_dataset
+
+    out = tmp_path_factory.mktemp("demo20")
+    write_demo_dataset(out, persons=20, eval_persons=0, size=(32, 40), seed=1, progress=False, overwrite=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def train_cache_dir(tmp_path_factory) -> Path:
+    """The decoded-image cache folder every training test shares (config `cache_dir`)."""
+    return tmp_path_factory.mktemp("train_cache")
