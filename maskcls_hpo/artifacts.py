@@ -37,6 +37,7 @@ from maskcls_hpo.storage import artifact_dir, mask_password
 __all__ = [
     "ARTIFACT_FILES",
     "NUM_CLASSES",
+    "OBJECTIVE_NAME",
     "class_labels",
     "open_artifact_store",
     "write_confusion_png",
@@ -51,10 +52,12 @@ __all__ = [
 log = logging.getLogger("maskcls_hpo.artifacts")
 
 NUM_CLASSES = 18
+OBJECTIVE_NAME = "val macro F1"
 CONFUSION_PNG = "confusion_matrix.png"
 PER_CLASS_CSV = "per_class_f1.csv"
 CONFIG_YAML = "config.yaml"
 ARTIFACT_FILES = (CONFUSION_PNG, PER_CLASS_CSV, CONFIG_YAML)
+MIMETYPES = {CONFUSION_PNG: "image/png", PER_CLASS_CSV: "text/csv", CONFIG_YAML: "application/yaml"}  # RFC 9512
 MASK_NAMES = ("wear", "incorrect", "not wear")
 GENDER_NAMES = ("M", "F")
 CSV_COLUMNS = ("class", "label", "mask", "gender", "age", "f1", "support", "predicted")
@@ -219,7 +222,7 @@ def upload_trial_artifacts(
             files.append(write_config_yaml(config, Path(tmp) / CONFIG_YAML))
         for file in files:
             upload_artifact(artifact_store=artifact_store, file_path=str(file), study_or_trial=trial,
-                            storage=storage)
+                            storage=storage, mimetype=MIMETYPES[file.name])
             uploaded.append(file.name)
     return uploaded
 
@@ -327,12 +330,16 @@ def study_note(
 def save_study_note(study: optuna.Study, body: str) -> bool:
     """Store `body` as the study's note (optuna-dashboard) unless it is already the note.
 
+    Also names the objective :data:`OBJECTIVE_NAME` (``set_objective_names``), so the dashboard's charts
+    say "val macro F1" instead of "Objective 0".
+
     Returns:
         True when a new note version was written. Errors are logged as a warning (False), never raised.
     """
     try:
-        from optuna_dashboard import get_note, save_note
+        from optuna_dashboard import get_note, save_note, set_objective_names
 
+        set_objective_names(study, [OBJECTIVE_NAME])
         if get_note(study) == body:
             return False
         save_note(study, body)

@@ -317,3 +317,60 @@ def export_cmd(
         fail(str(err))
     for p in paths:
         console.print(f"wrote {p}", highlight=False)
+
+
+# --- dashboard and report -------------------------------------------------------------------------
+
+
+@app.command("dashboard")
+def dashboard_cmd(
+    storage: Optional[str] = typer.Option(None, help=STORAGE_HELP),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (no login: loopback unless you say otherwise)."),
+    port: int = typer.Option(8080, min=0, max=65535, help="Port to listen on (0: any free port)."),
+) -> None:
+    """Run optuna-dashboard on the study database and the trials' artifacts (Ctrl-C stops it)."""
+    from maskcls_hpo.dashboard import DashboardError, dashboard_app, is_loopback, serve_dashboard
+    from maskcls_hpo.storage import StorageError, display_url
+
+    url = _resolve_storage(storage, must_exist=True)
+    try:
+        dash = dashboard_app(url)
+    except (StorageError, DashboardError) as err:
+        fail(str(err))
+    studies = ", ".join(dash.studies) if dash.studies else "none yet"
+    console.print(
+        f"optuna-dashboard on {display_url(url)} (studies: {studies}); artifacts in {dash.artifact_dir}",
+        highlight=False, soft_wrap=True,
+    )
+    if not is_loopback(host):
+        console.print(f"[yellow]warning:[/] listening on {host}: anyone who can reach this machine can open "
+                      "the dashboard (it has no login)", highlight=False)
+
+    def ready(address: str) -> None:
+        console.print(f"open {address}  (Ctrl-C to stop)", highlight=False, soft_wrap=True)
+
+    try:
+        serve_dashboard(dash, host=host, port=port, on_ready=ready)
+    except OSError as err:
+        fail(f"cannot listen on {host}:{port}: {err.strerror or err}; pass another --port or --host")
+    except KeyboardInterrupt:
+        console.print("dashboard stopped", highlight=False)
+
+
+@app.command("report")
+def report_cmd(
+    out: Path = typer.Option(Path("report.html"), help="HTML file to write (self-contained, opens offline)."),
+    top: int = typer.Option(10, min=1, help="Rows of the top-trials table."),
+    storage: Optional[str] = typer.Option(None, help=STORAGE_HELP),
+    study: Optional[str] = typer.Option(None, help=STUDY_HELP),
+) -> None:
+    """Write one HTML page with Optuna's plots (history, intermediate values, importances, ...) and the top trials."""
+    from maskcls_hpo.report import write_report
+
+    url = _resolve_storage(storage, must_exist=True)
+    loaded = _load_study(url, study)
+    try:
+        path = write_report(loaded, out, top=top)
+    except OSError as err:
+        fail(f"cannot write {out}: {err.strerror or err}")
+    console.print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)", highlight=False)

@@ -1,0 +1,150 @@
+"""`dashboard`: optuna-dashboard on the project's storage and artifact store.
+
+The storage URL is resolved like every other verb's (case C7: no `--storage`, a path, or `sqlite:///path`
+open the same database) and must already exist: a reader never creates an empty database. The schema is
+checked first (C5), and every printed URL has its password masked (C6). The artifact store is the folder
+that the workers upload to (:func:`maskcls_hpo.storage.artifact_dir`), so each trial's confusion matrix,
+per-class F1 and config are listed on its page.
+
+The app is optuna-dashboard's own WSGI app (:func:`optuna_dashboard.wsgi`), served the way
+``optuna-dashboard``'s command line serves it by default: the standard library's ``wsgiref`` with one
+thread per request (a page load issues several API calls at once). It binds to 127.0.0.1 unless told
+otherwise; the dashboard has no login, so a non-loopback host is a deliberate choice.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socketserver
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from maskcls_hpo.storage import StorageError, display_url, mask_password, open_storage
+
+__all__ = ["DashboardError", "Dashboard", "dashboard_app", "serve_dashboard", "dashboard_address", "is_loopback"]
+
+log = logging.getLogger("maskcls_hpo.dashboard")
+
+
+class DashboardError(StorageError):
+    """The storage can be reached but holds no Optuna studies database."""
+
+
+@dataclass
+class Dashboard:
+    """A ready optuna-dashboard WSGI app and what it shows.
+
+    Attributes:
+        app: the WSGI application (a Bottle app).
+        storage_url: the resolved storage URL (print it with :func:`maskcls_hpo.storage.display_url`).
+        studies: names of the studies in the storage when the app was made (new ones appear live).
+        artifact_dir: folder of the ``FileSystemArtifactStore``.
+    """
+
+    app: Any
+    storage_url: str
+    studies: list[str]
+    artifact_dir: Path
+
+
+class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
+    """wsgiref with a thread per request (as ``optuna-dashboard --server wsgiref`` runs it)."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log per request (the browser polls every few seconds); server errors are logged."""
+
+    def log_request(self, code: Any = "-", size: Any = "-") -> None:
+        if str(code).isdigit() and int(code) >= 500:
+            log.warning("%s -> HTTP %s", mask_password(self.requestline), code)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        log.debug(mask_password(format % args))
+
+
+def dashboard_app(storage_url: str, artifact_root: str | Path | None = None) -> Dashboard:
+    """Open the storage read-only (no table creation), check it, and build optuna-dashboard's app.
+
+    Args:
+        storage_url: a resolved URL (:func:`maskcls_hpo.storage.resolve_storage_url` with `must_exist`).
+        artifact_root: artifact folder; default :func:`maskcls_hpo.storage.artifact_dir` of the URL.
+
+    Raises:
+        StorageSchemaError: the database was made by another Optuna schema version (C5).
+        StorageError: the database cannot be reached (message with the password masked).
+        DashboardError: the database has no Optuna tables.
+    """
+    import optuna
+    import optuna_dashboard
+
+    from maskcls_hpo.artifacts import open_artifact_store
+
+    storage = open_storage(storage_url, create=False)
+    try:
+        studies = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+    except Exception as err:  # noqa: BLE001 - e.g. "no such table: studies"
+        raise DashboardError(
+            f"{display_url(storage_url)} is not an Optuna study database ({mask_password(_first_line(err))}); "
+            "pass the --storage that `launch` used"
+        ) from None
+    store, folder = open_artifact_store(storage_url, artifact_root, create=True)
+    app = optuna_dashboard.wsgi(storage, artifact_store=store)
+    return Dashboard(app=app, storage_url=storage_url, studies=studies, artifact_dir=folder)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(getattr(err, "orig", None) or err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def is_loopback(host: str) -> bool:
+    """True for `localhost` and loopback addresses (127.0.0.0/8, ::1): not reachable from other machines."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def dashboard_address(host: str, port: int) -> str:
+    """The browser address of the dashboard, e.g. ``http://127.0.0.1:8080/dashboard``.
+
+    A wildcard bind (0.0.0.0 / ::) is shown as 127.0.0.1 / [::1], the address that works on this machine.
+    """
+    shown = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    if ":" in shown:
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}/dashboard"
+
+
+def serve_dashboard(
+    dashboard: Dashboard, host: str = "127.0.0.1", port: int = 8080, on_ready: Callable[[str], None] | None = None
+) -> None:
+    """Serve the dashboard until interrupted (Ctrl-C raises KeyboardInterrupt out of this function).
+
+    Args:
+        on_ready: called with the browser address once the socket listens.
+
+    Raises:
+        OSError: the address cannot be bound (port in use, unknown host).
+    """
+    server_class = _ThreadingWSGIServer
+    if ":" in host:
+        import socket
+
+        server_class = type("_ThreadingWSGIServer6", (_ThreadingWSGIServer,), {"address_family": socket.AF_INET6})
+    httpd = make_server(host, port, dashboard.app, server_class=server_class, handler_class=_QuietHandler)
+    try:
+        if on_ready is not None:
+            on_ready(dashboard_address(host, httpd.server_port))
+        httpd.serve_forever(poll_interval=0.5)
+    finally:
+        httpd.server_close()
