@@ -34,8 +34,9 @@ def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float])
     Returns:
         `(B, 3, H, W) float32` on the same device.
     """
-    x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
-    return TF.normalize(x, mean=list(mean), std=list(std))
+    if images.dtype == torch.uint8:  # a new float tensor: normalise it in place (one full-batch pass less)
+        return TF.normalize(images.float().div_(255.0), mean=list(mean), std=list(std), inplace=True)
+    return TF.normalize(images.float(), mean=list(mean), std=list(std))
 
 
 class BatchAugment:
@@ -115,10 +116,16 @@ class BatchAugment:
             raise ValueError(f"expected a (B, 3, H, W) batch, got shape {tuple(images.shape)}")
         device = images.device
         gen = self._generator(device)
-        b = images.shape[0]
-        x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
+        b, _, h, w = images.shape
+        # NOTE the 1/255 scaling is folded into the brightness factor (resampling is linear), and every step
+        # after the resampling works in place: on a CPU each extra full-batch pass or allocation costs as much
+        # as the arithmetic (benchmarks/b1_input_pipeline.py), on a GPU each is one more kernel launch.
+        scale = 1.0 / 255.0 if images.dtype == torch.uint8 else 1.0
+        x = images.float()
 
-        # 1 + 2: crop and flip as one affine resampling; theta maps output coords to input coords in [-1, 1].
+        # 1 + 2: crop and flip as one axis-aligned affine resampling. The sampling grid maps output pixel
+        # centres to input coordinates in [-1, 1] (affine_grid's convention with align_corners=False):
+        # x_in = frac_w * sign * x_out + centre_x, y_in = frac_h * y_out + centre_y, built separably.
         area = self._uniform(b, *self.crop_scale, gen, device)
         log_ratio = self._uniform(b, math.log(self.ratio[0]), math.log(self.ratio[1]), gen, device)
         ratio = torch.exp(log_ratio)
@@ -128,23 +135,27 @@ class BatchAugment:
         centre_y = (torch.rand(b, generator=gen, device=device) * 2 - 1) * (1 - frac_h)
         flip = torch.rand(b, generator=gen, device=device) < self.flip_p
         sign_x = torch.where(flip, -1.0, 1.0)
-        theta = torch.zeros(b, 2, 3, device=device)
-        theta[:, 0, 0] = frac_w * sign_x
-        theta[:, 0, 2] = centre_x
-        theta[:, 1, 1] = frac_h
-        theta[:, 1, 2] = centre_y
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        xs = torch.arange(w, device=device, dtype=torch.float32).mul_(2.0 / w).add_(1.0 / w - 1.0)
+        ys = torch.arange(h, device=device, dtype=torch.float32).mul_(2.0 / h).add_(1.0 / h - 1.0)
+        grid = torch.empty(b, h, w, 2, device=device)
+        grid[..., 0] = (frac_w * sign_x).view(b, 1, 1) * xs.view(1, 1, w) + centre_x.view(b, 1, 1)
+        grid[..., 1] = frac_h.view(b, 1, 1) * ys.view(1, h, 1) + centre_y.view(b, 1, 1)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        del grid
 
-        # 3: colour jitter, per-sample factors broadcast over (3, H, W).
+        # 3: colour jitter, per-sample factors broadcast over (3, H, W); x * c + m * (1 - c) == (x - m) * c + m.
         if self.color_jitter > 0:
             lo, hi = 1.0 - self.color_jitter, 1.0 + self.color_jitter
             bright, contrast, sat = (self._uniform(b, lo, hi, gen, device).view(b, 1, 1, 1) for _ in range(3))
+            x.mul_(bright * scale).clamp_(0.0, 1.0)
             luma = torch.tensor(_LUMA, device=device).view(1, 3, 1, 1)
-            x = (x * bright).clamp_(0.0, 1.0)
-            grey_mean = (x * luma).sum(dim=1, keepdim=True).mean(dim=(2, 3), keepdim=True)
-            x = ((x - grey_mean) * contrast + grey_mean).clamp_(0.0, 1.0)
-            grey = (x * luma).sum(dim=1, keepdim=True)
-            x = ((x - grey) * sat + grey).clamp_(0.0, 1.0)
+            grey_mean = (x.mean(dim=(2, 3), keepdim=True) * luma).sum(dim=1, keepdim=True)
+            x.mul_(contrast).add_(grey_mean * (1 - contrast)).clamp_(0.0, 1.0)
+            grey = (x[:, 0:1] * _LUMA[0]).add_(x[:, 1:2], alpha=_LUMA[1]).add_(x[:, 2:3], alpha=_LUMA[2])
+            x.mul_(sat).add_(grey.mul_(1 - sat)).clamp_(0.0, 1.0)
+            del grey
+        elif scale != 1.0:
+            x.mul_(scale)
 
-        return normalize(x, self.mean, self.std)
+        # 4: normalise in place (x is this call's own tensor).
+        return TF.normalize(x, mean=list(self.mean), std=list(self.std), inplace=True)
