@@ -138,7 +138,63 @@ def train_cmd(
     print_config: bool = typer.Option(False, "--print-config", help="Print the default config and exit."),
 ) -> None:
     """Train one model from a config (independent of any study)."""
-    fail("train is not implemented yet")
+    import yaml
+
+    from maskcls_hpo.config import ConfigError, TrainConfig, config_from_mapping, load_config, save_config
+    from maskcls_hpo.data import DataError
+
+    if print_config:
+        typer.echo(yaml.safe_dump(TrainConfig().to_dict(), sort_keys=False), nl=False)
+        return
+    try:
+        cfg = load_config(config) if config is not None else TrainConfig()
+        overrides = {"data_dir": str(data_dir) if data_dir else None, "epochs": epochs, "full_data": full_data or None}
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        if overrides:
+            cfg = config_from_mapping(cfg.to_dict() | overrides, source=f"{config or 'defaults'} + options")
+    except ConfigError as err:
+        fail(str(err))
+    _setup_logging()
+    from maskcls_hpo.train import EpochResult, TrainingError, train
+
+    out_console = Console(highlight=False)
+    out_console.print(
+        f"training {cfg.model} ({cfg.head} head, {cfg.loss}, {cfg.optimizer} lr {cfg.lr:g}, batch {cfg.batch_size}) "
+        f"for {cfg.epochs} epoch(s) on {cfg.data_dir}{' (all persons)' if cfg.full_data else ''} -> {out}"
+    )
+    out_console.print(f"{'epoch':>5} {'train loss':>10} {'val loss':>9} {'macro F1':>9} {'accuracy':>9} "
+                      f"{'mask F1':>8} {'gender F1':>9} {'age F1':>7} {'lr':>9} {'s':>6} {'img/s':>7}")
+
+    def show(r: EpochResult) -> None:
+        t = r.task_f1
+        out_console.print(
+            f"{r.epoch:>5} {r.train_loss:>10.4f} {r.val_loss:>9.4f} {r.val_f1:>9.4f} {r.val_accuracy:>9.4f} "
+            f"{t['mask']:>8.4f} {t['gender']:>9.4f} {t['age']:>7.4f} {r.lr:>9.3g} {r.seconds:>6.1f} "
+            f"{r.images_per_second:>7.0f}{'  *' if r.is_best and not cfg.full_data else ''}"
+        )
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+        result = train(cfg, out_dir=out, on_epoch=show, progress=True)
+    except DataError as err:
+        if len(err.problems) > 1:
+            for line in err.problems:
+                console.print(line, markup=False, highlight=False, soft_wrap=True)
+            fail(f"{len(err.problems)} problem(s) in {cfg.data_dir}; see `maskcls-hpo check-data`")
+        fail(str(err))
+    except (ConfigError, TrainingError) as err:
+        fail(str(err))
+    if cfg.full_data:
+        out_console.print(f"trained on all persons; the last epoch ({result.best_epoch}) is kept")
+    else:
+        out_console.print(
+            f"best epoch {result.best_epoch}: val macro F1 {result.best_f1:.4f}, accuracy {result.best_accuracy:.4f}"
+        )
+    out_console.print(
+        f"device {result.device}, peak memory {result.peak_memory_bytes / 2**20:.0f} MiB, seed {result.seed}; "
+        f"wrote {out}/model.pt, best.pt, last.pt, metrics.json, config.yaml"
+    )
 
 
 # --- sweep service --------------------------------------------------------------------------------

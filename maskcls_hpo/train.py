@@ -1,0 +1,646 @@
+"""One training run: config in, checkpoints + metrics + a :class:`TrainResult` out. No Optuna here.
+
+`train(config)` loads and splits the dataset (by person), builds (or reuses) the uint8 image cache at the
+model's input size, builds the model, loss, optimizer and scheduler, then runs `config.epochs` epochs:
+
+    train (augment on the batch's device, AMP + channels_last on CUDA) -> validate every val image ->
+    scheduler.step() (once per epoch) -> last.pt (+ best.pt when val macro F1 improves) -> metrics.json ->
+    on_epoch(EpochResult)
+
+The best epoch is the one with the highest validation macro F1 (ties keep the earlier epoch); accuracy never
+decides. With `full_data` there is no validation: the val fields are NaN and the last epoch is the best.
+
+Learning-rate schedule: both schedulers step once per *epoch*, so the schedule does not depend on the batch
+size. `EpochResult.lr` is the lr used by that epoch's steps. CosineAnnealingLR with `T_max = t_max` epochs
+(default `epochs`) uses `eta_min + (lr - eta_min) * (1 + cos(pi * (e - 1) / T_max)) / 2` in epoch `e` and
+reaches `eta_min` with the step after epoch `T_max` (`final_lr` in metrics.json).
+
+Files in `out_dir` (when given): `last.pt` after every epoch, `best.pt` at each new best, `model.pt` (the best
+epoch's weights, config and preprocessing, no optimizer: what `predict` needs) at the end, and
+`metrics.json`. Checkpoints hold only tensors and plain containers (config as a dict, RNG states as tensors
+and tuples), so `torch.load(path, weights_only=True)` reads them; `train(..., resume_from=last.pt)`
+restores model, optimizer, scheduler, grad scaler, RNG states and history and continues at the next epoch,
+giving the same numbers as an uninterrupted run on the CPU (same seed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import logging
+import math
+import os
+import random
+import resource
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from maskcls_hpo.config import ConfigError, TrainConfig
+from maskcls_hpo.losses import build_loss
+from maskcls_hpo.metrics import evaluate_predictions, predict_labels
+from maskcls_hpo.models import build_model, resolve_preprocessing
+from maskcls_hpo.transforms import BatchAugment, normalize
+
+__all__ = [
+    "train",
+    "EpochResult",
+    "TrainResult",
+    "TrainingError",
+    "NonFiniteLossError",
+    "OutOfMemoryError",
+    "load_checkpoint",
+    "CHECKPOINT_FORMAT",
+]
+
+log = logging.getLogger("maskcls_hpo.train")
+
+CHECKPOINT_FORMAT = "maskcls-hpo-checkpoint/1"
+"""The `format` key of every checkpoint this module writes."""
+
+
+class TrainingError(RuntimeError):
+    """A training run that stopped; `reason` is a short machine-readable summary (stored on trials)."""
+
+    def __init__(self, message: str, reason: str = "training error"):
+        super().__init__(message)
+        self.reason = reason
+
+
+class NonFiniteLossError(TrainingError):
+    """The training loss became NaN or inf; `reason` is "non-finite loss at epoch E step S"."""
+
+    def __init__(self, epoch: int, step: int, value: float, lr: float):
+        super().__init__(
+            f"non-finite loss ({value}) at epoch {epoch} step {step} with lr {lr:.3g}: "
+            f"the run diverged; lower the learning rate (lr), or try another loss or optimizer",
+            reason=f"non-finite loss at epoch {epoch} step {step}",
+        )
+        self.epoch, self.step = epoch, step
+
+
+class OutOfMemoryError(TrainingError):
+    """`torch.cuda.OutOfMemoryError` during the run; the model and optimizer were freed. `reason` is "oom"."""
+
+    def __init__(self, message: str):
+        super().__init__(message, reason="oom")
+
+
+@dataclass
+class EpochResult:
+    """One epoch's numbers. `epoch` is 1-based; val fields are NaN with `full_data`.
+
+    Attributes:
+        train_loss: mean training loss over the epoch's images; val_loss: mean over every val image.
+        val_f1: macro F1 over the 18 classes; val_accuracy: share of val images right (0..1).
+        task_f1: {"mask", "gender", "age"} -> macro F1 of that task.
+        lr: learning rate of the epoch's steps (first param group).
+        seconds: wall time of the epoch (train + validation); images_per_second: training images / training
+            seconds.
+        is_best: this epoch set a new best val macro F1 (with `full_data`: every epoch).
+    """
+
+    epoch: int
+    train_loss: float
+    val_loss: float
+    val_f1: float
+    val_accuracy: float
+    task_f1: dict[str, float]
+    lr: float
+    seconds: float
+    images_per_second: float
+    is_best: bool
+
+
+@dataclass
+class TrainResult:
+    """The whole run. `confusion` (18 x 18 ints, rows true, columns predicted) and `per_class_f1` (18 floats)
+    are the best epoch's; with `full_data` they are empty. `peak_memory_bytes`: CUDA max allocated on GPU,
+    else the process's peak RSS. `seed` is the seed the run used."""
+
+    best_epoch: int
+    best_f1: float
+    best_accuracy: float
+    history: list[EpochResult]
+    confusion: list[list[int]]
+    per_class_f1: list[float]
+    device: str
+    peak_memory_bytes: int
+    seed: int
+    out_dir: Path | None
+    final_lr: float = float("nan")
+    train_images: int = 0
+    val_images: int = 0
+
+
+def train(
+    config: TrainConfig,
+    out_dir: str | Path | None = None,
+    on_epoch: Callable[[EpochResult], None] | None = None,
+    resume_from: str | Path | None = None,
+    progress: bool = False,
+) -> TrainResult:
+    """Train one model on `config.data_dir` as the config says (see the module docstring).
+
+    Args:
+        config: the run's :class:`TrainConfig`.
+        out_dir: folder for last.pt, best.pt, model.pt and metrics.json (created); None writes nothing.
+        on_epoch: called once after every epoch's validation and checkpoint with its :class:`EpochResult`;
+            an exception it raises (e.g. `optuna.TrialPruned`) stops the run and propagates unchanged.
+        resume_from: a `last.pt` of an earlier run of the same model; training continues at its epoch + 1.
+        progress: show a rich progress bar per epoch (stderr).
+
+    Returns:
+        :class:`TrainResult`.
+
+    Raises:
+        NonFiniteLossError: the loss became NaN/inf (epoch and step in the message).
+        OutOfMemoryError: CUDA ran out of memory anywhere in the run; model and optimizer are freed first.
+        ConfigError: e.g. `device: cuda` without a GPU, an unknown model, missing pretrained weights.
+        DataError: a dataset problem (from `data.load_train` / `cache.build_cache`).
+        TrainingError: a checkpoint that does not fit the config.
+    """
+    try:
+        return _run(config, out_dir, on_epoch, resume_from, progress)
+    except torch.cuda.OutOfMemoryError as err:
+        detail = (str(err).strip().splitlines() or ["CUDA out of memory"])[0]
+    # NOTE raised outside the `except` block so that neither the traceback nor `__context__` keeps the
+    # frames of `_run` (model, optimizer, batches) alive; only then can the memory really be released.
+    _release_memory()
+    raise OutOfMemoryError(
+        f"CUDA out of memory with model {config.model}, batch_size {config.batch_size}, image_size "
+        f"{config.image_size}: {detail}; use a smaller batch_size or image_size"
+    )
+
+
+def _run(config, out_dir, on_epoch, resume_from, progress) -> TrainResult:
+    run = _setup(config, out_dir, resume_from, progress)
+    for epoch in range(run.start_epoch, config.epochs + 1):
+        started = time.perf_counter()
+        lr = run.optimizer.param_groups[0]["lr"]
+        train_loss, images_per_second = _train_epoch(run, epoch)
+        scores = _validate(run) if run.val_loader is not None else None
+        is_best = _update_best(run, epoch, scores)
+        if run.scheduler is not None:
+            run.scheduler.step()
+        result = EpochResult(
+            epoch=epoch,
+            train_loss=train_loss,
+            val_loss=scores["loss"] if scores else math.nan,
+            val_f1=scores["f1"] if scores else math.nan,
+            val_accuracy=scores["accuracy"] if scores else math.nan,
+            task_f1=scores["task_f1"] if scores else {k: math.nan for k in ("mask", "gender", "age")},
+            lr=float(lr),
+            seconds=time.perf_counter() - started,
+            images_per_second=images_per_second,
+            is_best=is_best,
+        )
+        run.history.append(result)
+        _save_checkpoints(run, epoch, is_best)
+        _write_metrics(run)
+        log.info(_describe(result, config.epochs))
+        if on_epoch is not None:
+            on_epoch(result)
+    return _finish(run)
+
+
+# --- setup --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Run:
+    """Everything the epoch loop touches (kept in one place so the loop stays short)."""
+
+    config: TrainConfig
+    device: torch.device
+    model: nn.Module
+    loss_fn: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    amp_dtype: torch.dtype | None
+    channels_last: bool
+    augment: BatchAugment | None
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    image_size: tuple[int, int]
+    train_loader: Any
+    val_loader: Any
+    fingerprint: str
+    out_dir: Path | None
+    progress: bool
+    start_epoch: int = 1
+    history: list[EpochResult] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=lambda: {"epoch": 0, "f1": -math.inf, "accuracy": math.nan})
+
+
+def _setup(config: TrainConfig, out_dir, resume_from, progress) -> _Run:
+    from maskcls_hpo.cache import BatchLoader, build_cache
+    from maskcls_hpo.data import load_train, split_by_person
+
+    device = _pick_device(config)
+    _seed_everything(config.seed)
+    model = build_model(config)
+    image_size, mean, std = resolve_preprocessing(config, model)
+
+    # NOTE verify=False: build_cache decodes every image anyway and names any unreadable file.
+    samples = load_train(config.data_dir, age_bins=config.age_bins, corrections=config.corrections, verify=False)
+    if config.full_data:
+        train_idx, val_idx = np.arange(len(samples), dtype=np.int64), np.empty(0, dtype=np.int64)
+    else:
+        train_idx, val_idx = split_by_person(samples, config.val_ratio, config.seed)
+    cache = build_cache(
+        samples["path"].tolist(), size=image_size, cache_dir=config.cache_dir, progress=progress,
+        interpolation=config.interpolation,
+    )
+    labels = samples["label"].to_numpy()
+    # NOTE a last training batch of 1 image breaks BatchNorm; drop the partial batch when a full one exists.
+    train_loader = BatchLoader(
+        cache.images, labels, train_idx, config.batch_size, shuffle=True, seed=config.seed,
+        drop_last=len(train_idx) > config.batch_size, device=device,
+    )
+    val_loader = None
+    if len(val_idx):
+        val_loader = BatchLoader(
+            cache.images, labels, val_idx, config.batch_size, shuffle=False, seed=config.seed,
+            drop_last=False, device=device,
+        )
+
+    on_cuda = device.type == "cuda"
+    channels_last = on_cuda and config.channels_last
+    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    amp_dtype = None
+    if on_cuda and config.amp:
+        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if on_cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    optimizer = _build_optimizer(config, model)
+    run = _Run(
+        config=config,
+        device=device,
+        model=model,
+        loss_fn=build_loss(config),
+        optimizer=optimizer,
+        scheduler=_build_scheduler(config, optimizer),
+        scaler=torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16),
+        amp_dtype=amp_dtype,
+        channels_last=channels_last,
+        augment=BatchAugment(mean, std, config.crop_scale, color_jitter=config.color_jitter, seed=config.seed)
+        if config.augment
+        else None,
+        mean=mean,
+        std=std,
+        image_size=tuple(image_size),
+        train_loader=train_loader,
+        val_loader=val_loader,
+        fingerprint=cache.fingerprint,
+        out_dir=Path(out_dir) if out_dir is not None else None,
+        progress=progress,
+    )
+    if run.out_dir is not None:
+        run.out_dir.mkdir(parents=True, exist_ok=True)
+    if resume_from is not None:
+        _resume(run, Path(resume_from))
+    log.info(
+        "training %s (%s head) on %s, seed %d, %d train / %d val images at %sx%s, amp %s",
+        config.model, config.head, device, config.seed, len(train_idx), len(val_idx), *image_size, amp_dtype,
+    )
+    return run
+
+
+def _pick_device(config: TrainConfig) -> torch.device:
+    if config.device == "cpu":
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if config.device == "cuda":
+        raise ConfigError("device: cuda but no CUDA device is visible (torch.cuda.is_available() is False); "
+                          "use device: auto or cpu")
+    return torch.device("cpu")
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+_OPTIMIZERS: dict[str, Callable[[Any, TrainConfig], torch.optim.Optimizer]] = {
+    "adam": lambda p, c: torch.optim.Adam(p, lr=c.lr, weight_decay=c.weight_decay),
+    "adamw": lambda p, c: torch.optim.AdamW(p, lr=c.lr, weight_decay=c.weight_decay),
+    "radam": lambda p, c: torch.optim.RAdam(p, lr=c.lr, weight_decay=c.weight_decay),
+    "sgd": lambda p, c: torch.optim.SGD(p, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay),
+}
+
+_SCHEDULERS: dict[str, Callable[[torch.optim.Optimizer, TrainConfig], Any]] = {
+    "step": lambda o, c: torch.optim.lr_scheduler.StepLR(o, step_size=c.step_size, gamma=c.gamma),
+    "cosine": lambda o, c: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=c.effective_t_max, eta_min=c.eta_min),
+    "none": lambda o, c: None,
+}
+
+
+def _build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    return _OPTIMIZERS[config.optimizer](model.parameters(), config)
+
+
+def _build_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer) -> Any:
+    return _SCHEDULERS[config.scheduler](optimizer, config)
+
+
+# --- one epoch ----------------------------------------------------------------------------------------
+
+
+def _autocast(run: _Run):
+    """bf16/fp16 autocast on CUDA when `amp` (the dtype chosen in `_setup`), else a no-op."""
+    if run.amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(run.device.type, dtype=run.amp_dtype)
+
+
+def _prepare_batch(run: _Run, images: torch.Tensor, train: bool) -> torch.Tensor:
+    x = run.augment(images) if train and run.augment is not None else normalize(images, run.mean, run.std)
+    return x.contiguous(memory_format=torch.channels_last) if run.channels_last else x
+
+
+def _train_epoch(run: _Run, epoch: int) -> tuple[float, float]:
+    """Train one epoch; returns (mean loss per image, training images per second)."""
+    run.model.train()
+    run.train_loader.set_epoch(epoch)
+    if run.augment is not None:
+        run.augment.reseed(int(np.random.SeedSequence([run.config.seed, epoch]).generate_state(1)[0]))
+    total = torch.zeros((), dtype=torch.float64, device=run.device)
+    seen = 0
+    started = time.perf_counter()
+    with _progress_bar(run.progress, len(run.train_loader), f"epoch {epoch}/{run.config.epochs}") as advance:
+        for step, (images, labels) in enumerate(run.train_loader, start=1):
+            x = _prepare_batch(run, images, train=True)
+            with _autocast(run):
+                loss = run.loss_fn(run.model(x), labels)
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(epoch, step, float(loss.detach()), run.optimizer.param_groups[0]["lr"])
+            run.optimizer.zero_grad(set_to_none=True)
+            run.scaler.scale(loss).backward()
+            run.scaler.step(run.optimizer)
+            run.scaler.update()
+            total += loss.detach() * len(labels)
+            seen += len(labels)
+            advance(loss.detach())
+    if run.device.type == "cuda":
+        torch.cuda.synchronize(run.device)
+    seconds = time.perf_counter() - started
+    return float(total) / max(seen, 1), seen / max(seconds, 1e-9)
+
+
+@torch.inference_mode()
+def _validate(run: _Run) -> dict[str, Any]:
+    """Score every val image (no dropped batch): evaluate_predictions(...) plus `loss` (mean per image)."""
+    run.model.eval()
+    preds, truth = [], []
+    total = torch.zeros((), dtype=torch.float64, device=run.device)
+    for images, labels in run.val_loader:
+        with _autocast(run):
+            outputs = run.model(_prepare_batch(run, images, train=False))
+            total += run.loss_fn(outputs, labels).double() * len(labels)
+        preds.append(predict_labels(outputs))
+        truth.append(labels)
+    y_true, y_pred = torch.cat(truth).cpu().numpy(), torch.cat(preds).cpu().numpy()
+    scores = evaluate_predictions(y_true, y_pred)
+    scores["loss"] = float(total) / len(y_true)
+    return scores
+
+
+def _update_best(run: _Run, epoch: int, scores: dict[str, Any] | None) -> bool:
+    """Is this epoch the new best? Decided on val macro F1 only (strictly higher); every epoch with full_data."""
+    if scores is None:
+        run.best = {"epoch": epoch, "f1": math.nan, "accuracy": math.nan, "confusion": [], "per_class_f1": []}
+        return True
+    if not math.isfinite(scores["f1"]) or scores["f1"] <= run.best["f1"]:
+        return False
+    run.best = {k: scores[k] for k in ("f1", "accuracy", "confusion", "per_class_f1")} | {"epoch": epoch}
+    return True
+
+
+@contextlib.contextmanager
+def _progress_bar(enabled: bool, total: int, description: str):
+    if not enabled:
+        yield lambda loss: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("loss {task.fields[loss]:.4f}"))
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(description, total=total, loss=math.nan)
+        yield lambda loss: bar.update(task, advance=1, loss=float(loss))
+
+
+# --- checkpoints, metrics, result ---------------------------------------------------------------------
+
+
+def _rng_state() -> dict[str, Any]:
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
+                  "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _checkpoint(run: _Run, epoch: int) -> dict[str, Any]:
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "epoch": epoch,
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict() if run.scheduler is not None else None,
+        "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else None,
+        "rng": _rng_state(),
+        "config": run.config.to_dict(),
+        "preprocessing": {"image_size": list(run.image_size), "mean": list(run.mean), "std": list(run.std)},
+        "history": [asdict(h) for h in run.history],
+        "best": dict(run.best),
+        "seed": run.config.seed,
+    }
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _save_checkpoints(run: _Run, epoch: int, is_best: bool) -> None:
+    if run.out_dir is None:
+        return
+    _atomic_save(_checkpoint(run, epoch), run.out_dir / "last.pt")
+    if is_best:
+        shutil.copyfile(run.out_dir / "last.pt", run.out_dir / "best.pt.tmp")
+        os.replace(run.out_dir / "best.pt.tmp", run.out_dir / "best.pt")
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`train` (`torch.load(weights_only=True)`, tensors on the CPU).
+
+    Keys: format, epoch, model (state dict), optimizer, scheduler, scaler, rng, config (dict), preprocessing
+    (image_size [H, W], mean, std), history (list of EpochResult dicts), best (epoch, f1, accuracy, ...), seed.
+    `model.pt` holds only format, epoch, model, config, preprocessing, best.
+
+    Raises:
+        TrainingError: missing file or not a checkpoint of this project.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise TrainingError(f"checkpoint '{path}' not found", reason="missing checkpoint")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
+        raise TrainingError(f"cannot read checkpoint '{path}': {err}", reason="bad checkpoint") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise TrainingError(f"'{path}' is not a maskcls-hpo checkpoint ({CHECKPOINT_FORMAT})", reason="bad checkpoint")
+    return ckpt
+
+
+def _resume(run: _Run, path: Path) -> None:
+    ckpt = load_checkpoint(path)
+    for key in ("model", "head", "image_size"):
+        theirs, ours = ckpt["config"].get(key), run.config.to_dict().get(key)
+        if theirs != ours:
+            raise TrainingError(
+                f"cannot resume from '{path}': it was trained with {key}={theirs!r}, the config says {ours!r}",
+                reason="checkpoint does not fit the config",
+            )
+    run.model.load_state_dict(ckpt["model"])
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    if run.scheduler is not None and ckpt["scheduler"] is not None:
+        run.scheduler.load_state_dict(ckpt["scheduler"])
+    if run.scaler.is_enabled() and ckpt["scaler"] is not None:
+        run.scaler.load_state_dict(ckpt["scaler"])
+    _set_rng_state(ckpt["rng"])
+    run.history = [EpochResult(**h) for h in ckpt["history"]]
+    run.best = dict(ckpt["best"])
+    run.start_epoch = int(ckpt["epoch"]) + 1
+    best_file = path.parent / "best.pt"
+    if run.out_dir is not None and best_file.is_file() and not (run.out_dir / "best.pt").exists():
+        shutil.copyfile(best_file, run.out_dir / "best.pt")  # resumed into a new folder (a re-queued trial)
+    log.info("resumed from %s at epoch %d", path, run.start_epoch)
+
+
+def _peak_memory_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)  # Linux reports KiB, macOS bytes
+
+
+def _finite_or_none(value: Any) -> Any:
+    """JSON has no NaN: non-finite floats become null (recursively)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_none(v) for v in value]
+    return value
+
+
+def _final_lr(run: _Run) -> float:
+    return float(run.optimizer.param_groups[0]["lr"])
+
+
+def _write_metrics(run: _Run) -> None:
+    if run.out_dir is None:
+        return
+    best = run.best
+    data = {
+        "model": run.config.model,
+        "head": run.config.head,
+        "seed": run.config.seed,
+        "device": str(run.device),
+        "amp": str(run.amp_dtype).removeprefix("torch.") if run.amp_dtype is not None else None,
+        "channels_last": run.channels_last,
+        "image_size": list(run.image_size),
+        "mean": list(run.mean),
+        "std": list(run.std),
+        "train_images": len(run.train_loader.indices),
+        "val_images": len(run.val_loader.indices) if run.val_loader is not None else 0,
+        "data_fingerprint": run.fingerprint,
+        "best_epoch": best["epoch"],
+        "best_f1": best["f1"],
+        "best_accuracy": best["accuracy"],
+        "best_per_class_f1": best.get("per_class_f1", []),
+        "best_confusion": best.get("confusion", []),
+        "final_lr": _final_lr(run),
+        "peak_memory_bytes": _peak_memory_bytes(run.device),
+        "epochs": [asdict(h) for h in run.history],
+        "config": run.config.to_dict(),
+    }
+    tmp = run.out_dir / "metrics.json.tmp"
+    tmp.write_text(json.dumps(_finite_or_none(data), indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, run.out_dir / "metrics.json")
+
+
+def _write_model_file(run: _Run) -> None:
+    """`model.pt`: the best epoch's weights + config + preprocessing, without optimizer state (for predict)."""
+    best_file = run.out_dir / "best.pt"
+    if not best_file.is_file():
+        return
+    best = load_checkpoint(best_file)
+    keep = ("format", "epoch", "model", "config", "preprocessing", "best", "seed")
+    _atomic_save({k: best[k] for k in keep}, run.out_dir / "model.pt")
+
+
+def _finish(run: _Run) -> TrainResult:
+    if run.out_dir is not None:
+        _write_model_file(run)
+    best = run.best
+    return TrainResult(
+        best_epoch=int(best["epoch"]),
+        best_f1=float(best["f1"]) if best["epoch"] else math.nan,
+        best_accuracy=float(best["accuracy"]),
+        history=list(run.history),
+        confusion=[list(r) for r in best.get("confusion", [])],
+        per_class_f1=list(best.get("per_class_f1", [])),
+        device=str(run.device),
+        peak_memory_bytes=_peak_memory_bytes(run.device),
+        seed=run.config.seed,
+        out_dir=run.out_dir,
+        final_lr=_final_lr(run),
+        train_images=len(run.train_loader.indices),
+        val_images=len(run.val_loader.indices) if run.val_loader is not None else 0,
+    )
+
+
+def _describe(r: EpochResult, epochs: int) -> str:
+    return (
+        f"epoch {r.epoch}/{epochs}: train loss {r.train_loss:.4f}, val loss {r.val_loss:.4f}, "
+        f"val macro F1 {r.val_f1:.4f}, accuracy {r.val_accuracy:.4f}, lr {r.lr:.3g}, {r.seconds:.1f} s, "
+        f"{r.images_per_second:.0f} images/s{' (best)' if r.is_best else ''}"
+    )
+
+
+def _release_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
