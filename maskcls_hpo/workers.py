@@ -212,8 +212,20 @@ def _fail_and_requeue(study: optuna.Study, trial: optuna.Trial, reason: str) -> 
     optuna.storages.RetryHeartbeatStaleTrialCallback(inherit_intermediate_values=True)(study, frozen)
 
 
-def run_worker(settings: WorkerSettings, sweep: Sweep | None = None) -> WorkerReport:
+def run_worker(
+    settings: WorkerSettings,
+    sweep: Sweep | None = None,
+    objective: Callable[[optuna.Trial], float] | None = None,
+) -> WorkerReport:
     """Run trials of one study until it holds `n_trials` finished trials (or timeout / failure cap).
+
+    Args:
+        settings: the study, storage and budget.
+        sweep: the loaded sweep file (default: loaded from `settings.sweep_path`).
+        objective: `objective(trial) -> float` run instead of the sweep's training objective (which is
+            `make_objective` + artifact upload); the loop around it (budget, slot claim, heartbeat, retries,
+            end states) is unchanged. Used by the storage benchmark (a no-training objective) and the GPU
+            check (a wrapper that records GPU memory between trials).
 
     Returns:
         WorkerReport with this worker's counts and `stop_reason`.
@@ -231,13 +243,14 @@ def run_worker(settings: WorkerSettings, sweep: Sweep | None = None) -> WorkerRe
         raise LaunchError(f"study '{settings.study_name}' has no trial budget: pass --n-trials")
     worker_label = f"{socket.gethostname()}:{os.getpid()}/{settings.worker_index}"
     # Every finished trial (COMPLETE, and PRUNED from its metrics.json) gets artifacts for the dashboard.
-    uploader = TrialArtifactUploader(settings.storage_url)
-    checkpoint_root = Path(settings.checkpoints) / settings.study_name
-    objective = uploader.wrap(
-        make_objective(sweep, checkpoint_root=checkpoint_root, overrides=settings.overrides, worker=worker_label,
-                       after_trial=uploader),
-        checkpoint_root,
-    )
+    if objective is None:
+        uploader = TrialArtifactUploader(settings.storage_url)
+        checkpoint_root = Path(settings.checkpoints) / settings.study_name
+        objective = uploader.wrap(
+            make_objective(sweep, checkpoint_root=checkpoint_root, overrides=settings.overrides, worker=worker_label,
+                           after_trial=uploader),
+            checkpoint_root,
+        )
     report = WorkerReport()
     consecutive_failures = 0
     started = time.monotonic()
