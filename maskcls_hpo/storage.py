@@ -10,9 +10,14 @@ leave this module unmasked (C6): every message goes through :func:`mask_password
 
 from __future__ import annotations
 
+import functools
+import logging
+import math
 import os
 import re
 import sqlite3
+import threading
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +39,9 @@ __all__ = [
     "open_storage",
     "artifact_dir",
     "rdb_of",
+    "is_transient_db_error",
+    "retry_db",
+    "seconds_since_db_error",
 ]
 
 DEFAULT_STORAGE = "sqlite:///storage/maskcls_hpo.db"
@@ -41,7 +49,11 @@ ENV_STORAGE = "MASKCLS_HPO_STORAGE"
 ENV_PASSWORD_FILE = "MASKCLS_HPO_PASSWORD_FILE"
 ENV_HEARTBEAT_INTERVAL = "MASKCLS_HPO_HEARTBEAT_INTERVAL"
 ENV_GRACE_PERIOD = "MASKCLS_HPO_GRACE_PERIOD"
+ENV_DB_RETRY_SECONDS = "MASKCLS_HPO_DB_RETRY_SECONDS"
 SQLITE_BUSY_TIMEOUT_S = 60.0
+DB_RETRY_SECONDS = 600.0
+
+log = logging.getLogger("maskcls_hpo.storage")
 
 _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)(?P<tail>@)")
 _KNOWN_SECRETS: set[str] = set()
@@ -201,7 +213,9 @@ def engine_kwargs(url: str) -> dict:
 
     SQLite: a busy timeout of 60 s (`sqlite3.connect(timeout=...)`); WAL is set on the file by
     :func:`_enable_wal`. PostgreSQL: `pool_pre_ping` (a dropped connection, e.g. after a server restart,
-    is replaced instead of failing the trial), a small pool per worker, and a 10 s connect timeout.
+    is replaced instead of failing the trial), a small pool per worker process (2 + 4 overflow: the main
+    thread and the heartbeat thread), a 10 s connect timeout, and TCP keepalives (libpq `keepalives_*`)
+    so that a connection to a machine that vanished errors out in about a minute instead of hanging.
     """
     backend = make_url(url).get_backend_name()
     if backend == "sqlite":
@@ -212,7 +226,14 @@ def engine_kwargs(url: str) -> dict:
             "pool_size": 2,
             "max_overflow": 4,
             "pool_recycle": 300,
-            "connect_args": {"connect_timeout": 10},
+            "connect_args": {
+                "connect_timeout": 10,
+                "application_name": "maskcls-hpo",
+                "keepalives": 1,
+                "keepalives_idle": 30,
+                "keepalives_interval": 10,
+                "keepalives_count": 3,
+            },
         }
     return {"pool_pre_ping": True}
 
@@ -279,9 +300,171 @@ def _alembic_head() -> str:
 
 
 def _short(err: BaseException) -> str:
-    """First line of a driver error, without SQLAlchemy's background link."""
+    """First line of a driver error, without SQLAlchemy's background link.
+
+    Optuna's ``StorageInternalError`` ("An exception is raised during the commit ...") says nothing; the
+    error it was raised from is used instead.
+    """
+    seen: set[int] = set()
+    while err.__cause__ is not None and id(err) not in seen and type(err).__name__ == "StorageInternalError":
+        seen.add(id(err))
+        err = err.__cause__
     text = str(getattr(err, "orig", None) or err)
     return text.strip().splitlines()[0] if text.strip() else type(err).__name__
+
+
+# --- transient database errors ----------------------------------------------------------------------
+
+# PostgreSQL SQLSTATEs worth retrying: connection exceptions (class 08), the server shutting down or
+# starting up (57P01..57P03), serialization failures and deadlocks (40001, 40P01).
+_TRANSIENT_SQLSTATE_PREFIXES = ("08", "57P01", "57P02", "57P03", "40001", "40P01")
+_TRANSIENT_FATAL = ("starting up", "shutting down", "in recovery", "administrator command", "too many clients",
+                    "not yet accepting", "remaining connection slots")
+_last_db_error = -math.inf  # time.monotonic() of the last transient error this process saw
+_retry_state = threading.local()
+
+
+def is_transient_db_error(err: BaseException) -> bool:
+    """True when `err` (or an exception it was raised from) is a database fault that may go away by itself.
+
+    Transient: a connection refused, reset or closed (a PostgreSQL restart, a network blip), the server
+    starting up or shutting down, a serialization failure or deadlock, a busy/locked SQLite file. Not
+    transient: a wrong database name or password, a missing table, bad SQL, a constraint violation.
+    Optuna wraps driver errors in ``StorageInternalError``; the whole `__cause__`/`__context__` chain is
+    searched.
+    """
+    seen: set[int] = set()
+    e: BaseException | None = err
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, sqlalchemy.exc.DisconnectionError):
+            return True
+        if isinstance(e, sqlalchemy.exc.DBAPIError) and e.connection_invalidated:
+            return True
+        if isinstance(e, sqlite3.OperationalError):
+            text = str(e).lower()
+            return "locked" in text or "busy" in text
+        module = type(e).__module__ or ""
+        if module.startswith("psycopg"):
+            name = type(e).__name__
+            if name in ("InterfaceError",):
+                return True
+            sqlstate = getattr(e, "sqlstate", None)
+            if sqlstate is None:
+                # A failed connection attempt: refused / reset / timed out is transient; a FATAL reply from the
+                # server (no such database or role, bad password, pg_hba) is not, unless it is starting up or
+                # shutting down.
+                text = str(e).lower()
+                if "fatal:" in text:
+                    return any(w in text for w in _TRANSIENT_FATAL)
+                return name in ("OperationalError", "ConnectionTimeout") or "closed" in text
+            return sqlstate.startswith(_TRANSIENT_SQLSTATE_PREFIXES)
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def seconds_since_db_error() -> float:
+    """Seconds since this process last saw a transient database error (`inf` if never)."""
+    return time.monotonic() - _last_db_error
+
+
+def _retry_budget(seconds: float | None) -> float:
+    if seconds is not None:
+        return float(seconds)
+    raw = os.environ.get(ENV_DB_RETRY_SECONDS)
+    try:
+        return float(raw) if raw else DB_RETRY_SECONDS
+    except ValueError:
+        raise StorageError(f"environment variable {ENV_DB_RETRY_SECONDS}={raw!r} is not a number of seconds") from None
+
+
+def retry_db(fn, what: str, seconds: float | None = None, max_delay: float = 10.0):
+    """Call `fn()`; on a transient database error (:func:`is_transient_db_error`) wait and call it again.
+
+    Waits 0.5, 1, 2, 4, ... seconds (at most `max_delay`) for up to `seconds` in total (default: env
+    `MASKCLS_HPO_DB_RETRY_SECONDS`, else 600 s), logging one masked warning per retry, so a PostgreSQL
+    restart or a short network outage does not kill a worker or fail its trial. A call made while another
+    `retry_db` of the same thread is running is not retried again (the outer call owns the budget).
+
+    Raises:
+        the last error when the budget is spent, and any non-transient error at once.
+    """
+    global _last_db_error
+    if getattr(_retry_state, "active", False):
+        return fn()
+    budget = _retry_budget(seconds)
+    start = time.monotonic()
+    delay = 0.5
+    failures = 0
+    _retry_state.active = True
+    try:
+        while True:
+            try:
+                result = fn()
+            except Exception as err:
+                if not is_transient_db_error(err):
+                    raise
+                _last_db_error = time.monotonic()
+                waited = time.monotonic() - start
+                if waited + delay > budget:
+                    log.error("database still unreachable after %.0f s while %s; giving up: %s", waited, what,
+                              mask_password(_short(err)))
+                    raise
+                failures += 1
+                log.warning("database error while %s (retry %d in %.1f s): %s", what, failures, delay,
+                            mask_password(_short(err)))
+                time.sleep(delay)
+                delay = min(delay * 2, max_delay)
+                continue
+            if failures:
+                _last_db_error = time.monotonic()
+                log.warning("database reachable again after %.1f s (%s)", time.monotonic() - start, what)
+            return result
+    finally:
+        _retry_state.active = False
+
+
+# RDBStorage methods that talk to the database (the public API plus the private ones Optuna's cache layer
+# and the heartbeat call).
+_RETRIED_METHODS = (
+    "create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr",
+    "get_study_id_from_name", "get_study_name_from_id", "get_study_directions", "get_study_user_attrs",
+    "get_study_system_attrs", "get_trial_user_attrs", "get_trial_system_attrs", "get_all_studies",
+    "create_new_trial", "_create_new_trial", "set_trial_param", "_set_trial_param", "get_trial_param",
+    "set_trial_state_values", "set_trial_intermediate_value", "set_trial_user_attr", "set_trial_system_attr",
+    "get_trial_id_from_study_id_trial_number", "get_trial", "get_all_trials", "_get_trials", "get_n_trials",
+    "get_best_trial", "_get_best_trial_id", "_get_stale_trial_ids",
+)
+
+
+@functools.lru_cache(maxsize=1)
+def _retrying_storage_class():
+    """An RDBStorage subclass whose database calls go through :func:`retry_db` (built on first use)."""
+    import optuna
+
+    base = optuna.storages.RDBStorage
+
+    def wrap(name: str):
+        method = getattr(base, name)
+
+        @functools.wraps(method)
+        def retried(self, *args, **kwargs):
+            return retry_db(lambda: method(self, *args, **kwargs), name.strip("_").replace("_", " "),
+                            self._maskcls_retry_seconds)
+
+        return retried
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        # Retried at the heartbeat's own pace, so the heartbeat resumes within one interval of the
+        # database coming back (Optuna's heartbeat thread would otherwise die on the first error).
+        retry_db(lambda: base.record_heartbeat(self, trial_id), f"recording the heartbeat of trial id {trial_id}",
+                 self._maskcls_retry_seconds, max_delay=float(self.heartbeat_interval or 10))
+
+    namespace = {name: wrap(name) for name in _RETRIED_METHODS if hasattr(base, name)}
+    namespace["record_heartbeat"] = record_heartbeat
+    namespace["_maskcls_retry_seconds"] = None
+    namespace["__doc__"] = "Optuna's RDBStorage with transient database errors retried (maskcls-hpo)."
+    return type("RetryingRDBStorage", (base,), namespace)
 
 
 def open_storage(
@@ -289,12 +472,16 @@ def open_storage(
     heartbeat: HeartbeatSettings | None = None,
     *,
     create: bool = True,
+    retry_seconds: float | None = None,
 ):
     """Open Optuna's :class:`~optuna.storages.RDBStorage` on `url` (already resolved).
 
     Heartbeat is always on (`heartbeat` or :meth:`HeartbeatSettings.from_env`) with
     ``RetryHeartbeatStaleTrialCallback(max_retry, inherit_intermediate_values=True)``: a killed worker's
-    trial becomes FAIL and a copy with the same params is queued (WAITING).
+    trial becomes FAIL and a copy with the same params is queued (WAITING). Every database call of the
+    returned storage (including the heartbeat's) retries transient errors (:func:`retry_db`) for
+    `retry_seconds` (default env `MASKCLS_HPO_DB_RETRY_SECONDS`, else 600 s); opening it does not: a URL
+    that does not work fails at once.
 
     Args:
         create: False for readers; then a database without Optuna's tables is refused.
@@ -313,7 +500,7 @@ def open_storage(
             _enable_wal(url)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ExperimentalWarning)
-            return optuna.storages.RDBStorage(
+            storage = _retrying_storage_class()(
                 url,
                 engine_kwargs=engine_kwargs(url),
                 heartbeat_interval=heartbeat.interval,
@@ -325,6 +512,8 @@ def open_storage(
             )
     except (sqlalchemy.exc.SQLAlchemyError, sqlite3.Error) as err:
         raise StorageError(f"cannot open storage {display_url(url)!r}: {mask_password(_short(err))}") from None
+    storage._maskcls_retry_seconds = _retry_budget(retry_seconds)
+    return storage
 
 
 def rdb_of(storage: object):
