@@ -14,8 +14,10 @@ Ends of a trial (case C2):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -100,10 +102,9 @@ def make_objective(
         trial.set_user_attr(TrialAttrs.SEED, config.seed)
         out_dir = checkpoint_dir(checkpoint_root, trial.number)
         resume = resume_checkpoint(checkpoint_root, trial)
-        if resume is not None:
-            trial.set_user_attr(TrialAttrs.RESUMED_FROM, str(resume))
-            log.info("trial %d resumes from %s", trial.number, resume)
         epoch_seconds: list[float] = list(trial.user_attrs.get(TrialAttrs.EPOCH_SECONDS, []))
+        if resume is not None:
+            epoch_seconds = _resume_records(trial, resume)
 
         def on_epoch(r: Any) -> None:
             if not math.isfinite(r.val_f1):
@@ -124,7 +125,9 @@ def make_objective(
         except optuna.TrialPruned:
             raise
         except Exception as err:
-            trial.set_user_attr(TrialAttrs.REASON, mask_password(f"{type(err).__name__}: {err}")[:500])
+            # A trial failed as stale by another process refuses every write; the worker sees the original error.
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                trial.set_user_attr(TrialAttrs.REASON, mask_password(f"{type(err).__name__}: {err}")[:500])
             raise
         if not math.isfinite(result.best_f1):
             _prune(trial, "non-finite best validation macro F1")
@@ -140,6 +143,29 @@ def make_objective(
         return float(result.best_f1)
 
     return objective
+
+
+def _resume_records(trial: optuna.Trial, resume: Path) -> list[float]:
+    """Log and record that `trial` resumes from `resume` (a `last.pt`); returns the epoch seconds so far.
+
+    The checkpoint's own history is the record of the epochs already trained: an epoch whose checkpoint was
+    written but whose value the killed worker did not report yet is reported now (earlier ones were
+    inherited by the re-queued trial and are left as they are), and `epoch_seconds` restarts from it.
+    """
+    from maskcls_hpo.train import load_checkpoint
+
+    ckpt = load_checkpoint(resume)
+    epoch = int(ckpt["epoch"])
+    history = [h for h in ckpt.get("history", []) if int(h["epoch"]) <= epoch]
+    trial.set_user_attr(TrialAttrs.RESUMED_FROM, str(resume))
+    log.info("trial %d resumes from %s (epoch %d); training continues at epoch %d", trial.number, resume, epoch,
+             epoch + 1)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is already reported")
+        for h in history:
+            if h.get("val_f1") is not None and math.isfinite(h["val_f1"]):
+                trial.report(float(h["val_f1"]), int(h["epoch"]))
+    return [round(float(h["seconds"]), 3) for h in history]
 
 
 def _prune(trial: optuna.Trial, reason: str, detail: str = "") -> None:

@@ -11,7 +11,10 @@ Faults (DESIGN.md section 6): heartbeat on; before each trial the worker fails s
 re-queues them (``RetryHeartbeatStaleTrialCallback``); a re-run resumes from the original trial's last
 checkpoint. A trial's exception never kills the worker. Ctrl-C / SIGTERM: the running trial is marked FAIL
 (reason "interrupted"), a copy is queued to resume later, and the worker exits: no trial is left RUNNING.
-Transient database errors (e.g. a PostgreSQL restart) are retried with backoff.
+Transient database errors (e.g. a PostgreSQL restart) are retried with backoff by every storage call,
+the heartbeat's included (:func:`maskcls_hpo.storage.retry_db`); for one grace period after such an outage
+the worker fails no other trial as stale. A trial that another process failed as stale while it still ran
+here (its heartbeat was late) ends with a warning; the worker goes on with the next trial.
 """
 
 from __future__ import annotations
@@ -37,7 +40,15 @@ from optuna.trial import TrialState
 
 from maskcls_hpo.artifacts import TrialArtifactUploader, save_study_note, study_note
 from maskcls_hpo.objective import TrialAttrs, checkpoint_dir, make_objective
-from maskcls_hpo.storage import HeartbeatSettings, display_url, mask_password, open_storage, rdb_of
+from maskcls_hpo.storage import (
+    HeartbeatSettings,
+    display_url,
+    mask_password,
+    open_storage,
+    rdb_of,
+    retry_db,
+    seconds_since_db_error,
+)
 from maskcls_hpo.sweep import Sweep, load_sweep
 
 __all__ = [
@@ -165,23 +176,36 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
-def _retry_db(fn: Callable[[], Any], what: str, attempts: int = 8) -> Any:
-    """Call `fn`, retrying SQLAlchemy operational errors with backoff (1, 2, 4, ... up to 15 s).
+def _retry_db(fn: Callable[[], Any], what: str) -> Any:
+    """Call `fn`, retrying transient database errors (:func:`maskcls_hpo.storage.retry_db`).
 
-    Transient errors (a restarted PostgreSQL, a busy SQLite) must not kill a worker.
+    Only for read-only steps and steps that reach the engine directly (`count_trials`); the storage's own
+    calls (`study.ask`, `study.tell`, `trial.report`, the heartbeat) retry each statement themselves, so a
+    trial is never created twice by repeating a half-done `ask`.
     """
-    delay = 1.0
-    for attempt in range(attempts):
-        try:
-            return fn()
-        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as err:
-            if attempt == attempts - 1:
-                raise
-            log.warning("database error while %s (retry %d in %.0f s): %s", what, attempt + 1, delay,
-                        mask_password(str(err).splitlines()[0]))
-            time.sleep(delay)
-            delay = min(delay * 2, 15.0)
-    return None
+    return retry_db(fn, what)
+
+
+def _finished_elsewhere(study: optuna.Study, trial: optuna.Trial, err: BaseException | None = None) -> bool:
+    """True when `trial` is no longer RUNNING in the storage (another process failed it as stale).
+
+    Seen as ``UpdateFinishedTrialError`` anywhere in `err`'s chain, or by reading the trial's state.
+    """
+    seen: set[int] = set()
+    e = err
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, optuna.exceptions.UpdateFinishedTrialError):
+            return True
+        e = e.__cause__ or e.__context__
+    try:
+        return rdb_of(study._storage).get_trial(trial._trial_id).state != TrialState.RUNNING
+    except Exception:  # noqa: BLE001 - cannot tell; treat it as an ordinary failure
+        return False
+
+
+# _run_one's result for a trial that another process declared stale (and re-queued) while this worker ran it.
+STALE = "stale"
 
 
 def _load_study(storage: optuna.storages.RDBStorage, sweep: Sweep, study_name: str, worker_index: int) -> optuna.Study:
@@ -260,9 +284,13 @@ def run_worker(
             if settings.timeout is not None and time.monotonic() - started > settings.timeout:
                 report.stop_reason = f"timeout of {settings.timeout:.0f} s reached"
                 break
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ExperimentalWarning)
-                _retry_db(lambda: optuna.storages.fail_stale_trials(study), "checking stale trials")
+            # Stale trials (their worker died): FAIL + a re-queued copy that resumes from the checkpoint. Not
+            # right after this process saw the database go away: the other workers could not write their
+            # heartbeats either, and their trials would look stale when they are not.
+            if seconds_since_db_error() > settings.heartbeat.grace_period:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", ExperimentalWarning)
+                    _retry_db(lambda: optuna.storages.fail_stale_trials(study), "checking stale trials")
             counts = _retry_db(lambda: count_trials(storage, study._study_id), "counting trials")
             if counts.finished >= n_trials:
                 report.stop_reason = f"study holds {counts.finished} finished trials (target {n_trials})"
@@ -274,7 +302,9 @@ def run_worker(
                 # NOTE Optuna warns that heartbeats are meant for Study.optimize; this loop runs the same
                 # heartbeat thread itself (see _run_one).
                 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
-                trial = _retry_db(study.ask, "starting a trial")
+                trial = study.ask()
+            # A heartbeat at once, so a trial popped from WAITING never looks stale by an old heartbeat row.
+            storage.record_heartbeat(trial._trial_id)
             try:
                 claimed = _retry_db(lambda: _claim_slot(storage, study, trial, n_trials), "claiming")  # noqa: B023
             except (KeyboardInterrupt, _Interrupted):
@@ -286,6 +316,8 @@ def run_worker(
                 time.sleep(settings.poll_interval)
                 continue
             state = _run_one(study, trial, objective)
+            if state == STALE:
+                continue  # not this worker's failure: the trial's copy is queued and resumes elsewhere
             if state == TrialState.COMPLETE:
                 report.complete += 1
             elif state == TrialState.PRUNED:
@@ -310,8 +342,16 @@ def run_worker(
     return report
 
 
-def _run_one(study: optuna.Study, trial: optuna.Trial, objective: Callable[[optuna.Trial], float]) -> TrialState | None:
-    """Run one trial under a heartbeat and tell its end state; None when interrupted (trial re-queued)."""
+def _run_one(
+    study: optuna.Study, trial: optuna.Trial, objective: Callable[[optuna.Trial], float]
+) -> TrialState | str | None:
+    """Run one trial under a heartbeat and tell its end state.
+
+    Returns:
+        the trial's end state; None when interrupted (trial re-queued); :data:`STALE` when another
+        process failed the trial as stale while it ran here (its heartbeat was late): the worker logs a
+        warning and goes on, since a copy of the trial is already queued.
+    """
     from optuna.storages._heartbeat import get_heartbeat_thread
 
     value: float | None = None
@@ -327,6 +367,12 @@ def _run_one(study: optuna.Study, trial: optuna.Trial, objective: Callable[[optu
         _fail_and_requeue(study, trial, "interrupted (worker stopped)")
         return None
     except Exception as err:
+        if _finished_elsewhere(study, trial, err):
+            log.warning(
+                "trial %d was failed as stale by another process while it ran here (heartbeat late by more "
+                "than the grace period?); its copy resumes from the checkpoint; this worker goes on", trial.number
+            )
+            return STALE
         state = TrialState.FAIL
         log.error("trial %d failed: %s", trial.number, mask_password(f"{type(err).__name__}: {err}"), exc_info=True)
         with contextlib.suppress(Exception):
@@ -334,12 +380,13 @@ def _run_one(study: optuna.Study, trial: optuna.Trial, objective: Callable[[optu
                 trial.set_user_attr(TrialAttrs.REASON, mask_password(f"{type(err).__name__}: {err}")[:500])
     try:
         if state == TrialState.COMPLETE:
-            _retry_db(lambda: study.tell(trial, value), "storing the trial's value")
+            study.tell(trial, value)
         else:
-            _retry_db(lambda: study.tell(trial, state=state), "storing the trial's state")
+            study.tell(trial, state=state)
     except optuna.exceptions.UpdateFinishedTrialError:
         # The trial was declared stale (its heartbeat was late) while it still ran; a copy is queued.
         log.warning("trial %d was already finished by another process (stale heartbeat?); going on", trial.number)
+        return STALE
     except ValueError as err:  # e.g. a value Optuna refuses
         log.warning("trial %d: %s; marking it FAIL", trial.number, err)
         with contextlib.suppress(Exception):
