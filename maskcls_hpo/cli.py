@@ -430,3 +430,79 @@ def report_cmd(
     except OSError as err:
         fail(f"cannot write {out}: {err.strerror or err}")
     console.print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)", highlight=False)
+
+
+# --- submission -----------------------------------------------------------------------------------
+
+
+@app.command("predict")
+def predict_cmd(
+    checkpoint: Optional[list[Path]] = typer.Option(
+        None, "--checkpoint", help="A checkpoint (model.pt / best.pt of `train`); repeat to ensemble."
+    ),
+    data_dir: Path = typer.Option(..., "--data-dir", help="Dataset root with eval/info.csv and eval/images/."),
+    out: Path = typer.Option(Path("submission.csv"), help="Submission CSV to write (ImageID,ans)."),
+    tta: bool = typer.Option(False, "--tta", help="Average each model with its horizontally flipped input."),
+    study: Optional[str] = typer.Option(None, help="Ensemble the best checkpoints of this study's top trials."),
+    top: Optional[int] = typer.Option(None, min=1, help="How many COMPLETE trials of the study (default 1)."),
+    storage: Optional[str] = typer.Option(None, help=STORAGE_HELP),
+    checkpoints: Path = typer.Option(Path("storage/checkpoints"), help="Checkpoint root the workers used."),
+    batch_size: int = typer.Option(64, min=1, help="Images per forward pass."),
+    device: str = typer.Option("auto", help="auto (CUDA when visible), cpu or cuda."),
+    cache_dir: Path = typer.Option(Path("storage/cache"), help="Decoded-image cache folder (shared with training)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Predict eval/info.csv with one checkpoint or an ensemble and write the submission atomically."""
+    import numpy as np
+
+    from maskcls_hpo.data import DataError
+    from maskcls_hpo.predict import PredictError, predict, study_checkpoints
+
+    paths = list(checkpoint or [])
+    if study is not None or top is not None:
+        url = _resolve_storage(storage, must_exist=True)
+        loaded = _load_study(url, study)
+        try:
+            paths += study_checkpoints(loaded, top or 1, checkpoints)
+        except PredictError as err:
+            fail(str(err))
+    if not paths:
+        fail("nothing to predict with: pass --checkpoint PATH (repeatable) or --study NAME --top K")
+    try:
+        result = predict(paths, data_dir, out=out, tta=tta, batch_size=batch_size, device=device,
+                         cache_dir=cache_dir, progress=not quiet)
+    except DataError as err:
+        for line in err.problems:
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
+        fail(f"{len(err.problems)} problem(s) in {data_dir / 'eval'}; nothing written to {out}")
+    except PredictError as err:
+        fail(f"{err}; nothing written to {out}")
+    for path, head in zip(result.checkpoints, result.heads, strict=True):
+        console.print(f"checkpoint {path} ({head} head)", highlight=False)
+    counts = ", ".join(f"{c}: {n}" for c, n in enumerate(np.bincount(result.labels, minlength=18)) if n)
+    console.print(
+        f"wrote {out}: {len(result.labels)} rows from {len(paths)} checkpoint(s) (ensemble rule {result.rule}, "
+        f"tta {'on' if tta else 'off'}, device {result.device}); predicted classes {counts}", highlight=False,
+    )
+    answers = data_dir / "eval" / "answers.csv"
+    if answers.is_file():
+        console.print(f"score it: maskcls-hpo score {out} --answers {answers}", highlight=False)
+
+
+@app.command("score")
+def score_cmd(
+    submission: Path = typer.Argument(..., help="Submission CSV (ImageID,ans)."),
+    answers: Path = typer.Option(..., "--answers", help="True classes (ImageID,ans), e.g. DATA_DIR/eval/answers.csv."),
+) -> None:
+    """Accuracy and macro F1 (18 classes) of a submission against an answers file, matched by ImageID."""
+    from maskcls_hpo.predict import PredictError, score
+
+    try:
+        result = score(submission, answers)
+    except PredictError as err:
+        fail(str(err))
+    t = result["task_f1"]
+    print(f"images    {result['n']}")
+    print(f"accuracy  {result['accuracy']:.4f}")
+    print(f"macro F1  {result['f1']:.4f}")
+    print(f"task F1   mask {t['mask']:.4f}, gender {t['gender']:.4f}, age {t['age']:.4f}")
