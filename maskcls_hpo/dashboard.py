@@ -86,10 +86,12 @@ def dashboard_app(storage_url: str, artifact_root: str | Path | None = None) -> 
 
     from maskcls_hpo.artifacts import open_artifact_store
 
-    storage = open_storage(storage_url, create=False)
     try:
+        storage = open_storage(storage_url, create=False)
         studies = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
-    except Exception as err:  # noqa: BLE001 - e.g. "no such table: studies"
+    except StorageError:
+        raise
+    except Exception as err:  # noqa: BLE001 - e.g. "no such table: studies" (Optuna's StorageInternalError)
         raise DashboardError(
             f"{display_url(storage_url)} is not an Optuna study database ({mask_password(_first_line(err))}); "
             "pass the --storage that `launch` used"
@@ -100,6 +102,8 @@ def dashboard_app(storage_url: str, artifact_root: str | Path | None = None) -> 
 
 
 def _first_line(err: BaseException) -> str:
+    """First line of the driver's message (Optuna wraps SQLAlchemy errors, which wrap the driver's)."""
+    err = err.__cause__ or err
     text = str(getattr(err, "orig", None) or err).strip()
     return text.splitlines()[0] if text else type(err).__name__
 

@@ -207,3 +207,189 @@ def demo_data_20(tmp_path_factory) -> Path:
 def train_cache_dir(tmp_path_factory) -> Path:
     """The decoded-image cache folder every training test shares (config `cache_dir`)."""
     return tmp_path_factory.mktemp("train_cache")
+
+
+# --- dashboard fixtures (owner: dashboard/report) ----------------------------------------------------
+# One real sweep per session (sweeps/smoke.py, 3 trials, 2 workers, on `tiny_demo`) with the dashboard
+# running against it the whole time and a poller reading its pages every 0.5 s. test_dashboard.py,
+# test_artifacts.py and test_report.py read the finished study; the dashboard keeps running for them.
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SMOKE_STUDY = "smoke-dashboard"
+
+
+def maskcls_hpo_command() -> list[str]:
+    """argv prefix of the `maskcls-hpo` console script of this interpreter's environment."""
+    import sys
+
+    script = Path(sys.executable).with_name("maskcls-hpo")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "maskcls_hpo"]
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment for CLI subprocesses: no MASKCLS_HPO_STORAGE from the caller, one torch thread."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "MASKCLS_HPO_STORAGE"}
+    env.update({"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}, **extra)
+    return env
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(url: str, timeout: float = 30.0) -> tuple[int, bytes]:
+    """GET `url` -> (HTTP status, body); HTTP errors are returned as their status, not raised."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+class DashboardProcess:
+    """`maskcls-hpo dashboard` as a real subprocess on a free port; `.base` is http://127.0.0.1:PORT."""
+
+    def __init__(self, args: list[str], cwd: Path, log: Path, env: dict[str, str] | None = None):
+        import subprocess
+
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        self._fh = open(log, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            maskcls_hpo_command() + ["dashboard", *args, "--port", str(self.port)], cwd=cwd,
+            env=env or subprocess_env(), stdout=self._fh, stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, timeout: float = 120.0) -> DashboardProcess:
+        """Wait until `/api/meta` answers 200; fail with the process output if it exits or times out."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"dashboard exited with {self.proc.returncode}: {self.output()}")
+            try:
+                if http_get(self.base + "/api/meta", timeout=5)[0] == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.3)
+        self.stop()
+        pytest.fail(f"dashboard not ready after {timeout:.0f} s: {self.output()}")
+
+    def output(self) -> str:
+        self._fh.flush()
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+    def stop(self) -> str:
+        """Stop it with Ctrl-C (SIGINT), as a user would; returns its output."""
+        import signal
+        import subprocess
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=20)
+        self._fh.close()
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+
+class DashboardPoller:
+    """Reads the dashboard every `interval` seconds on a thread, like an open browser tab that refreshes.
+
+    Each round GETs `/dashboard` (the page), `/api/studies` and, once the study exists, `/api/studies/<id>`
+    (what the study page loads). `polls` holds (path, HTTP status or the error's text); `states` the
+    trial states the study detail showed in each round.
+    """
+
+    def __init__(self, base: str, study_name: str, interval: float = 0.5):
+        import threading
+
+        self.base, self.study_name, self.interval = base, study_name, interval
+        self.polls: list[tuple[str, object]] = []
+        self.states: list[list[str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _get(self, path: str) -> bytes | None:
+        try:
+            status, body = http_get(self.base + path)
+        except OSError as err:
+            self.polls.append((path, f"{type(err).__name__}: {err}"))
+            return None
+        self.polls.append((path, status))
+        return body if status == 200 else None
+
+    def _run(self) -> None:
+        import json
+
+        study_id = None
+        while not self._stop.is_set():
+            self._get("/dashboard")
+            body = self._get("/api/studies")
+            if body is not None and study_id is None:
+                for s in json.loads(body)["study_summaries"]:
+                    if s["study_name"] == self.study_name:
+                        study_id = s["study_id"]
+            if study_id is not None:
+                detail = self._get(f"/api/studies/{study_id}")
+                if detail is not None:
+                    self.states.append([t["state"] for t in json.loads(detail)["trials"]])
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> DashboardPoller:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+
+@pytest.fixture(scope="session")
+def swept_study(tmp_path_factory, tiny_demo):
+    """A study made by `maskcls-hpo launch sweeps/smoke.py --n-trials 3 --workers 2` on SQLite while the
+    dashboard runs on it and a :class:`DashboardPoller` reads it every 0.5 s.
+
+    The database sits at `<root>/storage/maskcls_hpo.db` (the default path relative to `root`). Yields a
+    namespace: root, db, url, study (name), dashboard (running :class:`DashboardProcess`), poller,
+    launch_rc, launch_output, checkpoints.
+    """
+    import subprocess
+
+    from maskcls_hpo.storage import open_storage, rdb_of, resolve_storage_url
+
+    root = tmp_path_factory.mktemp("swept")
+    db = root / "storage" / "maskcls_hpo.db"
+    url = resolve_storage_url(db)
+    rdb_of(open_storage(url)).engine.dispose()  # an empty Optuna database, so the dashboard can start first
+    dashboard = DashboardProcess(["--storage", str(db)], cwd=root, log=root / "dashboard.log").wait_ready()
+    checkpoints = root / "checkpoints"
+    cmd = maskcls_hpo_command() + [
+        "launch", str(REPO_ROOT / "sweeps" / "smoke.py"), "--n-trials", "3", "--workers", "2",
+        "--storage", str(db), "--study", SMOKE_STUDY, "--data-dir", str(tiny_demo),
+        "--checkpoints", str(checkpoints),
+    ]
+    try:
+        with DashboardPoller(dashboard.base, SMOKE_STUDY) as poller:
+            launched = subprocess.run(cmd, cwd=root, env=subprocess_env(), capture_output=True, text=True,
+                                      timeout=540)
+        yield SimpleNamespace(root=root, db=db, url=url, study=SMOKE_STUDY, dashboard=dashboard, poller=poller,
+                              launch_rc=launched.returncode, launch_output=launched.stdout + launched.stderr,
+                              checkpoints=checkpoints)
+    finally:
+        dashboard.stop()
