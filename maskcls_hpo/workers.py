@@ -483,6 +483,9 @@ def launch(
         env = dict(env_base)
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = gpus[i % len(gpus)]
+        elif "OMP_NUM_THREADS" not in os.environ:
+            # NOTE K CPU-bound workers with torch's default (all cores each) oversubscribe the CPU; split it.
+            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
         fh = open(log_dir / f"worker-{i}.log", "ab")  # noqa: SIM115 - closed below
         logs.append(fh)
         cmd = worker_command(sweep.path, study_name, n_trials, i, data_dir, timeout, heartbeat, checkpoints)
