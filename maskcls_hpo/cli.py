@@ -200,6 +200,10 @@ def train_cmd(
 # --- sweep service --------------------------------------------------------------------------------
 
 STORAGE_HELP = "Storage URL or SQLite path (default: env MASKCLS_HPO_STORAGE, else sqlite:///storage/maskcls_hpo.db)."
+PASSWORD_FILE_HELP = (
+    "File holding the PostgreSQL password (default: env MASKCLS_HPO_PASSWORD_FILE; libpq also reads "
+    "PGPASSWORD and ~/.pgpass), so that it is never on the command line."
+)
 STUDY_HELP = "Study name (default: the sweep file's stem; for readers: the only study in the storage)."
 
 
@@ -220,11 +224,12 @@ def _setup_logging(verbose: bool = False) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-def _resolve_storage(storage: Optional[str], must_exist: bool = False) -> str:
+def _resolve_storage(storage: Optional[str], must_exist: bool = False, password_file: Optional[Path] = None) -> str:
     from maskcls_hpo.storage import StorageError, resolve_storage_url
 
     try:
-        return resolve_storage_url(storage, must_exist=must_exist)
+        return resolve_storage_url(storage, must_exist=must_exist,
+                                   password_file=str(password_file) if password_file is not None else None)
     except StorageError as err:
         fail(str(err))
         raise  # unreachable
@@ -276,6 +281,7 @@ def launch_cmd(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Dataset root (overrides the sweep's data_dir)."),
     timeout: Optional[float] = typer.Option(None, help="Seconds after which workers start no new trial."),
     storage: Optional[str] = typer.Option(None, help=STORAGE_HELP),
+    password_file: Optional[Path] = typer.Option(None, "--password-file", help=PASSWORD_FILE_HELP),
     study: Optional[str] = typer.Option(None, help=STUDY_HELP),
     heartbeat_interval: Optional[int] = typer.Option(None, help="Heartbeat interval in seconds (default 30)."),
     grace_period: Optional[int] = typer.Option(None, help="Seconds without heartbeat before a trial is stale (120)."),
@@ -285,7 +291,7 @@ def launch_cmd(
     _setup_logging()
     from maskcls_hpo.launch import LaunchPlan, run_launch
 
-    url = _resolve_storage(storage)
+    url = _resolve_storage(storage, password_file=password_file)
     plan = LaunchPlan(
         sweep_file=sweep_file, n_trials=n_trials, workers=workers,
         gpus=[g.strip() for g in gpus.split(",") if g.strip()] if gpus else None,
@@ -303,6 +309,7 @@ def worker_cmd(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Dataset root (overrides the sweep's data_dir)."),
     timeout: Optional[float] = typer.Option(None, help="Seconds after which the worker starts no new trial."),
     storage: Optional[str] = typer.Option(None, help=STORAGE_HELP),
+    password_file: Optional[Path] = typer.Option(None, "--password-file", help=PASSWORD_FILE_HELP),
     study: Optional[str] = typer.Option(None, help=STUDY_HELP),
     worker_index: int = typer.Option(0, help="Index of this worker (offsets the sampler seed)."),
     heartbeat_interval: Optional[int] = typer.Option(None, help="Heartbeat interval in seconds (default 30)."),
@@ -316,7 +323,7 @@ def worker_cmd(
     from maskcls_hpo.sweep import SweepError, load_sweep
     from maskcls_hpo.workers import LaunchError, WorkerSettings, run_worker
 
-    url = _resolve_storage(storage)
+    url = _resolve_storage(storage, password_file=password_file)
     try:
         sweep = load_sweep(sweep_file)
         settings = WorkerSettings(
@@ -344,12 +351,13 @@ def worker_cmd(
 @app.command("status")
 def status_cmd(
     storage: Optional[str] = typer.Option(None, help=STORAGE_HELP),
+    password_file: Optional[Path] = typer.Option(None, "--password-file", help=PASSWORD_FILE_HELP),
     study: Optional[str] = typer.Option(None, help=STUDY_HELP),
 ) -> None:
     """Trial counts by state, the best trial, running trials with their last heartbeat, stale trials."""
     from maskcls_hpo.status import print_status
 
-    url = _resolve_storage(storage, must_exist=True)
+    url = _resolve_storage(storage, must_exist=True, password_file=password_file)
     print_status(_load_study(url, study), console)
 
 
@@ -360,12 +368,13 @@ def export_cmd(
     top: Optional[int] = typer.Option(None, help="Export the best K COMPLETE trials to OUT-1, OUT-2, ..."),
     format: Optional[str] = typer.Option(None, "--format", help="yaml or json (default: from the suffix)."),
     storage: Optional[str] = typer.Option(None, help=STORAGE_HELP),
+    password_file: Optional[Path] = typer.Option(None, "--password-file", help=PASSWORD_FILE_HELP),
     study: Optional[str] = typer.Option(None, help=STUDY_HELP),
 ) -> None:
     """Write the best COMPLETE trial's full training config (plus study metadata) for `train --config`."""
     from maskcls_hpo.export import ExportError, export_trials
 
-    url = _resolve_storage(storage, must_exist=True)
+    url = _resolve_storage(storage, must_exist=True, password_file=password_file)
     loaded = _load_study(url, study)
     try:
         paths = export_trials(loaded, out, trial_number=trial, top=top, fmt=format)
@@ -381,6 +390,7 @@ def export_cmd(
 @app.command("dashboard")
 def dashboard_cmd(
     storage: Optional[str] = typer.Option(None, help=STORAGE_HELP),
+    password_file: Optional[Path] = typer.Option(None, "--password-file", help=PASSWORD_FILE_HELP),
     host: str = typer.Option("127.0.0.1", help="Address to listen on (no login: loopback unless you say otherwise)."),
     port: int = typer.Option(8080, min=0, max=65535, help="Port to listen on (0: any free port)."),
 ) -> None:
@@ -388,7 +398,7 @@ def dashboard_cmd(
     from maskcls_hpo.dashboard import DashboardError, dashboard_app, is_loopback, serve_dashboard
     from maskcls_hpo.storage import StorageError, display_url
 
-    url = _resolve_storage(storage, must_exist=True)
+    url = _resolve_storage(storage, must_exist=True, password_file=password_file)
     try:
         dash = dashboard_app(url)
     except (StorageError, DashboardError) as err:
@@ -418,12 +428,13 @@ def report_cmd(
     out: Path = typer.Option(Path("report.html"), help="HTML file to write (self-contained, opens offline)."),
     top: int = typer.Option(10, min=1, help="Rows of the top-trials table."),
     storage: Optional[str] = typer.Option(None, help=STORAGE_HELP),
+    password_file: Optional[Path] = typer.Option(None, "--password-file", help=PASSWORD_FILE_HELP),
     study: Optional[str] = typer.Option(None, help=STUDY_HELP),
 ) -> None:
     """Write one HTML page with Optuna's plots (history, intermediate values, importances, ...) and the top trials."""
     from maskcls_hpo.report import write_report
 
-    url = _resolve_storage(storage, must_exist=True)
+    url = _resolve_storage(storage, must_exist=True, password_file=password_file)
     loaded = _load_study(url, study)
     try:
         path = write_report(loaded, out, top=top)
@@ -446,6 +457,7 @@ def predict_cmd(
     study: Optional[str] = typer.Option(None, help="Ensemble the best checkpoints of this study's top trials."),
     top: Optional[int] = typer.Option(None, min=1, help="How many COMPLETE trials of the study (default 1)."),
     storage: Optional[str] = typer.Option(None, help=STORAGE_HELP),
+    password_file: Optional[Path] = typer.Option(None, "--password-file", help=PASSWORD_FILE_HELP),
     checkpoints: Path = typer.Option(Path("storage/checkpoints"), help="Checkpoint root the workers used."),
     batch_size: int = typer.Option(64, min=1, help="Images per forward pass."),
     device: str = typer.Option("auto", help="auto (CUDA when visible), cpu or cuda."),
@@ -460,7 +472,7 @@ def predict_cmd(
 
     paths = list(checkpoint or [])
     if study is not None or top is not None:
-        url = _resolve_storage(storage, must_exist=True)
+        url = _resolve_storage(storage, must_exist=True, password_file=password_file)
         loaded = _load_study(url, study)
         try:
             paths += study_checkpoints(loaded, top or 1, checkpoints)
