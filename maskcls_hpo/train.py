@@ -379,25 +379,37 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[float, float]:
         run.augment.reseed(int(np.random.SeedSequence([run.config.seed, epoch]).generate_state(1)[0]))
     total = torch.zeros((), dtype=torch.float64, device=run.device)
     seen = 0
+    pending: tuple[int, torch.Tensor] | None = None
     started = time.perf_counter()
     with _progress_bar(run.progress, len(run.train_loader), f"epoch {epoch}/{run.config.epochs}") as advance:
         for step, (images, labels) in enumerate(run.train_loader, start=1):
             x = _prepare_batch(run, images, train=True)
             with _autocast(run):
                 loss = run.loss_fn(run.model(x), labels)
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(epoch, step, float(loss.detach()), run.optimizer.param_groups[0]["lr"])
+            # NOTE the previous step's loss is checked once this step's forward is queued: reading a loss
+            # waits for the GPU, and reading one that is already computed keeps the GPU busy meanwhile.
+            if pending is not None:
+                _check_finite(run, epoch, *pending, advance)
             run.optimizer.zero_grad(set_to_none=True)
             run.scaler.scale(loss).backward()
             run.scaler.step(run.optimizer)
             run.scaler.update()
             total += loss.detach() * len(labels)
             seen += len(labels)
-            advance(loss.detach())
+            pending = (step, loss.detach())
+        if pending is not None:
+            _check_finite(run, epoch, *pending, advance)
     if run.device.type == "cuda":
         torch.cuda.synchronize(run.device)
     seconds = time.perf_counter() - started
     return float(total) / max(seen, 1), seen / max(seconds, 1e-9)
+
+
+def _check_finite(run: _Run, epoch: int, step: int, loss: torch.Tensor, advance: Callable[[float], None]) -> None:
+    value = float(loss)
+    if not math.isfinite(value):
+        raise NonFiniteLossError(epoch, step, value, run.optimizer.param_groups[0]["lr"])
+    advance(value)
 
 
 @torch.inference_mode()
@@ -441,7 +453,7 @@ def _progress_bar(enabled: bool, total: int, description: str):
                TextColumn("loss {task.fields[loss]:.4f}"))
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task(description, total=total, loss=math.nan)
-        yield lambda loss: bar.update(task, advance=1, loss=float(loss))
+        yield lambda loss: bar.update(task, advance=1, loss=loss)
 
 
 # --- checkpoints, metrics, result ---------------------------------------------------------------------
