@@ -393,3 +393,9 @@ def swept_study(tmp_path_factory, tiny_demo):
                               checkpoints=checkpoints)
     finally:
         dashboard.stop()
+
+
+# --- PostgreSQL and fault fixtures (owner: PostgreSQL/faults) -----------------------------------------
+# tests/pg.py: `pg_admin_url`, `pg_database` (a fresh database per test on the machine's server),
+# `private_pg` (a server of its own, to stop and start), `tiny_demo` (24 persons at 36x48).
+pytest_plugins = ("pg",)
