@@ -330,16 +330,21 @@ def study_note(
 def save_study_note(study: optuna.Study, body: str) -> bool:
     """Store `body` as the study's note (optuna-dashboard) unless it is already the note.
 
-    Also names the objective :data:`OBJECTIVE_NAME` (``set_objective_names``), so the dashboard's charts
+    Also names the objective :data:`OBJECTIVE_NAME` (``Study.set_metric_names``), so the dashboard's charts
     say "val macro F1" instead of "Objective 0".
 
     Returns:
         True when a new note version was written. Errors are logged as a warning (False), never raised.
     """
     try:
-        from optuna_dashboard import get_note, save_note, set_objective_names
+        import warnings
 
-        set_objective_names(study, [OBJECTIVE_NAME])
+        from optuna.exceptions import ExperimentalWarning
+        from optuna_dashboard import get_note, save_note
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            study.set_metric_names([OBJECTIVE_NAME])
         if get_note(study) == body:
             return False
         save_note(study, body)

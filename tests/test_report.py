@@ -1,0 +1,161 @@
+"""`report`: one self-contained HTML file with Optuna's plotly figures and the top trials."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+import optuna
+import pytest
+from conftest import maskcls_hpo_command, subprocess_env
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.trial import TrialState, create_trial
+
+from maskcls_hpo.report import report_figures, report_html, write_report
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+
+NASTY = "</script><b>bold</b>"  # a categorical choice that must be escaped, not run
+VALUES = (0.123456789, 0.6543210987, 0.4242424242)  # trial 0, 1, 2 (trial 1 is best)
+FIGURES = ("history", "intermediate", "parallel", "importances", "slice")
+SCRIPT_SRC = re.compile(r"<script[^>]*\ssrc\s*=", re.IGNORECASE)
+
+
+def make_study(values=VALUES, states=None, intermediate=True) -> optuna.Study:
+    """An in-memory study whose trials have known values, params, accuracy and per-epoch values."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(study_name="report<&>test", direction="maximize")
+    study.set_user_attr("sweep_file", "sweeps/smoke.py")
+    study.set_user_attr("dataset", {"data_dir": "storage/demo", "persons": 300, "images": 2100})
+    dists = {"lr": FloatDistribution(1e-4, 1e-1, log=True), "loss": CategoricalDistribution(["ce", NASTY])}
+    for i, value in enumerate(values):
+        state = (states or {}).get(i, TrialState.COMPLETE)
+        study.add_trial(create_trial(
+            params={"lr": 10 ** -(i + 2), "loss": ["ce", NASTY][i % 2]}, distributions=dists,
+            value=value if state == TrialState.COMPLETE else None, state=state,
+            intermediate_values={1: value / 2, 2: value} if intermediate else None,
+            user_attrs={"accuracy": round(value + 0.1, 4), "best_epoch": 2},
+        ))
+    return study
+
+
+def test_report_is_self_contained_and_holds_the_figures_data(tmp_path):
+    out = write_report(make_study(), tmp_path / "sub" / "report.html", top=5)
+    html = out.read_text(encoding="utf-8")
+    assert SCRIPT_SRC.search(html) is None  # no <script src=...>: nothing from a CDN
+    assert html.count("plotly.js v") == 1  # plotly.js inlined once for all five figures
+    for key in FIGURES:
+        assert f'id="fig-{key}"' in html
+    for value in VALUES:  # the trials' values are in the figures' JSON
+        assert repr(value) in html
+    assert repr(VALUES[1] / 2) in html  # an intermediate value (epoch 1 of trial 1)
+    assert html.startswith("<!DOCTYPE html>") and html.rstrip().endswith("</html>")
+
+
+@pytest.mark.browser
+def test_report_draws_every_figure_offline_in_chromium(tmp_path):
+    """Headless Chromium with every network request refused draws all five figures from the file alone."""
+    from playwright.sync_api import sync_playwright
+
+    out = write_report(make_study(), tmp_path / "report.html")
+    requested: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.route(re.compile(r"^https?://"), lambda route: (requested.append(route.request.url), route.abort()))
+            page.goto(out.as_uri(), wait_until="load")
+            page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 5",
+                                   timeout=60_000)
+            drawn = page.evaluate("Array.from(document.querySelectorAll('.js-plotly-plot')).map(e => e.id)")
+            page.screenshot(path=str(tmp_path / "report.png"))
+        finally:
+            browser.close()
+    assert sorted(drawn) == sorted(f"fig-{k}" for k in FIGURES)
+    assert requested == []
+
+
+def test_text_from_the_study_is_escaped(tmp_path):
+    html = report_html(make_study())
+    assert NASTY not in html  # neither in the table nor in the figures' JSON
+    assert "&lt;/script&gt;&lt;b&gt;bold&lt;/b&gt;" in html
+    assert "<title>Study report&lt;&amp;&gt;test</title>" in html
+    # Every <script> that opens also closes: the nasty choice did not end one early.
+    assert html.count("<script") == html.count("</script>")
+
+
+def test_top_trials_table_ranks_by_val_macro_f1():
+    html = report_html(make_study(), top=2)
+    table = html[html.index("<table>"):html.index("</table>")]
+    rows = re.findall(r"<tr>(.*?)</tr>", table)
+    header = re.findall(r"<th>(.*?)</th>", rows[0])
+    assert header[:6] == ["rank", "trial", "val macro F1", "accuracy", "best epoch", "duration"]
+    assert header[6:] == ["loss", "lr"]
+    cells = [re.findall(r"<td>(.*?)</td>", r) for r in rows[1:]]
+    assert len(cells) == 2  # top=2 of 3
+    assert cells[0][:4] == ["1", "1", "0.6543", "0.7543"]  # trial 1: value 0.6543210987, accuracy +0.1
+    assert cells[1][:4] == ["2", "2", "0.4242", "0.5242"]
+    assert cells[0][6:] == ["&lt;/script&gt;&lt;b&gt;bold&lt;/b&gt;", "0.001"]
+
+
+def test_one_complete_trial_gets_a_note_instead_of_importances():
+    study = make_study(states={1: TrialState.PRUNED, 2: TrialState.FAIL})
+    notes = {f.key: f.note for f in report_figures(study)}
+    assert notes["importances"] == "needs at least 2 COMPLETE trials (the study has 1)"
+    assert notes["history"] == "" and notes["slice"] == ""
+
+
+def test_no_complete_trial_gives_notes_and_no_plotly(tmp_path):
+    study = make_study(states={0: TrialState.PRUNED, 1: TrialState.PRUNED, 2: TrialState.FAIL})
+    html = report_html(study)
+    assert html.count("no COMPLETE trial yet") == 4  # history, parallel, importances, slice
+    assert "No COMPLETE trial yet." in html  # the table
+    assert "plotly.js v" in html  # the intermediate values of the pruned trials are still drawn
+    no_epochs = make_study(states={0: TrialState.FAIL}, values=(0.5,), intermediate=False)
+    html = report_html(no_epochs)
+    assert "no trial reported an epoch yet" in html
+    assert "plotly.js v" not in html and "<script" not in html
+
+
+def test_top_must_be_positive(tmp_path):
+    with pytest.raises(ValueError, match="--top must be at least 1"):
+        write_report(make_study(), tmp_path / "r.html", top=0)
+
+
+# --- the CLI on the real smoke sweep --------------------------------------------------------------------
+
+
+def run_cli(*args, cwd):
+    return subprocess.run(maskcls_hpo_command() + list(args), cwd=cwd, env=subprocess_env(), capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_report_command_on_a_smoke_sweep(swept_study, tmp_path):
+    out = tmp_path / "report.html"
+    result = run_cli("report", "--storage", f"sqlite:///{swept_study.db}", "--study", swept_study.study,
+                     "--out", str(out), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"wrote {out}" in " ".join(result.stderr.split())
+    html = out.read_text(encoding="utf-8")
+    assert SCRIPT_SRC.search(html) is None
+    study = optuna.load_study(study_name=swept_study.study, storage=swept_study.url)
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert complete
+    for t in complete:
+        assert repr(t.value) in html
+    best = max(complete, key=lambda t: t.value)
+    first_row = re.findall(r"<td>(.*?)</td>", html[html.index("<tbody>"):])[:4]
+    assert first_row[:3] == ["1", str(best.number), f"{best.value:.4g}"]
+    assert first_row[3] == f"{best.user_attrs['accuracy']:.4g}"
+    assert "24 persons, 168 images" in html
+
+
+def test_report_command_errors(swept_study, tmp_path):
+    result = run_cli("report", "--storage", "nosuch.db", "--out", "r.html", cwd=tmp_path)
+    assert result.returncode == 1 and "no study database at nosuch.db" in result.stderr
+    result = run_cli("report", "--storage", str(swept_study.db), "--study", "nosuch", "--out", "r.html",
+                     cwd=tmp_path)
+    assert result.returncode == 1 and "no study 'nosuch'" in result.stderr
+    assert list(tmp_path.iterdir()) == []
