@@ -109,7 +109,7 @@ def run_launch(plan: LaunchPlan, console: Console, fail: Callable[[str], None]) 
     from maskcls_hpo.models import PretrainedWeightsError
     from maskcls_hpo.storage import HeartbeatSettings, StorageError, display_url, open_storage
     from maskcls_hpo.sweep import SweepError, load_sweep
-    from maskcls_hpo.workers import count_trials, launch, prepare_study
+    from maskcls_hpo.workers import _Interrupted, count_trials, launch, prepare_study
 
     try:
         sweep = load_sweep(plan.sweep_file)
@@ -151,7 +151,7 @@ def run_launch(plan: LaunchPlan, console: Console, fail: Callable[[str], None]) 
                 data_dir=plan.overrides.get("data_dir"), timeout=plan.timeout, heartbeat=heartbeat,
                 checkpoints=plan.checkpoints, log_dir=log_dir, on_poll=on_poll,
             )
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, _Interrupted):
             c = count_trials(storage, study._study_id)
             console.print(f"interrupted: {c.finished} finished, {c.running} still running", highlight=False)
             return 130
@@ -176,5 +176,5 @@ def _log_tail(log_dir: Path, workers: list[int]) -> str:
     for i in workers:
         path = log_dir / f"worker-{i}.log"
         text = path.read_text(errors="replace").strip().splitlines() if path.is_file() else []
-        lines.append(f"worker {i}: {text[-1].strip() if text else 'no log'}")
+        lines.append(text[-1].strip() if text else f"worker {i}: no log")
     return "; ".join(lines) or "see the worker logs"

@@ -233,7 +233,9 @@ def _fail_and_requeue(study: optuna.Study, trial: optuna.Trial, reason: str) -> 
         log.warning("could not mark trial %d failed: %s", trial.number, mask_password(err))
         return
     frozen = study._storage.get_trial(trial._trial_id)
-    optuna.storages.RetryHeartbeatStaleTrialCallback(inherit_intermediate_values=True)(study, frozen)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        optuna.storages.RetryHeartbeatStaleTrialCallback(inherit_intermediate_values=True)(study, frozen)
 
 
 def run_worker(
@@ -492,15 +494,18 @@ def launch(
         procs.append(subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT))
     log.info("started %d workers on %s (logs in %s)", workers, display_url(storage_url), log_dir)
     try:
-        while any(p.poll() is None for p in procs):
-            if on_poll is not None:
-                with contextlib.suppress(sqlalchemy.exc.SQLAlchemyError):
-                    on_poll(study, count_trials(storage, study._study_id))
-            time.sleep(poll_interval)
-    except KeyboardInterrupt:
+        with _sigterm_as_interrupt():
+            while any(p.poll() is None for p in procs):
+                if on_poll is not None:
+                    with contextlib.suppress(sqlalchemy.exc.SQLAlchemyError):
+                        on_poll(study, count_trials(storage, study._study_id))
+                time.sleep(poll_interval)
+    except (KeyboardInterrupt, _Interrupted):
+        # NOTE SIGTERM, not SIGINT: a launch started in the background has SIGINT ignored, and its workers
+        # inherit that; every worker turns SIGTERM into a clean stop of its running trial.
         for p in procs:
             if p.poll() is None:
-                p.send_signal(signal.SIGINT)
+                p.send_signal(signal.SIGTERM)
         for p in procs:
             try:
                 p.wait(timeout=60)
