@@ -155,9 +155,12 @@ def train_cmd(
     except ConfigError as err:
         fail(str(err))
     _setup_logging()
+    import logging
+
+    logging.getLogger("maskcls_hpo.train").setLevel(logging.WARNING)  # the table below shows every epoch
     from maskcls_hpo.train import EpochResult, TrainingError, train
 
-    out_console = Console(highlight=False)
+    out_console = Console(highlight=False, soft_wrap=True)
     out_console.print(
         f"training {cfg.model} ({cfg.head} head, {cfg.loss}, {cfg.optimizer} lr {cfg.lr:g}, batch {cfg.batch_size}) "
         f"for {cfg.epochs} epoch(s) on {cfg.data_dir}{' (all persons)' if cfg.full_data else ''} -> {out}"
@@ -176,7 +179,7 @@ def train_cmd(
     try:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
-        result = train(cfg, out_dir=out, on_epoch=show, progress=True)
+        result = train(cfg, out_dir=out, on_epoch=show, progress=console.is_terminal)
     except DataError as err:
         if len(err.problems) > 1:
             for line in err.problems:
