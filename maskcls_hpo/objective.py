@@ -60,7 +60,9 @@ def resume_checkpoint(root: Path, trial: optuna.trial.BaseTrial | optuna.trial.F
     A trial re-queued by ``RetryHeartbeatStaleTrialCallback`` carries `retry_history` (the numbers of the
     trials it repeats, oldest first). The most recent one with a `last.pt` wins.
     """
-    history = trial.system_attrs.get("retry_history", []) if hasattr(trial, "system_attrs") else []
+    # optuna.Trial has no system_attrs (Optuna >= 4); the stored trial has them
+    frozen = trial if isinstance(trial, optuna.trial.FrozenTrial) else trial.study._storage.get_trial(trial._trial_id)
+    history = frozen.system_attrs.get("retry_history", [])
     for number in reversed(history):
         last = checkpoint_dir(root, number) / "last.pt"
         if last.is_file():
