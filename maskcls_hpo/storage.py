@@ -95,22 +95,30 @@ class HeartbeatSettings:
 
     @classmethod
     def from_env(cls, interval: int | None = None, grace_period: int | None = None) -> HeartbeatSettings:
-        """Explicit values win, then the environment, then the defaults."""
+        """Explicit values win, then the environment, then the defaults.
 
-        def pick(value: int | None, env: str, default: int) -> int:
+        A grace period given without an interval, and not above the default interval, gets an interval of a
+        quarter of it (e.g. `--grace-period 8` alone -> interval 2 s), since the grace must exceed the interval.
+        """
+
+        def pick(value: int | None, env: str) -> int | None:
             if value is not None:
                 return int(value)
             raw = os.environ.get(env)
             if raw is None or raw == "":
-                return default
+                return None
             try:
                 return int(raw)
             except ValueError:
                 raise StorageError(f"environment variable {env}={raw!r} is not a whole number of seconds") from None
 
+        picked_interval = pick(interval, ENV_HEARTBEAT_INTERVAL)
+        picked_grace = pick(grace_period, ENV_GRACE_PERIOD)
+        if picked_interval is None and picked_grace is not None and picked_grace <= cls.interval:
+            picked_interval = max(1, picked_grace // 4)
         return cls(
-            interval=pick(interval, ENV_HEARTBEAT_INTERVAL, cls.interval),
-            grace_period=pick(grace_period, ENV_GRACE_PERIOD, cls.grace_period),
+            interval=cls.interval if picked_interval is None else picked_interval,
+            grace_period=cls.grace_period if picked_grace is None else picked_grace,
         )
 
 
