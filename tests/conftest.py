@@ -7,12 +7,17 @@ Data layout fixtures (owner: data layer): `make_layout` writes a tiny dataset in
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from PIL import Image
+
+# NOTE One torch thread per process (set before torch is imported; subprocesses inherit it): the suite runs
+# several training processes at once on 2 cores, where 2 threads each run 5-8x slower than 1.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # --- data layout fixtures ---------------------------------------------------------------------------
 
