@@ -135,7 +135,8 @@ def _top_table(study: optuna.Study, top: int) -> str:
                  _duration(t)] + [t.params.get(n) for n in names]
         rows.append("<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in cells) + "</tr>")
     header = "".join(f"<th>{html.escape(h)}</th>" for h in head)
-    return f"<table><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    return (f"<div class='scroll'><table><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+            "</div>")
 
 
 def _summary(study: optuna.Study) -> str:
@@ -170,7 +171,7 @@ dt { font-weight: 600; } dd { margin: 0; font-family: ui-monospace, monospace; w
 table { border-collapse: collapse; font-size: 0.9em; } th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; }
 th { background: #f2f2f2; } td { text-align: right; font-variant-numeric: tabular-nums; }
 tbody tr:first-child { background: #eef6ee; } .note { color: #8a5a00; font-style: italic; }
-section { margin-top: 2em; }
+section { margin-top: 2em; } .scroll { overflow-x: auto; }
 """
 
 
