@@ -520,6 +520,11 @@ def open_storage(
             )
     except (sqlalchemy.exc.SQLAlchemyError, sqlite3.Error) as err:
         raise StorageError(f"cannot open storage {display_url(url)!r}: {mask_password(_short(err))}") from None
+    except optuna.exceptions.StorageInternalError as err:  # e.g. a file without Optuna's tables (create=False)
+        raise StorageError(
+            f"{display_url(url)} is not an Optuna study database ({mask_password(_short(err.__cause__ or err))}); "
+            "pass the --storage that `launch` used"
+        ) from None
     storage._maskcls_retry_seconds = _retry_budget(retry_seconds)
     return storage
 

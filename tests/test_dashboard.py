@@ -64,8 +64,7 @@ def test_every_dashboard_load_during_the_sweep_succeeded(swept_study):
     assert len(detail_polls) >= 10  # the study page was read many times while the sweep ran
     # The dashboard was read while trials were running, and again after all 3 had finished.
     assert any("Running" in states for states in poller.states)
-    assert sorted(poller.states[-1]) != [] and "Running" not in poller.states[-1]
-    assert len(poller.states[-1]) == 3
+    assert len(poller.states[-1]) == 3 and "Running" not in poller.states[-1]
     # The dashboard is still up after the sweep.
     assert http_get(swept_study.dashboard.base + "/dashboard")[0] == 200
 

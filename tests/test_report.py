@@ -159,3 +159,7 @@ def test_report_command_errors(swept_study, tmp_path):
                      cwd=tmp_path)
     assert result.returncode == 1 and "no study 'nosuch'" in result.stderr
     assert list(tmp_path.iterdir()) == []
+    (tmp_path / "empty.db").write_bytes(b"")  # a file, but not an Optuna database: one line, no traceback
+    result = run_cli("report", "--storage", "empty.db", "--out", "r.html", cwd=tmp_path)
+    assert result.returncode == 1 and "is not an Optuna study database" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "r.html").exists()
