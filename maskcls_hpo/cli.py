@@ -279,7 +279,9 @@ def _data_overrides(data_dir: Optional[Path]) -> dict:
 def launch_cmd(
     sweep_file: Path = typer.Argument(..., help="Sweep file, e.g. sweeps/smoke.py."),
     n_trials: int = typer.Option(20, "--n-trials", min=1, help="Finished (COMPLETE + PRUNED) trials the study should hold."),
-    workers: int = typer.Option(1, min=1, help="Worker processes on this machine."),
+    workers: int = typer.Option(
+        1, min=0, help="Worker processes on this machine (0: only prepare the study; run `maskcls-hpo worker` elsewhere)."
+    ),
     gpus: Optional[str] = typer.Option(None, help="Comma-separated GPU ids, assigned round-robin (e.g. 0,1)."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Dataset root (overrides the sweep's data_dir)."),
     timeout: Optional[float] = typer.Option(None, help="Seconds after which workers start no new trial."),
@@ -314,7 +316,10 @@ def worker_cmd(
     storage: Optional[str] = typer.Option(None, help=STORAGE_HELP),
     password_file: Optional[Path] = typer.Option(None, "--password-file", help=PASSWORD_FILE_HELP),
     study: Optional[str] = typer.Option(None, help=STUDY_HELP),
-    worker_index: int = typer.Option(0, help="Index of this worker (offsets the sampler seed)."),
+    worker_index: Optional[int] = typer.Option(
+        None, help="Index of this worker: offsets the sampler seed (default: a random one, so that workers started "
+        "alike on several machines or as compose replicas sample different params)."
+    ),
     heartbeat_interval: Optional[int] = typer.Option(None, help="Heartbeat interval in seconds (default 30)."),
     grace_period: Optional[int] = typer.Option(None, help="Seconds without heartbeat before a trial is stale (120)."),
     checkpoints: Path = typer.Option(Path("storage/checkpoints"), help="Checkpoint root shared by all workers."),
@@ -327,6 +332,10 @@ def worker_cmd(
     from maskcls_hpo.workers import LaunchError, WorkerSettings, run_worker
 
     url = _resolve_storage(storage, password_file=password_file)
+    if worker_index is None:
+        import secrets
+
+        worker_index = 1000 + secrets.randbelow(1_000_000)
     try:
         sweep = load_sweep(sweep_file)
         settings = WorkerSettings(

@@ -137,6 +137,12 @@ def run_launch(plan: LaunchPlan, console: Console, fail: Callable[[str], None]) 
     if counts.finished >= plan.n_trials:
         console.print(f"nothing to do: the study already holds {counts.finished} finished trials", highlight=False)
         return 0
+    if plan.workers == 0:
+        console.print(
+            f"study '{study_name}' is ready; start workers with: maskcls-hpo worker {plan.sweep_file} --study "
+            f"{study_name} (storage from --storage, or env MASKCLS_HPO_STORAGE)", highlight=False,
+        )
+        return 0
     started = time.monotonic()
     log_dir = Path("storage/logs") / study_name
     with Live(console=console, refresh_per_second=2, transient=False) as live:
