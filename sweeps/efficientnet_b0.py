@@ -5,6 +5,8 @@ Starts from the hand-tuned setting: Adam, StepLR, batch 64, dropout 0.5 at full 
 
 import optuna
 
+from maskcls_hpo.spaces import mask_classifier_space
+
 SEED = 2021
 
 BASE_CONFIG = {
@@ -28,19 +30,8 @@ KNOWN_GOOD = [
 
 
 def suggest(trial: optuna.Trial) -> dict:
-    params = {
-        "batch_size": trial.suggest_categorical("batch_size", [32, 64, 128]),
-        "lr": trial.suggest_float("lr", 1e-5, 3e-3, log=True),
-        "dropout": trial.suggest_float("dropout", 0.0, 0.7, step=0.1),
-        "scheduler": trial.suggest_categorical("scheduler", ["step", "cosine"]),
-        "loss": trial.suggest_categorical("loss", ["cross_entropy", "label_smoothing", "focal", "f1"]),
-        "head": trial.suggest_categorical("head", ["single", "multi"]),
-    }
-    if params["scheduler"] == "cosine":
-        params["t_max"] = trial.suggest_int("t_max", 4, BASE_CONFIG["epochs"])
-    if params["head"] == "multi":
-        params["age_loss_weight"] = trial.suggest_float("age_loss_weight", 0.5, 3.0)
-    return params
+    """Config overrides for one trial (keys of TrainConfig): the shared space, sized for this sweep."""
+    return mask_classifier_space(trial, epochs=BASE_CONFIG["epochs"], batch_sizes=[32, 64, 128], t_max_min=4)
 
 
 def make_sampler(seed: int) -> optuna.samplers.BaseSampler:

@@ -5,6 +5,8 @@ Used by `make demo`, the tests and the benchmarks. The same search space as the 
 
 import optuna
 
+from maskcls_hpo.spaces import mask_classifier_space
+
 SEED = 0
 
 BASE_CONFIG = {
@@ -27,20 +29,17 @@ KNOWN_GOOD = [
 
 
 def suggest(trial: optuna.Trial) -> dict:
-    """Config overrides for one trial (keys of TrainConfig)."""
-    params = {
-        "batch_size": trial.suggest_categorical("batch_size", [16, 32]),
-        "lr": trial.suggest_float("lr", 1e-3, 3e-2, log=True),
-        "dropout": trial.suggest_float("dropout", 0.0, 0.5),
-        "scheduler": trial.suggest_categorical("scheduler", ["step", "cosine"]),
-        "loss": trial.suggest_categorical("loss", ["cross_entropy", "label_smoothing", "focal", "f1"]),
-        "head": trial.suggest_categorical("head", ["single", "multi"]),
-    }
-    if params["scheduler"] == "cosine":
-        params["t_max"] = trial.suggest_int("t_max", 2, BASE_CONFIG["epochs"])
-    if params["head"] == "multi":
-        params["age_loss_weight"] = trial.suggest_float("age_loss_weight", 0.5, 2.0)
-    return params
+    """Config overrides for one trial (keys of TrainConfig): the shared space, sized for this sweep."""
+    return mask_classifier_space(
+        trial,
+        epochs=BASE_CONFIG["epochs"],
+        batch_sizes=[16, 32],
+        lr=(1e-3, 3e-2),
+        dropout=(0.0, 0.5),
+        dropout_step=None,
+        t_max_min=2,
+        age_loss_weight=(0.5, 2.0),
+    )
 
 
 def make_sampler(seed: int) -> optuna.samplers.BaseSampler:
