@@ -186,12 +186,13 @@ def smoke_sweep(work: Path, data_dir: str, on_gpu: bool, cap_bytes: int) -> dict
     inner = make_objective(sweep, checkpoint_root=work / "ckpt" / name, overrides=overrides, worker="gpu-check")
     if on_gpu:  # warm up cuBLAS/cuDNN (their workspaces stay allocated for the process's life) before the baseline
         conv = torch.nn.Conv2d(3, 8, 3).cuda().to(memory_format=torch.channels_last)
+        lin = torch.nn.Linear(64, 64).cuda()  # backward runs on autograd's device thread: its own cuBLAS handle
         with torch.autocast("cuda", dtype=torch.bfloat16):
             y = conv(torch.randn(2, 3, 16, 16, device="cuda").contiguous(memory_format=torch.channels_last))
-            z = torch.randn(64, 64, device="cuda") @ torch.randn(64, 64, device="cuda")
+            z = lin(torch.randn(8, 64, device="cuda"))
         (y.float().sum() + z.float().sum()).backward()
         torch.cuda.synchronize()
-        del conv, y, z
+        del conv, lin, y, z
     baseline = snapshot("before trial 0")
     memory.append(baseline)
 
