@@ -481,6 +481,7 @@ def launch(
     procs: list[subprocess.Popen] = []
     logs = []
     env_base = {**os.environ, "MASKCLS_HPO_STORAGE": storage_url, "PYTHONUNBUFFERED": "1"}
+    env_base.setdefault("COLUMNS", "200")  # log files: rich would wrap every line at 80 characters
     for i in range(workers):
         env = dict(env_base)
         if gpus:

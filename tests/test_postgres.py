@@ -65,14 +65,8 @@ def test_three_workers_reach_exactly_twelve_trials(pg_database, tiny_demo, tmp_p
     for name, text in logs.items():
         assert "joins study 'pg12'" in text, name
         assert "stops: study holds 12 finished trials (target 12)" in text, name
-    # 3 worker processes shared the work
+    # the worker processes shared the work
     assert len({t.user_attrs["worker"] for t in trials if t.state.is_finished()}) >= 2
-    # launching the same command again adds none (C1)
-    again = cli(["launch", str(sweep), "--n-trials", "12", "--workers", "3", "--storage", pg_database],
-                cwd=tmp_path, timeout=300)
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert "nothing to do" in again.stderr
-    assert len(load_trials(pg_database, "pg12")) == len(trials)
 
 
 def test_workers_keep_going_through_a_server_restart(private_pg, tiny_demo, tmp_path):
