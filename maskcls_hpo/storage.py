@@ -472,7 +472,17 @@ def _retrying_storage_class():
     namespace["record_heartbeat"] = record_heartbeat
     namespace["_maskcls_retry_seconds"] = None
     namespace["__doc__"] = "Optuna's RDBStorage with transient database errors retried (maskcls-hpo)."
+    namespace["__module__"] = __name__
+    namespace["__qualname__"] = "RetryingRDBStorage"
     return type("RetryingRDBStorage", (base,), namespace)
+
+
+def __getattr__(name: str):
+    # `maskcls_hpo.storage.RetryingRDBStorage` is built on first use (Optuna is a heavy import); this makes
+    # the name resolvable, so a storage can be pickled (e.g. to a multiprocessing child) and loaded again.
+    if name == "RetryingRDBStorage":
+        return _retrying_storage_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def open_storage(
