@@ -180,8 +180,9 @@ def _retry_db(fn: Callable[[], Any], what: str) -> Any:
     """Call `fn`, retrying transient database errors (:func:`maskcls_hpo.storage.retry_db`).
 
     Only for read-only steps and steps that reach the engine directly (`count_trials`); the storage's own
-    calls (`study.ask`, `study.tell`, `trial.report`, the heartbeat) retry each statement themselves, so a
-    trial is never created twice by repeating a half-done `ask`.
+    calls (`study.ask`, `study.tell`, `trial.report`, `fail_stale_trials`, the heartbeat) retry each
+    statement themselves, so no half-done step (a trial created, a stale trial failed but not re-queued) is
+    repeated from its start.
     """
     return retry_db(fn, what)
 
@@ -292,7 +293,9 @@ def run_worker(
             if seconds_since_db_error() > settings.heartbeat.grace_period:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", ExperimentalWarning)
-                    _retry_db(lambda: optuna.storages.fail_stale_trials(study), "checking stale trials")
+                    # not retried as a whole: a repeat after "FAIL written, copy not queued yet" would never
+                    # queue the copy; each statement inside retries by itself
+                    optuna.storages.fail_stale_trials(study)
             counts = _retry_db(lambda: count_trials(storage, study._study_id), "counting trials")
             if counts.finished >= n_trials:
                 report.stop_reason = f"study holds {counts.finished} finished trials (target {n_trials})"
