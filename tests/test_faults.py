@@ -121,9 +121,9 @@ def test_status_fails_stale_trial_without_any_worker(tiny_demo, tmp_path):
     try:
         victim = wait_for(lambda: _running_with_epochs(url, "orphan", 1, epochs - 2), timeout=400,
                           what="trial 0 after its first epoch")
-        launch.kill()  # the launching process first, so that nothing is left to notice
-        launch.wait(timeout=60)
         os.kill(worker_pid(victim), signal.SIGKILL)
+        launch.kill()  # and the launching process: nothing is left alive to notice
+        launch.wait(timeout=60)
     finally:
         if launch.poll() is None:
             launch.kill()
