@@ -457,7 +457,7 @@ def _retrying_storage_class():
 
         @functools.wraps(method)
         def retried(self, *args, **kwargs):
-            return retry_db(lambda: method(self, *args, **kwargs), name.strip("_").replace("_", " "),
+            return retry_db(lambda: method(self, *args, **kwargs), f"calling {name.strip('_')}",
                             self._maskcls_retry_seconds)
 
         return retried
