@@ -32,7 +32,7 @@ from maskcls_hpo.workers import WorkerSettings, prepare_study, run_worker
 
 # Short heartbeats keep the tests fast; the grace period stays well above a heartbeat that is late because the
 # 2 CPU cores are busy (a live trial must never look stale).
-KILL_HEARTBEAT = ["--heartbeat-interval", "1", "--grace-period", "5"]
+KILL_HEARTBEAT = ["--heartbeat-interval", "1", "--grace-period", "8"]
 SAFE_HEARTBEAT = ["--heartbeat-interval", "1", "--grace-period", "15"]
 RESUME_LINE = re.compile(r"trial (\d+) resumes from (\S+) \(epoch (\d+)\); training continues at epoch (\d+)")
 
@@ -127,8 +127,8 @@ def test_status_fails_stale_trial_without_any_worker(tiny_demo, tmp_path):
     finally:
         if launch.poll() is None:
             launch.kill()
-    time.sleep(6)  # > the grace period of 5 s after the last heartbeat
-    status = cli(["status", "--storage", url], cwd=tmp_path, env={"MASKCLS_HPO_GRACE_PERIOD": "5"})
+    time.sleep(9)  # > the grace period of 8 s after the last heartbeat
+    status = cli(["status", "--storage", url], cwd=tmp_path, env={"MASKCLS_HPO_GRACE_PERIOD": "8"})
     assert status.returncode == 0, status.stderr
     assert f"stale trials failed and re-queued: [{victim.number}]" in status.stderr
     trials = load_trials(url, "orphan")
