@@ -7,7 +7,7 @@ user can fix (bad data, bad config, bad storage URL) are printed as one line and
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -209,6 +209,11 @@ PASSWORD_FILE_HELP = (
 )
 STUDY_HELP = "Study name (default: the sweep file's stem; for readers: the only study in the storage)."
 
+# The options every storage-reading verb shares (one definition, used by launch/worker/status/export/...).
+StorageOption = Annotated[Optional[str], typer.Option(help=STORAGE_HELP)]
+PasswordFileOption = Annotated[Optional[Path], typer.Option("--password-file", help=PASSWORD_FILE_HELP)]
+StudyOption = Annotated[Optional[str], typer.Option(help=STUDY_HELP)]
+
 
 def _setup_logging(verbose: bool = False) -> None:
     import logging
@@ -278,16 +283,18 @@ def _data_overrides(data_dir: Optional[Path]) -> dict:
 @app.command("launch")
 def launch_cmd(
     sweep_file: Path = typer.Argument(..., help="Sweep file, e.g. sweeps/smoke.py."),
-    n_trials: int = typer.Option(20, "--n-trials", min=1, help="Finished (COMPLETE + PRUNED) trials the study should hold."),
+    n_trials: int = typer.Option(
+        20, "--n-trials", min=1, help="Finished (COMPLETE + PRUNED) trials the study should hold."
+    ),
     workers: int = typer.Option(
-        1, min=0, help="Worker processes on this machine (0: only prepare the study; run `maskcls-hpo worker` elsewhere)."
+        1, min=0, help="Worker processes here (0: only prepare the study; run `maskcls-hpo worker` elsewhere)."
     ),
     gpus: Optional[str] = typer.Option(None, help="Comma-separated GPU ids, assigned round-robin (e.g. 0,1)."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Dataset root (overrides the sweep's data_dir)."),
     timeout: Optional[float] = typer.Option(None, help="Seconds after which workers start no new trial."),
-    storage: Optional[str] = typer.Option(None, help=STORAGE_HELP),
-    password_file: Optional[Path] = typer.Option(None, "--password-file", help=PASSWORD_FILE_HELP),
-    study: Optional[str] = typer.Option(None, help=STUDY_HELP),
+    storage: StorageOption = None,
+    password_file: PasswordFileOption = None,
+    study: StudyOption = None,
     heartbeat_interval: Optional[int] = typer.Option(None, help="Heartbeat interval in seconds (default 30)."),
     grace_period: Optional[int] = typer.Option(None, help="Seconds without heartbeat before a trial is stale (120)."),
     checkpoints: Path = typer.Option(Path("storage/checkpoints"), help="Checkpoint root shared by all workers."),
@@ -313,9 +320,9 @@ def worker_cmd(
     n_trials: Optional[int] = typer.Option(None, "--n-trials", help="Target finished trials (default: the study's)."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Dataset root (overrides the sweep's data_dir)."),
     timeout: Optional[float] = typer.Option(None, help="Seconds after which the worker starts no new trial."),
-    storage: Optional[str] = typer.Option(None, help=STORAGE_HELP),
-    password_file: Optional[Path] = typer.Option(None, "--password-file", help=PASSWORD_FILE_HELP),
-    study: Optional[str] = typer.Option(None, help=STUDY_HELP),
+    storage: StorageOption = None,
+    password_file: PasswordFileOption = None,
+    study: StudyOption = None,
     worker_index: Optional[int] = typer.Option(
         None, help="Index of this worker: offsets the sampler seed (default: a random one, so that workers started "
         "alike on several machines or as compose replicas sample different params)."
@@ -362,9 +369,9 @@ def worker_cmd(
 
 @app.command("status")
 def status_cmd(
-    storage: Optional[str] = typer.Option(None, help=STORAGE_HELP),
-    password_file: Optional[Path] = typer.Option(None, "--password-file", help=PASSWORD_FILE_HELP),
-    study: Optional[str] = typer.Option(None, help=STUDY_HELP),
+    storage: StorageOption = None,
+    password_file: PasswordFileOption = None,
+    study: StudyOption = None,
 ) -> None:
     """Trial counts by state, the best trial, running trials with their last heartbeat, stale trials."""
     from maskcls_hpo.status import print_status
@@ -379,9 +386,9 @@ def export_cmd(
     trial: Optional[int] = typer.Option(None, help="Export this trial number instead of the best."),
     top: Optional[int] = typer.Option(None, help="Export the best K COMPLETE trials to OUT-1, OUT-2, ..."),
     format: Optional[str] = typer.Option(None, "--format", help="yaml or json (default: from the suffix)."),
-    storage: Optional[str] = typer.Option(None, help=STORAGE_HELP),
-    password_file: Optional[Path] = typer.Option(None, "--password-file", help=PASSWORD_FILE_HELP),
-    study: Optional[str] = typer.Option(None, help=STUDY_HELP),
+    storage: StorageOption = None,
+    password_file: PasswordFileOption = None,
+    study: StudyOption = None,
 ) -> None:
     """Write the best COMPLETE trial's full training config (plus study metadata) for `train --config`."""
     from maskcls_hpo.export import ExportError, export_trials
@@ -401,8 +408,8 @@ def export_cmd(
 
 @app.command("dashboard")
 def dashboard_cmd(
-    storage: Optional[str] = typer.Option(None, help=STORAGE_HELP),
-    password_file: Optional[Path] = typer.Option(None, "--password-file", help=PASSWORD_FILE_HELP),
+    storage: StorageOption = None,
+    password_file: PasswordFileOption = None,
     host: str = typer.Option("127.0.0.1", help="Address to listen on (no login: loopback unless you say otherwise)."),
     port: int = typer.Option(8080, min=0, max=65535, help="Port to listen on (0: any free port)."),
 ) -> None:
@@ -439,9 +446,9 @@ def dashboard_cmd(
 def report_cmd(
     out: Path = typer.Option(Path("report.html"), help="HTML file to write (self-contained, opens offline)."),
     top: int = typer.Option(10, min=1, help="Rows of the top-trials table."),
-    storage: Optional[str] = typer.Option(None, help=STORAGE_HELP),
-    password_file: Optional[Path] = typer.Option(None, "--password-file", help=PASSWORD_FILE_HELP),
-    study: Optional[str] = typer.Option(None, help=STUDY_HELP),
+    storage: StorageOption = None,
+    password_file: PasswordFileOption = None,
+    study: StudyOption = None,
 ) -> None:
     """Write one HTML page with Optuna's plots (history, intermediate values, importances, ...) and the top trials."""
     from maskcls_hpo.report import write_report
@@ -468,8 +475,8 @@ def predict_cmd(
     tta: bool = typer.Option(False, "--tta", help="Average each model with its horizontally flipped input."),
     study: Optional[str] = typer.Option(None, help="Ensemble the best checkpoints of this study's top trials."),
     top: Optional[int] = typer.Option(None, min=1, help="How many COMPLETE trials of the study (default 1)."),
-    storage: Optional[str] = typer.Option(None, help=STORAGE_HELP),
-    password_file: Optional[Path] = typer.Option(None, "--password-file", help=PASSWORD_FILE_HELP),
+    storage: StorageOption = None,
+    password_file: PasswordFileOption = None,
     checkpoints: Path = typer.Option(Path("storage/checkpoints"), help="Checkpoint root the workers used."),
     batch_size: int = typer.Option(64, min=1, help="Images per forward pass."),
     device: str = typer.Option("auto", help="auto (CUDA when visible), cpu or cuda."),

@@ -137,9 +137,11 @@ class Sweep:
         try:
             params = self.suggest(trial)
         except Exception as err:  # user code: report file and line
-            raise SweepError(f"{self.path}: suggest() raised {type(err).__name__}: {err}{_user_line(err, self.path)}") from None
+            where = _user_line(err, self.path)
+            raise SweepError(f"{self.path}: suggest() raised {type(err).__name__}: {err}{where}") from None
         if not isinstance(params, dict):
-            raise SweepError(f"{self.path}: suggest(trial) must return a dict of config keys, got {type(params).__name__}")
+            got = type(params).__name__
+            raise SweepError(f"{self.path}: suggest(trial) must return a dict of config keys, got {got}")
         return params
 
     def check_study_compatible(self, study: optuna.Study) -> None:
@@ -206,7 +208,9 @@ class RecordingTrial:
         self.params[name] = value
         return value
 
-    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False) -> float:
+    def suggest_float(
+        self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False
+    ) -> float:
         return self._record(name, FloatDistribution(low, high, step=step, log=log), low)
 
     def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int:
