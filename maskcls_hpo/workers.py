@@ -38,6 +38,11 @@ import sqlalchemy
 from optuna.exceptions import ExperimentalWarning
 from optuna.trial import TrialState
 
+try:  # what Study.tell and Study.optimize call (see _tell)
+    from optuna.study._tell import _tell_with_warning
+except ImportError:  # pragma: no cover
+    _tell_with_warning = None
+
 from maskcls_hpo.artifacts import TrialArtifactUploader, save_study_note, study_note
 from maskcls_hpo.objective import TrialAttrs, checkpoint_dir, make_objective
 from maskcls_hpo.storage import (
@@ -308,8 +313,10 @@ def run_worker(
                 # heartbeat thread itself (see _run_one).
                 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
                 trial = study.ask()
-            # A heartbeat at once, so a trial popped from WAITING never looks stale by an old heartbeat row.
-            storage.record_heartbeat(trial._trial_id)
+            # NOTE no heartbeat is written here: a RUNNING trial without a heartbeat row is never stale (Optuna's
+            # _get_stale_trial_ids skips it), rows are written only by the heartbeat thread of _run_one, which
+            # starts after the claim, and a trial goes back to WAITING only before that. (An extra write here
+            # cost ~8% of the loop's throughput with short trials: benchmarks/b4_storage.py.)
             try:
                 claimed = _retry_db(lambda: _claim_slot(storage, study, trial, n_trials), "claiming")  # noqa: B023
             except (KeyboardInterrupt, _Interrupted):
@@ -345,6 +352,21 @@ def run_worker(
                 break
     log.info("worker %s stops: %s", worker_label, report.stop_reason)
     return report
+
+
+def _tell(
+    study: optuna.Study, trial: optuna.Trial, value: float | None = None, state: TrialState | None = None
+) -> None:
+    """`study.tell(trial, value, state)` without its return value.
+
+    `Study.tell` reads the whole trial back from the database to return a copy of it (6 more statements per
+    trial, about a sixth of a short trial's database work: benchmarks/b4_storage.py); `Study.optimize` calls
+    the same internal function as here. Same checks, warnings and errors as `Study.tell`.
+    """
+    if _tell_with_warning is None:  # pragma: no cover - an Optuna without the internal function
+        study.tell(trial, value, state=state)
+        return
+    _tell_with_warning(study=study, trial=trial, value_or_values=value, state=state)
 
 
 def _run_one(
@@ -385,9 +407,9 @@ def _run_one(
                 trial.set_user_attr(TrialAttrs.REASON, mask_password(f"{type(err).__name__}: {err}")[:500])
     try:
         if state == TrialState.COMPLETE:
-            study.tell(trial, value)
+            _tell(study, trial, value)
         else:
-            study.tell(trial, state=state)
+            _tell(study, trial, state=state)
     except optuna.exceptions.UpdateFinishedTrialError:
         # The trial was declared stale (its heartbeat was late) while it still ran; a copy is queued.
         log.warning("trial %d was already finished by another process (stale heartbeat?); going on", trial.number)
