@@ -4,12 +4,13 @@ project's worker loop (``workers.run_worker(..., objective=...)``) vs plain ``st
 Both sides use the same storage (``storage.open_storage``: heartbeat on, SQLite in WAL mode with a busy
 timeout, PostgreSQL with pool_pre_ping), the same sampler (``RandomSampler``, seed + worker index) and the
 same objective: suggest ``x``, ``trial.report`` 10 steps, return a value. Per run a fresh study (PostgreSQL:
-a fresh database on the machine's server, 127.0.0.1:5432, user postgres) and K processes (spawned) that
+a fresh database on the machine's server, 127.0.0.1:5432, user postgres) and K processes (forked) that
 together finish N trials; the project's loop gets the budget N (its exact-budget slot claim), plain Optuna
 ``n_trials = N / K`` per process. Throughput = finished trials / (last completion - first start), from the
 trials' own timestamps, so process start-up is not counted. Errors = FAIL trials + exceptions raised in a
-worker + database warnings logged by the loop. Runs alternate (project, plain) and repeat ``--repeats``
-times; the medians are reported.
+worker + database warnings logged by the loop. Runs alternate (project first, then plain first) and repeat
+``--repeats`` times; reported are the medians of trials/s and the median of the paired ratios (project /
+plain of the same repeat, which cancels most of the load drift of a shared machine).
 
     .venv/bin/python benchmarks/b4_storage.py
 """
@@ -114,7 +115,9 @@ def one_run(kind: str, backend: str, workers: int, n_trials: int, tmp: Path) -> 
         storage = open_storage(url, HeartbeatSettings())
         optuna.create_study(study_name="b4", storage=storage, direction="maximize")
         rdb_of(storage).engine.dispose()
-        ctx = mp.get_context("spawn")
+        # fork: the children start at once with the modules already imported (the parent's engine was disposed
+        # above, so no database connection is shared); each child opens its own storage
+        ctx = mp.get_context("fork")
         queue = ctx.Queue()
         n_own = n_trials // workers
         procs = [ctx.Process(target=_child, args=(kind, url, "b4", n_trials, n_own, i, queue)) for i in range(workers)]
@@ -153,9 +156,13 @@ def one_run(kind: str, backend: str, workers: int, n_trials: int, tmp: Path) -> 
 
 
 def main() -> None:
+    import optuna  # noqa: F401 - imported before forking, so the children start at once
+
+    import maskcls_hpo.workers  # noqa: F401
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--pg-trials", type=int, default=400)
+    ap.add_argument("--repeats", type=int, default=4)
+    ap.add_argument("--pg-trials", type=int, default=300)
     ap.add_argument("--sqlite-trials", type=int, default=160)
     ap.add_argument("--setups", default="postgresql:8,sqlite:8,sqlite:4", help="backend:workers,...")
     ap.add_argument("--name", default="b4_storage")
@@ -169,7 +176,8 @@ def main() -> None:
         n = args.pg_trials if backend == "postgresql" else args.sqlite_trials
         per = {"project": [], "plain": []}
         for rep in range(args.repeats):
-            for kind in ("project", "plain"):
+            # alternate which side goes first, so a load change on the shared machine hits both alike
+            for kind in ("project", "plain") if rep % 2 == 0 else ("plain", "project"):
                 r = one_run(kind, backend, workers, n, tmp)
                 r["repeat"] = rep
                 runs.append(r)
@@ -178,9 +186,12 @@ def main() -> None:
                       f"{r['complete']} complete, {r['errors']} errors", flush=True)
         p = median([r["trials_per_second"] for r in per["project"]])
         q = median([r["trials_per_second"] for r in per["plain"]])
+        paired = [ratio(a["trials_per_second"], b["trials_per_second"])
+                  for a, b in zip(per["project"], per["plain"], strict=True)]
         summary.append({
             "backend": backend, "workers": workers, "n_trials": n,
-            "project_trials_per_second": p, "plain_trials_per_second": q, "project_vs_plain": ratio(p, q),
+            "project_trials_per_second": p, "plain_trials_per_second": q,
+            "project_vs_plain": round(median(paired), 3), "paired_ratios": paired, "ratio_of_medians": ratio(p, q),
             "project_errors": sum(r["errors"] for r in per["project"]),
             "plain_errors": sum(r["errors"] for r in per["plain"]),
             "project_complete": [r["complete"] for r in per["project"]],
@@ -190,7 +201,7 @@ def main() -> None:
         "settings": {"objective": f"suggest x, report {STEPS} steps, return x^2 (no training)",
                      "sampler": "RandomSampler(seed + worker index)", "pruner": "NopPruner",
                      "storage": "maskcls_hpo.storage.open_storage (heartbeat 30 s)", "repeats": args.repeats,
-                     "processes": "multiprocessing spawn; throughput from the trials' timestamps"},
+                     "processes": "multiprocessing fork; throughput from the trials' timestamps"},
         "target": "project >= 90% of plain Optuna's trials/s; PostgreSQL >= 20 trials/s with 0 errors; "
                   "SQLite 0 errors with 4 workers",
         "summary": summary,
