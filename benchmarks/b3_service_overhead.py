@@ -116,6 +116,8 @@ def main() -> None:
                 print(f"  #{i} {side}: {d}", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        for i in range(args.repeats):  # launch's worker logs (storage/logs/<study>)
+            shutil.rmtree(REPO / "storage" / "logs" / f"b3-{i}", ignore_errors=True)
     pairs = list(zip(direct, launched, strict=True))
     dp, lp = median([d["process_s"] for d in direct]), median([x["process_s"] for x in launched])
     dt, lt = median([d["train_s"] for d in direct]), median([x["trial_s"] for x in launched])

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import logging
 import multiprocessing as mp
+import shutil
 import sys
 import tempfile
 import time
@@ -207,6 +208,7 @@ def main() -> None:
         "summary": summary,
         "runs": runs,
     }
+    shutil.rmtree(tmp, ignore_errors=True)
     path = save_result(args.name, result)
     print_table("B4 storage: finished trials/s (median of repeats), no-training objective",
                 ["storage, workers", "plain optimize", "project loop", "project / plain", "errors plain",

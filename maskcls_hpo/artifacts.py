@@ -32,6 +32,7 @@ import numpy as np
 import optuna
 
 from maskcls_hpo.objective import TrialAttrs, checkpoint_dir
+from maskcls_hpo.signals import deferred_interrupts
 from maskcls_hpo.storage import artifact_dir, mask_password
 
 __all__ = [
@@ -255,7 +256,10 @@ class TrialArtifactUploader:
     def upload(
         self, trial: optuna.Trial, confusion: Any, per_class_f1: Any, best_epoch: Any, best_f1: Any
     ) -> list[str]:
-        """Upload one trial's files; returns the file names, or [] after logging a warning on any error."""
+        """Upload one trial's files; returns the file names, or [] after logging a warning on any error.
+
+        A stop signal during the upload is deferred (the trial is stored first, then the worker stops).
+        """
         try:
             config = trial.user_attrs.get(TrialAttrs.CONFIG)
             title = f"trial {trial.number}"
@@ -263,8 +267,9 @@ class TrialArtifactUploader:
                 title += f", epoch {int(best_epoch)}"
             if best_f1 is not None and np.isfinite(float(best_f1)):
                 title += f": val macro F1 {float(best_f1):.4f}"
-            return upload_trial_artifacts(trial, self.store, config=config, confusion=confusion,
-                                          per_class_f1=per_class_f1, title=title)
+            with deferred_interrupts():
+                return upload_trial_artifacts(trial, self.store, config=config, confusion=confusion,
+                                              per_class_f1=per_class_f1, title=title)
         except Exception as err:  # noqa: BLE001 - an artifact must never fail a trial
             log.warning("trial %d: artifacts not uploaded to %s: %s", trial.number, self.folder,
                         mask_password(f"{type(err).__name__}: {err}"))

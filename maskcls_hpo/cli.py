@@ -135,7 +135,9 @@ def train_cmd(
     out: Path = typer.Option(Path("runs/train"), help="Output folder (checkpoints, metrics.json)."),
     epochs: Optional[int] = typer.Option(None, help="Overrides the config's epochs."),
     full_data: bool = typer.Option(False, "--full-data", help="Train on every person (no validation)."),
-    print_config: bool = typer.Option(False, "--print-config", help="Print the default config and exit."),
+    print_config: bool = typer.Option(
+        False, "--print-config", help="Print the config to be used (--config + options, or defaults) and exit."
+    ),
 ) -> None:
     """Train one model from a config (independent of any study)."""
     import yaml
@@ -143,9 +145,6 @@ def train_cmd(
     from maskcls_hpo.config import ConfigError, TrainConfig, config_from_mapping, load_config, save_config
     from maskcls_hpo.data import DataError
 
-    if print_config:
-        typer.echo(yaml.safe_dump(TrainConfig().to_dict(), sort_keys=False), nl=False)
-        return
     try:
         cfg = load_config(config) if config is not None else TrainConfig()
         overrides = {"data_dir": str(data_dir) if data_dir else None, "epochs": epochs, "full_data": full_data or None}
@@ -154,6 +153,9 @@ def train_cmd(
             cfg = config_from_mapping(cfg.to_dict() | overrides, source=f"{config or 'defaults'} + options")
     except ConfigError as err:
         fail(str(err))
+    if print_config:
+        typer.echo(yaml.safe_dump(cfg.to_dict(), sort_keys=False), nl=False)
+        return
     _setup_logging()
     import logging
 
@@ -208,6 +210,9 @@ PASSWORD_FILE_HELP = (
     "PGPASSWORD and ~/.pgpass), so that it is never on the command line."
 )
 STUDY_HELP = "Study name (default: the sweep file's stem; for readers: the only study in the storage)."
+CHECKPOINTS_HELP = (
+    "Checkpoint root shared by all workers (default: checkpoints/ beside an SQLite file, else storage/checkpoints)."
+)
 
 # The options every storage-reading verb shares (one definition, used by launch/worker/status/export/...).
 StorageOption = Annotated[Optional[str], typer.Option(help=STORAGE_HELP)]
@@ -227,6 +232,7 @@ def _setup_logging(verbose: bool = False) -> None:
         force=True,
     )
     logging.getLogger("maskcls_hpo").setLevel(logging.INFO)
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # Optuna's schema setup logs plugin lines at INFO
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -297,7 +303,7 @@ def launch_cmd(
     study: StudyOption = None,
     heartbeat_interval: Optional[int] = typer.Option(None, help="Heartbeat interval in seconds (default 30)."),
     grace_period: Optional[int] = typer.Option(None, help="Seconds without heartbeat before a trial is stale (120)."),
-    checkpoints: Path = typer.Option(Path("storage/checkpoints"), help="Checkpoint root shared by all workers."),
+    checkpoints: Optional[Path] = typer.Option(None, help=CHECKPOINTS_HELP),
 ) -> None:
     """Create or resume a study and run workers until it holds --n-trials finished trials."""
     _setup_logging()
@@ -329,12 +335,12 @@ def worker_cmd(
     ),
     heartbeat_interval: Optional[int] = typer.Option(None, help="Heartbeat interval in seconds (default 30)."),
     grace_period: Optional[int] = typer.Option(None, help="Seconds without heartbeat before a trial is stale (120)."),
-    checkpoints: Path = typer.Option(Path("storage/checkpoints"), help="Checkpoint root shared by all workers."),
+    checkpoints: Optional[Path] = typer.Option(None, help=CHECKPOINTS_HELP),
     max_consecutive_failures: int = typer.Option(5, help="Stop after this many failed trials in a row."),
 ) -> None:
     """Join a study as one worker (from another shell or machine) and run trials until the budget is met."""
     _setup_logging(verbose=True)
-    from maskcls_hpo.storage import HeartbeatSettings, StorageError
+    from maskcls_hpo.storage import HeartbeatSettings, StorageError, storage_folder
     from maskcls_hpo.sweep import SweepError, load_sweep
     from maskcls_hpo.workers import LaunchError, WorkerSettings, run_worker
 
@@ -349,7 +355,7 @@ def worker_cmd(
             sweep_path=sweep_file, storage_url=url, study_name=study or sweep.name, n_trials=n_trials,
             overrides=_data_overrides(data_dir), heartbeat=HeartbeatSettings.from_env(heartbeat_interval, grace_period),
             timeout=timeout, max_consecutive_failures=max_consecutive_failures, worker_index=worker_index,
-            checkpoints=checkpoints,
+            checkpoints=checkpoints or storage_folder(url, "checkpoints"),
         )
         report = run_worker(settings, sweep)
     except (StorageError, SweepError, LaunchError) as err:
@@ -477,7 +483,7 @@ def predict_cmd(
     top: Optional[int] = typer.Option(None, min=1, help="How many COMPLETE trials of the study (default 1)."),
     storage: StorageOption = None,
     password_file: PasswordFileOption = None,
-    checkpoints: Path = typer.Option(Path("storage/checkpoints"), help="Checkpoint root the workers used."),
+    checkpoints: Optional[Path] = typer.Option(None, help=CHECKPOINTS_HELP),
     batch_size: int = typer.Option(64, min=1, help="Images per forward pass."),
     device: str = typer.Option("auto", help="auto (CUDA when visible), cpu or cuda."),
     cache_dir: Path = typer.Option(Path("storage/cache"), help="Decoded-image cache folder (shared with training)."),
@@ -488,13 +494,14 @@ def predict_cmd(
 
     from maskcls_hpo.data import DataError
     from maskcls_hpo.predict import PredictError, predict, study_checkpoints
+    from maskcls_hpo.storage import storage_folder
 
     paths = list(checkpoint or [])
     if study is not None or top is not None:
         url = _resolve_storage(storage, must_exist=True, password_file=password_file)
         loaded = _load_study(url, study)
         try:
-            paths += study_checkpoints(loaded, top or 1, checkpoints)
+            paths += study_checkpoints(loaded, top or 1, checkpoints or storage_folder(url, "checkpoints"))
         except PredictError as err:
             fail(str(err))
     if not paths:

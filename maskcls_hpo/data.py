@@ -296,10 +296,21 @@ def _scan_train(data_dir: str | Path, verify: bool = True, workers: int | None =
     table.columns = [str(c).strip() for c in table.columns]
     missing_cols = [c for c in TRAIN_COLUMNS if c not in table.columns]
     if missing_cols:
-        return [], [
+        problems = [
             f"{csv_path}: missing column(s) {', '.join(missing_cols)}; train.csv needs the columns "
             f"{', '.join(TRAIN_COLUMNS)} (has {', '.join(table.columns)})"
         ]
+        # The rows cannot be read, but every person folder can still be checked, so no problem hides behind
+        # the column error (case C9: every problem at once).
+        if images_dir.is_dir():
+            to_verify: list[Path] = []
+            for folder in sorted(p for p in images_dir.iterdir() if p.is_dir() and not _is_hidden(p.name)):
+                files, folder_problems = _scan_person_folder(folder)
+                problems += folder_problems
+                to_verify += files.values()
+            if verify:
+                problems += _verify_many(to_verify, workers)
+        return [], problems
     problems: list[str] = []
     if not images_dir.is_dir():
         return [], [f"{images_dir}: image folder not found; expected DATA_DIR/train/images/<path>/ per person"]

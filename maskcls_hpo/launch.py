@@ -38,7 +38,7 @@ class LaunchPlan:
     study_name: str | None = None
     heartbeat_interval: int | None = None
     grace_period: int | None = None
-    checkpoints: Path = Path("storage/checkpoints")
+    checkpoints: Path | None = None  # None: storage_folder(storage_url, "checkpoints")
 
 
 def prepare_data(config: Any) -> dict[str, Any]:
@@ -107,9 +107,10 @@ def run_launch(plan: LaunchPlan, console: Console, fail: Callable[[str], None]) 
     from maskcls_hpo.config import ConfigError
     from maskcls_hpo.data import DataError
     from maskcls_hpo.models import PretrainedWeightsError
-    from maskcls_hpo.storage import HeartbeatSettings, StorageError, display_url, open_storage
+    from maskcls_hpo.signals import Interrupted
+    from maskcls_hpo.storage import HeartbeatSettings, StorageError, display_url, open_storage, storage_folder
     from maskcls_hpo.sweep import SweepError, load_sweep
-    from maskcls_hpo.workers import _Interrupted, count_trials, launch, prepare_study
+    from maskcls_hpo.workers import count_trials, launch, prepare_study
 
     try:
         sweep = load_sweep(plan.sweep_file)
@@ -144,7 +145,8 @@ def run_launch(plan: LaunchPlan, console: Console, fail: Callable[[str], None]) 
         )
         return 0
     started = time.monotonic()
-    log_dir = Path("storage/logs") / study_name
+    log_dir = storage_folder(plan.storage_url, "logs") / study_name
+    checkpoints = plan.checkpoints or storage_folder(plan.storage_url, "checkpoints")
     with Live(console=console, refresh_per_second=2, transient=False) as live:
 
         def on_poll(st: Any, c: Any) -> None:
@@ -155,12 +157,13 @@ def run_launch(plan: LaunchPlan, console: Console, fail: Callable[[str], None]) 
             counts, codes = launch(
                 sweep, plan.storage_url, study_name, plan.n_trials, workers=plan.workers, gpus=plan.gpus,
                 data_dir=plan.overrides.get("data_dir"), timeout=plan.timeout, heartbeat=heartbeat,
-                checkpoints=plan.checkpoints, log_dir=log_dir, on_poll=on_poll,
+                checkpoints=checkpoints, log_dir=log_dir, on_poll=on_poll,
             )
-        except (KeyboardInterrupt, _Interrupted):
+        except (KeyboardInterrupt, Interrupted):
             c = count_trials(storage, study._study_id)
             console.print(f"interrupted: {c.finished} finished, {c.running} still running", highlight=False)
             return 130
+    console.print()
     console.print(
         f"{counts.finished} finished ({counts.complete} complete, {counts.pruned} pruned), {counts.failed} failed "
         f"in {time.monotonic() - started:,.0f} s; worker logs in {log_dir}", highlight=False,

@@ -38,6 +38,7 @@ __all__ = [
     "check_schema",
     "open_storage",
     "artifact_dir",
+    "storage_folder",
     "rdb_of",
     "is_transient_db_error",
     "retry_db",
@@ -209,7 +210,7 @@ def resolve_storage_url(
                 f"no study database at {path} (from --storage {display_url(url)!r}); "
                 "run `maskcls-hpo launch SWEEP` first or pass the right --storage"
             )
-    elif backend != "mysql":
+    else:  # NOTE MySQL would need a driver the project does not install; the design names SQLite and PostgreSQL
         raise StorageError(
             f"unsupported storage {display_url(url)!r}: use sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
         )
@@ -272,7 +273,10 @@ def check_schema(url: str) -> None:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").is_file():
         return  # no database yet: nothing to compare (and connecting would create an empty file)
-    engine = sqlalchemy.create_engine(url, **engine_kwargs(url))
+    try:
+        engine = sqlalchemy.create_engine(url, **engine_kwargs(url))
+    except (ImportError, sqlalchemy.exc.ArgumentError) as err:
+        raise StorageError(f"cannot open storage {display_url(url)!r}: {mask_password(err)}") from None
     try:
         with engine.connect() as con:
             insp = sqlalchemy.inspect(con)
@@ -544,15 +548,23 @@ def rdb_of(storage: object):
     return getattr(storage, "_backend", storage)
 
 
-def artifact_dir(url: str, root: str | os.PathLike[str] | None = None) -> Path:
-    """Folder of the study artifacts (Optuna ``FileSystemArtifactStore``) for a storage URL.
+def storage_folder(url: str, name: str, root: str | os.PathLike[str] | None = None) -> Path:
+    """Folder `name` (artifacts, checkpoints, logs) that belongs to a storage.
 
-    SQLite: `<database folder>/artifacts`; otherwise `root` or `storage/artifacts`. Every worker and the
-    dashboard must see the same folder (on several machines: a shared mount).
+    SQLite: `<database folder>/<name>`, so two studies of the same name in different database files never
+    share checkpoints; otherwise `root` or `storage/<name>` (on several machines: a shared mount).
     """
     if root is not None:
         return Path(root)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        return Path(parsed.database or ".").resolve().parent / "artifacts"
-    return Path("storage/artifacts")
+        return Path(parsed.database or ".").resolve().parent / name
+    return Path("storage") / name
+
+
+def artifact_dir(url: str, root: str | os.PathLike[str] | None = None) -> Path:
+    """Folder of the study artifacts (Optuna ``FileSystemArtifactStore``): :func:`storage_folder` "artifacts".
+
+    Every worker and the dashboard must see the same folder.
+    """
+    return storage_folder(url, "artifacts", root)

@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ except ImportError:  # pragma: no cover
 
 from maskcls_hpo.artifacts import TrialArtifactUploader, save_study_note, study_note
 from maskcls_hpo.objective import TrialAttrs, checkpoint_dir, make_objective
+from maskcls_hpo.signals import Interrupted, deferred_interrupts, stop_requested, stop_signals
 from maskcls_hpo.storage import (
     HeartbeatSettings,
     display_url,
@@ -161,24 +162,6 @@ class WorkerReport:
         return not self.stop_reason.startswith("stopped after")
 
 
-class _Interrupted(Exception):
-    """SIGTERM turned into an exception so the running trial can be closed cleanly."""
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    def handler(signum: int, frame: Any) -> None:
-        raise _Interrupted(f"signal {signum}")
-
-    try:
-        old = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
 
 
 def _retry_db(fn: Callable[[], Any], what: str) -> Any:
@@ -287,8 +270,11 @@ def run_worker(
     consecutive_failures = 0
     started = time.monotonic()
     log.info("worker %s joins study '%s' (target %d finished trials)", worker_label, study.study_name, n_trials)
-    with _sigterm_as_interrupt():
+    with stop_signals(), contextlib.suppress(Interrupted, KeyboardInterrupt):
+        report.stop_reason = "interrupted"  # kept if a stop signal ends the loop between trials
         while True:
+            if stop_requested():
+                break
             if settings.timeout is not None and time.monotonic() - started > settings.timeout:
                 report.stop_reason = f"timeout of {settings.timeout:.0f} s reached"
                 break
@@ -319,7 +305,7 @@ def run_worker(
             # cost ~8% of the loop's throughput with short trials: benchmarks/b4_storage.py.)
             try:
                 claimed = _retry_db(lambda: _claim_slot(storage, study, trial, n_trials), "claiming")  # noqa: B023
-            except (KeyboardInterrupt, _Interrupted):
+            except (KeyboardInterrupt, Interrupted):
                 storage.set_trial_state_values(trial._trial_id, state=TrialState.WAITING)
                 report.stop_reason = "interrupted"
                 break
@@ -389,7 +375,7 @@ def _run_one(
     except optuna.TrialPruned as err:
         state = TrialState.PRUNED
         log.info("trial %d pruned: %s", trial.number, err)
-    except (KeyboardInterrupt, _Interrupted):
+    except (KeyboardInterrupt, Interrupted):
         log.warning("trial %d interrupted; it is marked FAIL and queued to resume", trial.number)
         _fail_and_requeue(study, trial, "interrupted (worker stopped)")
         return None
@@ -406,10 +392,11 @@ def _run_one(
             if TrialAttrs.REASON not in study._storage.get_trial(trial._trial_id).user_attrs:
                 trial.set_user_attr(TrialAttrs.REASON, mask_password(f"{type(err).__name__}: {err}")[:500])
     try:
-        if state == TrialState.COMPLETE:
-            _tell(study, trial, value)
-        else:
-            _tell(study, trial, state=state)
+        with deferred_interrupts():
+            if state == TrialState.COMPLETE:
+                _tell(study, trial, value)
+            else:
+                _tell(study, trial, state=state)
     except optuna.exceptions.UpdateFinishedTrialError:
         # The trial was declared stale (its heartbeat was late) while it still ran; a copy is queued.
         log.warning("trial %d was already finished by another process (stale heartbeat?); going on", trial.number)
@@ -520,13 +507,13 @@ def launch(
         procs.append(subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT))
     log.info("started %d workers on %s (logs in %s)", workers, display_url(storage_url), log_dir)
     try:
-        with _sigterm_as_interrupt():
+        with stop_signals():
             while any(p.poll() is None for p in procs):
                 if on_poll is not None:
                     with contextlib.suppress(sqlalchemy.exc.SQLAlchemyError):
                         on_poll(study, count_trials(storage, study._study_id))
                 time.sleep(poll_interval)
-    except (KeyboardInterrupt, _Interrupted):
+    except (KeyboardInterrupt, Interrupted):
         # NOTE SIGTERM, not SIGINT: a launch started in the background has SIGINT ignored, and its workers
         # inherit that; every worker turns SIGTERM into a clean stop of its running trial.
         for p in procs:

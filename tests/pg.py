@@ -351,9 +351,13 @@ def load_trials(url: str, study: str):
 
 
 def worker_logs(cwd: Path, study: str) -> dict[str, str]:
-    """`storage/logs/<study>/worker-<i>.log` under `cwd` (what `launch` writes), by file name."""
-    folder = Path(cwd) / "storage" / "logs" / study
-    return {p.name: p.read_text(errors="replace") for p in sorted(folder.glob("worker-*.log"))}
+    """The `worker-<i>.log` files `launch` wrote for `study`, by file name: `logs/<study>/` beside an SQLite
+    database in `cwd`, or `storage/logs/<study>/` under `cwd` for PostgreSQL."""
+    cwd = Path(cwd)
+    for folder in (cwd / "logs" / study, cwd / "storage" / "logs" / study):
+        if folder.is_dir():
+            return {p.name: p.read_text(errors="replace") for p in sorted(folder.glob("worker-*.log"))}
+    return {}
 
 
 def worker_pid(trial) -> int:

@@ -115,6 +115,20 @@ def test_fault_missing_column(tmp_path, make_layout):
     assert line.startswith(f"{csv}: missing column(s) race")
 
 
+def test_missing_column_does_not_hide_folder_problems(tmp_path, make_layout):
+    root = make_layout(tmp_path / "d")
+    csv = root / "train" / "train.csv"
+    pd.read_csv(csv, dtype=str).drop(columns=["race"]).to_csv(csv, index=False)
+    folder = _folder(root, "000020_male_Asian_62")
+    (folder / "normal.png").unlink()
+    (folder / "mask1.jpg").write_bytes(b"not an image")
+    problems = data.check_train(root)
+    assert problems[0].startswith(f"{csv}: missing column(s) race")
+    assert any(p.startswith(f"{folder}: has 6 of the 7 image files; missing normal") for p in problems)
+    assert any(p.startswith(str(folder / "mask1.jpg")) for p in problems)
+    assert len(problems) == 3
+
+
 def test_fault_missing_train_csv(tmp_path, make_layout):
     root = make_layout(tmp_path / "d")
     (root / "train" / "train.csv").unlink()

@@ -52,16 +52,17 @@ def _running_with_epochs(url: str, study: str, min_epochs: int, max_epochs: int)
     return None
 
 
-def _check_resumed(killed, copy, epochs: int, log_text: str, cwd: Path, study: str) -> int:
+def _check_resumed(killed, copy, epochs: int, log_text: str, cwd: Path, study: str, root: Path) -> int:
     """Assert that `copy` re-ran `killed` from its last checkpoint; returns the checkpoint's epoch.
 
-    Checkpoints are under the default `--checkpoints storage/checkpoints`, relative to the workers' `cwd`.
+    Checkpoints are under the default `--checkpoints` root: `checkpoints/` beside an SQLite database, else
+    `storage/checkpoints` relative to the workers' `cwd`.
     """
     assert killed.state == TrialState.FAIL
     assert copy.system_attrs["failed_trial"] == killed.number
     assert copy.state == TrialState.COMPLETE
     assert copy.params == killed.params
-    last_pt = (cwd / "storage" / "checkpoints" / study / f"trial_{killed.number:05d}" / "last.pt").resolve()
+    last_pt = (root / study / f"trial_{killed.number:05d}" / "last.pt").resolve()
     assert (cwd / copy.user_attrs["resumed_from"]).resolve() == last_pt
     lines = [m for m in RESUME_LINE.finditer(log_text) if int(m.group(1)) == copy.number]
     assert len(lines) == 1, log_text[-3000:]
@@ -107,7 +108,8 @@ def test_sigkill_mid_trial_is_retried_and_resumes(pg_database, tiny_demo, tmp_pa
     killed = by_state[TrialState.FAIL][0]
     copy = next(t for t in trials if t.system_attrs.get("failed_trial") == victim.number)
     logs = worker_logs(tmp_path, "killed")
-    _check_resumed(killed, copy, epochs, "\n".join(logs.values()), tmp_path, "killed")
+    _check_resumed(killed, copy, epochs, "\n".join(logs.values()), tmp_path, "killed",
+                   tmp_path / "storage" / "checkpoints")
     # the surviving worker did all the rest and stopped at the budget
     assert sum("stops: study holds 3 finished trials" in text for text in logs.values()) == 1
 
@@ -141,7 +143,7 @@ def test_status_fails_stale_trial_without_any_worker(tiny_demo, tmp_path):
     assert worker.returncode == 0, worker.stderr[-3000:]
     trials = load_trials(url, "orphan")
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
-    _check_resumed(trials[0], trials[1], epochs, worker.stderr, tmp_path, "orphan")
+    _check_resumed(trials[0], trials[1], epochs, worker.stderr, tmp_path, "orphan", tmp_path / "checkpoints")
 
 
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")

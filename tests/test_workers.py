@@ -158,3 +158,46 @@ def test_objective_records_epochs_and_export_retrains(tmp_path, tiny_sweep):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"] == load_config(path).to_dict()
     assert metrics["best_f1"] == pytest.approx(trial.value, abs=0.02)
+
+
+def _signal_worker(tmp_path, tiny_sweep, during_upload: bool):
+    """Run a worker whose second trial sends this process SIGTERM, in or out of a deferred section."""
+    import os
+    import signal
+
+    from maskcls_hpo.signals import deferred_interrupts
+
+    sweep_path = tiny_sweep()
+    url = resolve_storage_url(str(tmp_path / "sig.db"))
+    sweep = load_sweep(sweep_path)
+    prepare_study(sweep, open_storage(url), "sig", 5)
+
+    def objective(trial):
+        sweep.suggest(trial)
+        trial.report(0.25, 1)
+        if trial.number == 1:
+            if during_upload:  # like the artifact upload after training: the trial must still be stored
+                with deferred_interrupts():
+                    os.kill(os.getpid(), signal.SIGTERM)
+            else:  # mid-training
+                os.kill(os.getpid(), signal.SIGTERM)
+        return 0.5
+
+    settings = WorkerSettings(sweep_path=sweep_path, storage_url=url, study_name="sig", n_trials=5,
+                              checkpoints=tmp_path / "ckpt", poll_interval=0.1)
+    report = run_worker(settings, sweep, objective=objective)
+    return report, optuna.load_study(study_name="sig", storage=open_storage(url)).trials
+
+
+def test_stop_signal_after_training_keeps_the_trial_and_stops(tmp_path, tiny_sweep):
+    report, trials = _signal_worker(tmp_path, tiny_sweep, during_upload=True)
+    assert report.stop_reason == "interrupted"
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE]  # no further trial started
+
+
+def test_stop_signal_mid_trial_requeues_it(tmp_path, tiny_sweep):
+    report, trials = _signal_worker(tmp_path, tiny_sweep, during_upload=False)
+    assert report.stop_reason == "interrupted"
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.WAITING]
+    assert trials[1].user_attrs["reason"] == "interrupted (worker stopped)"
+    assert trials[2].params == trials[1].params and trials[2].intermediate_values == {1: 0.25}
