@@ -205,6 +205,18 @@ def _read_csv(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
 
 
+def _load_csv(path: Path, not_found: str) -> pd.DataFrame:
+    """Read a csv of strings with stripped column names; DataError naming the file when missing/unreadable."""
+    if not path.is_file():
+        raise DataError(f"{path}: {not_found}")
+    try:
+        table = _read_csv(path)
+    except Exception as err:  # noqa: BLE001 - pandas raises ParserError, UnicodeDecodeError, EmptyDataError
+        raise DataError(f"{path}: cannot read the csv ({type(err).__name__}: {err})") from None
+    table.columns = [str(c).strip() for c in table.columns]
+    return table
+
+
 def _is_hidden(name: str) -> bool:
     # macOS leaves "._mask1.jpg" resource forks beside the images; ".DS_Store" and similar are hidden too.
     return name.startswith(".")
@@ -441,13 +453,7 @@ _FALSE = ("0", "false", "no", "")
 
 def _read_corrections(path: Path) -> list[tuple[str, str, str]]:
     """Parse a corrections CSV into ``(id, field, value)`` triples; DataError naming file and line."""
-    if not path.is_file():
-        raise DataError(f"{path}: corrections file not found; give 'known' or a CSV with columns id,field,value")
-    try:
-        table = _read_csv(path)
-    except Exception as err:  # noqa: BLE001
-        raise DataError(f"{path}: cannot read the corrections csv ({type(err).__name__}: {err})") from None
-    table.columns = [str(c).strip() for c in table.columns]
+    table = _load_csv(path, "corrections file not found; give 'known' or a CSV with columns id,field,value")
     cols = list(table.columns)
     long_form = {"id", "field", "value"} <= set(cols)
     wide_fields = [c for c in cols if c in CORRECTION_FIELDS]
@@ -624,13 +630,7 @@ def load_eval(data_dir: str | Path, verify: bool = True, workers: int | None = N
     """
     eval_dir = Path(data_dir) / "eval"
     csv_path = eval_dir / "info.csv"
-    if not csv_path.is_file():
-        raise DataError(f"{csv_path}: info.csv not found; expected DATA_DIR/eval/info.csv with columns ImageID, ans")
-    try:
-        table = _read_csv(csv_path)
-    except Exception as err:  # noqa: BLE001
-        raise DataError(f"{csv_path}: cannot read the csv ({type(err).__name__}: {err})") from None
-    table.columns = [str(c).strip() for c in table.columns]
+    table = _load_csv(csv_path, "info.csv not found; expected DATA_DIR/eval/info.csv with columns ImageID, ans")
     if "ImageID" not in table.columns:
         raise DataError(f"{csv_path}: missing column ImageID; info.csv needs the columns ImageID, ans")
     problems: list[str] = []
