@@ -89,9 +89,17 @@ MODES = ("augment", "plain")
 baseline Resize -> ToTensor -> Normalize), which isolates decoding every epoch vs reading the cache."""
 
 
-def run_b1(data_dir: Path, sizes: list[tuple[int, int]], epochs: int = 3, batch_size: int = 32, workers: int = 2,
-           device: str = "cpu", max_images: int | None = None, cache_root: Path | None = None,
-           modes: tuple[str, ...] = MODES) -> dict:
+def run_b1(
+    data_dir: Path,
+    sizes: list[tuple[int, int]],
+    epochs: int = 3,
+    batch_size: int = 32,
+    workers: int = 2,
+    device: str = "cpu",
+    max_images: int | None = None,
+    cache_root: Path | None = None,
+    modes: tuple[str, ...] = MODES,
+) -> dict:
     """Measure both paths at each size and mode; returns the result dict (see the module docstring)."""
     from maskcls_hpo.cache import BatchLoader, build_cache
     from maskcls_hpo.data import load_train
@@ -118,8 +126,11 @@ def run_b1(data_dir: Path, sizes: list[tuple[int, int]], epochs: int = 3, batch_
             }
             for mode in modes:
                 base = torch.utils.data.DataLoader(
-                    BaselineDataset(paths, labels, size, augment=mode == "augment"), batch_size=batch_size,
-                    shuffle=True, num_workers=workers, pin_memory=dev.type == "cuda",
+                    BaselineDataset(paths, labels, size, augment=mode == "augment"),
+                    batch_size=batch_size,
+                    shuffle=True,
+                    num_workers=workers,
+                    pin_memory=dev.type == "cuda",
                 )
                 project_s, baseline_s = [], []
                 for epoch in range(1, epochs + 1):
@@ -128,35 +139,47 @@ def run_b1(data_dir: Path, sizes: list[tuple[int, int]], epochs: int = 3, batch_
                     assert n_b == n_p == n
                     baseline_s.append(s_b)
                     project_s.append(s_p)
-                    print(f"  {size[0]}x{size[1]} {mode} epoch {epoch}: baseline {n / s_b:,.0f} images/s, "
-                          f"project {n / s_p:,.0f} images/s", flush=True)
+                    print(
+                        f"  {size[0]}x{size[1]} {mode} epoch {epoch}: baseline {n / s_b:,.0f} images/s, "
+                        f"project {n / s_p:,.0f} images/s",
+                        flush=True,
+                    )
                 later_p, later_b = median(project_s[1:]), median(baseline_s[1:])
-                rows.append({
-                    "size_hw": list(size),
-                    "mode": mode,
-                    "images": n,
-                    "cache_build_seconds": round(build.seconds, 3),
-                    "cache_build_images_per_second": round(n / build.seconds, 1),
-                    "project_epoch_seconds": [round(v, 4) for v in project_s],
-                    "baseline_epoch_seconds": [round(v, 4) for v in baseline_s],
-                    "project_epoch1_images_per_second": round(n / project_s[0], 1),
-                    "project_epoch1_with_build_images_per_second": round(n / (project_s[0] + build.seconds), 1),
-                    "baseline_epoch1_images_per_second": round(n / baseline_s[0], 1),
-                    "project_images_per_second": round(n / later_p, 1),
-                    "baseline_images_per_second": round(n / later_b, 1),
-                    "speedup_epoch2_on": ratio(later_b, later_p),
-                    "speedup_epoch1_with_build": ratio(baseline_s[0], project_s[0] + build.seconds),
-                })
+                rows.append(
+                    {
+                        "size_hw": list(size),
+                        "mode": mode,
+                        "images": n,
+                        "cache_build_seconds": round(build.seconds, 3),
+                        "cache_build_images_per_second": round(n / build.seconds, 1),
+                        "project_epoch_seconds": [round(v, 4) for v in project_s],
+                        "baseline_epoch_seconds": [round(v, 4) for v in baseline_s],
+                        "project_epoch1_images_per_second": round(n / project_s[0], 1),
+                        "project_epoch1_with_build_images_per_second": round(n / (project_s[0] + build.seconds), 1),
+                        "baseline_epoch1_images_per_second": round(n / baseline_s[0], 1),
+                        "project_images_per_second": round(n / later_p, 1),
+                        "baseline_images_per_second": round(n / later_b, 1),
+                        "speedup_epoch2_on": ratio(later_b, later_p),
+                        "speedup_epoch1_with_build": ratio(baseline_s[0], project_s[0] + build.seconds),
+                    }
+                )
         finally:
             shutil.rmtree(cache_dir, ignore_errors=True)
     return {
-        "settings": {"data_dir": str(data_dir), "real_size_hw": list(real_size), "epochs": epochs,
-                     "batch_size": batch_size, "baseline_workers": workers, "device": str(dev),
-                     "torch_threads": torch.get_num_threads(), "cache_build_threads": "all CPUs",
-                     "augment": "project: BatchAugment crop (0.8, 1.0) + flip + colour jitter 0.2 + normalise; "
-                                "baseline: Resize, RandomHorizontalFlip, ColorJitter(0.2,0.2,0.2), ToTensor, "
-                                "Normalize",
-                     "plain": "project: normalize; baseline: Resize, ToTensor, Normalize"},
+        "settings": {
+            "data_dir": str(data_dir),
+            "real_size_hw": list(real_size),
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "baseline_workers": workers,
+            "device": str(dev),
+            "torch_threads": torch.get_num_threads(),
+            "cache_build_threads": "all CPUs",
+            "augment": "project: BatchAugment crop (0.8, 1.0) + flip + colour jitter 0.2 + normalise; "
+            "baseline: Resize, RandomHorizontalFlip, ColorJitter(0.2,0.2,0.2), ToTensor, "
+            "Normalize",
+            "plain": "project: normalize; baseline: Resize, ToTensor, Normalize",
+        },
         "target": "project >= 10x baseline images/s from the second epoch on",
         "sizes": rows,
     }
@@ -178,11 +201,30 @@ class Image_size:  # noqa: N801 - tiny context manager: (H, W) of one image file
 def show(result: dict, title: str) -> None:
     rows = []
     for r in result["sizes"]:
-        rows.append([f"{r['size_hw'][0]}x{r['size_hw'][1]} {r['mode']}", r["baseline_images_per_second"],
-                     r["project_images_per_second"], r["speedup_epoch2_on"], r["baseline_epoch1_images_per_second"],
-                     r["project_epoch1_with_build_images_per_second"], r["cache_build_seconds"]])
-    print_table(title, ["size (HxW), mode", "baseline img/s (ep>=2)", "project img/s (ep>=2)", "speed-up",
-                        "baseline img/s ep1", "project img/s ep1 incl. build", "cache build s"], rows)
+        rows.append(
+            [
+                f"{r['size_hw'][0]}x{r['size_hw'][1]} {r['mode']}",
+                r["baseline_images_per_second"],
+                r["project_images_per_second"],
+                r["speedup_epoch2_on"],
+                r["baseline_epoch1_images_per_second"],
+                r["project_epoch1_with_build_images_per_second"],
+                r["cache_build_seconds"],
+            ]
+        )
+    print_table(
+        title,
+        [
+            "size (HxW), mode",
+            "baseline img/s (ep>=2)",
+            "project img/s (ep>=2)",
+            "speed-up",
+            "baseline img/s ep1",
+            "project img/s ep1 incl. build",
+            "cache build s",
+        ],
+        rows,
+    )
 
 
 def parse_hw(text: str) -> tuple[int, int]:
@@ -192,8 +234,12 @@ def parse_hw(text: str) -> tuple[int, int]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", type=Path, default=REPO / "storage" / "bench" / "b1_384x512",
-                    help="dataset folder (written with demo-data when missing)")
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=REPO / "storage" / "bench" / "b1_384x512",
+        help="dataset folder (written with demo-data when missing)",
+    )
     ap.add_argument("--persons", type=int, default=80, help="persons of the demo set written when --data is missing")
     ap.add_argument("--sizes", default="512x384,299x299", help="comma-separated HxW training sizes")
     ap.add_argument("--epochs", type=int, default=3)
@@ -202,19 +248,34 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--max-images", type=int, default=None)
     ap.add_argument("--modes", default="augment,plain", help="augment (training path), plain (validation path)")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads of the project's path (1: on a shared machine OpenMP threads that wait for "
-                         "each other cost more than they give; the baseline's workers also run 1 thread each)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads of the project's path (1: on a shared machine OpenMP threads that wait for "
+        "each other cost more than they give; the baseline's workers also run 1 thread each)",
+    )
     ap.add_argument("--name", default="b1_input_pipeline")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     demo_dataset(args.data, args.persons, (384, 512))
     sizes = [parse_hw(s) for s in args.sizes.split(",")]
-    result = run_b1(args.data, sizes, args.epochs, args.batch_size, args.workers, args.device, args.max_images,
-                    modes=tuple(args.modes.split(",")))
+    result = run_b1(
+        args.data,
+        sizes,
+        args.epochs,
+        args.batch_size,
+        args.workers,
+        args.device,
+        args.max_images,
+        modes=tuple(args.modes.split(",")),
+    )
     path = save_result(args.name, result)
-    show(result, f"B1 input pipeline on {args.device} ({result['sizes'][0]['images']} images, batch "
-                 f"{args.batch_size}, baseline workers {args.workers})")
+    show(
+        result,
+        f"B1 input pipeline on {args.device} ({result['sizes'][0]['images']} images, batch "
+        f"{args.batch_size}, baseline workers {args.workers})",
+    )
     print(f"wrote {path}")
 
 

@@ -36,7 +36,7 @@ from common import REPO, demo_dataset, median, print_table, ratio, save_result  
 
 DIRECT = """
 import json, sys, time
-from maskcls_hpo.sweep import load_sweep
+from maskcls_hpo.hpo.sweep import load_sweep
 from maskcls_hpo.train import train
 sweep = load_sweep(sys.argv[1])
 config = sweep.build_config(sweep.known_good[0], {"data_dir": sys.argv[2]})
@@ -52,12 +52,22 @@ def _env(threads: int) -> dict:
 
 def run_direct(python: str, sweep: Path, data_dir: Path, out: Path, threads: int) -> dict:
     t0 = time.perf_counter()
-    proc = subprocess.run([python, "-c", DIRECT, str(sweep), str(data_dir), str(out)], cwd=REPO,
-                          capture_output=True, text=True, check=True, env=_env(threads))
+    proc = subprocess.run(
+        [python, "-c", DIRECT, str(sweep), str(data_dir), str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+        env=_env(threads),
+    )
     wall = time.perf_counter() - t0
     info = json.loads(proc.stdout.strip().splitlines()[-1])
-    return {"process_s": round(wall, 3), "train_s": round(info["train_s"], 3), "best_f1": round(info["best_f1"], 4),
-            "epochs": info["epochs"]}
+    return {
+        "process_s": round(wall, 3),
+        "train_s": round(info["train_s"], 3),
+        "best_f1": round(info["best_f1"], 4),
+        "epochs": info["epochs"],
+    }
 
 
 def run_launch(cli: str, sweep: Path, data_dir: Path, work: Path, i: int, threads: int) -> dict:
@@ -66,16 +76,41 @@ def run_launch(cli: str, sweep: Path, data_dir: Path, work: Path, i: int, thread
     db = work / f"b3-{i}.db"
     url = f"sqlite:///{db}"
     t0 = time.perf_counter()
-    proc = subprocess.run([cli, "launch", str(sweep), "--n-trials", "1", "--workers", "1", "--storage", url,
-                           "--checkpoints", str(work / f"ckpt-{i}"), "--data-dir", str(data_dir), "--study", f"b3-{i}"],
-                          cwd=REPO, capture_output=True, text=True, env=_env(threads))
+    proc = subprocess.run(
+        [
+            cli,
+            "launch",
+            str(sweep),
+            "--n-trials",
+            "1",
+            "--workers",
+            "1",
+            "--storage",
+            url,
+            "--checkpoints",
+            str(work / f"ckpt-{i}"),
+            "--data-dir",
+            str(data_dir),
+            "--study",
+            f"b3-{i}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=_env(threads),
+    )
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"launch failed ({proc.returncode}): {proc.stdout[-2000:]} {proc.stderr[-2000:]}")
     study = optuna.load_study(study_name=f"b3-{i}", storage=url)
     t = study.trials[0]
-    return {"process_s": round(wall, 3), "trial_s": round((t.datetime_complete - t.datetime_start).total_seconds(), 3),
-            "best_f1": round(t.value, 4), "state": t.state.name, "epochs": len(t.intermediate_values)}
+    return {
+        "process_s": round(wall, 3),
+        "trial_s": round((t.datetime_complete - t.datetime_start).total_seconds(), 3),
+        "best_f1": round(t.value, 4),
+        "state": t.state.name,
+        "epochs": len(t.intermediate_values),
+    }
 
 
 def main() -> None:
@@ -84,8 +119,9 @@ def main() -> None:
     ap.add_argument("--persons", type=int, default=300)
     ap.add_argument("--sweep", type=Path, default=REPO / "sweeps" / "smoke.py")
     ap.add_argument("--repeats", type=int, default=4)
-    ap.add_argument("--threads", type=int, default=1,
-                    help="OMP_NUM_THREADS of both sides (1: steadier timings on a shared machine)")
+    ap.add_argument(
+        "--threads", type=int, default=1, help="OMP_NUM_THREADS of both sides (1: steadier timings on a shared machine)"
+    )
     ap.add_argument("--name", default="b3_service_overhead")
     args = ap.parse_args()
     demo_dataset(args.data, args.persons, (96, 128))
@@ -93,8 +129,8 @@ def main() -> None:
     cli = str(Path(python).with_name("maskcls-hpo"))
     work = Path(tempfile.mkdtemp(prefix="b3-"))
     # build (or find) the cache once, as `launch` would, so neither side pays for decoding
-    from maskcls_hpo.launch import prepare_data
-    from maskcls_hpo.sweep import load_sweep
+    from maskcls_hpo.hpo.launch import prepare_data
+    from maskcls_hpo.hpo.sweep import load_sweep
 
     sweep = load_sweep(args.sweep)
     cwd = os.getcwd()
@@ -127,29 +163,50 @@ def main() -> None:
     fixed_direct = median([d["process_s"] - d["train_s"] for d in direct])
     fixed_launch = median([x["process_s"] - x["trial_s"] for x in launched])
     summary = {
-        "direct_process_s": round(dp, 2), "launch_process_s": round(lp, 2), "overhead_s": round(overhead, 2),
-        "overhead_share": ratio(overhead, dp), "direct_train_s": round(dt, 2), "launch_trial_s": round(lt, 2),
-        "trial_vs_train_s": round(trial_extra, 2), "trial_vs_train_share": ratio(trial_extra, dt),
-        "outside_training_direct_s": round(fixed_direct, 2), "outside_training_launch_s": round(fixed_launch, 2),
+        "direct_process_s": round(dp, 2),
+        "launch_process_s": round(lp, 2),
+        "overhead_s": round(overhead, 2),
+        "overhead_share": ratio(overhead, dp),
+        "direct_train_s": round(dt, 2),
+        "launch_trial_s": round(lt, 2),
+        "trial_vs_train_s": round(trial_extra, 2),
+        "trial_vs_train_share": ratio(trial_extra, dt),
+        "outside_training_direct_s": round(fixed_direct, 2),
+        "outside_training_launch_s": round(fixed_launch, 2),
         "launch_fixed_overhead_s": round(fixed_launch - fixed_direct, 2),
         "same_f1": all(d["best_f1"] == x["best_f1"] for d, x in zip(direct, launched, strict=True)),
     }
     base = sweep.base_config
     result = {
-        "settings": {"sweep": str(args.sweep.relative_to(REPO)), "data_dir": str(args.data),
-                     "config": {**sweep.known_good[0], "model": base.model, "image_size": list(base.image_size or []),
-                                "epochs": base.epochs},
-                     "repeats": args.repeats, "storage": "SQLite in a scratch folder", "device": "cpu",
-                     "threads": args.threads},
+        "settings": {
+            "sweep": str(args.sweep.relative_to(REPO)),
+            "data_dir": str(args.data),
+            "config": {
+                **sweep.known_good[0],
+                "model": base.model,
+                "image_size": list(base.image_size or []),
+                "epochs": base.epochs,
+            },
+            "repeats": args.repeats,
+            "storage": "SQLite in a scratch folder",
+            "device": "cpu",
+            "threads": args.threads,
+        },
         "target": "launch at most 3% more wall time than the direct run, or a few seconds for very short trials",
-        "summary": summary, "direct": direct, "launch": launched,
+        "summary": summary,
+        "direct": direct,
+        "launch": launched,
     }
     path = save_result(args.name, result)
-    print_table("B3 service overhead: one trial (median of repeats, seconds)",
-                ["", "direct train()", "launch (1 worker, 1 trial)", "difference", "share"],
-                [["whole process", dp, lp, overhead, summary["overhead_share"]],
-                 ["training run / trial only", dt, lt, trial_extra, summary["trial_vs_train_share"]],
-                 ["outside the training run", fixed_direct, fixed_launch, fixed_launch - fixed_direct, float("nan")]])
+    print_table(
+        "B3 service overhead: one trial (median of repeats, seconds)",
+        ["", "direct train()", "launch (1 worker, 1 trial)", "difference", "share"],
+        [
+            ["whole process", dp, lp, overhead, summary["overhead_share"]],
+            ["training run / trial only", dt, lt, trial_extra, summary["trial_vs_train_share"]],
+            ["outside the training run", fixed_direct, fixed_launch, fixed_launch - fixed_direct, float("nan")],
+        ],
+    )
     print(f"wrote {path}")
 
 

@@ -58,8 +58,8 @@ class _Count(logging.Handler):
 def _child(kind: str, url: str, study: str, n_total: int, n_own: int, index: int, queue) -> None:
     import optuna
 
-    from maskcls_hpo.storage import HeartbeatSettings, open_storage
-    from maskcls_hpo.sweep import load_sweep
+    from maskcls_hpo.hpo.storage import HeartbeatSettings, open_storage
+    from maskcls_hpo.hpo.sweep import load_sweep
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     counter = _Count()
@@ -68,16 +68,23 @@ def _child(kind: str, url: str, study: str, n_total: int, n_own: int, index: int
     try:
         sweep = load_sweep(SWEEP)
         if kind == "project":
-            from maskcls_hpo.workers import WorkerSettings, run_worker
+            from maskcls_hpo.hpo.worker import WorkerSettings, run_worker
 
-            settings = WorkerSettings(sweep_path=SWEEP, storage_url=url, study_name=study, n_trials=n_total,
-                                      worker_index=index, heartbeat=HeartbeatSettings())
+            settings = WorkerSettings(
+                sweep_path=SWEEP,
+                storage_url=url,
+                study_name=study,
+                n_trials=n_total,
+                worker_index=index,
+                heartbeat=HeartbeatSettings(),
+            )
             report = run_worker(settings, sweep=sweep, objective=objective)
             out.update(complete=report.complete, failed=report.failed, stop_reason=report.stop_reason)
         else:
             storage = open_storage(url, HeartbeatSettings())
-            st = optuna.load_study(study_name=study, storage=storage, sampler=sweep.make_sampler(index),
-                                   pruner=sweep.make_pruner())
+            st = optuna.load_study(
+                study_name=study, storage=storage, sampler=sweep.make_sampler(index), pruner=sweep.make_pruner()
+            )
             st.optimize(objective, n_trials=n_own)
     except BaseException as err:  # noqa: BLE001 - reported to the parent as an error
         out["exception"] = f"{type(err).__name__}: {err}"[:500]
@@ -107,8 +114,9 @@ def _drop_pg(name: str) -> None:
 def one_run(kind: str, backend: str, workers: int, n_trials: int, tmp: Path) -> dict:
     import optuna
 
-    from maskcls_hpo.storage import HeartbeatSettings, open_storage, rdb_of
-    from maskcls_hpo.sweep import load_sweep
+    from maskcls_hpo.hpo._optuna import rdb_of
+    from maskcls_hpo.hpo.storage import HeartbeatSettings, open_storage
+    from maskcls_hpo.hpo.sweep import load_sweep
 
     url, pg_name = _fresh_url(backend, tmp)
     try:
@@ -141,13 +149,19 @@ def one_run(kind: str, backend: str, workers: int, n_trials: int, tmp: Path) -> 
         rdb_of(storage).engine.dispose()
         del sweep
         return {
-            "kind": kind, "backend": backend, "workers": workers, "n_trials": n_trials,
-            "complete": len(complete), "failed": len(failed), "states": {s.name: sum(t.state == s for t in trials)
-                                                                        for s in optuna.trial.TrialState},
+            "kind": kind,
+            "backend": backend,
+            "workers": workers,
+            "n_trials": n_trials,
+            "complete": len(complete),
+            "failed": len(failed),
+            "states": {s.name: sum(t.state == s for t in trials) for s in optuna.trial.TrialState},
             "trials_with_wrong_reports": bad_reports[:10],
-            "span_s": round(span, 3), "wall_s": round(wall, 3),
+            "span_s": round(span, 3),
+            "wall_s": round(wall, 3),
             "trials_per_second": round(len(complete) / span, 2) if span else None,
-            "exceptions": exceptions, "db_warnings": warnings,
+            "exceptions": exceptions,
+            "db_warnings": warnings,
             "warning_samples": [w for o in outs for w in o["warning_samples"]][:3],
             "errors": len(failed) + len(exceptions) + warnings + len(bad_reports),
         }
@@ -159,7 +173,7 @@ def one_run(kind: str, backend: str, workers: int, n_trials: int, tmp: Path) -> 
 def main() -> None:
     import optuna  # noqa: F401 - imported before forking, so the children start at once
 
-    import maskcls_hpo.workers  # noqa: F401
+    import maskcls_hpo.hpo.worker  # noqa: F401
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=4)
@@ -183,38 +197,64 @@ def main() -> None:
                 r["repeat"] = rep
                 runs.append(r)
                 per[kind].append(r)
-                print(f"  {backend} x{workers} {kind} #{rep}: {r['trials_per_second']} trials/s, "
-                      f"{r['complete']} complete, {r['errors']} errors", flush=True)
+                print(
+                    f"  {backend} x{workers} {kind} #{rep}: {r['trials_per_second']} trials/s, "
+                    f"{r['complete']} complete, {r['errors']} errors",
+                    flush=True,
+                )
         p = median([r["trials_per_second"] for r in per["project"]])
         q = median([r["trials_per_second"] for r in per["plain"]])
-        paired = [ratio(a["trials_per_second"], b["trials_per_second"])
-                  for a, b in zip(per["project"], per["plain"], strict=True)]
-        summary.append({
-            "backend": backend, "workers": workers, "n_trials": n,
-            "project_trials_per_second": p, "plain_trials_per_second": q,
-            "project_vs_plain": round(median(paired), 3), "paired_ratios": paired, "ratio_of_medians": ratio(p, q),
-            "project_errors": sum(r["errors"] for r in per["project"]),
-            "plain_errors": sum(r["errors"] for r in per["plain"]),
-            "project_complete": [r["complete"] for r in per["project"]],
-            "plain_complete": [r["complete"] for r in per["plain"]],
-        })
+        paired = [
+            ratio(a["trials_per_second"], b["trials_per_second"])
+            for a, b in zip(per["project"], per["plain"], strict=True)
+        ]
+        summary.append(
+            {
+                "backend": backend,
+                "workers": workers,
+                "n_trials": n,
+                "project_trials_per_second": p,
+                "plain_trials_per_second": q,
+                "project_vs_plain": round(median(paired), 3),
+                "paired_ratios": paired,
+                "ratio_of_medians": ratio(p, q),
+                "project_errors": sum(r["errors"] for r in per["project"]),
+                "plain_errors": sum(r["errors"] for r in per["plain"]),
+                "project_complete": [r["complete"] for r in per["project"]],
+                "plain_complete": [r["complete"] for r in per["plain"]],
+            }
+        )
     result = {
-        "settings": {"objective": f"suggest x, report {STEPS} steps, return x^2 (no training)",
-                     "sampler": "RandomSampler(seed + worker index)", "pruner": "NopPruner",
-                     "storage": "maskcls_hpo.storage.open_storage (heartbeat 30 s)", "repeats": args.repeats,
-                     "processes": "multiprocessing fork; throughput from the trials' timestamps"},
+        "settings": {
+            "objective": f"suggest x, report {STEPS} steps, return x^2 (no training)",
+            "sampler": "RandomSampler(seed + worker index)",
+            "pruner": "NopPruner",
+            "storage": "maskcls_hpo.hpo.storage.open_storage (heartbeat 30 s)",
+            "repeats": args.repeats,
+            "processes": "multiprocessing fork; throughput from the trials' timestamps",
+        },
         "target": "project >= 90% of plain Optuna's trials/s; PostgreSQL >= 20 trials/s with 0 errors; "
-                  "SQLite 0 errors with 4 workers",
+        "SQLite 0 errors with 4 workers",
         "summary": summary,
         "runs": runs,
     }
     shutil.rmtree(tmp, ignore_errors=True)
     path = save_result(args.name, result)
-    print_table("B4 storage: finished trials/s (median of repeats), no-training objective",
-                ["storage, workers", "plain optimize", "project loop", "project / plain", "errors plain",
-                 "errors project"],
-                [[f"{s['backend']} x{s['workers']}", s["plain_trials_per_second"], s["project_trials_per_second"],
-                  s["project_vs_plain"], s["plain_errors"], s["project_errors"]] for s in summary])
+    print_table(
+        "B4 storage: finished trials/s (median of repeats), no-training objective",
+        ["storage, workers", "plain optimize", "project loop", "project / plain", "errors plain", "errors project"],
+        [
+            [
+                f"{s['backend']} x{s['workers']}",
+                s["plain_trials_per_second"],
+                s["project_trials_per_second"],
+                s["project_vs_plain"],
+                s["plain_errors"],
+                s["project_errors"],
+            ]
+            for s in summary
+        ],
+    )
     print(f"wrote {path}")
 
 

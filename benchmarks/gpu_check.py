@@ -114,8 +114,13 @@ def make_data(work: Path, small: dict, big: dict | None) -> dict:
             continue
         t0 = time.perf_counter()
         s = write_demo_dataset(work / key, persons=spec["persons"], size=spec["size"], seed=0, progress=False)
-        out[key] = {"dir": str(work / key), "persons": s.persons, "train_images": s.train_images,
-                    "size_wh": list(s.size), "seconds": round(time.perf_counter() - t0, 1)}
+        out[key] = {
+            "dir": str(work / key),
+            "persons": s.persons,
+            "train_images": s.train_images,
+            "size_wh": list(s.size),
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
     return out
 
 
@@ -138,16 +143,19 @@ class ConvProbe:
         rows = self.seen.setdefault(self.trial, [])
         if len(rows) < 3 and torch.is_tensor(args[0]) and torch.is_tensor(output):
             x = args[0]
-            rows.append({
-                "training": module.training,
-                "input_shape": list(x.shape),
-                "input_channels_last": bool(x.is_contiguous(memory_format=torch.channels_last)
-                                            and not x.is_contiguous()),
-                "input_dtype": str(x.dtype).removeprefix("torch."),
-                "output_dtype": str(output.dtype).removeprefix("torch."),
-                "device": str(x.device),
-                "autocast": torch.is_autocast_enabled(x.device.type) if x.is_cuda else False,
-            })
+            rows.append(
+                {
+                    "training": module.training,
+                    "input_shape": list(x.shape),
+                    "input_channels_last": bool(
+                        x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+                    ),
+                    "input_dtype": str(x.dtype).removeprefix("torch."),
+                    "output_dtype": str(output.dtype).removeprefix("torch."),
+                    "device": str(x.device),
+                    "autocast": torch.is_autocast_enabled(x.device.type) if x.is_cuda else False,
+                }
+            )
 
     def close(self) -> None:
         self.handle.remove()
@@ -156,10 +164,12 @@ class ConvProbe:
 def smoke_sweep(work: Path, data_dir: str, on_gpu: bool, cap_bytes: int) -> dict:
     import optuna
 
-    from maskcls_hpo.objective import TrialAttrs, make_objective
-    from maskcls_hpo.storage import HeartbeatSettings, open_storage
-    from maskcls_hpo.sweep import load_sweep
-    from maskcls_hpo.workers import WorkerSettings, prepare_study, run_worker
+    from maskcls_hpo.hpo.attrs import TrialAttrs
+    from maskcls_hpo.hpo.objective import make_objective
+    from maskcls_hpo.hpo.storage import HeartbeatSettings, open_storage
+    from maskcls_hpo.hpo.sweep import load_sweep
+    from maskcls_hpo.hpo.launch import prepare_study
+    from maskcls_hpo.hpo.worker import WorkerSettings, run_worker
 
     sweep = load_sweep(HERE / "sweeps" / "gpu_smoke.py")
     url = f"sqlite:///{work / 'smoke.db'}"
@@ -205,8 +215,15 @@ def smoke_sweep(work: Path, data_dir: str, on_gpu: bool, cap_bytes: int) -> dict
         finally:
             probe.trial = None
 
-    settings = WorkerSettings(sweep_path=sweep.path, storage_url=url, study_name=name, n_trials=3,
-                              overrides=overrides, checkpoints=work / "ckpt", poll_interval=0.2)
+    settings = WorkerSettings(
+        sweep_path=sweep.path,
+        storage_url=url,
+        study_name=name,
+        n_trials=3,
+        overrides=overrides,
+        checkpoints=work / "ckpt",
+        poll_interval=0.2,
+    )
     try:
         report = run_worker(settings, sweep=sweep, objective=objective)
     finally:
@@ -219,14 +236,22 @@ def smoke_sweep(work: Path, data_dir: str, on_gpu: bool, cap_bytes: int) -> dict
     for t in study.get_trials(deepcopy=False):
         metrics_file = work / "ckpt" / name / f"trial_{t.number:05d}" / "metrics.json"
         metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-        trials.append({
-            "number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
-            "reason": t.user_attrs.get(TrialAttrs.REASON), "device": t.user_attrs.get(TrialAttrs.DEVICE),
-            "peak_memory_bytes": t.user_attrs.get(TrialAttrs.PEAK_MEMORY),
-            "images_per_second": t.user_attrs.get(TrialAttrs.IMAGES_PER_SECOND),
-            "metrics_amp": metrics.get("amp"), "metrics_channels_last": metrics.get("channels_last"),
-            "conv_calls": probe.calls.get(t.number, 0), "first_convs": probe.seen.get(t.number, []),
-        })
+        trials.append(
+            {
+                "number": t.number,
+                "state": t.state.name,
+                "value": t.value,
+                "params": t.params,
+                "reason": t.user_attrs.get(TrialAttrs.REASON),
+                "device": t.user_attrs.get(TrialAttrs.DEVICE),
+                "peak_memory_bytes": t.user_attrs.get(TrialAttrs.PEAK_MEMORY),
+                "images_per_second": t.user_attrs.get(TrialAttrs.IMAGES_PER_SECOND),
+                "metrics_amp": metrics.get("amp"),
+                "metrics_channels_last": metrics.get("channels_last"),
+                "conv_calls": probe.calls.get(t.number, 0),
+                "first_convs": probe.seen.get(t.number, []),
+            }
+        )
     by_number = {t["number"]: t for t in trials}
     base = baseline.get("allocated", 0)
     checks = {
@@ -237,23 +262,36 @@ def smoke_sweep(work: Path, data_dir: str, on_gpu: bool, cap_bytes: int) -> dict
     if on_gpu:
         t0 = by_number.get(0, {})
         convs = [c for c in t0.get("first_convs", []) if c["training"]]
-        checks.update({
-            "trial 1 pruned with reason oom": by_number.get(1, {}).get("state") == "PRUNED"
-            and by_number.get(1, {}).get("reason") == "oom",
-            "bf16 autocast used (conv output bfloat16)": bool(convs) and convs[0]["output_dtype"] == "bfloat16",
-            "channels_last input to the first conv": bool(convs) and convs[0]["input_channels_last"],
-            "on cuda": bool(convs) and convs[0]["device"].startswith("cuda"),
-            "metrics.json says amp bfloat16 + channels_last": t0.get("metrics_amp") == "bfloat16"
-            and t0.get("metrics_channels_last") is True,
-            "memory back to the baseline (+1 MiB) after every trial, no gc": all(
-                m["allocated"] <= base + 1 * MiB for m in memory[1:]),
-            "memory back to the baseline (+1 MiB) after every trial, after gc": all(
-                m["allocated_after_gc"] <= base + 1 * MiB for m in memory[1:]),
-        })
-    return {"report": {"complete": report.complete, "pruned": report.pruned, "failed": report.failed,
-                       "stop_reason": report.stop_reason},
-            "memory_cap_bytes": cap_bytes if on_gpu else None, "memory": memory, "trials": trials,
-            "checks": checks, "all_checks_pass": all(checks.values())}
+        checks.update(
+            {
+                "trial 1 pruned with reason oom": by_number.get(1, {}).get("state") == "PRUNED"
+                and by_number.get(1, {}).get("reason") == "oom",
+                "bf16 autocast used (conv output bfloat16)": bool(convs) and convs[0]["output_dtype"] == "bfloat16",
+                "channels_last input to the first conv": bool(convs) and convs[0]["input_channels_last"],
+                "on cuda": bool(convs) and convs[0]["device"].startswith("cuda"),
+                "metrics.json says amp bfloat16 + channels_last": t0.get("metrics_amp") == "bfloat16"
+                and t0.get("metrics_channels_last") is True,
+                "memory back to the baseline (+1 MiB) after every trial, no gc": all(
+                    m["allocated"] <= base + 1 * MiB for m in memory[1:]
+                ),
+                "memory back to the baseline (+1 MiB) after every trial, after gc": all(
+                    m["allocated_after_gc"] <= base + 1 * MiB for m in memory[1:]
+                ),
+            }
+        )
+    return {
+        "report": {
+            "complete": report.complete,
+            "pruned": report.pruned,
+            "failed": report.failed,
+            "stop_reason": report.stop_reason,
+        },
+        "memory_cap_bytes": cap_bytes if on_gpu else None,
+        "memory": memory,
+        "trials": trials,
+        "checks": checks,
+        "all_checks_pass": all(checks.values()),
+    }
 
 
 # --- 3. loader equality -------------------------------------------------------------------------------
@@ -349,14 +387,33 @@ def _epoch_without_step_sync(T, run, batches) -> float:
     return seen / (time.perf_counter() - started)
 
 
-def training_speed(model: str, batch_size: int, data_dir: str, work: Path, size: tuple[int, int], device: str,
-                   epochs: int, cudnn_benchmark: bool = False) -> dict:
+def training_speed(
+    model: str,
+    batch_size: int,
+    data_dir: str,
+    work: Path,
+    size: tuple[int, int],
+    device: str,
+    epochs: int,
+    cudnn_benchmark: bool = False,
+) -> dict:
     from maskcls_hpo import train as T
     from maskcls_hpo.config import TrainConfig
 
-    config = TrainConfig(model=model, pretrained=False, image_size=size, batch_size=batch_size, epochs=100,
-                         device=device, amp=True, channels_last=True, data_dir=data_dir,
-                         cache_dir=str(work / "cache"), val_ratio=0.2, augment=True)
+    config = TrainConfig(
+        model=model,
+        pretrained=False,
+        image_size=size,
+        batch_size=batch_size,
+        epochs=100,
+        device=device,
+        amp=True,
+        channels_last=True,
+        data_dir=data_dir,
+        cache_dir=str(work / "cache"),
+        val_ratio=0.2,
+        augment=True,
+    )
     on_gpu = device == "cuda"
     old_bench = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = cudnn_benchmark
@@ -370,8 +427,15 @@ def training_speed(model: str, batch_size: int, data_dir: str, work: Path, size:
             t0 = time.perf_counter()
             _, ips = T._train_epoch(run, epoch)
             seconds = time.perf_counter() - t0
-            pipe.append({"epoch": epoch, "images_per_second": round(ips, 1), "seconds": round(seconds, 3),
-                         "input_wait_s": round(timed.wait_s, 4), "input_wait_share": round(timed.wait_s / seconds, 4)})
+            pipe.append(
+                {
+                    "epoch": epoch,
+                    "images_per_second": round(ips, 1),
+                    "seconds": round(seconds, 3),
+                    "input_wait_s": round(timed.wait_s, 4),
+                    "input_wait_share": round(timed.wait_s / seconds, 4),
+                }
+            )
         resident_batches = [(x.clone(), y.clone()) for x, y in real]
         run.train_loader = ResidentLoader(resident_batches, real.indices)
         res = []
@@ -383,11 +447,17 @@ def training_speed(model: str, batch_size: int, data_dir: str, work: Path, size:
         pipe_ips = median([p["images_per_second"] for p in pipe[1:]])
         res_ips = median(res[1:])
         out = {
-            "model": model, "image_size_hw": list(size), "batch_size": batch_size,
+            "model": model,
+            "image_size_hw": list(size),
+            "batch_size": batch_size,
             "amp": str(run.amp_dtype).removeprefix("torch.") if run.amp_dtype is not None else None,
-            "channels_last": run.channels_last, "cudnn_benchmark": cudnn_benchmark,
-            "train_images_per_epoch": len(real.indices), "pipeline_epochs": pipe, "resident_images_per_second": res,
-            "images_per_second": pipe_ips, "resident_median_images_per_second": res_ips,
+            "channels_last": run.channels_last,
+            "cudnn_benchmark": cudnn_benchmark,
+            "train_images_per_epoch": len(real.indices),
+            "pipeline_epochs": pipe,
+            "resident_images_per_second": res,
+            "images_per_second": pipe_ips,
+            "resident_median_images_per_second": res_ips,
             "resident_no_step_sync_images_per_second": nosync,
             "input_wait_share": median([p["input_wait_share"] for p in pipe[1:]]),
             "slowdown_vs_resident": round(max(0.0, 1 - pipe_ips / res_ips), 4) if res_ips else None,
@@ -406,14 +476,22 @@ def training_speed(model: str, batch_size: int, data_dir: str, work: Path, size:
 # --- 6. concurrency -----------------------------------------------------------------------------------
 
 
-def concurrency(work: Path, data_dir: str, gpus: list[str] | None, plan: list[tuple[int, int]],
-                deadline: float, sweep_file: str = "gpu_concurrency.py") -> dict:
+def concurrency(
+    work: Path,
+    data_dir: str,
+    gpus: list[str] | None,
+    plan: list[tuple[int, int]],
+    deadline: float,
+    sweep_file: str = "gpu_concurrency.py",
+) -> dict:
     import optuna
 
-    from maskcls_hpo.launch import prepare_data
-    from maskcls_hpo.storage import HeartbeatSettings, open_storage
-    from maskcls_hpo.sweep import load_sweep
-    from maskcls_hpo.workers import launch, prepare_study
+    from maskcls_hpo.hpo.launch import prepare_data, prepare_study
+    from maskcls_hpo.hpo.settings import WorkerSettings
+    from maskcls_hpo.hpo.storage import HeartbeatSettings, open_storage
+    from maskcls_hpo.hpo.supervisor import LocalWorkers
+    from maskcls_hpo.hpo.sweep import load_sweep
+    from maskcls_hpo.hpo.trials import count_trials
 
     sweep = load_sweep(HERE / "sweeps" / sweep_file)
     config = sweep.build_config({}, {"data_dir": data_dir})
@@ -429,22 +507,43 @@ def concurrency(work: Path, data_dir: str, gpus: list[str] | None, plan: list[tu
         storage = open_storage(url, HeartbeatSettings())
         prepare_study(sweep, storage, name, n_trials)
         t0 = time.monotonic()
-        counts, codes = launch(sweep, url, name, n_trials, workers=workers, gpus=gpus, data_dir=data_dir,
-                               timeout=max(10.0, left - 25), checkpoints=work / "ckpt", log_dir=work / "logs" / name,
-                               poll_interval=0.5)
+        settings = WorkerSettings(
+            sweep_path=sweep.path,
+            storage_url=url,
+            study_name=name,
+            n_trials=n_trials,
+            overrides={"data_dir": data_dir},
+            timeout=max(10.0, left - 25),
+            checkpoints=work / "ckpt",
+            logs=work / "logs",
+            poll_interval=0.5,
+        )
+        with LocalWorkers(settings, workers, gpus=gpus) as pool:
+            codes = pool.wait(poll_interval=0.5)
         wall = time.monotonic() - t0
         study = optuna.load_study(study_name=name, storage=storage)
+        counts = count_trials(storage, study._study_id)
         done = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished() and t.datetime_complete]
-        row = {"workers": workers, "n_trials": n_trials, "finished": counts.finished, "failed": counts.failed,
-               "exit_codes": codes, "wall_s": round(wall, 1)}
+        row = {
+            "workers": workers,
+            "n_trials": n_trials,
+            "finished": counts.finished,
+            "failed": counts.failed,
+            "exit_codes": codes,
+            "wall_s": round(wall, 1),
+        }
         if done:
             first = min(t.datetime_start for t in done)
             last = max(t.datetime_complete for t in done)
             span = (last - first).total_seconds()
             per_trial = [(t.datetime_complete - t.datetime_start).total_seconds() for t in done]
-            row.update({"span_s": round(span, 1),
-                        "trials_per_minute": round(60 * len(done) / span, 2) if span else None,
-                        "median_trial_s": round(median(per_trial), 2)})
+            row.update(
+                {
+                    "span_s": round(span, 1),
+                    "trials_per_minute": round(60 * len(done) / span, 2) if span else None,
+                    "median_trial_s": round(median(per_trial), 2),
+                }
+            )
         rows.append(row)
         print(f"  {workers} worker(s): {row}", flush=True)
     out: dict[str, Any] = {"sweep": f"benchmarks/sweeps/{sweep_file}", "runs": rows}
@@ -494,18 +593,47 @@ def main() -> None:
         if "training" not in skip:
             check.phase(f"training_{model}", training_speed, 35, model, batch, small_dir, work, size, device, epochs)
     if on_gpu and "training" not in skip:
-        check.phase("training_efficientnet_b0_cudnn_benchmark", training_speed, 30, "efficientnet_b0", 64,
-                    small_dir, work, size, device, epochs, cudnn_benchmark=True)
+        check.phase(
+            "training_efficientnet_b0_cudnn_benchmark",
+            training_speed,
+            30,
+            "efficientnet_b0",
+            64,
+            small_dir,
+            work,
+            size,
+            device,
+            epochs,
+            cudnn_benchmark=True,
+        )
     if "b1_cuda" not in skip and "real_size" in data:
         from b1_input_pipeline import run_b1
 
         sizes = [(512, 384), (299, 299)] if on_gpu else [(64, 48)]
-        check.phase("b1_cuda" if on_gpu else "b1_cpu_smoke", run_b1, 40, Path(data["real_size"]["dir"]), sizes,
-                    3 if on_gpu else 2, 32, 2, device)
+        check.phase(
+            "b1_cuda" if on_gpu else "b1_cpu_smoke",
+            run_b1,
+            40,
+            Path(data["real_size"]["dir"]),
+            sizes,
+            3 if on_gpu else 2,
+            32,
+            2,
+            device,
+        )
     if "concurrency" not in skip:
         deadline = time.monotonic() + check.left()
-        check.phase("concurrency", concurrency, 60, work, small_dir, gpus, conc_plan, deadline,
-                    "gpu_concurrency.py" if on_gpu else "gpu_smoke.py")
+        check.phase(
+            "concurrency",
+            concurrency,
+            60,
+            work,
+            small_dir,
+            gpus,
+            conc_plan,
+            deadline,
+            "gpu_concurrency.py" if on_gpu else "gpu_smoke.py",
+        )
     check.result["finished"] = True
     check.save()
     shutil.rmtree(work, ignore_errors=True)

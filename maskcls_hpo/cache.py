@@ -306,7 +306,6 @@ class BatchLoader:
         ValueError: bad shapes, an index out of range or ``batch_size < 1``.
     """
 
-
     def __init__(
         self,
         images: np.ndarray,

@@ -1,13 +1,16 @@
-"""The `maskcls-hpo` command line (Typer). Each verb parses its options, calls one module, prints.
+"""The `maskcls-hpo` command line (Typer). Each verb parses its options, calls the Python API, prints.
 
 Heavy imports (torch, timm, optuna) happen inside the verbs so that `--help` stays fast. Errors that a
-user can fix (bad data, bad config, bad storage URL) are printed as one line and exit with code 1.
+user can fix (every :class:`~maskcls_hpo.errors.MaskclsError`) are caught in one place (:func:`verb`),
+printed as one line and exit with code 1.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -18,16 +21,47 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split
 console = Console(stderr=True)
 
 
-def fail(message: str, code: int = 1) -> None:
+def fail(message: str, code: int = 1) -> NoReturn:
     """Print one red line on stderr and exit with `code` (never a traceback)."""
     console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
+def _report(err: Exception) -> NoReturn:
+    """The one place where a user-fixable error becomes output: each problem on its own line, then a summary."""
+    from maskcls_hpo.errors import DataError
+    from maskcls_hpo.hpo.storage import mask_password
+
+    problems = getattr(err, "problems", None)
+    if isinstance(err, DataError) and problems and len(problems) > 1:
+        for line in problems:
+            console.print(mask_password(line), markup=False, highlight=False, soft_wrap=True)
+        fail(f"{len(problems)} problem(s); fix them (see `maskcls-hpo check-data`) and try again", err.exit_code)
+    fail(mask_password(err), getattr(err, "exit_code", 1))
+
+
+def verb(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a Typer command whose :class:`MaskclsError` is printed as one line (exit 1), never a traceback."""
+
+    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            from maskcls_hpo.errors import MaskclsError
+
+            try:
+                return fn(*args, **kwargs)
+            except MaskclsError as err:
+                _report(err)
+
+        return app.command(name)(run)
+
+    return register
+
+
 # --- data -----------------------------------------------------------------------------------------
 
 
-@app.command("demo-data")
+@verb("demo-data")
 def demo_data_cmd(
     out: Path = typer.Argument(..., help="Folder to write the dataset into (train/ and eval/)."),
     persons: int = typer.Option(300, help="Train persons (7 images each)."),
@@ -43,16 +77,19 @@ def demo_data_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Write a dataset in the competition layout (procedural faces, or real faces with drawn masks)."""
-    from maskcls_hpo.demo import DemoDataError, write_contact_sheet, write_demo_dataset
+    from maskcls_hpo.demo import write_contact_sheet, write_demo_dataset
 
-    try:
-        summary = write_demo_dataset(
-            out, persons=persons, eval_persons=eval_persons, size=size, seed=seed, faces=faces,
-            progress=not quiet, overwrite=overwrite,
-        )
-        sheet = None if no_contact_sheet else write_contact_sheet(out, contact_sheet or out / "contact_sheet.png")
-    except DemoDataError as err:
-        fail(str(err))
+    summary = write_demo_dataset(
+        out,
+        persons=persons,
+        eval_persons=eval_persons,
+        size=size,
+        seed=seed,
+        faces=faces,
+        progress=not quiet,
+        overwrite=overwrite,
+    )
+    sheet = None if no_contact_sheet else write_contact_sheet(out, contact_sheet or out / "contact_sheet.png")
     w, h = summary.size
     kind = f"faces from {summary.faces}" if summary.faces else "procedural faces"
     print(
@@ -64,7 +101,7 @@ def demo_data_cmd(
         print(f"contact sheet: {sheet}")
 
 
-@app.command("check-data")
+@verb("check-data")
 def check_data_cmd(
     data_dir: Path = typer.Option(..., "--data-dir", help="Dataset root (train/ and eval/)."),
     age_bins: str = typer.Option("30,60", help="Age band edges in years."),
@@ -74,11 +111,10 @@ def check_data_cmd(
     from rich.table import Table
 
     from maskcls_hpo.data import DataError, check_train, load_eval, load_train, summarize
+    from maskcls_hpo.labels import GENDERS, MASK_NAMES, age_band_names, check_age_bins, decode_label
 
     try:
-        bins = tuple(int(v) for v in age_bins.split(","))
-        if len(bins) != 2 or not 0 < bins[0] < bins[1]:
-            raise ValueError
+        bins = check_age_bins(age_bins.split(","))
     except ValueError:
         fail(f"--age-bins must be two increasing ages in years, e.g. 30,60 (got {age_bins!r})")
     problems = check_train(data_dir)
@@ -100,15 +136,13 @@ def check_data_cmd(
         fail(f"{len(problems)} problem(s) in {data_dir}; fix them and run check-data again")
 
     s = summarize(samples)
-    a, b = bins
-    mask_names, gender_names = ("wear", "incorrect", "not wear"), ("male", "female")
-    band_names = (f"<{a}", f"{a}-{b - 1}", f">={b}")
+    band_names = age_band_names(bins)
     out = Console()
     overview = Table(title=f"train part of {data_dir}", show_header=False)
     overview.add_row("persons", str(s["persons"]))
     overview.add_row("images", str(s["images"]))
     overview.add_row("extensions", ", ".join(f"{k} {v}" for k, v in s["extensions"].items()))
-    for task, names in (("mask", mask_names), ("gender", gender_names), ("age", band_names)):
+    for task, names in (("mask", MASK_NAMES), ("gender", GENDERS), ("age", band_names)):
         overview.add_row(task, ", ".join(f"{n} {c}" for n, c in zip(names, s[task], strict=True)))
     for change in samples.attrs.get("corrections", []):
         overview.add_row("correction", change)
@@ -117,18 +151,19 @@ def check_data_cmd(
         overview.add_row("corrections skipped", f"{len(skipped)} id(s) not in the data")
     overview.add_row("eval images", str(len(eval_part)) if eval_part is not None else "no eval/ folder")
     out.print(overview)
-    classes = Table(title="images per class", caption="class = mask * 6 + gender * 3 + age band")
+    classes = Table(title="images per class", caption="class id: see maskcls_hpo.labels")
     for col in ("class", "mask", "gender", "age", "images"):
         classes.add_column(col, justify="right" if col in ("class", "images") else "left")
     for y, count in enumerate(s["classes"]):
-        classes.add_row(str(y), mask_names[y // 6], gender_names[(y // 3) % 2], band_names[y % 3], str(count))
+        mask, gender, band = decode_label(y)
+        classes.add_row(str(y), MASK_NAMES[mask], GENDERS[gender], band_names[band], str(count))
     out.print(classes)
 
 
 # --- training -------------------------------------------------------------------------------------
 
 
-@app.command("train")
+@verb("train")
 def train_cmd(
     config: Optional[Path] = typer.Option(None, help="Training config (YAML/JSON; an export file works)."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Overrides the config's data_dir."),
@@ -142,17 +177,14 @@ def train_cmd(
     """Train one model from a config (independent of any study)."""
     import yaml
 
-    from maskcls_hpo.config import ConfigError, TrainConfig, config_from_mapping, load_config, save_config
+    from maskcls_hpo.config import TrainConfig, config_from_mapping, load_config, save_config
     from maskcls_hpo.data import DataError
 
-    try:
-        cfg = load_config(config) if config is not None else TrainConfig()
-        overrides = {"data_dir": str(data_dir) if data_dir else None, "epochs": epochs, "full_data": full_data or None}
-        overrides = {k: v for k, v in overrides.items() if v is not None}
-        if overrides:
-            cfg = config_from_mapping(cfg.to_dict() | overrides, source=f"{config or 'defaults'} + options")
-    except ConfigError as err:
-        fail(str(err))
+    cfg = load_config(config) if config is not None else TrainConfig()
+    overrides = {"data_dir": str(data_dir) if data_dir else None, "epochs": epochs, "full_data": full_data or None}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if overrides:
+        cfg = config_from_mapping(cfg.to_dict() | overrides, source=f"{config or 'defaults'} + options")
     if print_config:
         typer.echo(yaml.safe_dump(cfg.to_dict(), sort_keys=False), nl=False)
         return
@@ -160,15 +192,17 @@ def train_cmd(
     import logging
 
     logging.getLogger("maskcls_hpo.train").setLevel(logging.WARNING)  # the table below shows every epoch
-    from maskcls_hpo.train import EpochResult, TrainingError, train
+    from maskcls_hpo.train import EpochResult, train
 
     out_console = Console(highlight=False, soft_wrap=True)
     out_console.print(
         f"training {cfg.model} ({cfg.head} head, {cfg.loss}, {cfg.optimizer} lr {cfg.lr:g}, batch {cfg.batch_size}) "
         f"for {cfg.epochs} epoch(s) on {cfg.data_dir}{' (all persons)' if cfg.full_data else ''} -> {out}"
     )
-    out_console.print(f"{'epoch':>5} {'train loss':>10} {'val loss':>9} {'macro F1':>9} {'accuracy':>9} "
-                      f"{'mask F1':>8} {'gender F1':>9} {'age F1':>7} {'lr':>9} {'s':>6} {'img/s':>7}")
+    out_console.print(
+        f"{'epoch':>5} {'train loss':>10} {'val loss':>9} {'macro F1':>9} {'accuracy':>9} "
+        f"{'mask F1':>8} {'gender F1':>9} {'age F1':>7} {'lr':>9} {'s':>6} {'img/s':>7}"
+    )
 
     def show(r: EpochResult) -> None:
         t = r.task_f1
@@ -187,8 +221,6 @@ def train_cmd(
             for line in err.problems:
                 console.print(line, markup=False, highlight=False, soft_wrap=True)
             fail(f"{len(err.problems)} problem(s) in {cfg.data_dir}; see `maskcls-hpo check-data`")
-        fail(str(err))
-    except (ConfigError, TrainingError) as err:
         fail(str(err))
     if cfg.full_data:
         out_console.print(f"trained on all persons; the last epoch ({result.best_epoch}) is kept")
@@ -221,72 +253,31 @@ StudyOption = Annotated[Optional[str], typer.Option(help=STUDY_HELP)]
 
 
 def _setup_logging(verbose: bool = False) -> None:
-    import logging
+    from maskcls_hpo.logs import setup_logging
 
-    from rich.logging import RichHandler
-
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(message)s",
-        handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=False)],
-        force=True,
-    )
-    logging.getLogger("maskcls_hpo").setLevel(logging.INFO)
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # Optuna's schema setup logs plugin lines at INFO
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    setup_logging(console, verbose=verbose)
 
 
 def _resolve_storage(storage: Optional[str], must_exist: bool = False, password_file: Optional[Path] = None) -> str:
-    from maskcls_hpo.storage import StorageError, resolve_storage_url
+    from maskcls_hpo.hpo.storage import resolve_storage_url
 
-    try:
-        return resolve_storage_url(storage, must_exist=must_exist,
-                                   password_file=str(password_file) if password_file is not None else None)
-    except StorageError as err:
-        fail(str(err))
-        raise  # unreachable
-
-
-def _open_storage(url: str, create: bool = False, interval: Optional[int] = None, grace: Optional[int] = None):
-    from maskcls_hpo.storage import HeartbeatSettings, StorageError, open_storage
-
-    try:
-        return open_storage(url, HeartbeatSettings.from_env(interval, grace), create=create)
-    except StorageError as err:
-        fail(str(err))
-        raise
+    return resolve_storage_url(
+        storage, must_exist=must_exist, password_file=str(password_file) if password_file is not None else None
+    )
 
 
 def _load_study(url: str, study_name: Optional[str]):
     """Open an existing study for readers (status/export/report): one clear line when it is not there."""
-    import optuna
+    from maskcls_hpo.api import open_study
 
-    from maskcls_hpo.storage import display_url
-
-    storage = _open_storage(url, create=False)
-    try:
-        names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
-    except Exception as err:  # noqa: BLE001 - a database without Optuna's tables
-        from maskcls_hpo.storage import mask_password
-
-        fail(f"cannot read studies from {display_url(url)}: {mask_password(err)}")
-    if study_name is None:
-        if len(names) != 1:
-            listed = ", ".join(names) if names else "none"
-            fail(f"storage {display_url(url)} holds {len(names)} studies ({listed}); pass --study NAME")
-        study_name = names[0]
-    if study_name not in names:
-        fail(f"no study '{study_name}' in {display_url(url)} (studies: {', '.join(names) or 'none'})")
-    return optuna.load_study(study_name=study_name, storage=storage)
+    return open_study(url, study_name)
 
 
 def _data_overrides(data_dir: Optional[Path]) -> dict:
     return {"data_dir": str(data_dir)} if data_dir is not None else {}
 
 
-@app.command("launch")
+@verb("launch")
 def launch_cmd(
     sweep_file: Path = typer.Argument(..., help="Sweep file, e.g. sweeps/smoke.py."),
     n_trials: int = typer.Option(
@@ -307,20 +298,45 @@ def launch_cmd(
 ) -> None:
     """Create or resume a study and run workers until it holds --n-trials finished trials."""
     _setup_logging()
-    from maskcls_hpo.launch import LaunchPlan, run_launch
+    from rich.live import Live
+
+    from maskcls_hpo.hpo.launch import run_sweep
+    from maskcls_hpo.hpo.progress import progress_table
 
     url = _resolve_storage(storage, password_file=password_file)
-    plan = LaunchPlan(
-        sweep_file=sweep_file, n_trials=n_trials, workers=workers,
-        gpus=[g.strip() for g in gpus.split(",") if g.strip()] if gpus else None,
-        overrides=_data_overrides(data_dir), timeout=timeout, storage_url=url, study_name=study,
-        heartbeat_interval=heartbeat_interval, grace_period=grace_period, checkpoints=checkpoints,
-    )
-    code = run_launch(plan, console=console, fail=fail)
-    raise typer.Exit(code)
+    say = functools.partial(console.print, highlight=False)
+    with Live(console=console, refresh_per_second=2, transient=False, auto_refresh=False) as live:
+        result = run_sweep(
+            sweep_file,
+            n_trials,
+            storage=url,
+            study_name=study,
+            workers=workers,
+            gpus=[g.strip() for g in gpus.split(",") if g.strip()] if gpus else None,
+            overrides=_data_overrides(data_dir),
+            timeout=timeout,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
+            checkpoints=checkpoints,
+            password_file=password_file,
+            on_progress=lambda p: live.update(progress_table(p), refresh=True),
+            on_message=say,
+        )
+    if result.interrupted:
+        say(result.message)
+        raise typer.Exit(130)
+    if not result.worker_exit_codes:  # nothing to do, or --workers 0
+        say(result.message)
+        return
+    console.print()
+    say(result.message)
+    if result.best_value is not None:
+        say(f"best val macro F1 {result.best_value:.4f} (trial {result.best_trial})")
+    if not result.reached:
+        fail(result.message)
 
 
-@app.command("worker")
+@verb("worker")
 def worker_cmd(
     sweep_file: Path = typer.Argument(..., help="Sweep file (the same one the study was launched with)."),
     n_trials: Optional[int] = typer.Option(None, "--n-trials", help="Target finished trials (default: the study's)."),
@@ -330,8 +346,9 @@ def worker_cmd(
     password_file: PasswordFileOption = None,
     study: StudyOption = None,
     worker_index: Optional[int] = typer.Option(
-        None, help="Index of this worker: offsets the sampler seed (default: a random one, so that workers started "
-        "alike on several machines or as compose replicas sample different params)."
+        None,
+        help="Index of this worker: offsets the sampler seed (default: a random one, so that workers started "
+        "alike on several machines or as compose replicas sample different params).",
     ),
     heartbeat_interval: Optional[int] = typer.Option(None, help="Heartbeat interval in seconds (default 30)."),
     grace_period: Optional[int] = typer.Option(None, help="Seconds without heartbeat before a trial is stale (120)."),
@@ -340,53 +357,56 @@ def worker_cmd(
 ) -> None:
     """Join a study as one worker (from another shell or machine) and run trials until the budget is met."""
     _setup_logging(verbose=True)
-    from maskcls_hpo.storage import HeartbeatSettings, StorageError, storage_folder
-    from maskcls_hpo.sweep import SweepError, load_sweep
-    from maskcls_hpo.workers import LaunchError, WorkerSettings, run_worker
+    from maskcls_hpo.hpo.storage import HeartbeatSettings
+    from maskcls_hpo.hpo.sweep import load_sweep
+    from maskcls_hpo.hpo.worker import WorkerSettings, run_worker
 
     url = _resolve_storage(storage, password_file=password_file)
     if worker_index is None:
         import secrets
 
         worker_index = 1000 + secrets.randbelow(1_000_000)
+    sweep = load_sweep(sweep_file)
+    settings = WorkerSettings(
+        sweep_path=sweep_file,
+        storage_url=url,
+        study_name=study or sweep.name,
+        n_trials=n_trials,
+        overrides=_data_overrides(data_dir),
+        heartbeat=HeartbeatSettings.from_env(heartbeat_interval, grace_period),
+        timeout=timeout,
+        max_consecutive_failures=max_consecutive_failures,
+        worker_index=worker_index,
+        checkpoints=checkpoints,
+    )
     try:
-        sweep = load_sweep(sweep_file)
-        settings = WorkerSettings(
-            sweep_path=sweep_file, storage_url=url, study_name=study or sweep.name, n_trials=n_trials,
-            overrides=_data_overrides(data_dir), heartbeat=HeartbeatSettings.from_env(heartbeat_interval, grace_period),
-            timeout=timeout, max_consecutive_failures=max_consecutive_failures, worker_index=worker_index,
-            checkpoints=checkpoints or storage_folder(url, "checkpoints"),
-        )
         report = run_worker(settings, sweep)
-    except (StorageError, SweepError, LaunchError) as err:
-        fail(str(err))
     except KeyboardInterrupt:
         console.print("worker interrupted")
         raise typer.Exit(130) from None
     console.print(
         f"worker {worker_index}: {report.complete} complete, {report.pruned} pruned, {report.failed} failed; "
-        f"{report.stop_reason}", highlight=False,
+        f"{report.stop_reason}",
+        highlight=False,
     )
-    if report.stop_reason == "interrupted":
-        raise typer.Exit(130)
-    if not report.ok:
-        raise typer.Exit(3)
+    if report.exit_code:
+        raise typer.Exit(report.exit_code)
 
 
-@app.command("status")
+@verb("status")
 def status_cmd(
     storage: StorageOption = None,
     password_file: PasswordFileOption = None,
     study: StudyOption = None,
 ) -> None:
     """Trial counts by state, the best trial, running trials with their last heartbeat, stale trials."""
-    from maskcls_hpo.status import print_status
+    from maskcls_hpo.hpo.status import print_status
 
     url = _resolve_storage(storage, must_exist=True, password_file=password_file)
     print_status(_load_study(url, study), console)
 
 
-@app.command("export")
+@verb("export")
 def export_cmd(
     out: Path = typer.Option(Path("best.yaml"), help="Output file (.yaml/.yml or .json)."),
     trial: Optional[int] = typer.Option(None, help="Export this trial number instead of the best."),
@@ -397,14 +417,11 @@ def export_cmd(
     study: StudyOption = None,
 ) -> None:
     """Write the best COMPLETE trial's full training config (plus study metadata) for `train --config`."""
-    from maskcls_hpo.export import ExportError, export_trials
+    from maskcls_hpo.hpo.export import export_trials
 
     url = _resolve_storage(storage, must_exist=True, password_file=password_file)
     loaded = _load_study(url, study)
-    try:
-        paths = export_trials(loaded, out, trial_number=trial, top=top, fmt=format)
-    except ExportError as err:
-        fail(str(err))
+    paths = export_trials(loaded, out, trial_number=trial, top=top, fmt=format)
     for p in paths:
         console.print(f"wrote {p}", highlight=False)
 
@@ -412,7 +429,7 @@ def export_cmd(
 # --- dashboard and report -------------------------------------------------------------------------
 
 
-@app.command("dashboard")
+@verb("dashboard")
 def dashboard_cmd(
     storage: StorageOption = None,
     password_file: PasswordFileOption = None,
@@ -420,22 +437,23 @@ def dashboard_cmd(
     port: int = typer.Option(8080, min=0, max=65535, help="Port to listen on (0: any free port)."),
 ) -> None:
     """Run optuna-dashboard on the study database and the trials' artifacts (Ctrl-C stops it)."""
-    from maskcls_hpo.dashboard import DashboardError, dashboard_app, is_loopback, serve_dashboard
-    from maskcls_hpo.storage import StorageError, display_url
+    from maskcls_hpo.hpo.storage import display_url
+    from maskcls_hpo.results.dashboard import dashboard_app, is_loopback, serve_dashboard
 
     url = _resolve_storage(storage, must_exist=True, password_file=password_file)
-    try:
-        dash = dashboard_app(url)
-    except (StorageError, DashboardError) as err:
-        fail(str(err))
+    dash = dashboard_app(url)
     studies = ", ".join(dash.studies) if dash.studies else "none yet"
     console.print(
         f"optuna-dashboard on {display_url(url)} (studies: {studies}); artifacts in {dash.artifact_dir}",
-        highlight=False, soft_wrap=True,
+        highlight=False,
+        soft_wrap=True,
     )
     if not is_loopback(host):
-        console.print(f"[yellow]warning:[/] listening on {host}: anyone who can reach this machine can open "
-                      "the dashboard (it has no login)", highlight=False)
+        console.print(
+            f"[yellow]warning:[/] listening on {host}: anyone who can reach this machine can open "
+            "the dashboard (it has no login)",
+            highlight=False,
+        )
 
     def ready(address: str) -> None:
         console.print(f"open {address}  (Ctrl-C to stop)", highlight=False, soft_wrap=True)
@@ -448,7 +466,7 @@ def dashboard_cmd(
         console.print("dashboard stopped", highlight=False)
 
 
-@app.command("report")
+@verb("report")
 def report_cmd(
     out: Path = typer.Option(Path("report.html"), help="HTML file to write (self-contained, opens offline)."),
     top: int = typer.Option(10, min=1, help="Rows of the top-trials table."),
@@ -457,7 +475,7 @@ def report_cmd(
     study: StudyOption = None,
 ) -> None:
     """Write one HTML page with Optuna's plots (history, intermediate values, importances, ...) and the top trials."""
-    from maskcls_hpo.report import write_report
+    from maskcls_hpo.results.report import write_report
 
     url = _resolve_storage(storage, must_exist=True, password_file=password_file)
     loaded = _load_study(url, study)
@@ -471,7 +489,7 @@ def report_cmd(
 # --- submission -----------------------------------------------------------------------------------
 
 
-@app.command("predict")
+@verb("predict")
 def predict_cmd(
     checkpoint: Optional[list[Path]] = typer.Option(
         None, "--checkpoint", help="A checkpoint (model.pt / best.pt of `train`); repeat to ensemble."
@@ -493,22 +511,29 @@ def predict_cmd(
     import numpy as np
 
     from maskcls_hpo.data import DataError
-    from maskcls_hpo.predict import PredictError, predict, study_checkpoints
-    from maskcls_hpo.storage import storage_folder
+    from maskcls_hpo.hpo.export import study_checkpoints
+    from maskcls_hpo.hpo.storage import storage_folder
+    from maskcls_hpo.labels import NUM_CLASSES
+    from maskcls_hpo.predict import PredictError, predict
 
     paths = list(checkpoint or [])
     if study is not None or top is not None:
         url = _resolve_storage(storage, must_exist=True, password_file=password_file)
         loaded = _load_study(url, study)
-        try:
-            paths += study_checkpoints(loaded, top or 1, checkpoints or storage_folder(url, "checkpoints"))
-        except PredictError as err:
-            fail(str(err))
+        paths += study_checkpoints(loaded, top or 1, checkpoints or storage_folder(url, "checkpoints"))
     if not paths:
         fail("nothing to predict with: pass --checkpoint PATH (repeatable) or --study NAME --top K")
     try:
-        result = predict(paths, data_dir, out=out, tta=tta, batch_size=batch_size, device=device,
-                         cache_dir=cache_dir, progress=not quiet)
+        result = predict(
+            paths,
+            data_dir,
+            out=out,
+            tta=tta,
+            batch_size=batch_size,
+            device=device,
+            cache_dir=cache_dir,
+            progress=not quiet,
+        )
     except DataError as err:
         for line in err.problems:
             console.print(line, markup=False, highlight=False, soft_wrap=True)
@@ -517,28 +542,26 @@ def predict_cmd(
         fail(f"{err}; nothing written to {out}")
     for path, head in zip(result.checkpoints, result.heads, strict=True):
         console.print(f"checkpoint {path} ({head} head)", highlight=False)
-    counts = ", ".join(f"{c}: {n}" for c, n in enumerate(np.bincount(result.labels, minlength=18)) if n)
+    counts = ", ".join(f"{c}: {n}" for c, n in enumerate(np.bincount(result.labels, minlength=NUM_CLASSES)) if n)
     console.print(
         f"wrote {out}: {len(result.labels)} rows from {len(paths)} checkpoint(s) (ensemble rule {result.rule}, "
-        f"tta {'on' if tta else 'off'}, device {result.device}); predicted classes {counts}", highlight=False,
+        f"tta {'on' if tta else 'off'}, device {result.device}); predicted classes {counts}",
+        highlight=False,
     )
     answers = data_dir / "eval" / "answers.csv"
     if answers.is_file():
         console.print(f"score it: maskcls-hpo score {out} --answers {answers}", highlight=False)
 
 
-@app.command("score")
+@verb("score")
 def score_cmd(
     submission: Path = typer.Argument(..., help="Submission CSV (ImageID,ans)."),
     answers: Path = typer.Option(..., "--answers", help="True classes (ImageID,ans), e.g. DATA_DIR/eval/answers.csv."),
 ) -> None:
     """Accuracy and macro F1 (18 classes) of a submission against an answers file, matched by ImageID."""
-    from maskcls_hpo.predict import PredictError, score
+    from maskcls_hpo.predict import score
 
-    try:
-        result = score(submission, answers)
-    except PredictError as err:
-        fail(str(err))
+    result = score(submission, answers)
     t = result["task_f1"]
     print(f"images    {result['n']}")
     print(f"accuracy  {result['accuracy']:.4f}")

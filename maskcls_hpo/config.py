@@ -17,11 +17,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from maskcls_hpo.errors import ConfigError
+from maskcls_hpo.labels import check_age_bins
+
 __all__ = ["TrainConfig", "ConfigError", "load_config", "save_config", "config_from_mapping"]
-
-
-class ConfigError(ValueError):
-    """A config file or mapping that cannot be used; the message names the file and the key."""
 
 
 class TrainConfig(BaseModel):
@@ -105,9 +104,7 @@ class TrainConfig(BaseModel):
     @field_validator("age_bins")
     @classmethod
     def _ordered_bins(cls, v: tuple[int, int]) -> tuple[int, int]:
-        if not 0 < v[0] < v[1]:
-            raise ValueError(f"age_bins must be two increasing ages in years, e.g. [30, 60], got {list(v)}")
-        return v
+        return check_age_bins(v)
 
     @field_validator("crop_scale")
     @classmethod

@@ -8,7 +8,7 @@ Layout (DESIGN.md section 3)::
     DATA_DIR/eval/info.csv            columns: ImageID, ans
     DATA_DIR/eval/images/<ImageID>
 
-Labels: ``class_id = mask * 6 + gender * 3 + age_band`` with mask wear=0 (mask1..mask5),
+Labels: the 18-class scheme of :mod:`maskcls_hpo.labels`, with mask wear=0 (mask1..mask5),
 incorrect=1 (incorrect_mask), not wear=2 (normal); gender male=0, female=1; age band by
 ``age_bins=(a, b)``: age < a -> 0, a <= age < b -> 1, age >= b -> 2.
 
@@ -30,6 +30,18 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from maskcls_hpo.errors import DataError
+from maskcls_hpo.labels import (
+    GENDERS,
+    MASK_FILES,
+    NUM_CLASSES,
+    age_band,
+    check_age_bins,
+    decode_label,
+    encode_label,
+    mask_of_file,
+)
+
 __all__ = [
     "DataError",
     "MASK_FILES",
@@ -48,7 +60,6 @@ __all__ = [
     "verify_image",
 ]
 
-MASK_FILES = ("mask1", "mask2", "mask3", "mask4", "mask5", "incorrect_mask", "normal")
 """The 7 file stems of a person folder, in the order rows are sorted."""
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -57,13 +68,10 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 TRAIN_COLUMNS = ("id", "gender", "race", "age", "path")
 """Columns ``train/train.csv`` must have."""
 
-GENDERS = ("male", "female")
-"""Gender values in train.csv and folder names; the index is the label (male=0, female=1)."""
 
 AGE_RANGE = (0, 120)
 """Ages (years, inclusive) accepted as sane; anything else is reported as a problem."""
 
-_MASK_OF_FILE = {"incorrect_mask": 1, "normal": 2, **{f"mask{i}": 0 for i in range(1, 6)}}
 
 KNOWN_CORRECTIONS: tuple[tuple[str, str, str], ...] = (
     # incorrect_mask <-> normal swapped in the real set
@@ -80,67 +88,6 @@ KNOWN_CORRECTIONS: tuple[tuple[str, str, str], ...] = (
 
 CORRECTION_FIELDS = ("gender", "swap_mask_normal")
 """Fields a corrections CSV may change."""
-
-
-class DataError(ValueError):
-    """A dataset (or corrections file) that cannot be used as it is.
-
-    Attributes:
-        problems: one line per problem, each ``"PATH: what is wrong; what to do"``.
-    The message is the problems joined by newlines.
-    """
-
-    def __init__(self, problems: str | Sequence[str]):
-        self.problems = [problems] if isinstance(problems, str) else list(problems)
-        super().__init__("\n".join(self.problems))
-
-
-# --- labels -----------------------------------------------------------------------------------------
-
-
-def encode_label(mask: Any, gender: Any, age_band: Any) -> Any:
-    """The 18-class id ``mask * 6 + gender * 3 + age_band`` (DESIGN.md section 3).
-
-    Works on Python ints (returns ``int``) and on NumPy / torch integer arrays (element-wise).
-
-    Raises:
-        ValueError: a Python int out of range (mask 0..2, gender 0..1, age_band 0..2).
-    """
-    if all(isinstance(v, (int, np.integer)) for v in (mask, gender, age_band)):
-        if not (0 <= mask <= 2 and 0 <= gender <= 1 and 0 <= age_band <= 2):
-            raise ValueError(
-                f"label parts out of range: mask={mask} (0..2), gender={gender} (0..1), age_band={age_band} (0..2)"
-            )
-        return int(mask) * 6 + int(gender) * 3 + int(age_band)
-    return mask * 6 + gender * 3 + age_band
-
-
-def decode_label(y: Any) -> tuple[Any, Any, Any]:
-    """Inverse of :func:`encode_label`: ``(mask, gender, age_band) = (y // 6, (y // 3) % 2, y % 3)``.
-
-    Works on ints and on NumPy / torch integer arrays (each part then has the shape of ``y``).
-    """
-    return y // 6, (y // 3) % 2, y % 3
-
-
-def _check_bins(age_bins: Sequence[int]) -> tuple[int, int]:
-    bins = tuple(int(b) for b in age_bins)
-    if len(bins) != 2 or not 0 < bins[0] < bins[1]:
-        raise ValueError(f"age_bins must be two increasing ages in years, e.g. (30, 60), got {tuple(age_bins)}")
-    return bins  # type: ignore[return-value]
-
-
-def age_band(age: Any, age_bins: Sequence[int] = (30, 60)) -> Any:
-    """Age band of ``age`` (years): ``age < a -> 0``, ``a <= age < b -> 1``, ``age >= b -> 2``.
-
-    Works on ints (returns ``int``) and NumPy arrays (returns an int64 array of the same shape).
-
-    Raises:
-        ValueError: ``age_bins`` is not two increasing positive ages.
-    """
-    a, b = _check_bins(age_bins)
-    bands = np.digitize(np.asarray(age), [a, b], right=False).astype(np.int64)
-    return int(bands) if bands.ndim == 0 else bands
 
 
 # --- image checks -----------------------------------------------------------------------------------
@@ -343,8 +290,7 @@ def _scan_train(data_dir: str | Path, verify: bool = True, workers: int | None =
             problems.append(f"{where}: id {pid!r} already on line {seen_ids[pid]}; list each person once")
         if folder_name and folder_name in seen_folders:
             problems.append(
-                f"{where}: path {folder_name!r} already on line {seen_folders[folder_name]}; "
-                "list each folder once"
+                f"{where}: path {folder_name!r} already on line {seen_folders[folder_name]}; list each folder once"
             )
         seen_ids.setdefault(pid, line)
         seen_folders.setdefault(folder_name, line)
@@ -352,9 +298,7 @@ def _scan_train(data_dir: str | Path, verify: bool = True, workers: int | None =
             continue
         folder = images_dir / folder_name
         if not folder.is_dir():
-            problems.append(
-                f"{folder}: image folder not found ({where}, id {pid!r}); add the folder or remove the row"
-            )
+            problems.append(f"{folder}: image folder not found ({where}, id {pid!r}); add the folder or remove the row")
             continue
         files, folder_problems = _scan_person_folder(folder)
         problems += folder_problems
@@ -411,7 +355,7 @@ def load_train(
             or a bad corrections file.
         ValueError: bad ``age_bins``.
     """
-    bins = _check_bins(age_bins)
+    bins = check_age_bins(age_bins)
     persons, problems = _scan_train(data_dir, verify=verify)
     if problems:
         raise DataError(problems)
@@ -419,7 +363,7 @@ def load_train(
     for person in sorted(persons, key=lambda p: p.person_id):
         band = age_band(person.age, bins)
         for stem in MASK_FILES:
-            mask = _MASK_OF_FILE[stem]
+            mask = mask_of_file(stem)
             records.append(
                 {
                     "path": os.path.abspath(person.files[stem]),
@@ -476,9 +420,11 @@ def _read_corrections(path: Path) -> list[tuple[str, str, str]]:
         if not pid:
             problems.append(f"{where}: empty id")
             continue
-        pairs = [(row["field"].strip(), row["value"].strip())] if long_form else [
-            (f, row[f].strip()) for f in wide_fields if row[f].strip() != ""
-        ]
+        pairs = (
+            [(row["field"].strip(), row["value"].strip())]
+            if long_form
+            else [(f, row[f].strip()) for f in wide_fields if row[f].strip() != ""]
+        )
         for field, value in pairs:
             if field not in CORRECTION_FIELDS:
                 problems.append(f"{where}: unknown field {field!r}; known fields: {', '.join(CORRECTION_FIELDS)}")
@@ -597,9 +543,7 @@ def split_by_person(samples: pd.DataFrame, val_ratio: float, seed: int) -> tuple
     n_val = int(np.ceil(val_ratio * n))
     n_train = n - n_val
     if n < 2 or n_train < 1:
-        raise ValueError(
-            f"cannot split {n} person(s) with val_ratio={val_ratio}: both parts need at least one person"
-        )
+        raise ValueError(f"cannot split {n} person(s) with val_ratio={val_ratio}: both parts need at least one person")
     gender = persons["gender"].to_numpy()
     band = persons["age_band"].to_numpy()
     stratify = None
@@ -674,7 +618,7 @@ def summarize(samples: pd.DataFrame) -> dict[str, Any]:
     return {
         "persons": int(samples["person_id"].nunique()),
         "images": len(samples),
-        "classes": [int(c) for c in np.bincount(labels, minlength=18)],
+        "classes": [int(c) for c in np.bincount(labels, minlength=NUM_CLASSES)],
         "mask": [int(c) for c in np.bincount(samples["mask"].to_numpy(dtype=np.int64), minlength=3)],
         "gender": [int(c) for c in np.bincount(samples["gender"].to_numpy(dtype=np.int64), minlength=2)],
         "age": [int(c) for c in np.bincount(samples["age_band"].to_numpy(dtype=np.int64), minlength=3)],

@@ -35,6 +35,19 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from maskcls_hpo.errors import DemoDataError
+from maskcls_hpo.labels import (
+    DEFAULT_AGE_BINS as AGE_BINS,
+)
+from maskcls_hpo.labels import (
+    GENDERS,
+    MASK_FILES,
+    age_band,
+    class_name,
+    encode_label,
+    mask_of_file,
+)
+
 __all__ = [
     "DemoDataError",
     "DemoSummary",
@@ -44,19 +57,11 @@ __all__ = [
     "write_demo_dataset",
 ]
 
-MASK_FILES = ("mask1", "mask2", "mask3", "mask4", "mask5", "incorrect_mask", "normal")
 MASK_STYLES = ("surgical", "cloth_black", "kn95", "patterned", "cloth_colour")
-GENDERS = ("male", "female")
-MASK_NAMES = ("wear", "incorrect", "not wear")
-AGE_BINS = (30, 60)
 UTK_RACES = ("White", "Black", "Asian", "Indian", "Other")
 _SUPERSAMPLE = 2  # faces are drawn at 2x the output size and downsampled (anti-aliasing)
 # NOTE: the first bytes of a macOS AppleDouble file, as the real set's `._mask1.jpg` files hold.
 _APPLEDOUBLE = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        \x00\x02"
-
-
-class DemoDataError(ValueError):
-    """Bad input to the generator (output folder, faces folder, size, counts); the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -161,10 +166,6 @@ def _parse_utk_name(name: str) -> tuple[int, int, int] | None:
     return age, gender, race
 
 
-def _age_band(age: int) -> int:
-    return 0 if age < AGE_BINS[0] else 1 if age < AGE_BINS[1] else 2
-
-
 def _pick_photos(faces: Path, count: int, rng: np.random.Generator) -> list[tuple[Path, int, int, int]]:
     """`count` distinct adult photos, balanced over gender x age band as far as the folder allows."""
     if not faces.is_dir():
@@ -177,7 +178,7 @@ def _pick_photos(faces: Path, count: int, rng: np.random.Generator) -> list[tupl
         if parsed is None or parsed[0] < 18:
             continue
         age, gender, race = parsed
-        strata.setdefault((gender, _age_band(age)), []).append((path, age, gender, race))
+        strata.setdefault((gender, age_band(age)), []).append((path, age, gender, race))
     usable = sum(len(v) for v in strata.values())
     if usable == 0:
         raise DemoDataError(
@@ -315,7 +316,7 @@ def _draw_procedural_face(person: _Person, canvas: tuple[int, int]) -> tuple[Ima
     rng = np.random.default_rng([person.seed, 1])
     cw, ch = canvas
     female = person.gender == 1
-    band = _age_band(person.age)
+    band = age_band(person.age)
     bg = _jitter(rng, rng.choice([(200, 205, 210), (225, 220, 205), (170, 185, 200), (90, 100, 110)]), 25)
     img = Image.new("RGB", canvas, bg)
     d = ImageDraw.Draw(img)
@@ -615,7 +616,7 @@ def write_demo_dataset(
     Writes `out/train/train.csv` (id, gender, race, age, path) and `out/train/images/<path>/` with the 7
     files mask1..mask5, incorrect_mask, normal per person; `out/eval/info.csv` (ImageID, ans empty) and
     `out/eval/images/<sha1>.jpg` (the eval persons' 7 images each, shuffled); `out/eval/answers.csv`
-    (ImageID, ans = mask * 6 + gender * 3 + age band, bands <30, 30-59, >=60); and `out/sources.csv`
+    (ImageID, ans = the true class id (maskcls_hpo.labels), bands <30, 30-59, >=60); and `out/sources.csv`
     (part, id, gender, race, age, source: the photo file name or `procedural`). No person is in both parts.
     The same arguments give byte-identical files.
 
@@ -694,7 +695,7 @@ def write_demo_dataset(
                 image_id = hashlib.sha1(f"{seed}/{person.pid}/{name}".encode()).hexdigest() + ".jpg"
                 _save(arr, eval_dir / "images" / image_id, gray=i * 7 + f == eval_gray)
                 mask = 0 if name.startswith("mask") else 1 if name == "incorrect_mask" else 2
-                eval_rows.append((image_id, mask * 6 + person.gender * 3 + _age_band(person.age)))
+                eval_rows.append((image_id, encode_label(mask, person.gender, age_band(person.age))))
 
     eval_rows = [eval_rows[i] for i in rng.permutation(len(eval_rows))]
     train_csv = train_dir / "train.csv"
@@ -761,14 +762,11 @@ def _class_of(folder: str, stem: str, age_bins: tuple[int, int]) -> int | None:
         age = int(parts[-1])
     except ValueError:
         return None
-    band = 0 if age < age_bins[0] else 1 if age < age_bins[1] else 2
-    mask = 0 if stem.startswith("mask") else 1 if stem == "incorrect_mask" else 2
-    return mask * 6 + GENDERS.index(parts[1]) * 3 + band
+    return encode_label(mask_of_file(stem), GENDERS.index(parts[1]), age_band(age, age_bins))
 
 
 def _class_name(y: int, age_bins: tuple[int, int]) -> str:
-    ages = (f"<{age_bins[0]}", f"{age_bins[0]}-{age_bins[1] - 1}", f">={age_bins[1]}")
-    return f"{MASK_NAMES[y // 6]}/{GENDERS[(y // 3) % 2]}/{ages[y % 3]}"
+    return class_name(y, age_bins, genders=GENDERS)
 
 
 def write_contact_sheet(
@@ -831,7 +829,7 @@ def write_contact_sheet(
     for row in range(6):
         gender, band = row // 3, row % 3
         for mask in range(3):
-            y = mask * 6 + gender * 3 + band
+            y = encode_label(mask, gender, band)
             inner = outer[row, mask].subgridspec(1, per_class, wspace=0.04)
             files = picks.get(y, [])
             for k in range(per_class):

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from maskcls_hpo.config import TrainConfig
+from maskcls_hpo.labels import decode_label
 
 __all__ = ["FocalLoss", "SoftF1Loss", "MultiTaskLoss", "SingleHeadLoss", "build_loss", "task_loss"]
 
@@ -109,8 +110,8 @@ class SingleHeadLoss(nn.Module):
 class MultiTaskLoss(nn.Module):
     """The `multi` head's loss: `L = L_mask + L_gender + age_weight * L_age`.
 
-    The 18-class labels are split as in `data.decode_label`: `mask = y // 6`, `gender = (y // 3) % 2`,
-    `age = y % 3`; each task uses its own instance of the same loss kind.
+    The 18-class labels are split by `labels.decode_label` into mask, gender and age band; each task uses
+    its own instance of the same loss kind.
 
     Forward: outputs `{"mask": (B, 3), "gender": (B, 2), "age": (B, 3)}` logits, labels `(B,) int64` ->
     scalar.
@@ -122,7 +123,7 @@ class MultiTaskLoss(nn.Module):
         self.age_weight = float(age_weight)
 
     def forward(self, outputs: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-        mask, gender, age = labels // 6, (labels // 3) % 2, labels % 3
+        mask, gender, age = decode_label(labels)
         return (
             self.mask(outputs["mask"].float(), mask)
             + self.gender(outputs["gender"].float(), gender)

@@ -13,13 +13,11 @@ import numpy as np
 import torch
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
-from maskcls_hpo.data import decode_label
+from maskcls_hpo.labels import NUM_CLASSES, TASK_SIZES, decode_label, encode_label
 
 __all__ = ["NUM_CLASSES", "TASK_CLASSES", "evaluate_predictions", "combine_multi", "predict_labels"]
 
-NUM_CLASSES = 18
-#: Classes per task of the label: mask (wear, incorrect, not wear), gender (male, female), age band.
-TASK_CLASSES = {"mask": 3, "gender": 2, "age": 3}
+TASK_CLASSES = TASK_SIZES  # classes per task (labels.TASK_SIZES)
 
 
 def _macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n: int) -> float:
@@ -50,8 +48,7 @@ def evaluate_predictions(y_true: Any, y_pred: Any) -> dict[str, Any]:
     labels = list(range(NUM_CLASSES))
     tasks_true, tasks_pred = decode_label(y_true), decode_label(y_pred)
     task_f1 = {
-        name: _macro_f1(t, p, n)
-        for (name, n), t, p in zip(TASK_CLASSES.items(), tasks_true, tasks_pred, strict=True)
+        name: _macro_f1(t, p, n) for (name, n), t, p in zip(TASK_CLASSES.items(), tasks_true, tasks_pred, strict=True)
     }
     per_class = f1_score(y_true, y_pred, average=None, labels=labels, zero_division=0)
     return {
@@ -65,7 +62,7 @@ def evaluate_predictions(y_true: Any, y_pred: Any) -> dict[str, Any]:
 
 
 def combine_multi(mask_logits: torch.Tensor, gender_logits: torch.Tensor, age_logits: torch.Tensor) -> torch.Tensor:
-    """18-class prediction of a multi head: `mask * 6 + gender * 3 + age` of the three argmaxes.
+    """18-class prediction of a multi head: `labels.encode_label` of the three argmaxes.
 
     Args:
         mask_logits `(B, 3)`, gender_logits `(B, 2)`, age_logits `(B, 3)`: any float dtype.
@@ -73,7 +70,7 @@ def combine_multi(mask_logits: torch.Tensor, gender_logits: torch.Tensor, age_lo
     Returns:
         `(B,) int64` class ids in 0..17.
     """
-    return mask_logits.argmax(dim=1) * 6 + gender_logits.argmax(dim=1) * 3 + age_logits.argmax(dim=1)
+    return encode_label(mask_logits.argmax(dim=1), gender_logits.argmax(dim=1), age_logits.argmax(dim=1))
 
 
 def predict_labels(outputs: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from maskcls_hpo.config import ConfigError, TrainConfig
+from maskcls_hpo.errors import PretrainedWeightsError
 
 __all__ = [
     "MaskClassifier",
@@ -52,10 +53,6 @@ HEAD_CLASSES: dict[str, dict[str, int]] = {
 
 _HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _warned_names: set[str] = set()
-
-
-class PretrainedWeightsError(ConfigError):
-    """`pretrained` is set but no weights can be loaded without the network, or a weights file does not fit."""
 
 
 class MaskClassifier(nn.Module):
@@ -279,7 +276,10 @@ def _load_weights_file(backbone: nn.Module, path: Path, model: str) -> None:
     if missing:
         _log.warning(
             "pretrained: %d of %d backbone tensors not in '%s' (kept random init), e.g. %s",
-            len(missing), len(own), path, missing[:5],
+            len(missing),
+            len(own),
+            path,
+            missing[:5],
         )
 
 

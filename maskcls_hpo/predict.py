@@ -17,7 +17,7 @@ Ensemble rule (several checkpoints, equal weights):
 
 - all `single` heads: the mean of the 18-class probabilities; `ans` is its argmax.
 - all `multi` heads: the mean of the mask, gender and age probabilities, head by head; `ans` combines the
-  three argmaxes, `mask * 6 + gender * 3 + age` (as `metrics.combine_multi` does for one model).
+  three argmaxes, `labels.encode_label` (as `metrics.combine_multi` does for one model).
 - mixed: every model gives an 18-class distribution - a `single` head its own, a `multi` head the product
   of its three heads, `p(m, g, a) = p(m) p(g) p(a)`, whose argmax is exactly that model's own combined
   prediction - and `ans` is the argmax of their mean.
@@ -46,7 +46,9 @@ import pandas as pd
 import torch
 
 from maskcls_hpo.config import ConfigError, config_from_mapping
-from maskcls_hpo.metrics import NUM_CLASSES, TASK_CLASSES, evaluate_predictions
+from maskcls_hpo.errors import PredictError
+from maskcls_hpo.labels import NUM_CLASSES, encode_label
+from maskcls_hpo.metrics import TASK_CLASSES, evaluate_predictions
 
 __all__ = [
     "PredictError",
@@ -60,14 +62,9 @@ __all__ = [
     "joint_from_tasks",
     "tasks_from_joint",
     "write_submission",
-    "study_checkpoints",
 ]
 
 TASKS = tuple(TASK_CLASSES)  # ("mask", "gender", "age")
-
-
-class PredictError(ValueError):
-    """A prediction or scoring input that cannot be used (checkpoint, study, submission); one clear line."""
 
 
 # --- models -------------------------------------------------------------------------------------------
@@ -151,8 +148,16 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
     if on_cuda and config.amp:
         amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return LoadedModel(
-        path=path, model=model, head=config.head, image_size=(size[0], size[1]), mean=mean, std=std,
-        interpolation=config.interpolation, device=device, amp_dtype=amp_dtype, channels_last=channels_last,
+        path=path,
+        model=model,
+        head=config.head,
+        image_size=(size[0], size[1]),
+        mean=mean,
+        std=std,
+        interpolation=config.interpolation,
+        device=device,
+        amp_dtype=amp_dtype,
+        channels_last=channels_last,
     )
 
 
@@ -181,8 +186,11 @@ def model_probabilities(loaded: LoadedModel, images: torch.Tensor, tta: bool = F
     x = normalize(images.to(loaded.device, non_blocking=True), loaded.mean, loaded.std)
     if loaded.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    autocast = (torch.autocast(loaded.device.type, dtype=loaded.amp_dtype) if loaded.amp_dtype is not None
-                else contextlib.nullcontext())
+    autocast = (
+        torch.autocast(loaded.device.type, dtype=loaded.amp_dtype)
+        if loaded.amp_dtype is not None
+        else contextlib.nullcontext()
+    )
     with autocast:
         probs = _softmax(loaded.model(x))
         if tta:
@@ -201,7 +209,7 @@ def joint_from_tasks(task_probs: dict[str, np.ndarray]) -> np.ndarray:
         task_probs: "mask" (N, 3), "gender" (N, 2), "age" (N, 3) probabilities.
 
     Returns:
-        (N, 18) float64, column `mask * 6 + gender * 3 + age` (the label encoding of DESIGN.md section 3).
+        (N, 18) float64, column `labels.encode_label(mask, gender, age)`.
     """
     m, g, a = (np.asarray(task_probs[k], dtype=np.float64) for k in TASKS)
     return np.einsum("nm,ng,na->nmga", m, g, a).reshape(len(m), NUM_CLASSES)
@@ -237,7 +245,7 @@ def ensemble(outputs: Sequence[dict[str, np.ndarray]]) -> tuple[np.ndarray, dict
         tasks = {k: np.mean([np.asarray(o[k], dtype=np.float64) for o in outputs], axis=0) for k in TASKS}
         # NOTE labels from the three argmaxes directly, not from the product, so rounding in the product
         # can never pick another class than combine_multi would.
-        labels = tasks["mask"].argmax(1) * 6 + tasks["gender"].argmax(1) * 3 + tasks["age"].argmax(1)
+        labels = encode_label(tasks["mask"].argmax(1), tasks["gender"].argmax(1), tasks["age"].argmax(1))
         return joint_from_tasks(tasks), tasks, labels.astype(np.int64), "multi"
     joints = [np.asarray(o["class"], dtype=np.float64) if "class" in o else joint_from_tasks(o) for o in outputs]
     probs = np.mean(joints, axis=0)
@@ -361,44 +369,17 @@ def predict(
     probs, task_probs, labels, rule = ensemble(outputs)
     written = write_submission(table["ImageID"].tolist(), labels, out) if out is not None else None
     return Prediction(
-        image_ids=table["ImageID"].tolist(), labels=labels, probs=probs, task_probs=task_probs, rule=rule,
-        checkpoints=[m.path for m in models], tta=tta, device=str(dev), out=written,
+        image_ids=table["ImageID"].tolist(),
+        labels=labels,
+        probs=probs,
+        task_probs=task_probs,
+        rule=rule,
+        checkpoints=[m.path for m in models],
+        tta=tta,
+        device=str(dev),
+        out=written,
         heads=[m.head for m in models],
     )
-
-
-def study_checkpoints(study: Any, top: int, checkpoints: str | Path = "storage/checkpoints") -> list[Path]:
-    """The `best.pt` of the top `top` COMPLETE trials of an Optuna study, best first.
-
-    Trials are ranked by `export.ranked_complete_trials` (value, then trial number); each trial's checkpoint
-    is `<checkpoints>/<study name>/trial_<number:05d>/best.pt` (`objective.checkpoint_dir`).
-
-    Raises:
-        PredictError: top < 1, fewer COMPLETE trials than `top` (with the study's state counts), or a
-            trial's best.pt missing (the path named; pass the workers' --checkpoints folder).
-    """
-    from maskcls_hpo.export import ranked_complete_trials, state_summary
-    from maskcls_hpo.objective import checkpoint_dir
-
-    if top < 1:
-        raise PredictError(f"--top must be >= 1, got {top}")
-    ranked = ranked_complete_trials(study)
-    if len(ranked) < top:
-        raise PredictError(
-            f"study '{study.study_name}' has {len(ranked)} COMPLETE trial(s) with a value, --top asks for {top} "
-            f"({state_summary(study.get_trials(deepcopy=False))})"
-        )
-    root = Path(checkpoints) / study.study_name
-    found = []
-    for t in ranked[:top]:
-        path = checkpoint_dir(root, t.number) / "best.pt"
-        if not path.is_file():
-            raise PredictError(
-                f"{path}: best.pt of trial {t.number} (value {t.value:.4f}) not found; pass the checkpoint root "
-                f"the workers used with --checkpoints"
-            )
-        found.append(path)
-    return found
 
 
 # --- score --------------------------------------------------------------------------------------------
@@ -463,7 +444,8 @@ def score(submission: str | Path, answers: str | Path) -> dict[str, Any]:
         if extra:
             parts.append(f"{len(extra)} row(s) not in {answers} ({_some(extra)})")
         raise PredictError(
-            f"{submission}: rows do not match the answers: " + "; ".join(parts)
+            f"{submission}: rows do not match the answers: "
+            + "; ".join(parts)
             + "; predict the same eval set the answers belong to"
         )
     merged = truth.merge(sub, on="ImageID", suffixes=("_true", "_pred"), validate="one_to_one")

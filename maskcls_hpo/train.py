@@ -46,6 +46,7 @@ import torch
 from torch import nn
 
 from maskcls_hpo.config import ConfigError, TrainConfig
+from maskcls_hpo.errors import TrainingError
 from maskcls_hpo.losses import build_loss
 from maskcls_hpo.metrics import evaluate_predictions, predict_labels
 from maskcls_hpo.models import build_model, resolve_preprocessing
@@ -66,14 +67,6 @@ log = logging.getLogger("maskcls_hpo.train")
 
 CHECKPOINT_FORMAT = "maskcls-hpo-checkpoint/1"
 """The `format` key of every checkpoint this module writes."""
-
-
-class TrainingError(RuntimeError):
-    """A training run that stopped; `reason` is a short machine-readable summary (stored on trials)."""
-
-    def __init__(self, message: str, reason: str = "training error"):
-        super().__init__(message)
-        self.reason = reason
 
 
 class NonFiniteLossError(TrainingError):
@@ -259,20 +252,35 @@ def _setup(config: TrainConfig, out_dir, resume_from, progress) -> _Run:
     else:
         train_idx, val_idx = split_by_person(samples, config.val_ratio, config.seed)
     cache = build_cache(
-        samples["path"].tolist(), size=image_size, cache_dir=config.cache_dir, progress=progress,
+        samples["path"].tolist(),
+        size=image_size,
+        cache_dir=config.cache_dir,
+        progress=progress,
         interpolation=config.interpolation,
     )
     labels = samples["label"].to_numpy()
     # NOTE a last training batch of 1 image breaks BatchNorm; drop the partial batch when a full one exists.
     train_loader = BatchLoader(
-        cache.images, labels, train_idx, config.batch_size, shuffle=True, seed=config.seed,
-        drop_last=len(train_idx) > config.batch_size, device=device,
+        cache.images,
+        labels,
+        train_idx,
+        config.batch_size,
+        shuffle=True,
+        seed=config.seed,
+        drop_last=len(train_idx) > config.batch_size,
+        device=device,
     )
     val_loader = None
     if len(val_idx):
         val_loader = BatchLoader(
-            cache.images, labels, val_idx, config.batch_size, shuffle=False, seed=config.seed,
-            drop_last=False, device=device,
+            cache.images,
+            labels,
+            val_idx,
+            config.batch_size,
+            shuffle=False,
+            seed=config.seed,
+            drop_last=False,
+            device=device,
         )
 
     on_cuda = device.type == "cuda"
@@ -312,7 +320,14 @@ def _setup(config: TrainConfig, out_dir, resume_from, progress) -> _Run:
         _resume(run, Path(resume_from))
     log.info(
         "training %s (%s head) on %s, seed %d, %d train / %d val images at %sx%s, amp %s",
-        config.model, config.head, device, config.seed, len(train_idx), len(val_idx), *image_size, amp_dtype,
+        config.model,
+        config.head,
+        device,
+        config.seed,
+        len(train_idx),
+        len(val_idx),
+        *image_size,
+        amp_dtype,
     )
     return run
 
@@ -323,8 +338,9 @@ def _pick_device(config: TrainConfig) -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda")
     if config.device == "cuda":
-        raise ConfigError("device: cuda but no CUDA device is visible (torch.cuda.is_available() is False); "
-                          "use device: auto or cpu")
+        raise ConfigError(
+            "device: cuda but no CUDA device is visible (torch.cuda.is_available() is False); use device: auto or cpu"
+        )
     return torch.device("cpu")
 
 
@@ -449,8 +465,13 @@ def _progress_bar(enabled: bool, total: int, description: str):
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("loss {task.fields[loss]:.4f}"))
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+    )
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task(description, total=total, loss=math.nan)
         yield lambda loss: bar.update(task, advance=1, loss=loss)
@@ -463,8 +484,12 @@ def _rng_state() -> dict[str, Any]:
     _, keys, pos, has_gauss, cached = np.random.get_state()
     return {
         "python": random.getstate(),
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
-                  "cached_gaussian": float(cached)},
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
@@ -473,8 +498,9 @@ def _rng_state() -> dict[str, Any]:
 def _set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
     n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
+    np.random.set_state(
+        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
     torch.set_rng_state(state["torch"])
     if torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])

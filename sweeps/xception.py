@@ -7,7 +7,7 @@ cache, or set "pretrained" to a weights file (see README, "Pretrained weights of
 
 import optuna
 
-from maskcls_hpo.spaces import mask_classifier_space
+from maskcls_hpo.hpo.spaces import mask_classifier_space
 
 SEED = 2021
 

@@ -82,8 +82,9 @@ def write_layout(
         person_dir = images_dir / folder
         person_dir.mkdir(exist_ok=True)
         for f, stem in enumerate(LAYOUT_MASK_FILES):
-            write_solid_image(person_dir / f"{stem}{LAYOUT_EXTENSIONS[f]}", layout_color(p, f), size,
-                              LAYOUT_MODES.get(stem, "RGB"))
+            write_solid_image(
+                person_dir / f"{stem}{LAYOUT_EXTENSIONS[f]}", layout_color(p, f), size, LAYOUT_MODES.get(stem, "RGB")
+            )
         if hidden:
             (person_dir / "._mask1.jpg").write_bytes(b"\x00\x05\x16\x07 AppleDouble junk")
     (root / "train" / "train.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
@@ -93,9 +94,7 @@ def write_layout(
     names = [hashlib.sha1(f"eval{i}".encode()).hexdigest()[:16] + ".jpg" for i in range(eval_images)]
     for i, name in enumerate(names):
         write_solid_image(eval_dir / name, layout_color(i, 6 - i % 7), size, "RGB")
-    (root / "eval" / "info.csv").write_text(
-        "ImageID,ans\n" + "".join(f"{n},\n" for n in names), encoding="utf-8"
-    )
+    (root / "eval" / "info.csv").write_text("ImageID,ans\n" + "".join(f"{n},\n" for n in names), encoding="utf-8")
     return root
 
 
@@ -128,13 +127,18 @@ def many_persons():
 def layout_helpers():
     """The layout's helpers and constants: `.color(p, f)`, `.gray(color)`, `.write_image(path, color, size,
     mode)`, `.mask_files`, `.persons` (the default persons)."""
-    return SimpleNamespace(color=layout_color, gray=layout_gray, write_image=write_solid_image,
-                           mask_files=LAYOUT_MASK_FILES, persons=LAYOUT_PERSONS)
+    return SimpleNamespace(
+        color=layout_color,
+        gray=layout_gray,
+        write_image=write_solid_image,
+        mask_files=LAYOUT_MASK_FILES,
+        persons=LAYOUT_PERSONS,
+    )
 
 
 # --- sweep-service fixtures -------------------------------------------------------------------------
 
-TINY_SWEEP = '''
+TINY_SWEEP = """
 import optuna
 
 BASE_CONFIG = {
@@ -150,7 +154,7 @@ def suggest(trial):
 
 def make_pruner(config):
     return PRUNER
-'''
+"""
 
 
 @pytest.fixture(scope="session")
@@ -170,10 +174,15 @@ def tiny_sweep(tmp_path, tiny_demo):
     `extra` is appended verbatim (e.g. a different `suggest` or a registered timm model).
     """
 
-    def make(epochs: int = 2, pruner: str = "optuna.pruners.NopPruner()", extra: str = "",
-             name: str = "tiny.py") -> Path:
-        body = (TINY_SWEEP.replace("EPOCHS", str(epochs)).replace("DATA_DIR", str(tiny_demo))
-                .replace("CACHE_DIR", str(tmp_path / "cache")).replace("PRUNER", pruner))
+    def make(
+        epochs: int = 2, pruner: str = "optuna.pruners.NopPruner()", extra: str = "", name: str = "tiny.py"
+    ) -> Path:
+        body = (
+            TINY_SWEEP.replace("EPOCHS", str(epochs))
+            .replace("DATA_DIR", str(tiny_demo))
+            .replace("CACHE_DIR", str(tmp_path / "cache"))
+            .replace("PRUNER", pruner)
+        )
         path = tmp_path / name
         path.write_text(body + extra)
         return path
@@ -272,8 +281,11 @@ class DashboardProcess:
         self.log = log
         self._fh = open(log, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            maskcls_hpo_command() + ["dashboard", *args, "--port", str(self.port)], cwd=cwd,
-            env=env or subprocess_env(), stdout=self._fh, stderr=subprocess.STDOUT,
+            maskcls_hpo_command() + ["dashboard", *args, "--port", str(self.port)],
+            cwd=cwd,
+            env=env or subprocess_env(),
+            stdout=self._fh,
+            stderr=subprocess.STDOUT,
         )
 
     def wait_ready(self, timeout: float = 120.0) -> DashboardProcess:
@@ -376,7 +388,8 @@ def swept_study(tmp_path_factory, tiny_demo):
     """
     import subprocess
 
-    from maskcls_hpo.storage import open_storage, rdb_of, resolve_storage_url
+    from maskcls_hpo.hpo._optuna import rdb_of
+    from maskcls_hpo.hpo.storage import open_storage, resolve_storage_url
 
     root = tmp_path_factory.mktemp("swept")
     db = root / "storage" / "maskcls_hpo.db"
@@ -385,17 +398,35 @@ def swept_study(tmp_path_factory, tiny_demo):
     dashboard = DashboardProcess(["--storage", str(db)], cwd=root, log=root / "dashboard.log").wait_ready()
     checkpoints = root / "checkpoints"
     cmd = maskcls_hpo_command() + [
-        "launch", str(REPO_ROOT / "sweeps" / "smoke.py"), "--n-trials", "3", "--workers", "2",
-        "--storage", str(db), "--study", SMOKE_STUDY, "--data-dir", str(tiny_demo),
-        "--checkpoints", str(checkpoints),
+        "launch",
+        str(REPO_ROOT / "sweeps" / "smoke.py"),
+        "--n-trials",
+        "3",
+        "--workers",
+        "2",
+        "--storage",
+        str(db),
+        "--study",
+        SMOKE_STUDY,
+        "--data-dir",
+        str(tiny_demo),
+        "--checkpoints",
+        str(checkpoints),
     ]
     try:
         with DashboardPoller(dashboard.base, SMOKE_STUDY) as poller:
-            launched = subprocess.run(cmd, cwd=root, env=subprocess_env(), capture_output=True, text=True,
-                                      timeout=540)
-        yield SimpleNamespace(root=root, db=db, url=url, study=SMOKE_STUDY, dashboard=dashboard, poller=poller,
-                              launch_rc=launched.returncode, launch_output=launched.stdout + launched.stderr,
-                              checkpoints=checkpoints)
+            launched = subprocess.run(cmd, cwd=root, env=subprocess_env(), capture_output=True, text=True, timeout=540)
+        yield SimpleNamespace(
+            root=root,
+            db=db,
+            url=url,
+            study=SMOKE_STUDY,
+            dashboard=dashboard,
+            poller=poller,
+            launch_rc=launched.returncode,
+            launch_output=launched.stdout + launched.stderr,
+            checkpoints=checkpoints,
+        )
     finally:
         dashboard.stop()
 

@@ -111,9 +111,7 @@ def ensure_role(admin: str, name: str, password: str) -> None:
     with psycopg.connect(_conninfo(admin), autocommit=True) as con:
         exists = con.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)).fetchone()
         verb = "ALTER" if exists else "CREATE"
-        con.execute(
-            sql.SQL(verb + " ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(name), sql.Literal(password))
-        )
+        con.execute(sql.SQL(verb + " ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(name), sql.Literal(password)))
 
 
 def pg_bindir() -> Path:
@@ -127,16 +125,12 @@ def pg_bindir() -> Path:
     if found:
         return Path(found[-1]).parent
     if shutil.which("pg_config"):
-        out = subprocess.run(
-            ["pg_config", "--bindir"], capture_output=True, text=True, check=False
-        ).stdout.strip()
+        out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=False).stdout.strip()
         if out and (Path(out) / "initdb").is_file():
             return Path(out)
     if shutil.which("initdb"):
         return Path(shutil.which("initdb")).parent
-    raise FileNotFoundError(
-        "no PostgreSQL server binaries (initdb, pg_ctl); install the `postgresql` package"
-    )
+    raise FileNotFoundError("no PostgreSQL server binaries (initdb, pg_ctl); install the `postgresql` package")
 
 
 def free_port() -> int:
@@ -184,9 +178,7 @@ class PrivateServer:
 
     def start(self) -> None:
         opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._run(
-            "pg_ctl", "-D", str(self.data), "-l", str(self.logfile), "-o", opts, "-w", "-t", "60", "start"
-        )
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.logfile), "-o", opts, "-w", "-t", "60", "start")
 
     def stop(self, mode: str = "fast") -> None:
         self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop")

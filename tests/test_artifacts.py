@@ -16,7 +16,8 @@ from optuna.artifacts import get_all_artifact_meta
 from optuna.trial import TrialState
 from PIL import Image
 
-from maskcls_hpo.artifacts import (
+from maskcls_hpo.hpo.attrs import TrialAttrs, checkpoint_dir
+from maskcls_hpo.results.artifacts import (
     ARTIFACT_FILES,
     OBJECTIVE_NAME,
     TrialArtifactUploader,
@@ -28,7 +29,6 @@ from maskcls_hpo.artifacts import (
     write_confusion_png,
     write_per_class_f1_csv,
 )
-from maskcls_hpo.objective import TrialAttrs, checkpoint_dir
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -60,8 +60,16 @@ def test_per_class_csv_has_18_rows_with_support_and_predictions(tmp_path):
     rows = read_csv(path.read_text())
     assert len(rows) == 18
     assert list(rows[0]) == ["class", "label", "mask", "gender", "age", "f1", "support", "predicted"]
-    assert rows[0] == {"class": "0", "label": "0 wear/M/<30", "mask": "wear", "gender": "M", "age": "<30",
-                       "f1": "0.000000", "support": "2", "predicted": "1"}  # 1 right + 1 predicted as 5
+    assert rows[0] == {
+        "class": "0",
+        "label": "0 wear/M/<30",
+        "mask": "wear",
+        "gender": "M",
+        "age": "<30",
+        "f1": "0.000000",
+        "support": "2",
+        "predicted": "1",
+    }  # 1 right + 1 predicted as 5
     assert rows[5]["support"] == "6" and rows[5]["predicted"] == "7"
     assert rows[17]["label"] == "17 not wear/F/>=60" and rows[17]["f1"] == "1.000000"
     with pytest.raises(ValueError, match="18 values"):
@@ -86,8 +94,9 @@ def sqlite_study(tmp_path):
 
 
 def fake_result(f1: list[float]):
-    return SimpleNamespace(confusion=hand_confusion().tolist(), per_class_f1=f1, best_epoch=2,
-                           best_f1=float(np.mean(f1)))
+    return SimpleNamespace(
+        confusion=hand_confusion().tolist(), per_class_f1=f1, best_epoch=2, best_f1=float(np.mean(f1))
+    )
 
 
 def read_artifact(store, meta) -> bytes:
@@ -126,7 +135,7 @@ def test_an_upload_error_never_fails_the_trial(sqlite_study, tmp_path, caplog):
     uploader = TrialArtifactUploader("sqlite:///unused.db", root=blocker)
     trial = study.ask()
     trial.set_user_attr(TrialAttrs.CONFIG, {"model": "m"})
-    with caplog.at_level(logging.WARNING, logger="maskcls_hpo.artifacts"):
+    with caplog.at_level(logging.WARNING, logger="maskcls_hpo.results.artifacts"):
         assert uploader.upload(trial, hand_confusion(), [0.1] * 18, 1, 0.1) == []
     assert f"trial {trial.number}: artifacts not uploaded to {blocker}" in caplog.text
     study.tell(trial, 0.1)
@@ -143,9 +152,16 @@ def test_pruned_trial_uploads_from_its_metrics_json(sqlite_study, tmp_path):
         folder = checkpoint_dir(root, trial.number)
         folder.mkdir(parents=True)
         if trial.number == 0:  # the first run left metrics.json after epoch 1; the second left nothing
-            (folder / "metrics.json").write_text(json.dumps({
-                "best_epoch": 1, "best_f1": 0.2, "best_confusion": hand_confusion().tolist(),
-                "best_per_class_f1": [0.2] * 18}))
+            (folder / "metrics.json").write_text(
+                json.dumps(
+                    {
+                        "best_epoch": 1,
+                        "best_f1": 0.2,
+                        "best_confusion": hand_confusion().tolist(),
+                        "best_per_class_f1": [0.2] * 18,
+                    }
+                )
+            )
         raise optuna.TrialPruned("pruned at epoch 1")
 
     wrapped = uploader.wrap(objective, root)

@@ -95,8 +95,7 @@ def test_concurrent_builders_decode_once(tmp_path, layout_paths):
     results = []
 
     def build():
-        results.append(build_cache(layout_paths, size=(16, 12), cache_dir=tmp_path / "c", workers=2,
-                                   progress=False))
+        results.append(build_cache(layout_paths, size=(16, 12), cache_dir=tmp_path / "c", workers=2, progress=False))
 
     threads = [threading.Thread(target=build) for _ in range(3)]
     for t in threads:
@@ -212,8 +211,9 @@ def test_batch_loader_prefetch_thread_serves_the_same_batches_and_stops():
         if i == 1:
             break
     assert _prefetch_threads() == []
-    failing = BatchLoader(images.view(_FailingRows), labels, np.arange(30), batch_size=4, shuffle=False, seed=0,
-                          prefetch=2)
+    failing = BatchLoader(
+        images.view(_FailingRows), labels, np.arange(30), batch_size=4, shuffle=False, seed=0, prefetch=2
+    )
     served = []
     with pytest.raises(OSError, match="row 17"):
         for _, y in failing:

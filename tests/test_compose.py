@@ -36,11 +36,7 @@ def compose() -> dict:
 
 
 def _entrypoint() -> list[str]:
-    lines = [
-        ln
-        for ln in (REPO / "Dockerfile").read_text(encoding="utf-8").splitlines()
-        if ln.startswith("ENTRYPOINT")
-    ]
+    lines = [ln for ln in (REPO / "Dockerfile").read_text(encoding="utf-8").splitlines() if ln.startswith("ENTRYPOINT")]
     assert len(lines) == 1
     return json.loads(lines[0].removeprefix("ENTRYPOINT").strip())
 
@@ -75,23 +71,16 @@ def test_worker_reserves_a_gpu_and_scales(compose):
     # workers start after the database is healthy and the study was prepared once
     assert worker["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert worker["depends_on"]["init"]["condition"] == "service_completed_successfully"
-    assert (
-        compose["services"]["dashboard"]["depends_on"]["init"]["condition"]
-        == "service_completed_successfully"
-    )
+    assert compose["services"]["dashboard"]["depends_on"]["init"]["condition"] == "service_completed_successfully"
 
 
 def test_storage_url_carries_no_password(compose):
     for name, service in _app_services(compose).items():
         env = service["environment"]
         url = make_url(env["MASKCLS_HPO_STORAGE"])
-        assert url.drivername == "postgresql+psycopg" and url.host == "postgres" and url.password is None, (
-            name
-        )
+        assert url.drivername == "postgresql+psycopg" and url.host == "postgres" and url.password is None, name
         secret = Path(env["MASKCLS_HPO_PASSWORD_FILE"]).name
-        assert (
-            env["MASKCLS_HPO_PASSWORD_FILE"] == f"/run/secrets/{secret}" and secret in service["secrets"]
-        ), name
+        assert env["MASKCLS_HPO_PASSWORD_FILE"] == f"/run/secrets/{secret}" and secret in service["secrets"], name
         assert secret in compose["secrets"]
         assert int(env["MASKCLS_HPO_GRACE_PERIOD"]) > int(env["MASKCLS_HPO_HEARTBEAT_INTERVAL"])
 

@@ -20,18 +20,29 @@ import pytest
 from conftest import DashboardProcess, http_get, maskcls_hpo_command, subprocess_env
 from optuna.trial import TrialState
 
-from maskcls_hpo.artifacts import ARTIFACT_FILES
-from maskcls_hpo.dashboard import dashboard_address, is_loopback
+from maskcls_hpo.results.artifacts import ARTIFACT_FILES
+from maskcls_hpo.results.dashboard import dashboard_address, is_loopback
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SECRET = "S3cr3tTok3n"
 
 
 def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120):
-    return subprocess.run(maskcls_hpo_command() + list(args), cwd=cwd, env=env or subprocess_env(),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        maskcls_hpo_command() + list(args),
+        cwd=cwd,
+        env=env or subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def load(swept) -> optuna.Study:
@@ -145,8 +156,9 @@ def test_three_storage_spellings_open_the_same_study(swept_study, tmp_path):
         "url": (["--storage", "sqlite:///storage/maskcls_hpo.db"], None),
         "env": ([], subprocess_env(MASKCLS_HPO_STORAGE="storage/maskcls_hpo.db")),
     }
-    procs = {k: DashboardProcess(args, cwd=root, log=tmp_path / f"{k}.log", env=env) for k, (args, env) in
-             spellings.items()}
+    procs = {
+        k: DashboardProcess(args, cwd=root, log=tmp_path / f"{k}.log", env=env) for k, (args, env) in spellings.items()
+    }
     try:
         seen = {}
         for key, proc in procs.items():
@@ -252,7 +264,8 @@ def test_password_never_shows_on_a_wrong_database(tmp_path):
 def test_password_never_shows_while_serving(pg_study_db, tmp_path):
     admin, name = pg_study_db
     url = admin.set(drivername="postgresql+psycopg", password=SECRET, database=name).render_as_string(
-        hide_password=False)
+        hide_password=False
+    )
     # The URL travels in the environment (as `launch` passes it to workers), so `ps` does not show it.
     proc = DashboardProcess([], cwd=tmp_path, log=tmp_path / "pg.log", env=subprocess_env(MASKCLS_HPO_STORAGE=url))
     proc.wait_ready()

@@ -55,8 +55,15 @@ def test_labels_match_folder_and_file_names(tmp_path, make_layout):
     assert sorted(samples["person_id"].unique()) == ["000001", "000020", "001498-1", "006359"]
     # by hand: 000001 is female (1), 45 years (band 1): mask1 -> 0*6+1*3+1 = 4, incorrect -> 10, normal -> 16
     p1 = samples[samples["person_id"] == "000001"].set_index("mask_file")["label"]
-    assert p1.to_dict() == {"mask1": 4, "mask2": 4, "mask3": 4, "mask4": 4, "mask5": 4, "incorrect_mask": 10,
-                            "normal": 16}
+    assert p1.to_dict() == {
+        "mask1": 4,
+        "mask2": 4,
+        "mask3": 4,
+        "mask4": 4,
+        "mask5": 4,
+        "incorrect_mask": 10,
+        "normal": 16,
+    }
     # 001498-1 is male (0), 25 (band 0): mask1 -> 0, incorrect -> 6, normal -> 12; 000020 male 62: normal -> 14
     p2 = samples[samples["person_id"] == "001498-1"].set_index("mask_file")["label"]
     assert (p2["mask1"], p2["incorrect_mask"], p2["normal"]) == (0, 6, 12)

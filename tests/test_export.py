@@ -11,19 +11,24 @@ from typer.testing import CliRunner
 
 from maskcls_hpo.cli import app
 from maskcls_hpo.config import TrainConfig, load_config
-from maskcls_hpo.export import ExportError, export_trials
-from maskcls_hpo.storage import open_storage, resolve_storage_url
+from maskcls_hpo.hpo.export import ExportError, export_trials
+from maskcls_hpo.hpo.storage import open_storage, resolve_storage_url
 
 DISTS = {"lr": FloatDistribution(1e-4, 1e-1, log=True), "batch_size": CategoricalDistribution([16, 32])}
 
 
 def add(study, state, value=None, lr=1e-3, batch=16, inter=None, accuracy=0.5):
     config = TrainConfig(lr=lr, batch_size=batch, data_dir="storage/demo").to_dict()
-    study.add_trial(create_trial(
-        state=state, value=value, params={"lr": lr, "batch_size": batch},
-        distributions=DISTS, intermediate_values=inter or {},
-        user_attrs={"config": config, "accuracy": accuracy},
-    ))
+    study.add_trial(
+        create_trial(
+            state=state,
+            value=value,
+            params={"lr": lr, "batch_size": batch},
+            distributions=DISTS,
+            intermediate_values=inter or {},
+            user_attrs={"config": config, "accuracy": accuracy},
+        )
+    )
 
 
 @pytest.fixture

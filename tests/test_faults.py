@@ -26,9 +26,10 @@ import sqlalchemy
 from optuna.trial import TrialState
 from pg import cli, cli_background, load_trials, wait_for, worker_logs, worker_pid, write_sweep
 
-from maskcls_hpo.storage import HeartbeatSettings, is_transient_db_error, open_storage
-from maskcls_hpo.sweep import load_sweep
-from maskcls_hpo.workers import WorkerSettings, prepare_study, run_worker
+from maskcls_hpo.hpo.storage import HeartbeatSettings, is_transient_db_error, open_storage
+from maskcls_hpo.hpo.sweep import load_sweep
+from maskcls_hpo.hpo.launch import prepare_study
+from maskcls_hpo.hpo.worker import WorkerSettings, run_worker
 
 # Short heartbeats keep the tests fast; the grace period stays well above a heartbeat that is late because the
 # 2 CPU cores are busy (a live trial must never look stale).
@@ -39,7 +40,7 @@ RESUME_LINE = re.compile(r"trial (\d+) resumes from (\S+) \(epoch (\d+)\); train
 
 def _running_with_epochs(url: str, study: str, min_epochs: int, max_epochs: int):
     """The first RUNNING trial that has reported between min_epochs and max_epochs epochs, else None."""
-    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).is_file():
         return None
     try:
         trials = load_trials(url, study)
@@ -87,11 +88,16 @@ def _check_resumed(killed, copy, epochs: int, log_text: str, cwd: Path, study: s
 def test_sigkill_mid_trial_is_retried_and_resumes(pg_database, tiny_demo, tmp_path):
     epochs = 6
     sweep = write_sweep(tmp_path, "killed", tiny_demo, epochs=epochs, prune=False)
-    launch = cli_background(["launch", str(sweep), "--n-trials", "3", "--workers", "2",
-                             "--storage", pg_database, *KILL_HEARTBEAT], cwd=tmp_path)
+    launch = cli_background(
+        ["launch", str(sweep), "--n-trials", "3", "--workers", "2", "--storage", pg_database, *KILL_HEARTBEAT],
+        cwd=tmp_path,
+    )
     try:
-        victim = wait_for(lambda: _running_with_epochs(pg_database, "killed", 2, epochs - 2), timeout=400,
-                          what="a trial in the middle of its epochs")
+        victim = wait_for(
+            lambda: _running_with_epochs(pg_database, "killed", 2, epochs - 2),
+            timeout=400,
+            what="a trial in the middle of its epochs",
+        )
         os.kill(worker_pid(victim), signal.SIGKILL)
         code = launch.wait(timeout=500)
     finally:
@@ -108,8 +114,9 @@ def test_sigkill_mid_trial_is_retried_and_resumes(pg_database, tiny_demo, tmp_pa
     killed = by_state[TrialState.FAIL][0]
     copy = next(t for t in trials if t.system_attrs.get("failed_trial") == victim.number)
     logs = worker_logs(tmp_path, "killed")
-    _check_resumed(killed, copy, epochs, "\n".join(logs.values()), tmp_path, "killed",
-                   tmp_path / "storage" / "checkpoints")
+    _check_resumed(
+        killed, copy, epochs, "\n".join(logs.values()), tmp_path, "killed", tmp_path / "storage" / "checkpoints"
+    )
     # the surviving worker did all the rest and stopped at the budget
     assert sum("stops: study holds 3 finished trials" in text for text in logs.values()) == 1
 
@@ -118,11 +125,13 @@ def test_status_fails_stale_trial_without_any_worker(tiny_demo, tmp_path):
     epochs = 4
     url = f"sqlite:///{tmp_path / 'study.db'}"
     sweep = write_sweep(tmp_path, "orphan", tiny_demo, epochs=epochs, prune=False)
-    launch = cli_background(["launch", str(sweep), "--n-trials", "1", "--storage", url, *KILL_HEARTBEAT],
-                            cwd=tmp_path)
+    launch = cli_background(["launch", str(sweep), "--n-trials", "1", "--storage", url, *KILL_HEARTBEAT], cwd=tmp_path)
     try:
-        victim = wait_for(lambda: _running_with_epochs(url, "orphan", 1, epochs - 2), timeout=400,
-                          what="trial 0 after its first epoch")
+        victim = wait_for(
+            lambda: _running_with_epochs(url, "orphan", 1, epochs - 2),
+            timeout=400,
+            what="trial 0 after its first epoch",
+        )
         os.kill(worker_pid(victim), signal.SIGKILL)
         launch.kill()  # and the launching process: nothing is left alive to notice
         launch.wait(timeout=60)
@@ -166,12 +175,19 @@ def test_worker_goes_on_when_its_trial_was_failed_as_stale(tmp_path, caplog):
             # what fail_stale_trials does in another worker when this trial's heartbeat was late
             other.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
             optuna.storages.RetryHeartbeatStaleTrialCallback(inherit_intermediate_values=True)(
-                optuna.load_study(study_name="stale", storage=other), other.get_trial(trial._trial_id))
+                optuna.load_study(study_name="stale", storage=other), other.get_trial(trial._trial_id)
+            )
         trial.report(0.5, 2)  # raises: the trial is finished
         return 0.5
 
-    settings = WorkerSettings(sweep_path=sweep_path, storage_url=url, study_name="stale", heartbeat=heartbeat,
-                              checkpoints=tmp_path / "ckpt", poll_interval=0.1)
+    settings = WorkerSettings(
+        sweep_path=sweep_path,
+        storage_url=url,
+        study_name="stale",
+        heartbeat=heartbeat,
+        checkpoints=tmp_path / "ckpt",
+        poll_interval=0.1,
+    )
     with caplog.at_level("WARNING", logger="maskcls_hpo.worker"):
         report = run_worker(settings, sweep, objective=objective)
     assert (report.complete, report.failed) == (3, 0)
@@ -184,16 +200,20 @@ def test_worker_goes_on_when_its_trial_was_failed_as_stale(tmp_path, caplog):
 
 
 def test_sqlite_four_workers_and_a_polling_reader_never_locked(tiny_demo, tmp_path):
-    from maskcls_hpo.status import study_status
+    from maskcls_hpo.hpo.status import study_status
 
     db = tmp_path / "many.db"
     url = f"sqlite:///{db}"
     sweep = write_sweep(tmp_path, "many", tiny_demo, epochs=2)
-    launch = cli_background(["launch", str(sweep), "--n-trials", "8", "--workers", "4", "--storage", url,
-                             *SAFE_HEARTBEAT], cwd=tmp_path)
+    launch = cli_background(
+        ["launch", str(sweep), "--n-trials", "8", "--workers", "4", "--storage", url, *SAFE_HEARTBEAT], cwd=tmp_path
+    )
     # the reader starts once `launch` has made the study (before that there is nothing to read)
-    wait_for(lambda: "study 'many' on" in launch.log_path.read_text(errors="replace")
-             or launch.poll() is not None, timeout=300, what="launch to create the study")
+    wait_for(
+        lambda: "study 'many' on" in launch.log_path.read_text(errors="replace") or launch.poll() is not None,
+        timeout=300,
+        what="launch to create the study",
+    )
     errors: list[str] = []
     polls = []
     stop = threading.Event()

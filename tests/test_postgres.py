@@ -52,14 +52,15 @@ def test_three_workers_reach_exactly_twelve_trials(pg_database, tiny_demo, tmp_p
     """The several-machines shape: `launch --workers 0` prepares the study once, then 3 independent
     `maskcls-hpo worker` processes (URL from the environment, as in docker-compose.yml) share it."""
     sweep = write_sweep(tmp_path, "pg12", tiny_demo, epochs=2)
-    prepared = cli(["launch", str(sweep), "--n-trials", "12", "--workers", "0", "--storage", pg_database],
-                   cwd=tmp_path)
+    prepared = cli(["launch", str(sweep), "--n-trials", "12", "--workers", "0", "--storage", pg_database], cwd=tmp_path)
     assert prepared.returncode == 0, prepared.stdout + prepared.stderr
     assert "study 'pg12' is ready" in prepared.stderr
     assert [t.state for t in load_trials(pg_database, "pg12")] == [TrialState.WAITING]  # KNOWN_GOOD, queued
     env = {"MASKCLS_HPO_STORAGE": pg_database}
-    workers = [cli_background(["worker", str(sweep), *SAFE_HEARTBEAT], cwd=tmp_path, env=env,
-                              log=tmp_path / f"worker-{i}.out") for i in range(3)]
+    workers = [
+        cli_background(["worker", str(sweep), *SAFE_HEARTBEAT], cwd=tmp_path, env=env, log=tmp_path / f"worker-{i}.out")
+        for i in range(3)
+    ]
     try:
         codes = [w.wait(timeout=600) for w in workers]
     finally:
@@ -89,8 +90,23 @@ def test_workers_keep_going_through_a_server_restart(private_pg, tiny_demo, tmp_
     url = database_url(private_pg.admin_url, name)
     sweep = write_sweep(tmp_path, "restart", tiny_demo, epochs=3, prune=False)
     # a grace period far above the outage: the point is that no trial fails, not how fast stale ones are found
-    launch = cli_background(["launch", str(sweep), "--n-trials", "4", "--workers", "2", "--storage", url,
-                             "--heartbeat-interval", "1", "--grace-period", "30"], cwd=tmp_path)
+    launch = cli_background(
+        [
+            "launch",
+            str(sweep),
+            "--n-trials",
+            "4",
+            "--workers",
+            "2",
+            "--storage",
+            url,
+            "--heartbeat-interval",
+            "1",
+            "--grace-period",
+            "30",
+        ],
+        cwd=tmp_path,
+    )
 
     def both_training():
         try:
@@ -153,11 +169,15 @@ def _c6(admin: str, name: str, demo: Path, tmp_path: Path) -> None:
         return done.returncode
 
     def dashboard(url: str) -> int | None:
-        proc = cli_background(["dashboard", "--storage", url, "--port", "0"], cwd=tmp_path,
-                              log=tmp_path / "dashboard.out")
+        proc = cli_background(
+            ["dashboard", "--storage", url, "--port", "0"], cwd=tmp_path, log=tmp_path / "dashboard.out"
+        )
         try:
-            wait_for(lambda: proc.poll() is not None or "open http" in proc.log_path.read_text(),
-                     timeout=120, what="the dashboard to serve or stop")
+            wait_for(
+                lambda: proc.poll() is not None or "open http" in proc.log_path.read_text(),
+                timeout=120,
+                what="the dashboard to serve or stop",
+            )
             if proc.poll() is None:
                 text = proc.log_path.read_text(errors="replace")
                 address = re.search(r"open (http://\S+)", text).group(1)

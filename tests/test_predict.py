@@ -24,16 +24,15 @@ from maskcls_hpo.cli import app
 from maskcls_hpo.config import TrainConfig, load_config
 from maskcls_hpo.data import DataError
 from maskcls_hpo.demo import write_demo_dataset
-from maskcls_hpo.export import export_trials
+from maskcls_hpo.hpo.attrs import TrialAttrs, checkpoint_dir
+from maskcls_hpo.hpo.export import export_trials, study_checkpoints
 from maskcls_hpo.models import build_model
-from maskcls_hpo.objective import TrialAttrs, checkpoint_dir
 from maskcls_hpo.predict import (
     PredictError,
     joint_from_tasks,
     load_model,
     predict,
     score,
-    study_checkpoints,
     tasks_from_joint,
     write_submission,
 )
@@ -65,9 +64,16 @@ def fake_checkpoint(path: Path, head: str, seed: int, size=SIZE, model: str = "t
     torch.manual_seed(seed)
     net = build_model(config)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"format": CHECKPOINT_FORMAT, "epoch": 1, "model": net.state_dict(), "config": config.to_dict(),
-                "preprocessing": {"image_size": list(size), "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3]}},
-               path)
+    torch.save(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "epoch": 1,
+            "model": net.state_dict(),
+            "config": config.to_dict(),
+            "preprocessing": {"image_size": list(size), "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3]},
+        },
+        path,
+    )
     return path
 
 
@@ -84,9 +90,20 @@ def fakes(tmp_path_factory) -> dict[str, Path]:
 
 def best_config(demo: Path, cache_dir: Path) -> TrainConfig:
     return TrainConfig(
-        model="test_efficientnet", head="multi", image_size=tuple(SIZE), epochs=8, batch_size=16, lr=1e-2,
-        dropout=0.1, scheduler="cosine", augment=False, val_ratio=0.25, seed=7, device="cpu",
-        data_dir=str(demo), cache_dir=str(cache_dir),
+        model="test_efficientnet",
+        head="multi",
+        image_size=tuple(SIZE),
+        epochs=8,
+        batch_size=16,
+        lr=1e-2,
+        dropout=0.1,
+        scheduler="cosine",
+        augment=False,
+        val_ratio=0.25,
+        seed=7,
+        device="cpu",
+        data_dir=str(demo),
+        cache_dir=str(cache_dir),
     )
 
 
@@ -99,10 +116,14 @@ def pipeline(demo, cache_dir, tmp_path_factory):
     good = best_config(demo, cache_dir)
     worse = good.model_copy(update={"lr": 1e-3, "head": "single"})
     for value, state, config in ((0.7, "COMPLETE", good), (0.5, "COMPLETE", worse), (0.9, "PRUNED", worse)):
-        study.add_trial(optuna.trial.create_trial(
-            state=optuna.trial.TrialState[state], value=value if state == "COMPLETE" else None,
-            intermediate_values={1: value}, user_attrs={TrialAttrs.CONFIG: config.to_dict()},
-        ))
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=optuna.trial.TrialState[state],
+                value=value if state == "COMPLETE" else None,
+                intermediate_values={1: value},
+                user_attrs={TrialAttrs.CONFIG: config.to_dict()},
+            )
+        )
     exported = export_trials(study, work / "best.yaml")[0]
     run = work / "runs" / "best"
     result = cli("train", "--config", exported, "--full-data", "--epochs", 3, "--out", run)
@@ -125,8 +146,20 @@ def test_export_train_predict_scores_above_chance(pipeline, demo, cache_dir):
     assert metrics["train_images"] == 40 * 7 and metrics["val_images"] == 0  # all persons
 
     out = pipeline["work"] / "submission.csv"
-    result = cli("predict", "--checkpoint", run / "model.pt", "--data-dir", demo, "--out", out,
-                 "--cache-dir", cache_dir, "--device", "cpu", "-q")
+    result = cli(
+        "predict",
+        "--checkpoint",
+        run / "model.pt",
+        "--data-dir",
+        demo,
+        "--out",
+        out,
+        "--cache-dir",
+        cache_dir,
+        "--device",
+        "cpu",
+        "-q",
+    )
     assert result.exit_code == 0, result.output
     info = pd.read_csv(demo / "eval" / "info.csv", dtype=str)
     sub = pd.read_csv(out, dtype={"ImageID": str})
@@ -157,15 +190,46 @@ def test_predict_top_k_trials_of_a_study(pipeline, demo, fakes, cache_dir):
     assert study_checkpoints(study, 2, root) == [checkpoint_dir(root / "sub", n) / "best.pt" for n in (0, 1)]
 
     out = work / "top2.csv"
-    result = cli("predict", "--study", "sub", "--top", 2, "--storage", pipeline["url"], "--checkpoints", root,
-                 "--data-dir", demo, "--out", out, "--cache-dir", cache_dir, "--device", "cpu", "-q")
+    result = cli(
+        "predict",
+        "--study",
+        "sub",
+        "--top",
+        2,
+        "--storage",
+        pipeline["url"],
+        "--checkpoints",
+        root,
+        "--data-dir",
+        demo,
+        "--out",
+        out,
+        "--cache-dir",
+        cache_dir,
+        "--device",
+        "cpu",
+        "-q",
+    )
     assert result.exit_code == 0, result.output
     expected = predict([pipeline["run"] / "model.pt", fakes["single_a"]], demo, cache_dir=cache_dir, device="cpu")
     assert expected.rule == "mixed"
     assert pd.read_csv(out)["ans"].tolist() == expected.labels.tolist()
 
-    result = cli("predict", "--study", "sub", "--top", 3, "--storage", pipeline["url"], "--checkpoints", root,
-                 "--data-dir", demo, "--out", work / "top3.csv")
+    result = cli(
+        "predict",
+        "--study",
+        "sub",
+        "--top",
+        3,
+        "--storage",
+        pipeline["url"],
+        "--checkpoints",
+        root,
+        "--data-dir",
+        demo,
+        "--out",
+        work / "top3.csv",
+    )
     assert result.exit_code == 1
     assert "study 'sub' has 2 COMPLETE trial(s) with a value, --top asks for 3 (2 complete, 1 pruned)" in result.output
     assert not (work / "top3.csv").exists()
@@ -232,8 +296,11 @@ def test_tta_averages_the_image_and_its_mirror(demo, fakes, cache_dir):
 
 
 def test_joint_and_task_probabilities_by_hand():
-    tasks = {"mask": np.array([[0.0, 1.0, 0.0]]), "gender": np.array([[0.25, 0.75]]),
-             "age": np.array([[0.0, 0.0, 1.0]])}
+    tasks = {
+        "mask": np.array([[0.0, 1.0, 0.0]]),
+        "gender": np.array([[0.25, 0.75]]),
+        "age": np.array([[0.0, 0.0, 1.0]]),
+    }
     joint = joint_from_tasks(tasks)
     # incorrect mask (1), age band 2: male -> class 1*6 + 0*3 + 2 = 8 (0.25), female -> 1*6 + 1*3 + 2 = 11 (0.75)
     assert np.flatnonzero(joint[0]).tolist() == [8, 11] and joint[0, 8] == 0.25 and joint[0, 11] == 0.75
@@ -252,8 +319,19 @@ def test_missing_eval_image_is_named_and_nothing_is_written(demo, fakes, cache_d
     (data / "eval" / "images" / ids[3]).unlink()
     (data / "eval" / "images" / ids[5]).write_bytes(b"not a jpeg")
     out = tmp_path / "submission.csv"
-    result = cli("predict", "--checkpoint", fakes["single_a"], "--data-dir", data, "--out", out,
-                 "--cache-dir", cache_dir, "--device", "cpu")
+    result = cli(
+        "predict",
+        "--checkpoint",
+        fakes["single_a"],
+        "--data-dir",
+        data,
+        "--out",
+        out,
+        "--cache-dir",
+        cache_dir,
+        "--device",
+        "cpu",
+    )
     assert result.exit_code == 1
     text = " ".join(result.output.split())
     assert f"{ids[3]}: eval image not found" in text

@@ -11,11 +11,16 @@ from conftest import maskcls_hpo_command, subprocess_env
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from maskcls_hpo.report import report_figures, report_html, write_report
+from maskcls_hpo.results.report import report_figures, report_html, write_report
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 NASTY = "</script><b>bold</b>"  # a categorical choice that must be escaped, not run
 VALUES = (0.123456789, 0.6543210987, 0.4242424242)  # trial 0, 1, 2 (trial 1 is best)
@@ -32,12 +37,16 @@ def make_study(values=VALUES, states=None, intermediate=True) -> optuna.Study:
     dists = {"lr": FloatDistribution(1e-4, 1e-1, log=True), "loss": CategoricalDistribution(["ce", NASTY])}
     for i, value in enumerate(values):
         state = (states or {}).get(i, TrialState.COMPLETE)
-        study.add_trial(create_trial(
-            params={"lr": 10 ** -(i + 2), "loss": ["ce", NASTY][i % 2]}, distributions=dists,
-            value=value if state == TrialState.COMPLETE else None, state=state,
-            intermediate_values={1: value / 2, 2: value} if intermediate else None,
-            user_attrs={"accuracy": round(value + 0.1, 4), "best_epoch": 2},
-        ))
+        study.add_trial(
+            create_trial(
+                params={"lr": 10 ** -(i + 2), "loss": ["ce", NASTY][i % 2]},
+                distributions=dists,
+                value=value if state == TrialState.COMPLETE else None,
+                state=state,
+                intermediate_values={1: value / 2, 2: value} if intermediate else None,
+                user_attrs={"accuracy": round(value + 0.1, 4), "best_epoch": 2},
+            )
+        )
     return study
 
 
@@ -67,8 +76,7 @@ def test_report_draws_every_figure_offline_in_chromium(tmp_path):
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.route(re.compile(r"^https?://"), lambda route: (requested.append(route.request.url), route.abort()))
             page.goto(out.as_uri(), wait_until="load")
-            page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 5",
-                                   timeout=60_000)
+            page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 5", timeout=60_000)
             drawn = page.evaluate("Array.from(document.querySelectorAll('.js-plotly-plot')).map(e => e.id)")
             page.screenshot(path=str(tmp_path / "report.png"))
         finally:
@@ -88,7 +96,7 @@ def test_text_from_the_study_is_escaped(tmp_path):
 
 def test_top_trials_table_ranks_by_val_macro_f1():
     html = report_html(make_study(), top=2)
-    table = html[html.index("<table>"):html.index("</table>")]
+    table = html[html.index("<table>") : html.index("</table>")]
     rows = re.findall(r"<tr>(.*?)</tr>", table)
     header = re.findall(r"<th>(.*?)</th>", rows[0])
     assert header[:6] == ["rank", "trial", "val macro F1", "accuracy", "best epoch", "duration"]
@@ -128,14 +136,23 @@ def test_top_must_be_positive(tmp_path):
 
 
 def run_cli(*args, cwd):
-    return subprocess.run(maskcls_hpo_command() + list(args), cwd=cwd, env=subprocess_env(), capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        maskcls_hpo_command() + list(args), cwd=cwd, env=subprocess_env(), capture_output=True, text=True, timeout=300
+    )
 
 
 def test_report_command_on_a_smoke_sweep(swept_study, tmp_path):
     out = tmp_path / "report.html"
-    result = run_cli("report", "--storage", f"sqlite:///{swept_study.db}", "--study", swept_study.study,
-                     "--out", str(out), cwd=tmp_path)
+    result = run_cli(
+        "report",
+        "--storage",
+        f"sqlite:///{swept_study.db}",
+        "--study",
+        swept_study.study,
+        "--out",
+        str(out),
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     assert f"wrote {out}" in " ".join(result.stderr.split())
     html = out.read_text(encoding="utf-8")
@@ -146,7 +163,7 @@ def test_report_command_on_a_smoke_sweep(swept_study, tmp_path):
     for t in complete:
         assert repr(t.value) in html
     best = max(complete, key=lambda t: t.value)
-    first_row = re.findall(r"<td>(.*?)</td>", html[html.index("<tbody>"):])[:4]
+    first_row = re.findall(r"<td>(.*?)</td>", html[html.index("<tbody>") :])[:4]
     assert first_row[:3] == ["1", str(best.number), f"{best.value:.4g}"]
     assert first_row[3] == f"{best.user_attrs['accuracy']:.4g}"
     assert "24 persons, 168 images" in html
@@ -155,8 +172,7 @@ def test_report_command_on_a_smoke_sweep(swept_study, tmp_path):
 def test_report_command_errors(swept_study, tmp_path):
     result = run_cli("report", "--storage", "nosuch.db", "--out", "r.html", cwd=tmp_path)
     assert result.returncode == 1 and "no study database at nosuch.db" in result.stderr
-    result = run_cli("report", "--storage", str(swept_study.db), "--study", "nosuch", "--out", "r.html",
-                     cwd=tmp_path)
+    result = run_cli("report", "--storage", str(swept_study.db), "--study", "nosuch", "--out", "r.html", cwd=tmp_path)
     assert result.returncode == 1 and "no study 'nosuch'" in result.stderr
     assert list(tmp_path.iterdir()) == []
     (tmp_path / "empty.db").write_bytes(b"")  # a file, but not an Optuna database: one line, no traceback

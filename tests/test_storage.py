@@ -5,7 +5,7 @@ import sqlite3
 import optuna
 import pytest
 
-from maskcls_hpo.storage import (
+from maskcls_hpo.hpo.storage import (
     DEFAULT_STORAGE,
     HeartbeatSettings,
     StorageError,

@@ -5,16 +5,16 @@ from pathlib import Path
 import optuna
 import pytest
 
-from maskcls_hpo.sweep import SweepError, load_sweep
-from maskcls_hpo.workers import prepare_study
+from maskcls_hpo.hpo.sweep import SweepError, load_sweep
+from maskcls_hpo.hpo.launch import prepare_study
 
-SWEEP = '''
+SWEEP = """
 import optuna
 BASE_CONFIG = {"model": "test_resnet", "image_size": [32, 24], "epochs": 2}
 def suggest(trial):
     return {"batch_size": trial.suggest_categorical("batch_size", BATCHES),
             "lr": trial.suggest_float("lr", 1e-4, 1e-2, log=LOG)}
-'''
+"""
 
 
 def write_sweep(tmp_path: Path, batches="[16, 32]", log="True", name="c3.py", body=SWEEP) -> Path:
@@ -40,8 +40,14 @@ def test_shipped_sweeps_search_the_required_parameters(sweeps_file):
 def test_known_good_settings_of_the_seed_teams():
     x = load_sweep("sweeps/xception.py")
     assert x.base_config.model == "legacy_xception" and x.base_config.optimizer == "adam"
-    assert x.known_good[0] == {"batch_size": 32, "lr": 1e-3, "dropout": 0.5, "scheduler": "step",
-                               "loss": "cross_entropy", "head": "single"}
+    assert x.known_good[0] == {
+        "batch_size": 32,
+        "lr": 1e-3,
+        "dropout": 0.5,
+        "scheduler": "step",
+        "loss": "cross_entropy",
+        "head": "single",
+    }
     e = load_sweep("sweeps/efficientnet_b0.py")
     assert e.known_good[0]["batch_size"] == 64 and e.known_good[0]["dropout"] == 0.5
     assert list(e.base_config.image_size) == [512, 384]
@@ -66,8 +72,10 @@ def test_missing_objects_are_named(tmp_path):
 
 def test_unknown_config_key_from_suggest_is_named(tmp_path):
     path = tmp_path / "badkey.py"
-    path.write_text("BASE_CONFIG = {}\ndef suggest(trial):\n"
-                    "    return {'batchsize': trial.suggest_categorical('batchsize', [16, 32])}\n")
+    path.write_text(
+        "BASE_CONFIG = {}\ndef suggest(trial):\n"
+        "    return {'batchsize': trial.suggest_categorical('batchsize', [16, 32])}\n"
+    )
     with pytest.raises(SweepError, match="unknown key 'batchsize'"):
         load_sweep(path)
 
@@ -99,8 +107,11 @@ def _study_with_two_trials(tmp_path, sweep_path):
 @pytest.mark.parametrize(
     ("batches", "log", "expected"),
     [
-        ("[16, 32, 64]", "True",
-         r"batch_size': study has categorical\[16, 32\], sweep file asks categorical\[16, 32, 64\]"),
+        (
+            "[16, 32, 64]",
+            "True",
+            r"batch_size': study has categorical\[16, 32\], sweep file asks categorical\[16, 32, 64\]",
+        ),
         ("[16, 32]", "False", r"lr': study has float\[0.0001, 0.01\] log, sweep file asks float\[0.0001, 0.01\]"),
     ],
 )
@@ -117,8 +128,7 @@ def test_changed_search_space_is_refused(tmp_path, batches, log, expected):
 
 
 def test_int_turned_categorical_is_refused(tmp_path):
-    body = ("BASE_CONFIG = {}\ndef suggest(trial):\n"
-            "    return {'epochs': trial.suggest_int('epochs', 1, 3)}\n")
+    body = "BASE_CONFIG = {}\ndef suggest(trial):\n    return {'epochs': trial.suggest_int('epochs', 1, 3)}\n"
     path = write_sweep(tmp_path, body=body)
     storage, _ = _study_with_two_trials(tmp_path, path)
     path.write_text(body.replace("suggest_int('epochs', 1, 3)", "suggest_categorical('epochs', [1, 2, 3])"))

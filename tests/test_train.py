@@ -45,9 +45,19 @@ def one_torch_thread():
 
 def small_config(data_dir, cache_dir, **changes) -> TrainConfig:
     """test_efficientnet on 32x24 images, batch 8, Adam lr 3e-3, no scheduler, CPU, seed 0."""
-    base = dict(model="test_efficientnet", image_size=(32, 24), batch_size=8, epochs=2, lr=3e-3,
-                scheduler="none", device="cpu", seed=0, data_dir=str(data_dir), cache_dir=str(cache_dir),
-                val_ratio=0.25)
+    base = dict(
+        model="test_efficientnet",
+        image_size=(32, 24),
+        batch_size=8,
+        epochs=2,
+        lr=3e-3,
+        scheduler="none",
+        device="cpu",
+        seed=0,
+        data_dir=str(data_dir),
+        cache_dir=str(cache_dir),
+        val_ratio=0.25,
+    )
     return TrainConfig(**(base | changes))
 
 
@@ -63,8 +73,9 @@ def constant_predictor_f1(confusion: list[list[int]]) -> float:
 
 @pytest.mark.parametrize("head", ["single", "multi"])
 def test_three_epochs_beat_a_constant_predictor_clearly(head, demo_data_60, train_cache_dir, tmp_path):
-    cfg = small_config(demo_data_60, train_cache_dir, head=head, image_size=(48, 36), batch_size=16, epochs=3,
-                       val_ratio=0.2)
+    cfg = small_config(
+        demo_data_60, train_cache_dir, head=head, image_size=(48, 36), batch_size=16, epochs=3, val_ratio=0.2
+    )
     result = train(cfg, out_dir=tmp_path)
 
     # 60 persons, 20 % held out -> 12 persons = 84 images, not a multiple of the batch size 16
@@ -82,8 +93,17 @@ def test_metrics_json_and_checkpoints_hold_what_a_user_reads(demo_data_20, train
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]
     for entry in metrics["epochs"]:
-        assert {"train_loss", "val_loss", "val_f1", "val_accuracy", "task_f1", "lr", "seconds",
-                "images_per_second", "is_best"} <= set(entry)
+        assert {
+            "train_loss",
+            "val_loss",
+            "val_f1",
+            "val_accuracy",
+            "task_f1",
+            "lr",
+            "seconds",
+            "images_per_second",
+            "is_best",
+        } <= set(entry)
         assert entry["seconds"] > 0 and entry["images_per_second"] > 0
     assert metrics["best_epoch"] == result.best_epoch and metrics["best_f1"] == pytest.approx(result.best_f1)
     assert metrics["device"] == "cpu" and metrics["peak_memory_bytes"] > 0 and metrics["seed"] == 0
@@ -141,8 +161,16 @@ def test_cosine_lr_steps_per_epoch_whatever_the_batch_size(demo_data_20, train_c
     lr, eta_min, epochs = 0.01, 0.001, 4
     expected = [eta_min + (lr - eta_min) * (1 + math.cos(math.pi * e / epochs)) / 2 for e in range(epochs)]
     for batch_size in (4, 32):  # 26 and 3 steps per epoch
-        cfg = small_config(demo_data_20, train_cache_dir, scheduler="cosine", lr=lr, eta_min=eta_min,
-                           epochs=epochs, t_max=epochs, batch_size=batch_size)
+        cfg = small_config(
+            demo_data_20,
+            train_cache_dir,
+            scheduler="cosine",
+            lr=lr,
+            eta_min=eta_min,
+            epochs=epochs,
+            t_max=epochs,
+            batch_size=batch_size,
+        )
         result = train(cfg, out_dir=tmp_path / str(batch_size))
         lrs = [h.lr for h in result.history]
         assert lrs == pytest.approx(expected, rel=1e-9)
@@ -155,8 +183,9 @@ def test_cosine_lr_steps_per_epoch_whatever_the_batch_size(demo_data_20, train_c
 
 
 def test_step_lr_halves_every_step_size_epochs(demo_data_20, train_cache_dir):
-    cfg = small_config(demo_data_20, train_cache_dir, scheduler="step", step_size=2, gamma=0.5, lr=0.004,
-                       epochs=3, batch_size=32)
+    cfg = small_config(
+        demo_data_20, train_cache_dir, scheduler="step", step_size=2, gamma=0.5, lr=0.004, epochs=3, batch_size=32
+    )
     assert [h.lr for h in train(cfg).history] == pytest.approx([0.004, 0.004, 0.002])
 
 
@@ -169,8 +198,9 @@ class StopAfterEpoch1(Exception):
 
 def test_resume_from_last_checkpoint_gives_the_same_epoch_2(demo_data_20, train_cache_dir, tmp_path):
     # augmentation, dropout, a cosine schedule and shuffling all draw random numbers: all must be restored
-    cfg = small_config(demo_data_20, train_cache_dir, epochs=2, scheduler="cosine", eta_min=1e-4,
-                       augment=True, dropout=0.5)
+    cfg = small_config(
+        demo_data_20, train_cache_dir, epochs=2, scheduler="cosine", eta_min=1e-4, augment=True, dropout=0.5
+    )
     full = train(cfg, out_dir=tmp_path / "full")
 
     def stop(r):
@@ -183,8 +213,9 @@ def test_resume_from_last_checkpoint_gives_the_same_epoch_2(demo_data_20, train_
     assert load_checkpoint(tmp_path / "part" / "last.pt")["epoch"] == 1
 
     called = []
-    resumed = train(cfg, out_dir=tmp_path / "resumed", resume_from=tmp_path / "part" / "last.pt",
-                    on_epoch=called.append)
+    resumed = train(
+        cfg, out_dir=tmp_path / "resumed", resume_from=tmp_path / "part" / "last.pt", on_epoch=called.append
+    )
     assert [r.epoch for r in called] == [2]
     assert [h.epoch for h in resumed.history] == [1, 2]
 

@@ -43,8 +43,7 @@ def test_crop_keeps_size_and_zooms_in():
     w = 64
     ramp = torch.linspace(0, 255, w).round().to(torch.uint8)
     x = ramp.view(1, 1, 1, w).expand(8, 3, 48, w).contiguous()
-    aug = BatchAugment((0.0,) * 3, (1.0,) * 3, crop_scale=(0.25, 0.25), ratio=(1.0, 1.0), color_jitter=0.0,
-                       flip_p=0.0)
+    aug = BatchAugment((0.0,) * 3, (1.0,) * 3, crop_scale=(0.25, 0.25), ratio=(1.0, 1.0), color_jitter=0.0, flip_p=0.0)
     out = aug(x)
     assert out.shape == (8, 3, 48, w) and out.dtype == torch.float32
     span = out[:, 0, 0, :].amax(dim=1) - out[:, 0, 0, :].amin(dim=1)
@@ -56,8 +55,9 @@ def test_crop_keeps_size_and_zooms_in():
 def test_brightness_jitter_stays_in_range_and_differs_per_sample():
     # a uniform grey image: contrast and saturation leave it unchanged, brightness scales it by U(0.8, 1.2)
     x = torch.full((16, 3, 8, 8), 100, dtype=torch.uint8)
-    aug = BatchAugment((0.0,) * 3, (1.0,) * 3, crop_scale=(1.0, 1.0), ratio=(1.0, 1.0), color_jitter=0.2,
-                       flip_p=0.0, seed=3)
+    aug = BatchAugment(
+        (0.0,) * 3, (1.0,) * 3, crop_scale=(1.0, 1.0), ratio=(1.0, 1.0), color_jitter=0.2, flip_p=0.0, seed=3
+    )
     out = aug(x)
     factors = out[:, 0, 0, 0] / (100 / 255)
     assert torch.allclose(out, out[:, :1, :1, :1].expand_as(out), atol=1e-5)  # still uniform and grey

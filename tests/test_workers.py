@@ -10,19 +10,20 @@ import yaml
 from optuna.trial import TrialState
 
 from maskcls_hpo.config import load_config
-from maskcls_hpo.export import export_trials
-from maskcls_hpo.storage import open_storage, resolve_storage_url
-from maskcls_hpo.sweep import load_sweep
-from maskcls_hpo.workers import WorkerSettings, count_trials, prepare_study, run_worker
+from maskcls_hpo.hpo.export import export_trials
+from maskcls_hpo.hpo.storage import open_storage, resolve_storage_url
+from maskcls_hpo.hpo.sweep import load_sweep
+from maskcls_hpo.hpo.launch import prepare_study
+from maskcls_hpo.hpo.worker import WorkerSettings, count_trials, run_worker
 
-ALWAYS_PRUNE = '''
+ALWAYS_PRUNE = """
 class AlwaysPrune(optuna.pruners.BasePruner):
     def prune(self, study, trial):
         return True
-'''
+"""
 
 # A backbone that behaves like a GPU running out of memory at batch size 32 (case C2), registered with timm.
-OOM_MODEL = '''
+OOM_MODEL = """
 import torch
 from timm.models import register_model
 
@@ -43,7 +44,7 @@ def oom_at_32(pretrained=False, **kwargs):
     return OomAt32(**kwargs)
 
 BASE_CONFIG["model"] = "oom_at_32"
-'''
+"""
 
 
 def start(tmp_path, sweep_path, n_trials, max_failures=5):
@@ -51,24 +52,40 @@ def start(tmp_path, sweep_path, n_trials, max_failures=5):
     sweep = load_sweep(sweep_path)
     prepare_study(sweep, open_storage(url), "t", n_trials)
     settings = WorkerSettings(
-        sweep_path=sweep_path, storage_url=url, study_name="t", n_trials=n_trials,
-        checkpoints=tmp_path / "ckpt", poll_interval=0.1, max_consecutive_failures=max_failures,
+        sweep_path=sweep_path,
+        storage_url=url,
+        study_name="t",
+        n_trials=n_trials,
+        checkpoints=tmp_path / "ckpt",
+        poll_interval=0.1,
+        max_consecutive_failures=max_failures,
     )
     report = run_worker(settings, sweep)
     return report, optuna.load_study(study_name="t", storage=open_storage(url))
 
 
 def cli(*args, cwd=None, timeout=600):
-    return subprocess.run([sys.executable, "-m", "maskcls_hpo", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "maskcls_hpo", *args], capture_output=True, text=True, cwd=cwd, timeout=timeout
+    )
 
 
 @pytest.mark.slow
 def test_c1_three_workers_stop_at_exactly_n_finished(tmp_path, tiny_sweep):
     sweep = tiny_sweep(epochs=1, pruner="optuna.pruners.MedianPruner(n_startup_trials=1)")
     db = tmp_path / "study.db"
-    args = ["launch", str(sweep), "--n-trials", "8", "--workers", "3", "--storage", str(db),
-            "--checkpoints", str(tmp_path / "ckpt")]
+    args = [
+        "launch",
+        str(sweep),
+        "--n-trials",
+        "8",
+        "--workers",
+        "3",
+        "--storage",
+        str(db),
+        "--checkpoints",
+        str(tmp_path / "ckpt"),
+    ]
     first = cli(*args, cwd=tmp_path)
     assert first.returncode == 0, first.stdout + first.stderr
     storage = open_storage(resolve_storage_url(str(db)))
@@ -89,19 +106,21 @@ def test_c1_all_pruned_still_stops(tmp_path, tiny_sweep):
     report, study = start(tmp_path, sweep, n_trials=3)
     assert (report.complete, report.pruned, report.failed) == (0, 3, 0)
     assert [t.state for t in study.trials] == [TrialState.PRUNED] * 3
-    assert all(t.user_attrs["reason"] == "pruned at epoch 1" or t.user_attrs["reason"].startswith("pruned at epoch 1 ")
-               for t in study.trials)
+    assert all(
+        t.user_attrs["reason"] == "pruned at epoch 1" or t.user_attrs["reason"].startswith("pruned at epoch 1 ")
+        for t in study.trials
+    )
     assert all(list(t.intermediate_values) == [1] for t in study.trials)  # pruned after the first report
 
 
 def test_c1_all_failing_stops_with_reason(tmp_path, tiny_sweep):
-    bug = '''
+    bug = """
 def suggest(trial):
     lr = trial.suggest_float("lr", 1e-3, 1e-2, log=True)
     if trial.number >= 0:  # real trials only (the dry run's recording trial has number -1)
         return {"lr": lr + "0.1"}
     return {"lr": lr}
-'''
+"""
     report, study = start(tmp_path, tiny_sweep(extra=bug), n_trials=4, max_failures=3)
     assert report.failed == 3 and report.complete == 0
     assert "stopped after 3 failed trials in a row" in report.stop_reason
@@ -111,9 +130,9 @@ def suggest(trial):
 
 
 def test_c2_oom_trial_is_pruned_and_worker_goes_on(tmp_path, tiny_sweep):
-    queued = '''
+    queued = """
 KNOWN_GOOD = [{"batch_size": 32, "lr": 1e-3}, {"batch_size": 16, "lr": 1e-3}]
-'''
+"""
     report, study = start(tmp_path, tiny_sweep(extra=OOM_MODEL + queued), n_trials=2)
     oom, ok = study.trials
     assert oom.params["batch_size"] == 32 and oom.state == TrialState.PRUNED
@@ -124,10 +143,13 @@ KNOWN_GOOD = [{"batch_size": 32, "lr": 1e-3}, {"batch_size": 16, "lr": 1e-3}]
 
 def test_real_bug_in_model_code_fails_loudly(tmp_path, tiny_sweep):
     # batch size 13 makes the test backbone raise a TypeError: a bug, not an OOM
-    extra = OOM_MODEL + '''
+    extra = (
+        OOM_MODEL
+        + """
 def suggest(trial):
     return {"batch_size": trial.suggest_categorical("batch_size", [13])}
-'''
+"""
+    )
     report, study = start(tmp_path, tiny_sweep(extra=extra), n_trials=1, max_failures=2)
     assert [t.state for t in study.trials] == [TrialState.FAIL] * 2
     assert study.trials[0].user_attrs["reason"].startswith("TypeError: unsupported operand")
@@ -165,7 +187,7 @@ def _signal_worker(tmp_path, tiny_sweep, during_upload: bool):
     import os
     import signal
 
-    from maskcls_hpo.signals import deferred_interrupts
+    from maskcls_hpo.hpo.signals import deferred_interrupts
 
     sweep_path = tiny_sweep()
     url = resolve_storage_url(str(tmp_path / "sig.db"))
@@ -183,8 +205,14 @@ def _signal_worker(tmp_path, tiny_sweep, during_upload: bool):
                 os.kill(os.getpid(), signal.SIGTERM)
         return 0.5
 
-    settings = WorkerSettings(sweep_path=sweep_path, storage_url=url, study_name="sig", n_trials=5,
-                              checkpoints=tmp_path / "ckpt", poll_interval=0.1)
+    settings = WorkerSettings(
+        sweep_path=sweep_path,
+        storage_url=url,
+        study_name="sig",
+        n_trials=5,
+        checkpoints=tmp_path / "ckpt",
+        poll_interval=0.1,
+    )
     report = run_worker(settings, sweep, objective=objective)
     return report, optuna.load_study(study_name="sig", storage=open_storage(url)).trials
 

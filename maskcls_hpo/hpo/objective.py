@@ -24,34 +24,14 @@ from typing import Any
 
 import optuna
 
-from maskcls_hpo.storage import mask_password
-from maskcls_hpo.sweep import Sweep
+from maskcls_hpo.hpo._optuna import storage_of, trial_id_of
+from maskcls_hpo.hpo.attrs import TrialAttrs, checkpoint_dir
+from maskcls_hpo.hpo.storage import mask_password
+from maskcls_hpo.hpo.sweep import Sweep
 
-__all__ = ["make_objective", "checkpoint_dir", "resume_checkpoint", "TrialAttrs"]
+__all__ = ["make_objective", "resume_checkpoint"]
 
-log = logging.getLogger("maskcls_hpo.objective")
-
-
-class TrialAttrs:
-    """Names of the user attrs a trial carries (strings, so the dashboard and `status` agree)."""
-
-    CONFIG = "config"
-    REASON = "reason"
-    ACCURACY = "accuracy"
-    TASK_F1 = "task_f1"
-    BEST_EPOCH = "best_epoch"
-    EPOCH_SECONDS = "epoch_seconds"
-    IMAGES_PER_SECOND = "images_per_second"
-    DEVICE = "device"
-    PEAK_MEMORY = "peak_memory_bytes"
-    SEED = "seed"
-    RESUMED_FROM = "resumed_from"
-    WORKER = "worker"
-
-
-def checkpoint_dir(root: Path, trial_number: int) -> Path:
-    """Folder of one trial's checkpoints: `<root>/trial_<number>` (root = `<checkpoints>/<study>`)."""
-    return Path(root) / f"trial_{trial_number:05d}"
+log = logging.getLogger("maskcls_hpo.hpo.objective")
 
 
 def resume_checkpoint(root: Path, trial: optuna.trial.BaseTrial | optuna.trial.FrozenTrial) -> Path | None:
@@ -61,7 +41,9 @@ def resume_checkpoint(root: Path, trial: optuna.trial.BaseTrial | optuna.trial.F
     trials it repeats, oldest first). The most recent one with a `last.pt` wins.
     """
     # optuna.Trial has no system_attrs (Optuna >= 4); the stored trial has them
-    frozen = trial if isinstance(trial, optuna.trial.FrozenTrial) else trial.study._storage.get_trial(trial._trial_id)
+    frozen = (
+        trial if isinstance(trial, optuna.trial.FrozenTrial) else storage_of(trial.study).get_trial(trial_id_of(trial))
+    )
     history = frozen.system_attrs.get("retry_history", [])
     for number in reversed(history):
         last = checkpoint_dir(root, number) / "last.pt"
@@ -160,8 +142,9 @@ def _resume_records(trial: optuna.Trial, resume: Path) -> list[float]:
     epoch = int(ckpt["epoch"])
     history = [h for h in ckpt.get("history", []) if int(h["epoch"]) <= epoch]
     trial.set_user_attr(TrialAttrs.RESUMED_FROM, str(resume))
-    log.info("trial %d resumes from %s (epoch %d); training continues at epoch %d", trial.number, resume, epoch,
-             epoch + 1)
+    log.info(
+        "trial %d resumes from %s (epoch %d); training continues at epoch %d", trial.number, resume, epoch, epoch + 1
+    )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*is already reported")
         for h in history:

@@ -21,28 +21,40 @@ from optuna.trial import FrozenTrial, TrialState
 
 from maskcls_hpo import __version__
 from maskcls_hpo.config import config_from_mapping, save_config
-from maskcls_hpo.objective import TrialAttrs
-from maskcls_hpo.storage import mask_password
+from maskcls_hpo.errors import ExportError, PredictError
+from maskcls_hpo.hpo.attrs import TrialAttrs, checkpoint_dir
+from maskcls_hpo.hpo.storage import mask_password
 
-__all__ = ["ExportError", "export_trials", "trial_record", "ranked_complete_trials", "state_summary"]
-
-
-class ExportError(RuntimeError):
-    """Nothing to export (no COMPLETE trial, unknown trial number); the message is one line."""
+__all__ = [
+    "ExportError",
+    "export_trials",
+    "trial_record",
+    "ranked_complete_trials",
+    "state_summary",
+    "study_checkpoints",
+]
 
 
 def state_summary(trials: list[FrozenTrial]) -> str:
     """`3 pruned, 1 failed` style count of trial states (states with 0 trials omitted)."""
-    names = [("complete", TrialState.COMPLETE), ("pruned", TrialState.PRUNED), ("failed", TrialState.FAIL),
-             ("running", TrialState.RUNNING), ("waiting", TrialState.WAITING)]
+    names = [
+        ("complete", TrialState.COMPLETE),
+        ("pruned", TrialState.PRUNED),
+        ("failed", TrialState.FAIL),
+        ("running", TrialState.RUNNING),
+        ("waiting", TrialState.WAITING),
+    ]
     parts = [f"{sum(t.state == s for t in trials)} {n}" for n, s in names if any(t.state == s for t in trials)]
     return ", ".join(parts) or "no trials"
 
 
 def ranked_complete_trials(study: optuna.Study) -> list[FrozenTrial]:
     """COMPLETE trials with a finite value, best first (ties: lower trial number first)."""
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.value is not None and math.isfinite(t.value)]
+    done = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.value is not None and math.isfinite(t.value)
+    ]
     sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
     return sorted(done, key=lambda t: (sign * t.value, t.number))
 
@@ -151,10 +163,43 @@ def export_trials(
         else:
             if top < 1:
                 raise ExportError(f"--top must be at least 1, got {top}")
-            docs = [(out.with_name(f"{out.stem}-{i + 1}{suffix}"), trial_record(study, t, rank=i + 1))
-                    for i, t in enumerate(ranked[:top])]
+            docs = [
+                (out.with_name(f"{out.stem}-{i + 1}{suffix}"), trial_record(study, t, rank=i + 1))
+                for i, t in enumerate(ranked[:top])
+            ]
     written = []
     for path, doc in docs:
         json.dumps(doc)  # proves plain JSON types before anything is written
         written.append(save_config(doc, path))
     return written
+
+
+def study_checkpoints(study: optuna.Study, top: int, checkpoints: str | Path = "storage/checkpoints") -> list[Path]:
+    """The `best.pt` of the top `top` COMPLETE trials of an Optuna study, best first.
+
+    Trials are ranked by `export.ranked_complete_trials` (value, then trial number); each trial's checkpoint
+    is `<checkpoints>/<study name>/trial_<number:05d>/best.pt` (`objective.checkpoint_dir`).
+
+    Raises:
+        PredictError: top < 1, fewer COMPLETE trials than `top` (with the study's state counts), or a
+            trial's best.pt missing (the path named; pass the workers' --checkpoints folder).
+    """
+    if top < 1:
+        raise PredictError(f"--top must be >= 1, got {top}")
+    ranked = ranked_complete_trials(study)
+    if len(ranked) < top:
+        raise PredictError(
+            f"study '{study.study_name}' has {len(ranked)} COMPLETE trial(s) with a value, --top asks for {top} "
+            f"({state_summary(study.get_trials(deepcopy=False))})"
+        )
+    root = Path(checkpoints) / study.study_name
+    found = []
+    for t in ranked[:top]:
+        path = checkpoint_dir(root, t.number) / "best.pt"
+        if not path.is_file():
+            raise PredictError(
+                f"{path}: best.pt of trial {t.number} (value {t.value:.4f}) not found; pass the checkpoint root "
+                f"the workers used with --checkpoints"
+            )
+        found.append(path)
+    return found

@@ -26,6 +26,8 @@ import sqlalchemy
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from maskcls_hpo.errors import StorageError, StorageSchemaError
+
 __all__ = [
     "DEFAULT_STORAGE",
     "StorageError",
@@ -39,7 +41,6 @@ __all__ = [
     "open_storage",
     "artifact_dir",
     "storage_folder",
-    "rdb_of",
     "is_transient_db_error",
     "retry_db",
     "seconds_since_db_error",
@@ -54,18 +55,10 @@ ENV_DB_RETRY_SECONDS = "MASKCLS_HPO_DB_RETRY_SECONDS"
 SQLITE_BUSY_TIMEOUT_S = 60.0
 DB_RETRY_SECONDS = 600.0
 
-log = logging.getLogger("maskcls_hpo.storage")
+log = logging.getLogger("maskcls_hpo.hpo.storage")
 
 _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)(?P<tail>@)")
 _KNOWN_SECRETS: set[str] = set()
-
-
-class StorageError(RuntimeError):
-    """A storage URL that cannot be used; the message names the URL with its password masked."""
-
-
-class StorageSchemaError(StorageError):
-    """The database was made by another Optuna schema version; nothing was migrated."""
 
 
 @dataclass(frozen=True)
@@ -303,9 +296,10 @@ def check_schema(url: str) -> None:
 def _alembic_head() -> str:
     """The schema revision the installed Optuna writes (head of its bundled alembic scripts)."""
     from alembic.script import ScriptDirectory
-    from optuna.storages import _rdb
 
-    script = ScriptDirectory(str(Path(_rdb.__file__).parent / "alembic"))
+    from maskcls_hpo.hpo._optuna import alembic_dir
+
+    script = ScriptDirectory(str(alembic_dir()))
     head = script.get_current_head()
     assert head is not None
     return head
@@ -330,8 +324,15 @@ def _short(err: BaseException) -> str:
 # PostgreSQL SQLSTATEs worth retrying: connection exceptions (class 08), the server shutting down or
 # starting up (57P01..57P03), serialization failures and deadlocks (40001, 40P01).
 _TRANSIENT_SQLSTATE_PREFIXES = ("08", "57P01", "57P02", "57P03", "40001", "40P01")
-_TRANSIENT_FATAL = ("starting up", "shutting down", "in recovery", "administrator command", "too many clients",
-                    "not yet accepting", "remaining connection slots")
+_TRANSIENT_FATAL = (
+    "starting up",
+    "shutting down",
+    "in recovery",
+    "administrator command",
+    "too many clients",
+    "not yet accepting",
+    "remaining connection slots",
+)
 _last_db_error = -math.inf  # time.monotonic() of the last transient error this process saw
 _retry_state = threading.local()
 
@@ -419,12 +420,21 @@ def retry_db(fn, what: str, seconds: float | None = None, max_delay: float = 10.
                 _last_db_error = time.monotonic()
                 waited = time.monotonic() - start
                 if waited + delay > budget:
-                    log.error("database still unreachable after %.0f s while %s; giving up: %s", waited, what,
-                              mask_password(_short(err)))
+                    log.error(
+                        "database still unreachable after %.0f s while %s; giving up: %s",
+                        waited,
+                        what,
+                        mask_password(_short(err)),
+                    )
                     raise
                 failures += 1
-                log.warning("database error while %s (retry %d in %.1f s): %s", what, failures, delay,
-                            mask_password(_short(err)))
+                log.warning(
+                    "database error while %s (retry %d in %.1f s): %s",
+                    what,
+                    failures,
+                    delay,
+                    mask_password(_short(err)),
+                )
                 time.sleep(delay)
                 delay = min(delay * 2, max_delay)
                 continue
@@ -438,17 +448,6 @@ def retry_db(fn, what: str, seconds: float | None = None, max_delay: float = 10.
 
 # RDBStorage methods that talk to the database (the public API plus the private ones Optuna's cache layer
 # and the heartbeat call).
-_RETRIED_METHODS = (
-    "create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr",
-    "get_study_id_from_name", "get_study_name_from_id", "get_study_directions", "get_study_user_attrs",
-    "get_study_system_attrs", "get_trial_user_attrs", "get_trial_system_attrs", "get_all_studies",
-    "create_new_trial", "_create_new_trial", "set_trial_param", "_set_trial_param", "get_trial_param",
-    "set_trial_state_values", "set_trial_intermediate_value", "set_trial_user_attr", "set_trial_system_attr",
-    "get_trial_id_from_study_id_trial_number", "get_trial", "get_all_trials", "_get_trials", "get_n_trials",
-    "get_best_trial", "_get_best_trial_id", "_get_stale_trial_ids",
-)
-
-
 @functools.lru_cache(maxsize=1)
 def _retrying_storage_class():
     """An RDBStorage subclass whose database calls go through :func:`retry_db` (built on first use)."""
@@ -461,18 +460,25 @@ def _retrying_storage_class():
 
         @functools.wraps(method)
         def retried(self, *args, **kwargs):
-            return retry_db(lambda: method(self, *args, **kwargs), f"calling {name.strip('_')}",
-                            self._maskcls_retry_seconds)
+            return retry_db(
+                lambda: method(self, *args, **kwargs), f"calling {name.strip('_')}", self._maskcls_retry_seconds
+            )
 
         return retried
 
     def record_heartbeat(self, trial_id: int) -> None:
         # Retried at the heartbeat's own pace, so the heartbeat resumes within one interval of the
         # database coming back (Optuna's heartbeat thread would otherwise die on the first error).
-        retry_db(lambda: base.record_heartbeat(self, trial_id), f"recording the heartbeat of trial id {trial_id}",
-                 self._maskcls_retry_seconds, max_delay=float(self.heartbeat_interval or 10))
+        retry_db(
+            lambda: base.record_heartbeat(self, trial_id),
+            f"recording the heartbeat of trial id {trial_id}",
+            self._maskcls_retry_seconds,
+            max_delay=float(self.heartbeat_interval or 10),
+        )
 
-    namespace = {name: wrap(name) for name in _RETRIED_METHODS if hasattr(base, name)}
+    from maskcls_hpo.hpo._optuna import RETRIED_METHODS
+
+    namespace = {name: wrap(name) for name in RETRIED_METHODS if hasattr(base, name)}
     namespace["record_heartbeat"] = record_heartbeat
     namespace["_maskcls_retry_seconds"] = None
     namespace["__doc__"] = "Optuna's RDBStorage with transient database errors retried (maskcls-hpo)."
@@ -482,7 +488,7 @@ def _retrying_storage_class():
 
 
 def __getattr__(name: str):
-    # `maskcls_hpo.storage.RetryingRDBStorage` is built on first use (Optuna is a heavy import); this makes
+    # `maskcls_hpo.hpo.storage.RetryingRDBStorage` is built on first use (Optuna is a heavy import); this makes
     # the name resolvable, so a storage can be pickled (e.g. to a multiprocessing child) and loaded again.
     if name == "RetryingRDBStorage":
         return _retrying_storage_class()
@@ -541,11 +547,6 @@ def open_storage(
         ) from None
     storage._maskcls_retry_seconds = _retry_budget(retry_seconds)
     return storage
-
-
-def rdb_of(storage: object):
-    """The :class:`RDBStorage` behind a study's storage (Optuna wraps it in a private caching layer)."""
-    return getattr(storage, "_backend", storage)
 
 
 def storage_folder(url: str, name: str, root: str | os.PathLike[str] | None = None) -> Path:

@@ -18,29 +18,31 @@ from optuna.trial import TrialState
 from rich.console import Console
 from rich.table import Table
 
-from maskcls_hpo.export import ranked_complete_trials
-from maskcls_hpo.objective import TrialAttrs
-from maskcls_hpo.storage import rdb_of
-from maskcls_hpo.workers import STUDY_ATTR_N_TRIALS, count_trials
+from maskcls_hpo.hpo._optuna import rdb_models, rdb_of, storage_of, study_id_of, trial_id_of
+from maskcls_hpo.hpo.attrs import StudyAttrs, TrialAttrs
+from maskcls_hpo.hpo.export import ranked_complete_trials
+from maskcls_hpo.hpo.trials import count_trials
 
 __all__ = ["study_status", "print_status", "last_heartbeats"]
 
 
 def last_heartbeats(study: optuna.Study) -> dict[int, dt.datetime]:
     """trial_id -> time of its last heartbeat (naive datetime as the storage keeps it)."""
-    from optuna.storages._rdb import models
+    models = rdb_models()
 
-    storage = rdb_of(study._storage)
-    q = sqlalchemy.select(models.TrialHeartbeatModel.trial_id, models.TrialHeartbeatModel.heartbeat).join(
-        models.TrialModel, models.TrialModel.trial_id == models.TrialHeartbeatModel.trial_id
-    ).where(models.TrialModel.study_id == study._study_id)
+    storage = rdb_of(storage_of(study))
+    q = (
+        sqlalchemy.select(models.TrialHeartbeatModel.trial_id, models.TrialHeartbeatModel.heartbeat)
+        .join(models.TrialModel, models.TrialModel.trial_id == models.TrialHeartbeatModel.trial_id)
+        .where(models.TrialModel.study_id == study_id_of(study))
+    )
     with storage.engine.connect() as con:
         return {tid: hb for tid, hb in con.execute(q)}
 
 
 def _db_now(study: optuna.Study) -> dt.datetime:
     """The database's clock (heartbeats are stamped by it), as a naive datetime."""
-    storage = rdb_of(study._storage)
+    storage = rdb_of(storage_of(study))
     backend = storage.engine.url.get_backend_name()
     expr = "SELECT CURRENT_TIMESTAMP" if backend == "sqlite" else "SELECT LOCALTIMESTAMP"
     with storage.engine.connect() as con:
@@ -65,29 +67,41 @@ def study_status(study: optuna.Study) -> dict[str, Any]:
         optuna.storages.fail_stale_trials(study)
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     stale = sorted(running_before - {t.number for t in running})
-    c = count_trials(study._storage, study._study_id)
+    c = count_trials(storage_of(study), study_id_of(study))
     ranked = ranked_complete_trials(study)
     best = None
     if ranked:
         b = ranked[0]
-        best = {"number": b.number, "value": b.value, "accuracy": b.user_attrs.get(TrialAttrs.ACCURACY),
-                "params": b.params}
+        best = {
+            "number": b.number,
+            "value": b.value,
+            "accuracy": b.user_attrs.get(TrialAttrs.ACCURACY),
+            "params": b.params,
+        }
     beats = last_heartbeats(study)
     now = _db_now(study)
     rows = []
     for t in running:
-        hb = beats.get(t._trial_id)
-        rows.append({
-            "number": t.number,
-            "last_epoch": t.last_step,
-            "heartbeat_age_s": round((now - hb).total_seconds(), 1) if hb is not None else None,
-            "worker": t.user_attrs.get(TrialAttrs.WORKER),
-        })
+        hb = beats.get(trial_id_of(t))
+        rows.append(
+            {
+                "number": t.number,
+                "last_epoch": t.last_step,
+                "heartbeat_age_s": round((now - hb).total_seconds(), 1) if hb is not None else None,
+                "worker": t.user_attrs.get(TrialAttrs.WORKER),
+            }
+        )
     return {
         "study": study.study_name,
-        "n_trials": study.user_attrs.get(STUDY_ATTR_N_TRIALS),
-        "counts": {"complete": c.complete, "pruned": c.pruned, "failed": c.failed, "running": c.running,
-                   "waiting": c.waiting, "finished": c.finished},
+        "n_trials": study.user_attrs.get(StudyAttrs.N_TRIALS),
+        "counts": {
+            "complete": c.complete,
+            "pruned": c.pruned,
+            "failed": c.failed,
+            "running": c.running,
+            "waiting": c.waiting,
+            "finished": c.finished,
+        },
         "stale_failed": stale,
         "best": best,
         "running": rows,
@@ -119,8 +133,12 @@ def print_status(study: optuna.Study, console: Console) -> dict[str, Any]:
         for col in ("trial", "last epoch", "last heartbeat (s ago)", "worker"):
             rt.add_column(col)
         for r in s["running"]:
-            rt.add_row(str(r["number"]), str(r["last_epoch"] or "-"),
-                       "-" if r["heartbeat_age_s"] is None else f"{r['heartbeat_age_s']:.0f}", str(r["worker"] or "-"))
+            rt.add_row(
+                str(r["number"]),
+                str(r["last_epoch"] or "-"),
+                "-" if r["heartbeat_age_s"] is None else f"{r['heartbeat_age_s']:.0f}",
+                str(r["worker"] or "-"),
+            )
         console.print(rt)
     return s
 

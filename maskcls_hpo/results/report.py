@@ -24,14 +24,14 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from maskcls_hpo.artifacts import OBJECTIVE_NAME
-from maskcls_hpo.export import ranked_complete_trials
-from maskcls_hpo.objective import TrialAttrs
-from maskcls_hpo.storage import mask_password
+from maskcls_hpo.hpo.attrs import TrialAttrs
+from maskcls_hpo.hpo.export import ranked_complete_trials
+from maskcls_hpo.hpo.storage import mask_password
+from maskcls_hpo.results.artifacts import OBJECTIVE_NAME
 
 __all__ = ["write_report", "report_html", "report_figures", "ReportFigure", "TARGET_NAME"]
 
-log = logging.getLogger("maskcls_hpo.report")
+log = logging.getLogger("maskcls_hpo.results.report")
 
 TARGET_NAME = OBJECTIVE_NAME
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
@@ -70,15 +70,30 @@ def report_figures(study: optuna.Study) -> list[ReportFigure]:
     n_complete = len(ranked_complete_trials(study))
     none = "no COMPLETE trial yet" if n_complete == 0 else ""
     specs: list[tuple[str, str, Callable[[], Any], str]] = [
-        ("history", "Optimization history", lambda: vis.plot_optimization_history(study, target_name=TARGET_NAME),
-         none),
-        ("intermediate", "Intermediate values (val macro F1 per epoch)", lambda: vis.plot_intermediate_values(study),
-         "" if _has_intermediate(study) else "no trial reported an epoch yet"),
-        ("parallel", "Parallel coordinates",
-         lambda: vis.plot_parallel_coordinate(study, target_name=TARGET_NAME), none),
-        ("importances", "Parameter importances",
-         lambda: vis.plot_param_importances(study, target_name=TARGET_NAME),
-         none or ("needs at least 2 COMPLETE trials (the study has 1)" if n_complete < 2 else "")),
+        (
+            "history",
+            "Optimization history",
+            lambda: vis.plot_optimization_history(study, target_name=TARGET_NAME),
+            none,
+        ),
+        (
+            "intermediate",
+            "Intermediate values (val macro F1 per epoch)",
+            lambda: vis.plot_intermediate_values(study),
+            "" if _has_intermediate(study) else "no trial reported an epoch yet",
+        ),
+        (
+            "parallel",
+            "Parallel coordinates",
+            lambda: vis.plot_parallel_coordinate(study, target_name=TARGET_NAME),
+            none,
+        ),
+        (
+            "importances",
+            "Parameter importances",
+            lambda: vis.plot_param_importances(study, target_name=TARGET_NAME),
+            none or ("needs at least 2 COMPLETE trials (the study has 1)" if n_complete < 2 else ""),
+        ),
         ("slice", "Slice plot", lambda: vis.plot_slice(study, target_name=TARGET_NAME), none),
     ]
     figures = []
@@ -131,12 +146,17 @@ def _top_table(study: optuna.Study, top: int) -> str:
     rows = []
     for rank, t in enumerate(ranked, 1):
         attrs = t.user_attrs
-        cells = [rank, t.number, t.value, attrs.get(TrialAttrs.ACCURACY), attrs.get(TrialAttrs.BEST_EPOCH),
-                 _duration(t)] + [t.params.get(n) for n in names]
+        cells = [
+            rank,
+            t.number,
+            t.value,
+            attrs.get(TrialAttrs.ACCURACY),
+            attrs.get(TrialAttrs.BEST_EPOCH),
+            _duration(t),
+        ] + [t.params.get(n) for n in names]
         rows.append("<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in cells) + "</tr>")
     header = "".join(f"<th>{html.escape(h)}</th>" for h in head)
-    return (f"<div class='scroll'><table><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
-            "</div>")
+    return f"<div class='scroll'><table><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
 
 
 def _summary(study: optuna.Study) -> str:
@@ -157,9 +177,11 @@ def _summary(study: optuna.Study) -> str:
         items.append(("dataset", f"{size} in {dataset.get('data_dir', '?')}"))
     if attrs.get("data_fingerprint"):
         items.append(("data fingerprint", str(attrs["data_fingerprint"])))
-    return "<dl>" + "".join(
-        f"<dt>{html.escape(k)}</dt><dd>{html.escape(mask_password(v))}</dd>" for k, v in items
-    ) + "</dl>"
+    return (
+        "<dl>"
+        + "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(mask_password(v))}</dd>" for k, v in items)
+        + "</dl>"
+    )
 
 
 _CSS = """
@@ -202,8 +224,11 @@ def report_html(study: optuna.Study, top: int = 10) -> str:
         if f.figure is None:
             parts.append(f"<p class='note'>{html.escape(mask_password(f.note))}</p>")
         else:
-            parts.append(f.figure.to_html(full_html=False, include_plotlyjs=not plotly_included,
-                                          config=PLOTLY_CONFIG, div_id=f"fig-{f.key}"))
+            parts.append(
+                f.figure.to_html(
+                    full_html=False, include_plotlyjs=not plotly_included, config=PLOTLY_CONFIG, div_id=f"fig-{f.key}"
+                )
+            )
             plotly_included = True
         parts.append("</section>")
     parts.append("</body></html>")

@@ -3,7 +3,7 @@
 The storage URL is resolved like every other verb's (case C7: no `--storage`, a path, or `sqlite:///path`
 open the same database) and must already exist: a reader never creates an empty database. The schema is
 checked first (C5), and every printed URL has its password masked (C6). The artifact store is the folder
-that the workers upload to (:func:`maskcls_hpo.storage.artifact_dir`), so each trial's confusion matrix,
+that the workers upload to (:func:`maskcls_hpo.hpo.storage.artifact_dir`), so each trial's confusion matrix,
 per-class F1 and config are listed on its page.
 
 The app is optuna-dashboard's own WSGI app (:func:`optuna_dashboard.wsgi`), served the way
@@ -23,15 +23,12 @@ from pathlib import Path
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from maskcls_hpo.storage import StorageError, display_url, mask_password, open_storage
+from maskcls_hpo.errors import DashboardError
+from maskcls_hpo.hpo.storage import StorageError, display_url, mask_password, open_storage
 
 __all__ = ["DashboardError", "Dashboard", "dashboard_app", "serve_dashboard", "dashboard_address", "is_loopback"]
 
-log = logging.getLogger("maskcls_hpo.dashboard")
-
-
-class DashboardError(StorageError):
-    """The storage can be reached but holds no Optuna studies database."""
+log = logging.getLogger("maskcls_hpo.results.dashboard")
 
 
 @dataclass
@@ -40,7 +37,7 @@ class Dashboard:
 
     Attributes:
         app: the WSGI application (a Bottle app).
-        storage_url: the resolved storage URL (print it with :func:`maskcls_hpo.storage.display_url`).
+        storage_url: the resolved storage URL (print it with :func:`maskcls_hpo.hpo.storage.display_url`).
         studies: names of the studies in the storage when the app was made (new ones appear live).
         artifact_dir: folder of the ``FileSystemArtifactStore``.
     """
@@ -73,8 +70,8 @@ def dashboard_app(storage_url: str, artifact_root: str | Path | None = None) -> 
     """Open the storage read-only (no table creation), check it, and build optuna-dashboard's app.
 
     Args:
-        storage_url: a resolved URL (:func:`maskcls_hpo.storage.resolve_storage_url` with `must_exist`).
-        artifact_root: artifact folder; default :func:`maskcls_hpo.storage.artifact_dir` of the URL.
+        storage_url: a resolved URL (:func:`maskcls_hpo.hpo.storage.resolve_storage_url` with `must_exist`).
+        artifact_root: artifact folder; default :func:`maskcls_hpo.hpo.storage.artifact_dir` of the URL.
 
     Raises:
         StorageSchemaError: the database was made by another Optuna schema version (C5).
@@ -84,7 +81,7 @@ def dashboard_app(storage_url: str, artifact_root: str | Path | None = None) -> 
     import optuna
     import optuna_dashboard
 
-    from maskcls_hpo.artifacts import open_artifact_store
+    from maskcls_hpo.results.artifacts import open_artifact_store
 
     try:
         storage = open_storage(storage_url, create=False)

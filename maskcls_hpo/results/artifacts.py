@@ -2,7 +2,7 @@
 
 Each finished trial gets three files, uploaded with Optuna's artifact API
 (:func:`optuna.artifacts.upload_artifact`) into a :class:`optuna.artifacts.FileSystemArtifactStore` whose
-folder comes from the storage URL (:func:`maskcls_hpo.storage.artifact_dir`), so `dashboard` (same URL
+folder comes from the storage URL (:func:`maskcls_hpo.hpo.storage.artifact_dir`), so `dashboard` (same URL
 resolution) finds them:
 
 - ``confusion_matrix.png``: the best epoch's 18 x 18 validation confusion matrix (rows true, columns
@@ -31,9 +31,10 @@ from typing import Any
 import numpy as np
 import optuna
 
-from maskcls_hpo.objective import TrialAttrs, checkpoint_dir
-from maskcls_hpo.signals import deferred_interrupts
-from maskcls_hpo.storage import artifact_dir, mask_password
+from maskcls_hpo.hpo.attrs import OBJECTIVE_NAME, TrialAttrs, checkpoint_dir
+from maskcls_hpo.hpo.signals import deferred_interrupts
+from maskcls_hpo.hpo.storage import artifact_dir, mask_password
+from maskcls_hpo.labels import GENDER_SHORT, MASK_NAMES, NUM_CLASSES, age_band_names, class_labels, decode_label
 
 __all__ = [
     "ARTIFACT_FILES",
@@ -50,39 +51,24 @@ __all__ = [
     "save_study_note",
 ]
 
-log = logging.getLogger("maskcls_hpo.artifacts")
+log = logging.getLogger("maskcls_hpo.results.artifacts")
 
-NUM_CLASSES = 18
-OBJECTIVE_NAME = "val macro F1"
 CONFUSION_PNG = "confusion_matrix.png"
 PER_CLASS_CSV = "per_class_f1.csv"
 CONFIG_YAML = "config.yaml"
 ARTIFACT_FILES = (CONFUSION_PNG, PER_CLASS_CSV, CONFIG_YAML)
 MIMETYPES = {CONFUSION_PNG: "image/png", PER_CLASS_CSV: "text/csv", CONFIG_YAML: "application/yaml"}  # RFC 9512
-MASK_NAMES = ("wear", "incorrect", "not wear")
-GENDER_NAMES = ("M", "F")
 CSV_COLUMNS = ("class", "label", "mask", "gender", "age", "f1", "support", "predicted")
 
 
-def _age_names(age_bins: Sequence[int]) -> tuple[str, str, str]:
-    a, b = (int(v) for v in age_bins)
-    return f"<{a}", f"{a}-{b - 1}", f">={b}"
-
-
-def class_labels(age_bins: Sequence[int] = (30, 60)) -> list[str]:
-    """The 18 class names, e.g. ``["0 wear/M/<30", "1 wear/M/30-59", ..., "17 not wear/F/>=60"]``.
-
-    Class id = mask * 6 + gender * 3 + age band (DESIGN.md section 3); the age band names follow
-    `age_bins` = (a, b): ``<a``, ``a-(b-1)``, ``>=b`` (years).
-    """
-    ages = _age_names(age_bins)
-    return [
-        f"{y} {MASK_NAMES[y // 6]}/{GENDER_NAMES[(y // 3) % 2]}/{ages[y % 3]}" for y in range(NUM_CLASSES)
-    ]
+def _parts(y: int, ages: Sequence[str]) -> tuple[str, str, str]:
+    """(mask, gender, age band) names of class `y`."""
+    mask, gender, band = decode_label(y)
+    return MASK_NAMES[mask], GENDER_SHORT[gender], ages[band]
 
 
 def open_artifact_store(storage_url: str, root: str | Path | None = None, create: bool = True):
-    """Optuna's ``FileSystemArtifactStore`` on :func:`maskcls_hpo.storage.artifact_dir` of `storage_url`.
+    """Optuna's ``FileSystemArtifactStore`` on :func:`maskcls_hpo.hpo.storage.artifact_dir` of `storage_url`.
 
     Args:
         create: make the folder when it is missing (the store itself never does).
@@ -130,8 +116,15 @@ def write_confusion_png(
     ax = fig.add_subplot()
     im = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
     for i, j in zip(*np.nonzero(matrix), strict=True):
-        ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=6.5,
-                color="white" if share[i, j] > 0.6 else "black")
+        ax.text(
+            j,
+            i,
+            str(matrix[i, j]),
+            ha="center",
+            va="center",
+            fontsize=6.5,
+            color="white" if share[i, j] > 0.6 else "black",
+        )
     ax.set_xticks(range(NUM_CLASSES), labels, rotation=90, fontsize=7)
     ax.set_yticks(range(NUM_CLASSES), labels, fontsize=7)
     ax.set_xlabel("predicted class")
@@ -162,19 +155,23 @@ def write_per_class_f1_csv(
         raise ValueError(f"per-class F1 must have {NUM_CLASSES} values, got {len(scores)}")
     matrix = _check_confusion(confusion) if confusion is not None else None
     labels = class_labels(age_bins)
-    ages = _age_names(age_bins)
+    ages = age_band_names(age_bins)
     path = Path(path)
     with path.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(CSV_COLUMNS)
         for y in range(NUM_CLASSES):
             f1 = scores[y]
-            writer.writerow([
-                y, labels[y], MASK_NAMES[y // 6], GENDER_NAMES[(y // 3) % 2], ages[y % 3],
-                f"{f1:.6f}" if np.isfinite(f1) else "",
-                int(matrix[y].sum()) if matrix is not None else "",
-                int(matrix[:, y].sum()) if matrix is not None else "",
-            ])
+            writer.writerow(
+                [
+                    y,
+                    labels[y],
+                    *_parts(y, ages),
+                    f"{f1:.6f}" if np.isfinite(f1) else "",
+                    int(matrix[y].sum()) if matrix is not None else "",
+                    int(matrix[:, y].sum()) if matrix is not None else "",
+                ]
+            )
     return path
 
 
@@ -217,13 +214,21 @@ def upload_trial_artifacts(
         if has_confusion:
             files.append(write_confusion_png(confusion, Path(tmp) / CONFUSION_PNG, age_bins, title))
         if has_f1:
-            files.append(write_per_class_f1_csv(per_class_f1, Path(tmp) / PER_CLASS_CSV, age_bins,
-                                                confusion if has_confusion else None))
+            files.append(
+                write_per_class_f1_csv(
+                    per_class_f1, Path(tmp) / PER_CLASS_CSV, age_bins, confusion if has_confusion else None
+                )
+            )
         if config:
             files.append(write_config_yaml(config, Path(tmp) / CONFIG_YAML))
         for file in files:
-            upload_artifact(artifact_store=artifact_store, file_path=str(file), study_or_trial=trial,
-                            storage=storage, mimetype=MIMETYPES[file.name])
+            upload_artifact(
+                artifact_store=artifact_store,
+                file_path=str(file),
+                study_or_trial=trial,
+                storage=storage,
+                mimetype=MIMETYPES[file.name],
+            )
             uploaded.append(file.name)
     return uploaded
 
@@ -268,11 +273,16 @@ class TrialArtifactUploader:
             if best_f1 is not None and np.isfinite(float(best_f1)):
                 title += f": val macro F1 {float(best_f1):.4f}"
             with deferred_interrupts():
-                return upload_trial_artifacts(trial, self.store, config=config, confusion=confusion,
-                                              per_class_f1=per_class_f1, title=title)
+                return upload_trial_artifacts(
+                    trial, self.store, config=config, confusion=confusion, per_class_f1=per_class_f1, title=title
+                )
         except Exception as err:  # noqa: BLE001 - an artifact must never fail a trial
-            log.warning("trial %d: artifacts not uploaded to %s: %s", trial.number, self.folder,
-                        mask_password(f"{type(err).__name__}: {err}"))
+            log.warning(
+                "trial %d: artifacts not uploaded to %s: %s",
+                trial.number,
+                self.folder,
+                mask_password(f"{type(err).__name__}: {err}"),
+            )
             return []
 
     def __call__(self, trial: optuna.Trial, result: Any) -> None:
@@ -285,13 +295,19 @@ class TrialArtifactUploader:
             metrics = json.loads(Path(metrics_json).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             metrics = {}
-        return self.upload(trial, metrics.get("best_confusion"), metrics.get("best_per_class_f1"),
-                           metrics.get("best_epoch"), metrics.get("best_f1"))
+        return self.upload(
+            trial,
+            metrics.get("best_confusion"),
+            metrics.get("best_per_class_f1"),
+            metrics.get("best_epoch"),
+            metrics.get("best_f1"),
+        )
 
     def wrap(
         self, objective: Callable[[optuna.Trial], float], checkpoint_root: Path
     ) -> Callable[[optuna.Trial], float]:
         """The same objective, but a pruned trial first uploads what its checkpoint folder holds."""
+
         def objective_with_artifacts(trial: optuna.Trial) -> float:
             try:
                 return objective(trial)
@@ -316,8 +332,11 @@ def study_note(
     "persons", "images"}}``; missing entries are left out.
     """
     attrs = dict(study_attrs or {})
-    lines = [f"## Study {_md_code(study_name)}", "", f"- sweep file: {_md_code(Path(sweep_file).name)}"
-             f" ({_md_code(sweep_file)})"]
+    lines = [
+        f"## Study {_md_code(study_name)}",
+        "",
+        f"- sweep file: {_md_code(Path(sweep_file).name)} ({_md_code(sweep_file)})",
+    ]
     if n_trials:
         lines.append(f"- trial budget: {int(n_trials)} finished trials (COMPLETE + PRUNED)")
     dataset = attrs.get("dataset") or {}
@@ -327,8 +346,12 @@ def study_note(
         lines.append(f"- dataset: {size}{where}")
     if attrs.get("data_fingerprint"):
         lines.append(f"- data fingerprint: {_md_code(attrs['data_fingerprint'])}")
-    lines += ["", "Each finished trial carries artifacts: " + ", ".join(_md_code(f) for f in ARTIFACT_FILES)
-              + ". The objective is the best epoch's validation macro F1 over the 18 classes."]
+    lines += [
+        "",
+        "Each finished trial carries artifacts: "
+        + ", ".join(_md_code(f) for f in ARTIFACT_FILES)
+        + ". The objective is the best epoch's validation macro F1 over the 18 classes.",
+    ]
     return "\n".join(lines) + "\n"
 
 

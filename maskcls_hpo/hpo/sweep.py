@@ -40,12 +40,9 @@ from optuna.distributions import (
 )
 
 from maskcls_hpo.config import ConfigError, TrainConfig, config_from_mapping
+from maskcls_hpo.errors import SweepError
 
 __all__ = ["Sweep", "SweepError", "load_sweep", "RecordingTrial", "describe_distribution"]
-
-
-class SweepError(ValueError):
-    """A sweep file that cannot be used; the message names the file (and line or parameter)."""
 
 
 @dataclass

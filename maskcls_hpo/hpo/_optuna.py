@@ -1,0 +1,159 @@
+"""Every use of Optuna's private API, in one module.
+
+Optuna is pinned to one major version (pyproject: ``optuna>=5,<6``); ``tests/test_optuna_internals.py``
+fails when an upgrade removes or renames anything used here. Outside this module the package uses
+Optuna's public API only.
+
+What is used and why:
+
+- ``optuna.storages._rdb.models`` (``TrialModel``, ``TrialHeartbeatModel``): trial counts by state and last
+  heartbeats with one SQL statement each, instead of loading every trial (``count_trials``,
+  ``last_heartbeats``).
+- the bundled alembic scripts of ``optuna.storages._rdb``: the schema revision the installed Optuna writes
+  (``alembic_dir``), compared with a database's before anything touches it.
+- ``optuna.storages._heartbeat.get_heartbeat_thread``: the heartbeat thread that ``Study.optimize`` runs,
+  for our own worker loop (``heartbeat``).
+- ``optuna.study._tell._tell_with_warning``: ``Study.tell`` without reading the whole trial back
+  (``tell_quietly``; benchmarks/b4_storage.py measured that read-back as a sixth of a short trial's database
+  work).
+- private attributes ``Study._storage``, ``Study._study_id``, ``Trial._trial_id``, and the caching wrapper's
+  ``_backend`` (``storage_of``, ``study_id_of``, ``trial_id_of``, ``rdb_of``).
+- private ``RDBStorage`` methods that the retrying storage wraps (``RETRIED_METHODS``).
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+__all__ = [
+    "RETRIED_METHODS",
+    "rdb_models",
+    "alembic_dir",
+    "heartbeat",
+    "tell_quietly",
+    "storage_of",
+    "study_id_of",
+    "trial_id_of",
+    "rdb_of",
+    "check_internals",
+]
+
+RETRIED_METHODS = (
+    "create_new_study",
+    "delete_study",
+    "set_study_user_attr",
+    "set_study_system_attr",
+    "get_study_id_from_name",
+    "get_study_name_from_id",
+    "get_study_directions",
+    "get_study_user_attrs",
+    "get_study_system_attrs",
+    "get_all_studies",
+    "create_new_trial",
+    "set_trial_param",
+    "set_trial_state_values",
+    "set_trial_intermediate_value",
+    "set_trial_user_attr",
+    "set_trial_system_attr",
+    "get_trial_id_from_study_id_trial_number",
+    "get_trial",
+    "get_all_trials",
+    "_get_trials",
+    "get_n_trials",
+    "get_best_trial",
+    "_get_best_trial_id",
+    "_get_stale_trial_ids",
+)
+"""``RDBStorage`` methods (public and private) whose database calls are retried on transient errors."""
+
+
+def rdb_models() -> Any:
+    """Optuna's SQLAlchemy models module (``TrialModel``, ``TrialHeartbeatModel``, ...)."""
+    from optuna.storages._rdb import models
+
+    return models
+
+
+def alembic_dir() -> Path:
+    """Folder of the alembic scripts bundled with the installed Optuna (its schema history)."""
+    from optuna.storages import _rdb
+
+    return Path(_rdb.__file__).parent / "alembic"
+
+
+def heartbeat(trial: optuna.Trial, study: optuna.Study) -> AbstractContextManager[Any]:
+    """The heartbeat thread ``Study.optimize`` runs around a trial, as a context manager.
+
+    A no-op when the storage has no heartbeat.
+    """
+    from optuna.storages._heartbeat import get_heartbeat_thread
+
+    return get_heartbeat_thread(trial_id_of(trial), storage_of(study))
+
+
+def tell_quietly(study: optuna.Study, trial: optuna.Trial, value: float | None = None, state: Any = None) -> None:
+    """``study.tell(trial, value, state=state)`` without reading the finished trial back.
+
+    Same checks, warnings and errors as ``Study.tell`` (``Study.optimize`` calls the same function).
+    """
+    from optuna.study._tell import _tell_with_warning
+
+    _tell_with_warning(study=study, trial=trial, value_or_values=value, state=state)
+
+
+def storage_of(study: optuna.Study) -> Any:
+    """The storage object a study uses (``Study._storage``)."""
+    return study._storage
+
+
+def study_id_of(study: optuna.Study) -> int:
+    """The database id of a study (``Study._study_id``)."""
+    return study._study_id
+
+
+def trial_id_of(trial: optuna.Trial | optuna.trial.FrozenTrial) -> int:
+    """The database id of a trial (``Trial._trial_id`` / ``FrozenTrial._trial_id``)."""
+    return trial._trial_id
+
+
+def rdb_of(storage: object) -> Any:
+    """The :class:`RDBStorage` behind a study's storage (Optuna wraps it in a private caching layer)."""
+    return getattr(storage, "_backend", storage)
+
+
+def check_internals() -> list[str]:
+    """Names used by this module that the installed Optuna lacks (``[]`` when everything is there)."""
+    missing = []
+    try:
+        models = rdb_models()
+        for name in ("TrialModel", "TrialHeartbeatModel", "StudyModel"):
+            if not hasattr(models, name):
+                missing.append(f"optuna.storages._rdb.models.{name}")
+        for name in ("study_id", "state", "number", "trial_id"):
+            if not hasattr(models.TrialModel, name):
+                missing.append(f"TrialModel.{name}")
+        for name in ("trial_id", "heartbeat"):
+            if not hasattr(models.TrialHeartbeatModel, name):
+                missing.append(f"TrialHeartbeatModel.{name}")
+    except ImportError:
+        missing.append("optuna.storages._rdb.models")
+    if not (alembic_dir() / "versions").is_dir():
+        missing.append("optuna/storages/_rdb/alembic/versions")
+    for module, name in (
+        ("optuna.storages._heartbeat", "get_heartbeat_thread"),
+        ("optuna.study._tell", "_tell_with_warning"),
+    ):
+        try:
+            mod = __import__(module, fromlist=[name])
+            if not hasattr(mod, name):
+                missing.append(f"{module}.{name}")
+        except ImportError:
+            missing.append(module)
+    for name in RETRIED_METHODS + ("record_heartbeat",):
+        if not hasattr(optuna.storages.RDBStorage, name):
+            missing.append(f"RDBStorage.{name}")
+    return missing

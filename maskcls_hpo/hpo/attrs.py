@@ -1,0 +1,57 @@
+"""Names of the attributes that studies and trials carry, in one place (readers and writers agree).
+
+Trial user attrs are what a person reads in the dashboard, `status`, `export` and `report`; study user attrs
+hold the sweep's budget and what the study was launched on. Plain strings, so that Optuna's own tools
+(`optuna trials`, `trials_dataframe()`) show the same names.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = [
+    "TrialAttrs",
+    "StudyAttrs",
+    "OBJECTIVE_NAME",
+    "checkpoint_dir",
+    "checkpoint_of",
+]
+
+OBJECTIVE_NAME = "val macro F1"
+"""``study.metric_names`` of the objective (shown by optuna-dashboard)."""
+
+
+class StudyAttrs:
+    """Names of the study user attrs written by `launch` (see ``hpo.launch.prepare_study``)."""
+
+    N_TRIALS = "n_trials"
+    SWEEP = "sweep_file"
+    FINGERPRINT = "data_fingerprint"
+    DATASET = "dataset"
+
+
+class TrialAttrs:
+    """Names of the user attrs a trial carries (strings, so the dashboard and `status` agree)."""
+
+    CONFIG = "config"
+    REASON = "reason"
+    ACCURACY = "accuracy"
+    TASK_F1 = "task_f1"
+    BEST_EPOCH = "best_epoch"
+    EPOCH_SECONDS = "epoch_seconds"
+    IMAGES_PER_SECOND = "images_per_second"
+    DEVICE = "device"
+    PEAK_MEMORY = "peak_memory_bytes"
+    SEED = "seed"
+    RESUMED_FROM = "resumed_from"
+    WORKER = "worker"
+
+
+def checkpoint_dir(root: Path, trial_number: int) -> Path:
+    """Folder of one trial's checkpoints: `<root>/trial_<number>` (root = `<checkpoints>/<study>`)."""
+    return Path(root) / f"trial_{trial_number:05d}"
+
+
+def checkpoint_of(checkpoints: Path, study_name: str, trial_number: int) -> Path:
+    """`best.pt` of a trial: ``<checkpoints>/<study>/trial_<number>/best.pt`` (used by export/predict)."""
+    return checkpoint_dir(Path(checkpoints) / study_name, trial_number) / "best.pt"

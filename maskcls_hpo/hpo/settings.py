@@ -1,0 +1,99 @@
+"""The settings one worker process runs with: one object, defaults in one place, serialised whole.
+
+`launch` (and :func:`maskcls_hpo.run_sweep`) build one :class:`WorkerSettings` for the sweep, and the
+supervisor writes a copy per worker process as JSON (``<logs>/worker-<i>.json``) that the process loads
+(``python -m maskcls_hpo.hpo.worker FILE``). Adding a worker option means adding one field here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
+from sqlalchemy.engine import make_url
+
+from maskcls_hpo.hpo.storage import HeartbeatSettings, resolve_storage_url, storage_folder
+
+__all__ = ["WorkerSettings", "DEFAULT_MAX_CONSECUTIVE_FAILURES"]
+
+DEFAULT_MAX_CONSECUTIVE_FAILURES = 5
+
+
+class WorkerSettings(BaseModel):
+    """What one worker needs.
+
+    Attributes:
+        sweep_path: the sweep file.
+        storage_url: the storage URL; in a settings file written for a worker process the password is
+            left out (it comes from `password_file`, or env ``PGPASSWORD`` set by the supervisor).
+        study_name: the study.
+        n_trials: target of finished (COMPLETE + PRUNED) trials in the study (None: the study's stored target).
+        overrides: config keys applied on top of the sweep (e.g. ``data_dir``, ``device``).
+        heartbeat: heartbeat interval and grace period (seconds).
+        timeout: seconds after which the worker starts no new trial (None: no limit).
+        max_consecutive_failures: stop after this many FAIL trials in a row.
+        worker_index: offsets the sampler seed (``SEED + worker_index``).
+        checkpoints: root folder of checkpoints (``<checkpoints>/<study>/trial_<n>/``); None: ``checkpoints/``
+            beside an SQLite file, else ``storage/checkpoints`` (:func:`maskcls_hpo.hpo.storage.storage_folder`).
+        logs: folder of worker logs (``<logs>/<study>/worker-<i>.log``); None: ``logs/`` likewise.
+        poll_interval: seconds between looks at the study while waiting for running trials.
+        password_file: file holding the PostgreSQL password (read by each worker; never copied).
+    """
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    sweep_path: Path
+    storage_url: str
+    study_name: str
+    n_trials: int | None = Field(default=None, ge=1)
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    heartbeat: HeartbeatSettings = Field(default_factory=HeartbeatSettings.from_env)
+    timeout: float | None = Field(default=None, ge=0)
+    max_consecutive_failures: int = Field(default=DEFAULT_MAX_CONSECUTIVE_FAILURES, ge=1)
+    worker_index: int = 0
+    checkpoints: Path | None = None
+    logs: Path | None = None
+    poll_interval: float = Field(default=1.0, gt=0)
+    password_file: str | None = None
+
+    @field_validator("heartbeat", mode="before")
+    @classmethod
+    def _heartbeat(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return HeartbeatSettings(**value)
+        return value
+
+    @field_serializer("heartbeat")
+    def _dump_heartbeat(self, value: HeartbeatSettings) -> dict[str, int]:
+        return {"interval": value.interval, "grace_period": value.grace_period, "max_retry": value.max_retry}
+
+    @property
+    def checkpoint_root(self) -> Path:
+        """`checkpoints`, or the storage's default checkpoint folder."""
+        return (
+            Path(self.checkpoints) if self.checkpoints is not None else storage_folder(self.storage_url, "checkpoints")
+        )
+
+    @property
+    def log_dir(self) -> Path:
+        """``<logs>/<study>``: where the supervisor writes this study's worker logs and settings files."""
+        root = Path(self.logs) if self.logs is not None else storage_folder(self.storage_url, "logs")
+        return root / self.study_name
+
+    def resolved_storage_url(self) -> str:
+        """`storage_url` with the password filled in from `password_file` when the URL has none."""
+        return resolve_storage_url(self.storage_url, password_file=self.password_file)
+
+    def without_password(self) -> tuple[WorkerSettings, str | None]:
+        """A copy whose URL carries no password, and that password (None when the URL had none).
+
+        The supervisor writes the copy to the worker's settings file and passes the password, when it came
+        inside the URL, as ``PGPASSWORD`` (libpq reads it); with a `password_file` the worker reads the file.
+        """
+        url = make_url(self.storage_url)
+        password = url.password if isinstance(url.password, str) else None
+        if password is None:
+            return self, None
+        bare = url.set(password=None).render_as_string(hide_password=False)
+        return self.model_copy(update={"storage_url": bare}), (None if self.password_file else password)

@@ -1,0 +1,203 @@
+"""Local worker processes: start K workers on a prepared study, watch them, stop them cleanly.
+
+Each process runs ``python -m maskcls_hpo.hpo.worker <logs>/<study>/worker-<i>.json``: the
+:class:`~maskcls_hpo.hpo.settings.WorkerSettings` of the sweep, serialised whole, with its own
+``worker_index``. The storage password never goes into that file or onto a command line: it stays in the
+password file the user named, or travels as ``PGPASSWORD`` in the worker's environment when it came inside
+the URL. GPUs are assigned round-robin through ``CUDA_VISIBLE_DEVICES`` (several workers per GPU allowed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from maskcls_hpo.errors import LaunchError
+from maskcls_hpo.hpo.settings import WorkerSettings
+
+__all__ = ["LocalWorkers", "WorkerProcess", "worker_argv"]
+
+log = logging.getLogger("maskcls_hpo.supervisor")
+
+
+def worker_argv(settings_file: Path) -> list[str]:
+    """argv of one worker process reading `settings_file`."""
+    return [sys.executable, "-m", "maskcls_hpo.hpo.worker", str(settings_file)]
+
+
+@dataclass
+class WorkerProcess:
+    """One started worker: its index, process, log file and settings file."""
+
+    index: int
+    process: subprocess.Popen
+    log_path: Path
+    settings_path: Path
+    _log: IO[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def returncode(self) -> int | None:
+        """Exit code (negative: killed by that signal), None while running."""
+        return self.process.poll()
+
+
+class LocalWorkers:
+    """K worker processes of one sweep on this machine.
+
+    Args:
+        settings: the sweep's worker settings (``worker_index`` is set per process: 0..K-1).
+        workers: how many processes.
+        gpus: GPU ids for ``CUDA_VISIBLE_DEVICES``, round-robin; None: leave it as it is and split the CPU
+            threads between the workers (``OMP_NUM_THREADS``) unless the user set that.
+        env: extra environment for every worker.
+
+    Example::
+
+        with LocalWorkers(settings, workers=2) as pool:
+            pool.wait(on_poll=lambda: None)
+    """
+
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        workers: int,
+        gpus: Sequence[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        if workers < 1:
+            raise LaunchError(f"--workers must be at least 1 to start workers here, got {workers}")
+        self.settings = settings
+        self.n = workers
+        self.gpus = list(gpus or [])
+        self.extra_env = dict(env or {})
+        self.procs: list[WorkerProcess] = []
+
+    def _env(self, index: int, password: str | None) -> dict[str, str]:
+        env = {**os.environ, **self.extra_env, "PYTHONUNBUFFERED": "1"}
+        env.pop("MASKCLS_HPO_STORAGE", None)  # the settings file names the storage
+        env.setdefault("COLUMNS", "200")  # log files: rich would wrap every line at 80 characters
+        if password is not None:
+            env["PGPASSWORD"] = password
+        if self.gpus:
+            env["CUDA_VISIBLE_DEVICES"] = self.gpus[index % len(self.gpus)]
+        elif "OMP_NUM_THREADS" not in os.environ:
+            # NOTE K CPU-bound workers with torch's default (all cores each) oversubscribe the CPU; split it.
+            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.n))
+        return env
+
+    def start(self) -> list[WorkerProcess]:
+        """Write each worker's settings file and start the processes.
+
+        Raises:
+            LaunchError: a process could not be started (the ones already started are stopped).
+        """
+        log_dir = self.settings.log_dir
+        log_dir.mkdir(parents=True, exist_ok=True)
+        bare, password = self.settings.without_password()
+        try:
+            for i in range(self.n):
+                path = log_dir / f"worker-{i}.json"
+                path.write_text(bare.model_copy(update={"worker_index": i}).model_dump_json(indent=1), encoding="utf-8")
+                log_path = log_dir / f"worker-{i}.log"
+                fh = open(log_path, "ab")  # noqa: SIM115 - closed in close()
+                try:
+                    proc = subprocess.Popen(
+                        worker_argv(path), env=self._env(i, password), stdout=fh, stderr=subprocess.STDOUT
+                    )
+                except OSError as err:
+                    fh.close()
+                    raise LaunchError(f"cannot start worker {i} ({sys.executable}): {err.strerror or err}") from None
+                self.procs.append(WorkerProcess(i, proc, log_path, path, fh))
+        except BaseException:
+            self.stop()
+            raise
+        log.info("started %d workers (logs in %s)", self.n, log_dir)
+        return self.procs
+
+    def alive(self) -> int:
+        """How many worker processes are still running."""
+        return sum(p.returncode is None for p in self.procs)
+
+    def wait(self, on_poll: Callable[[], None] | None = None, poll_interval: float = 1.0) -> list[int]:
+        """Wait until every worker has exited, calling `on_poll()` every `poll_interval` seconds.
+
+        Returns:
+            the exit codes by worker index (negative: killed by that signal).
+        """
+        while self.alive():
+            if on_poll is not None:
+                on_poll()
+            time.sleep(poll_interval)
+        return self.returncodes()
+
+    def returncodes(self) -> list[int]:
+        """Exit codes by worker index (None for one still running)."""
+        return [p.returncode for p in self.procs]  # type: ignore[misc]
+
+    def stop(self, term_timeout: float = 60.0, kill_timeout: float = 30.0) -> list[int | None]:
+        """Stop every worker: SIGTERM (each closes its running trial cleanly), then SIGKILL after `term_timeout`.
+
+        A worker that ignores SIGTERM is killed once `term_timeout` seconds have passed since the signal; one
+        that survives even SIGKILL for `kill_timeout` seconds is reported in the log and left.
+
+        Returns:
+            the exit codes by worker index.
+        """
+        for p in self.procs:
+            if p.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    p.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + term_timeout
+        for p in self.procs:
+            try:
+                p.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("worker %d did not stop within %.0f s of SIGTERM; killing it", p.index, term_timeout)
+                with contextlib.suppress(ProcessLookupError):
+                    p.process.kill()
+                try:
+                    p.process.wait(timeout=kill_timeout)
+                except subprocess.TimeoutExpired:
+                    log.error("worker %d (pid %d) survived SIGKILL for %.0f s", p.index, p.process.pid, kill_timeout)
+        return [p.returncode for p in self.procs]
+
+    def close(self) -> None:
+        """Close the log files (the processes are not touched)."""
+        for p in self.procs:
+            if p._log is not None:
+                p._log.close()
+                p._log = None
+
+    def __enter__(self) -> LocalWorkers:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self.alive():
+                self.stop()
+        finally:
+            self.close()
+
+    def last_lines(self, indices: Sequence[int] | None = None) -> str:
+        """Why workers stopped: the signal that killed each, else the last line of its log."""
+        lines = []
+        for p in self.procs:
+            if indices is not None and p.index not in indices:
+                continue
+            code = p.returncode
+            if code is not None and code < 0:
+                lines.append(f"worker {p.index} was killed by signal {-code}")
+                continue
+            text = p.log_path.read_text(errors="replace").strip().splitlines() if p.log_path.is_file() else []
+            lines.append(text[-1].strip() if text else f"worker {p.index}: no log")
+        return "; ".join(lines) or "see the worker logs"

@@ -1,0 +1,349 @@
+"""The worker loop: trials of one study until it holds exactly N finished trials.
+
+Run in a process of its own by the supervisor (``python -m maskcls_hpo.hpo.worker SETTINGS.json``, the
+settings serialised whole), by `maskcls-hpo worker`, or called directly (:func:`run_worker`).
+
+Budget (problem C1 in docs/ARCHITECTURE.md): the study holds `n_trials` *finished* trials (COMPLETE + PRUNED)
+in total, across all workers and all launches. A worker only starts a trial while `finished + running <
+n_trials`; after `study.ask()` it claims a slot: its trial counts only if at most `n_trials` slot-holding
+trials (RUNNING, COMPLETE, PRUNED) have a number <= its own, so when two workers race for the last slot the
+lower trial number wins and the other trial goes back to WAITING (no FAIL record is added). FAIL trials free
+their slot; a worker stops after `max_consecutive_failures` failed trials in a row, saying why.
+
+Faults (docs/ARCHITECTURE.md, "Faults"): heartbeat on; before each trial the worker fails stale trials, which
+re-queues them (``RetryHeartbeatStaleTrialCallback``); a re-run resumes from the original trial's last
+checkpoint. A trial's exception never kills the worker. Ctrl-C / SIGTERM: the running trial is marked FAIL
+(reason "interrupted"), a copy is queued to resume later, and the worker exits: no trial is left RUNNING.
+Transient database errors (e.g. a PostgreSQL restart) are retried with backoff by every storage call,
+the heartbeat's included (:func:`maskcls_hpo.hpo.storage.retry_db`); for one grace period after such an outage
+the worker fails no other trial as stale. A trial that another process failed as stale while it still ran
+here (its heartbeat was late) ends with a warning; the worker goes on with the next trial.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.exceptions import ExperimentalWarning
+from optuna.trial import TrialState
+
+from maskcls_hpo.errors import LaunchError, MaskclsError
+from maskcls_hpo.hpo._optuna import heartbeat, rdb_of, storage_of, study_id_of, tell_quietly, trial_id_of
+from maskcls_hpo.hpo.attrs import StudyAttrs, TrialAttrs
+from maskcls_hpo.hpo.objective import make_objective
+from maskcls_hpo.hpo.settings import WorkerSettings
+from maskcls_hpo.hpo.signals import Interrupted, deferred_interrupts, stop_requested, stop_signals
+from maskcls_hpo.hpo.storage import mask_password, open_storage, retry_db, seconds_since_db_error
+from maskcls_hpo.hpo.sweep import Sweep, load_sweep
+from maskcls_hpo.hpo.trials import StudyCounts, count_trials
+from maskcls_hpo.results.artifacts import TrialArtifactUploader
+
+__all__ = ["WorkerSettings", "WorkerReport", "StudyCounts", "count_trials", "run_worker", "main"]
+
+log = logging.getLogger("maskcls_hpo.worker")
+
+
+@dataclass
+class WorkerReport:
+    """What a worker did: trial counts by end state and why it stopped."""
+
+    complete: int = 0
+    pruned: int = 0
+    failed: int = 0
+    stop_reason: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """False when the worker stopped at the cap on failed trials in a row."""
+        return not self.stop_reason.startswith("stopped after")
+
+    @property
+    def exit_code(self) -> int:
+        """Process exit code: 130 interrupted, 3 failure cap, else 0."""
+        if self.stop_reason == "interrupted":
+            return 130
+        return 0 if self.ok else 3
+
+
+def _retry_db(fn: Callable[[], Any], what: str) -> Any:
+    """Call `fn`, retrying transient database errors (:func:`maskcls_hpo.hpo.storage.retry_db`).
+
+    Only for read-only steps and steps that reach the engine directly (`count_trials`); the storage's own
+    calls (`study.ask`, `study.tell`, `trial.report`, `fail_stale_trials`, the heartbeat) retry each
+    statement themselves, so no half-done step (a trial created, a stale trial failed but not re-queued) is
+    repeated from its start.
+    """
+    return retry_db(fn, what)
+
+
+def _finished_elsewhere(study: optuna.Study, trial: optuna.Trial, err: BaseException | None = None) -> bool:
+    """True when `trial` is no longer RUNNING in the storage (another process failed it as stale).
+
+    Seen as ``UpdateFinishedTrialError`` anywhere in `err`'s chain, or by reading the trial's state.
+    """
+    seen: set[int] = set()
+    e = err
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, optuna.exceptions.UpdateFinishedTrialError):
+            return True
+        e = e.__cause__ or e.__context__
+    try:
+        return rdb_of(storage_of(study)).get_trial(trial_id_of(trial)).state != TrialState.RUNNING
+    except Exception:  # noqa: BLE001 - cannot tell; treat it as an ordinary failure
+        return False
+
+
+# _run_one's result for a trial that another process declared stale (and re-queued) while this worker ran it.
+STALE = "stale"
+
+
+def _load_study(storage: optuna.storages.RDBStorage, sweep: Sweep, study_name: str, worker_index: int) -> optuna.Study:
+    return optuna.load_study(
+        study_name=study_name,
+        storage=storage,
+        sampler=sweep.make_sampler(worker_index),
+        pruner=sweep.make_pruner(),
+    )
+
+
+def _claim_slot(storage: optuna.storages.RDBStorage, study: optuna.Study, trial: optuna.Trial, n_trials: int) -> bool:
+    """True when `trial` is within the budget (lower trial numbers win a race for the last slots)."""
+    c = count_trials(storage, study_id_of(study), max_number=trial.number)
+    return c.running + c.finished <= n_trials
+
+
+def _fail_and_requeue(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
+    """Mark a RUNNING trial FAIL with `reason` and queue a copy (same params) that resumes it later."""
+    with contextlib.suppress(Exception):
+        trial.set_user_attr(TrialAttrs.REASON, reason)
+    try:
+        study.tell(trial, state=TrialState.FAIL)
+    except Exception as err:  # already finished by someone else
+        log.warning("could not mark trial %d failed: %s", trial.number, mask_password(err))
+        return
+    frozen = storage_of(study).get_trial(trial_id_of(trial))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        optuna.storages.RetryHeartbeatStaleTrialCallback(inherit_intermediate_values=True)(study, frozen)
+
+
+def run_worker(
+    settings: WorkerSettings,
+    sweep: Sweep | None = None,
+    objective: Callable[[optuna.Trial], float] | None = None,
+) -> WorkerReport:
+    """Run trials of one study until it holds `n_trials` finished trials (or timeout / failure cap).
+
+    Args:
+        settings: the study, storage and budget.
+        sweep: the loaded sweep file (default: loaded from `settings.sweep_path`).
+        objective: `objective(trial) -> float` run instead of the sweep's training objective (which is
+            `make_objective` + artifact upload); the loop around it (budget, slot claim, heartbeat, retries,
+            end states) is unchanged. Used by the storage benchmark (a no-training objective) and the GPU
+            check (a wrapper that records GPU memory between trials).
+
+    Returns:
+        WorkerReport with this worker's counts and `stop_reason`.
+
+    Raises:
+        StorageError, SweepError: before any trial, when the storage or sweep cannot be used.
+    """
+    sweep = sweep or load_sweep(settings.sweep_path)
+    url = settings.resolved_storage_url()
+    storage = open_storage(url, settings.heartbeat)
+    study = _retry_db(
+        lambda: _load_study(storage, sweep, settings.study_name, settings.worker_index), "loading the study"
+    )
+    n_trials = settings.n_trials or study.user_attrs.get(StudyAttrs.N_TRIALS)
+    if not n_trials:
+        raise LaunchError(f"study '{settings.study_name}' has no trial budget: pass --n-trials")
+    worker_label = f"{socket.gethostname()}:{os.getpid()}/{settings.worker_index}"
+    # Every finished trial (COMPLETE, and PRUNED from its metrics.json) gets artifacts for the dashboard.
+    if objective is None:
+        uploader = TrialArtifactUploader(url)
+        checkpoint_root = settings.checkpoint_root / settings.study_name
+        objective = uploader.wrap(
+            make_objective(
+                sweep,
+                checkpoint_root=checkpoint_root,
+                overrides=settings.overrides,
+                worker=worker_label,
+                after_trial=uploader,
+            ),
+            checkpoint_root,
+        )
+    report = WorkerReport()
+    consecutive_failures = 0
+    started = time.monotonic()
+    log.info("worker %s joins study '%s' (target %d finished trials)", worker_label, study.study_name, n_trials)
+    with stop_signals(), contextlib.suppress(Interrupted, KeyboardInterrupt):
+        report.stop_reason = "interrupted"  # kept if a stop signal ends the loop between trials
+        while True:
+            if stop_requested():
+                break
+            if settings.timeout is not None and time.monotonic() - started > settings.timeout:
+                report.stop_reason = f"timeout of {settings.timeout:.0f} s reached"
+                break
+            # Stale trials (their worker died): FAIL + a re-queued copy that resumes from the checkpoint. Not
+            # right after this process saw the database go away: the other workers could not write their
+            # heartbeats either, and their trials would look stale when they are not.
+            if seconds_since_db_error() > settings.heartbeat.grace_period:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", ExperimentalWarning)
+                    # not retried as a whole: a repeat after "FAIL written, copy not queued yet" would never
+                    # queue the copy; each statement inside retries by itself
+                    optuna.storages.fail_stale_trials(study)
+            counts = _retry_db(lambda: count_trials(storage, study_id_of(study)), "counting trials")
+            if counts.finished >= n_trials:
+                report.stop_reason = f"study holds {counts.finished} finished trials (target {n_trials})"
+                break
+            if counts.finished + counts.running >= n_trials:
+                time.sleep(settings.poll_interval)  # the last slots are taken; a running trial may still fail
+                continue
+            with warnings.catch_warnings():
+                # NOTE Optuna warns that heartbeats are meant for Study.optimize; this loop runs the same
+                # heartbeat thread itself (see _run_one).
+                warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
+                trial = study.ask()
+            # NOTE no heartbeat is written here: a RUNNING trial without a heartbeat row is never stale (Optuna's
+            # _get_stale_trial_ids skips it), rows are written only by the heartbeat thread of _run_one, which
+            # starts after the claim, and a trial goes back to WAITING only before that. (An extra write here
+            # cost ~8% of the loop's throughput with short trials: benchmarks/b4_storage.py.)
+            try:
+                claimed = _retry_db(lambda: _claim_slot(storage, study, trial, n_trials), "claiming")  # noqa: B023
+            except (KeyboardInterrupt, Interrupted):
+                storage.set_trial_state_values(trial_id_of(trial), state=TrialState.WAITING)
+                report.stop_reason = "interrupted"
+                break
+            if not claimed:
+                storage.set_trial_state_values(trial_id_of(trial), state=TrialState.WAITING)
+                time.sleep(settings.poll_interval)
+                continue
+            state = _run_one(study, trial, objective)
+            if state == STALE:
+                continue  # not this worker's failure: the trial's copy is queued and resumes elsewhere
+            if state == TrialState.COMPLETE:
+                report.complete += 1
+            elif state == TrialState.PRUNED:
+                report.pruned += 1
+            elif state == TrialState.FAIL:
+                report.failed += 1
+            if state == TrialState.FAIL:
+                consecutive_failures += 1
+                if consecutive_failures >= settings.max_consecutive_failures:
+                    last = storage_of(study).get_trial(trial_id_of(trial)).user_attrs.get(TrialAttrs.REASON, "?")
+                    report.stop_reason = (
+                        f"stopped after {consecutive_failures} failed trials in a row "
+                        f"(last reason: {last}); fix the cause, then launch again"
+                    )
+                    break
+            else:
+                consecutive_failures = 0
+            if state is None:  # interrupted
+                report.stop_reason = "interrupted"
+                break
+    log.info("worker %s stops: %s", worker_label, report.stop_reason)
+    return report
+
+
+def _run_one(
+    study: optuna.Study, trial: optuna.Trial, objective: Callable[[optuna.Trial], float]
+) -> TrialState | str | None:
+    """Run one trial under a heartbeat and tell its end state.
+
+    Returns:
+        the trial's end state; None when interrupted (trial re-queued); :data:`STALE` when another
+        process failed the trial as stale while it ran here (its heartbeat was late): the worker logs a
+        warning and goes on, since a copy of the trial is already queued.
+    """
+    value: float | None = None
+    state = TrialState.COMPLETE
+    try:
+        with heartbeat(trial, study):
+            value = objective(trial)
+    except optuna.TrialPruned as err:
+        state = TrialState.PRUNED
+        log.info("trial %d pruned: %s", trial.number, err)
+    except (KeyboardInterrupt, Interrupted):
+        log.warning("trial %d interrupted; it is marked FAIL and queued to resume", trial.number)
+        _fail_and_requeue(study, trial, "interrupted (worker stopped)")
+        return None
+    except Exception as err:
+        if _finished_elsewhere(study, trial, err):
+            log.warning(
+                "trial %d was failed as stale by another process while it ran here (heartbeat late by more "
+                "than the grace period?); its copy resumes from the checkpoint; this worker goes on",
+                trial.number,
+            )
+            return STALE
+        state = TrialState.FAIL
+        log.error("trial %d failed: %s", trial.number, mask_password(f"{type(err).__name__}: {err}"), exc_info=True)
+        with contextlib.suppress(Exception):
+            if TrialAttrs.REASON not in storage_of(study).get_trial(trial_id_of(trial)).user_attrs:
+                trial.set_user_attr(TrialAttrs.REASON, mask_password(f"{type(err).__name__}: {err}")[:500])
+    try:
+        with deferred_interrupts():
+            if state == TrialState.COMPLETE:
+                tell_quietly(study, trial, value)
+            else:
+                tell_quietly(study, trial, state=state)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        # The trial was declared stale (its heartbeat was late) while it still ran; a copy is queued.
+        log.warning("trial %d was already finished by another process (stale heartbeat?); going on", trial.number)
+        return STALE
+    except ValueError as err:  # e.g. a value Optuna refuses
+        log.warning("trial %d: %s; marking it FAIL", trial.number, err)
+        with contextlib.suppress(Exception):
+            study.tell(trial, state=TrialState.FAIL)
+        state = TrialState.FAIL
+    return state
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of a worker process: ``python -m maskcls_hpo.hpo.worker SETTINGS.json``.
+
+    The settings file holds one :class:`WorkerSettings` as JSON (written by the supervisor; no password in
+    it: see ``WorkerSettings.storage_url``). Prints the worker's summary line.
+
+    Returns:
+        0 when the study reached its budget (or the timeout), 3 after the failure cap, 130 when interrupted,
+        1 on an error a user can fix (one line on stderr).
+    """
+    from maskcls_hpo.logs import setup_logging
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m maskcls_hpo.hpo.worker SETTINGS.json", file=sys.stderr)
+        return 2
+    setup_logging(verbose=True)
+    try:
+        settings = WorkerSettings.model_validate_json(Path(args[0]).read_text(encoding="utf-8"))
+        report = run_worker(settings)
+    except MaskclsError as err:
+        print(f"error: {mask_password(err)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("worker interrupted", file=sys.stderr)
+        return 130
+    print(
+        f"worker {settings.worker_index}: {report.complete} complete, {report.pruned} pruned, {report.failed} "
+        f"failed; {report.stop_reason}",
+        flush=True,
+    )
+    return report.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
