@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv demo test lint clean-demo
+.PHONY: venv demo test test-env lint clean-demo
 
 $(BIN)/maskcls-hpo: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -21,7 +21,12 @@ demo: venv
 	$(BIN)/maskcls-hpo status --study smoke
 	$(BIN)/maskcls-hpo export --study smoke --out storage/best.yaml
 
-test: venv
+# The system parts the tests need (Chromium, PostgreSQL on 127.0.0.1:5432, a single-node Slurm cluster):
+# installed and started where missing, a quick check when they are up; one line and exit 1 when it cannot.
+test-env:
+	scripts/test-env.sh
+
+test: venv test-env
 	$(BIN)/pytest -q
 
 lint: venv

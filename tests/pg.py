@@ -2,7 +2,7 @@
 
 The machine's server is reached at env `MASKCLS_HPO_TEST_PG` (an admin URL such as
 `postgresql://postgres@127.0.0.1:5432/postgres`), else at 127.0.0.1:5432 as user `postgres` (trust auth; see
-DESIGN.md section 8; `.ci/run` starts it). Databases are created and dropped with psycopg.
+README "The two commands"; `scripts/test-env.sh` starts it). Databases are created and dropped with psycopg.
 
 PostgreSQL refuses to run as root and the tests run as root, so :class:`PrivateServer` runs `initdb` and
 `pg_ctl` through `runuser -u postgres` in a folder owned by `postgres` (directly when not root). It is for
@@ -206,8 +206,8 @@ def _check_server(url: str) -> None:
     except psycopg.OperationalError as err:
         pytest.fail(
             f"no PostgreSQL server at {make_url(url).render_as_string(hide_password=True)}: "
-            f"{str(err).strip().splitlines()[0]}. Start the machine's server (.ci/run does: pg_ctlcluster "
-            f"<version> main start) or set {ENV_TEST_PG} to an admin URL; or deselect: -m 'not postgres'.",
+            f"{str(err).strip().splitlines()[0]}. Start the machine's server (scripts/test-env.sh does; `make test` "
+            f"runs it) or set {ENV_TEST_PG} to an admin URL; or deselect: -m 'not postgres'.",
             pytrace=False,
         )
 

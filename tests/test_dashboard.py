@@ -110,7 +110,7 @@ def test_api_lists_each_finished_trials_artifacts(swept_study):
 def test_dashboard_in_headless_chromium(swept_study, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    assert Path(CHROMIUM).is_file(), "install Debian's chromium (apt-get install -y chromium); .ci/run does"
+    assert Path(CHROMIUM).is_file(), "install Debian's chromium: run scripts/test-env.sh (make test does)"
     study = load(swept_study)
     complete = next(t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE)
     base = swept_study.dashboard.base
