@@ -298,14 +298,29 @@ def launch_cmd(
 ) -> None:
     """Create or resume a study and run workers until it holds --n-trials finished trials."""
     _setup_logging()
+    import contextlib
+
     from rich.live import Live
 
     from maskcls_hpo.hpo.launch import run_sweep
-    from maskcls_hpo.hpo.progress import progress_table
+    from maskcls_hpo.hpo.progress import ProgressLines, progress_table
 
     url = _resolve_storage(storage, password_file=password_file)
     say = functools.partial(console.print, highlight=False)
-    with Live(console=console, refresh_per_second=2, transient=False, auto_refresh=False) as live:
+    # A terminal gets a table redrawn in place; a file (output redirected) one plain line per epoch and trial.
+    if console.is_terminal:
+        view = live = Live(console=console, refresh_per_second=2, transient=False, auto_refresh=False)
+
+        def on_progress(p) -> None:
+            live.update(progress_table(p), refresh=True)
+    else:
+        view, lines = contextlib.nullcontext(), ProgressLines()
+
+        def on_progress(p) -> None:
+            for line in lines(p):
+                console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    with view:
         result = run_sweep(
             sweep_file,
             n_trials,
@@ -319,7 +334,7 @@ def launch_cmd(
             grace_period=grace_period,
             checkpoints=checkpoints,
             password_file=password_file,
-            on_progress=lambda p: live.update(progress_table(p), refresh=True),
+            on_progress=on_progress,
             on_message=say,
         )
     if result.interrupted:

@@ -23,6 +23,7 @@ What is used and why:
 
 from __future__ import annotations
 
+import datetime
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ __all__ = [
     "study_id_of",
     "trial_id_of",
     "rdb_of",
+    "finished_since",
     "check_internals",
 ]
 
@@ -125,6 +127,34 @@ def rdb_of(storage: object) -> Any:
     return getattr(storage, "_backend", storage)
 
 
+def finished_since(storage: object, study_id: int, since: datetime.datetime) -> list[tuple[int, int]]:
+    """``(trial_id, number)`` of the study's COMPLETE / PRUNED / FAIL trials that ended at or after `since`.
+
+    One SQL query on the trials table (used by the live view, so that it never loads every trial). The
+    ``datetime_complete`` column holds naive UTC in Optuna >= 5 (the model's ``_datetime_complete_utc``) and
+    naive local time before; `since` (timezone-aware, or naive local) is converted to match.
+    """
+    import sqlalchemy
+    from optuna.trial import TrialState
+
+    tm = rdb_models().TrialModel
+    aware = since if since.tzinfo is not None else since.astimezone()
+    if hasattr(tm, "_datetime_complete_utc"):
+        bound = aware.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+    else:
+        bound = aware.astimezone().replace(tzinfo=None)
+    column = tm.__table__.c.datetime_complete
+    query = (
+        sqlalchemy.select(tm.trial_id, tm.number)
+        .where(tm.study_id == study_id)
+        .where(tm.state.in_([TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL]))
+        .where(column >= bound)
+        .order_by(column, tm.number)
+    )
+    with rdb_of(storage).engine.connect() as con:
+        return [(int(trial_id), int(number)) for trial_id, number in con.execute(query)]
+
+
 def check_internals() -> list[str]:
     """Names used by this module that the installed Optuna lacks (``[]`` when everything is there)."""
     missing = []
@@ -136,6 +166,8 @@ def check_internals() -> list[str]:
         for name in ("study_id", "state", "number", "trial_id"):
             if not hasattr(models.TrialModel, name):
                 missing.append(f"TrialModel.{name}")
+        if "datetime_complete" not in models.TrialModel.__table__.c:
+            missing.append("trials.datetime_complete")
         for name in ("trial_id", "heartbeat"):
             if not hasattr(models.TrialHeartbeatModel, name):
                 missing.append(f"TrialHeartbeatModel.{name}")

@@ -1,0 +1,144 @@
+"""Live views of `launch`: the plain-line renderer, the terminal table and the snapshots they are drawn from."""
+
+from __future__ import annotations
+
+import optuna
+from rich.console import Console
+
+from maskcls_hpo.hpo.launch import FinishedTrial, Progress, ProgressReader, RunningTrial
+from maskcls_hpo.hpo.progress import ProgressLines, clock, progress_table
+from maskcls_hpo.hpo.storage import open_storage, resolve_storage_url
+from maskcls_hpo.hpo.trials import StudyCounts
+
+
+def snap(elapsed, counts, running=(), finished=(), best=None, best_trial=None, phase="running", workers=2, eta=None):
+    return Progress(
+        "smoke",
+        4,
+        counts,
+        best,
+        list(running),
+        elapsed,
+        best_trial=best_trial,
+        workers=workers,
+        phase=phase,
+        finished=list(finished),
+        eta=eta,
+    )
+
+
+def test_clock():
+    assert [clock(s) for s in (None, 0, 59.6, 61, 3599, 3600, 3723)] == [
+        "-",
+        "0:00",
+        "1:00",
+        "1:01",
+        "59:59",
+        "1:00:00",
+        "1:02:03",
+    ]
+
+
+def test_plain_lines_for_a_known_sequence_of_snapshots():
+    lines = ProgressLines()
+    out = []
+    out += lines(snap(3, StudyCounts(), phase="starting"))
+    out += lines(snap(4, StudyCounts(), phase="starting"))  # said once only
+    t0 = RunningTrial(0, 1, 4, 0.25, {1: 0.25}, 10.0, 30.0)
+    out += lines(snap(21, StudyCounts(running=1), running=[t0]))
+    out += lines(snap(22, StudyCounts(running=1), running=[t0]))  # nothing new
+    # two epochs of trial 0 between two snapshots, trial 1 started
+    t0 = RunningTrial(0, 3, 4, 0.5, {1: 0.25, 2: 0.375, 3: 0.5}, 30.0, 10.0)
+    t1 = RunningTrial(1, 1, 4, 0.125, {1: 0.125}, 8.0, 24.0)
+    out += lines(snap(40, StudyCounts(running=2), running=[t0, t1]))
+    # trial 0 reported epoch 4 and completed before the next snapshot; trial 1 was pruned at epoch 2
+    done0 = FinishedTrial(0, "COMPLETE", 0.625, 4, 4, {1: 0.25, 2: 0.375, 3: 0.5, 4: 0.625}, "", 41.0)
+    pruned1 = FinishedTrial(
+        1, "PRUNED", None, 2, 4, {1: 0.125, 2: 0.0625}, "pruned at epoch 2 (val macro F1 0.0625)", 20.5
+    )
+    after = StudyCounts(complete=1, pruned=1)
+    out += lines(snap(50, after, finished=[done0, pruned1], best=0.625, best_trial=0))
+    failed2 = FinishedTrial(2, "FAIL", None, 0, 4, {}, "TypeError: bad lr", 1.0)
+    oom3 = FinishedTrial(3, "PRUNED", None, 0, None, {}, "oom", None)
+    out += lines(
+        snap(61, StudyCounts(complete=1, pruned=2, failed=1), finished=[failed2, oom3], best=0.625, best_trial=0)
+    )
+    out += lines(
+        snap(75, StudyCounts(complete=1, pruned=2, failed=2, waiting=1), best=0.625, best_trial=0, phase="interrupted")
+    )
+    tail = "| 2/4 finished (1 complete, 1 pruned), 0 failed; best val macro F1 0.6250 (trial 0)"
+    tail3 = "| 3/4 finished (1 complete, 2 pruned), 1 failed; best val macro F1 0.6250 (trial 0)"
+    assert out == [
+        "[0:03] starting 2 worker(s)",
+        "[0:21] trial 0 epoch 1/4: val macro F1 0.2500",
+        "[0:40] trial 0 epoch 2/4: val macro F1 0.3750",
+        "[0:40] trial 0 epoch 3/4: val macro F1 0.5000",
+        "[0:40] trial 1 epoch 1/4: val macro F1 0.1250",
+        "[0:50] trial 0 epoch 4/4: val macro F1 0.6250",
+        f"[0:50] trial 0 COMPLETE: val macro F1 0.6250 after 4/4 epochs in 0:41 {tail}",
+        "[0:50] trial 1 epoch 2/4: val macro F1 0.0625",
+        f"[0:50] trial 1 PRUNED at epoch 2/4 (val macro F1 0.0625) in 0:20 {tail}",
+        f"[1:01] trial 2 FAIL at epoch 0/4: TypeError: bad lr in 0:01 {tail3}",
+        f"[1:01] trial 3 PRUNED at epoch 0: oom {tail3}",
+        "[1:15] interrupted: 3/4 finished (1 complete, 2 pruned), 2 failed; best val macro F1 0.6250 (trial 0)",
+        "[1:15] interrupted: no trial of this launch runs; 1 trial(s) queued to resume with the next launch",
+    ]
+
+
+def render(p: Progress) -> str:
+    console = Console(width=120, record=True, file=open("/dev/null", "w"), color_system=None)  # noqa: SIM115
+    console.print(progress_table(p))
+    return console.export_text()
+
+
+def test_terminal_view_shows_epochs_f1_elapsed_eta_and_starting_workers():
+    text = render(snap(12, StudyCounts(), phase="starting", workers=8))
+    assert "0/4 finished" in text and "8 worker(s) starting" in text and "best: none yet" in text
+    t = RunningTrial(5, 2, 4, 0.4321, {1: 0.3, 2: 0.4321}, 65.0, 61.0)
+    text = render(snap(125, StudyCounts(complete=1, running=1), running=[t], best=0.5, best_trial=2, eta=300))
+    row = next(line for line in text.splitlines() if line.split()[:1] == ["5"])
+    assert row.split() == ["5", "2/4", "0.4321", "1:05", "1:01"]
+    assert "best val macro F1 0.5000 (trial 2)" in text and "elapsed 2:05, ETA 5:00" in text
+    assert "1 worker(s) between trials" in text
+    final = render(snap(130, StudyCounts(complete=1, failed=1, waiting=1), running=[t], phase="interrupted"))
+    assert "interrupted: no trial of this launch runs; 1 trial(s) queued to resume" in final
+    assert "2/4" not in final and "0.4321" not in final  # no trial shown as running after Ctrl-C
+
+
+def test_reader_snapshots_a_real_study(tmp_path):
+    """Running trials with epochs from their config attr, finished trials reported once, a final frame."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    storage = open_storage(resolve_storage_url(tmp_path / "p.db"))
+    study = optuna.create_study(study_name="p", storage=storage, direction="maximize")
+    reader = ProgressReader(storage, study, n_trials=3, default_epochs=5)
+    assert reader.snapshot(workers=2).phase == "starting"
+    a, b = study.ask(), study.ask()
+    a.set_user_attr("config", {"epochs": 3})
+    a.report(0.25, 1)
+    a.report(0.5, 2)
+    a.set_user_attr("epoch_seconds", [2.0, 4.0])
+    p = reader.snapshot(workers=2)
+    assert p.phase == "running" and p.counts.running == 2
+    ra, rb = p.running
+    assert (ra.number, ra.epoch, ra.epochs, ra.value, ra.values) == (0, 2, 3, 0.5, {1: 0.25, 2: 0.5})
+    assert ra.eta == 3.0  # one epoch left at the mean of 2 s and 4 s
+    assert (rb.number, rb.epoch, rb.epochs, rb.value, rb.eta) == (1, 0, 5, None, None)  # the sweep's epochs
+    assert ra.elapsed is not None and ra.elapsed >= 0
+    assert p.finished == [] and p.best is None
+    study.tell(a, 0.5)
+    b.set_user_attr("reason", "pruned at epoch 1")
+    b.report(0.125, 1)
+    study.tell(b, state=optuna.trial.TrialState.PRUNED)
+    p = reader.snapshot(workers=2)
+    assert [(f.number, f.state, f.value, f.epoch, f.epochs) for f in p.finished] == [
+        (0, "COMPLETE", 0.5, 2, 3),
+        (1, "PRUNED", None, 1, 5),
+    ]
+    assert p.finished[1].reason == "pruned at epoch 1"
+    assert (p.best, p.best_trial, p.running) == (0.5, 0, [])
+    assert p.eta is not None  # 2 of 3 finished by this launch
+    c = study.ask()
+    c.report(0.1, 1)
+    final = reader.snapshot(phase="interrupted")
+    assert final.finished == []  # each trial is reported once
+    assert final.running == [] and final.counts.running == 1 and final.final
