@@ -30,7 +30,7 @@ def open_study(storage: str | Path | None = None, study_name: str | None = None,
     url = resolve_storage_url(storage, must_exist=True, password_file=password_file)
     rdb = open_storage(url, create=False)
     try:
-        names = [s.study_name for s in optuna.get_all_study_summaries(rdb, include_best_trial=False)]
+        names = optuna.get_all_study_names(rdb)  # summaries would load every trial of every study
     except Exception as err:  # noqa: BLE001 - a database without Optuna's tables
         raise StorageError(f"cannot read studies from {display_url(url)}: {mask_password(err)}") from None
     if study_name is None:

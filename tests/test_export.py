@@ -80,3 +80,65 @@ def test_json_top_k_and_chosen_trial(study, tmp_path):
     assert yaml.safe_load(one.read_text())["value"] == pytest.approx(0.3)
     with pytest.raises(ExportError, match="has no trial 7"):
         export_trials(s, tmp_path / "x.yaml", trial_number=7)
+
+
+def test_sql_ranking_and_counts_equal_optunas_trials_on_300_trials(tmp_path):
+    """status/export read counts and the best trials by SQL; on 300 fake trials they equal study.trials."""
+    import random
+    from collections import Counter
+
+    from maskcls_hpo.hpo.export import ranked_complete_trials, trial_by_number
+    from maskcls_hpo.hpo.status import study_status
+    from maskcls_hpo.hpo.trials import count_trials, top_complete_trial_ids
+
+    url = resolve_storage_url(str(tmp_path / "big.db"))
+    s = optuna.create_study(study_name="big", storage=open_storage(url), direction="maximize")
+    rng = random.Random(7)
+    states = [TrialState.COMPLETE] * 6 + [TrialState.PRUNED] * 3 + [TrialState.FAIL]
+    config = TrainConfig(data_dir="storage/demo").to_dict()
+    trials = []
+    for _ in range(300):
+        state = rng.choice(states)
+        value = round(rng.uniform(0.2, 0.8), 2) if state != TrialState.FAIL else None  # 2 decimals: many ties
+        trials.append(
+            create_trial(
+                state=state,
+                value=value,
+                params={"lr": 1e-3, "batch_size": 16},
+                distributions=DISTS,
+                intermediate_values={1: value or 0.0},
+                user_attrs={"config": config, "accuracy": 0.5},
+            )
+        )
+    # a PRUNED trial with the highest value and a COMPLETE one at +inf: neither may be the best
+    trials.append(create_trial(state=TrialState.PRUNED, value=0.99, params={}, distributions={}))
+    trials.append(create_trial(state=TrialState.COMPLETE, value=float("inf"), params={}, distributions={}))
+    s.add_trials(trials)
+    fresh = optuna.load_study(study_name="big", storage=open_storage(url))
+    every = fresh.trials
+    assert len(every) == 302
+    expected = sorted(
+        (t for t in every if t.state == TrialState.COMPLETE and t.value != float("inf")),
+        key=lambda t: (-t.value, t.number),
+    )
+    by_state = Counter(t.state for t in every)
+
+    c = count_trials(fresh._storage, fresh._study_id)
+    assert (c.complete, c.pruned, c.failed) == (
+        by_state[TrialState.COMPLETE],
+        by_state[TrialState.PRUNED],
+        by_state[TrialState.FAIL],
+    )
+    top10 = ranked_complete_trials(fresh, limit=10)
+    assert [t.number for t in top10] == [t.number for t in expected[:10]]
+    assert top10[0].value == pytest.approx(expected[0].value) and top10[0].value < 0.81
+    # ties broken by the lower trial number, as in the sort over all trials
+    ids = top_complete_trial_ids(fresh._storage, fresh._study_id, None)
+    assert len(ids) == len(expected)
+    status = study_status(fresh)
+    assert status["best"]["number"] == expected[0].number
+    assert status["counts"]["complete"] == by_state[TrialState.COMPLETE]
+    assert status["counts"]["finished"] == by_state[TrialState.COMPLETE] + by_state[TrialState.PRUNED]
+    paths = export_trials(fresh, tmp_path / "top.json", top=3)
+    assert [json.loads(p.read_text())["trial"] for p in paths] == [t.number for t in expected[:3]]
+    assert trial_by_number(fresh, 123).number == 123 and trial_by_number(fresh, 999) is None

@@ -22,14 +22,18 @@ from optuna.trial import FrozenTrial, TrialState
 from maskcls_hpo import __version__
 from maskcls_hpo.config import config_from_mapping, save_config
 from maskcls_hpo.errors import ExportError, PredictError
+from maskcls_hpo.hpo._optuna import rdb_of, storage_of, study_id_of
 from maskcls_hpo.hpo.attrs import TrialAttrs, checkpoint_dir
 from maskcls_hpo.hpo.storage import mask_password
+from maskcls_hpo.hpo.trials import count_trials, top_complete_trial_ids
 
 __all__ = [
     "ExportError",
     "export_trials",
     "trial_record",
     "ranked_complete_trials",
+    "trial_by_number",
+    "state_counts_text",
     "state_summary",
     "study_checkpoints",
 ]
@@ -48,15 +52,61 @@ def state_summary(trials: list[FrozenTrial]) -> str:
     return ", ".join(parts) or "no trials"
 
 
-def ranked_complete_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """COMPLETE trials with a finite value, best first (ties: lower trial number first)."""
+def _is_rdb(study: optuna.Study) -> bool:
+    """The study lives in an SQL database (``RDBStorage``, possibly behind Optuna's cache)."""
+    return isinstance(rdb_of(storage_of(study)), optuna.storages.RDBStorage)
+
+
+def ranked_complete_trials(study: optuna.Study, limit: int | None = None) -> list[FrozenTrial]:
+    """COMPLETE trials with a finite value, best first (ties: lower trial number first).
+
+    Args:
+        limit: at most this many (the best ones). With an SQL storage and a `limit`, one ranked SQL query
+            finds them and only those trials are loaded (``hpo.trials.top_complete_trial_ids``); otherwise
+            every COMPLETE trial is loaded and sorted.
+    """
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    if limit is not None and _is_rdb(study):
+        storage = storage_of(study)
+        ids = top_complete_trial_ids(storage, study_id_of(study), limit, maximize=maximize)
+        return [storage.get_trial(tid) for tid in ids]
     done = [
         t
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if t.value is not None and math.isfinite(t.value)
     ]
-    sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
-    return sorted(done, key=lambda t: (sign * t.value, t.number))
+    sign = -1.0 if maximize else 1.0
+    ranked = sorted(done, key=lambda t: (sign * t.value, t.number))
+    return ranked if limit is None else ranked[:limit]
+
+
+def trial_by_number(study: optuna.Study, number: int) -> FrozenTrial | None:
+    """The study's trial with this number (loaded alone), or None."""
+    storage = storage_of(study)
+    try:
+        tid = storage.get_trial_id_from_study_id_trial_number(study_id_of(study), number)
+    except KeyError:
+        return None
+    return storage.get_trial(tid)
+
+
+def state_counts_text(study: optuna.Study) -> str:
+    """`3 pruned, 1 failed` style count of trial states, counted in SQL where the storage is a database."""
+    if not _is_rdb(study):
+        return state_summary(study.get_trials(deepcopy=False))
+    c = count_trials(storage_of(study), study_id_of(study))
+    parts = [
+        f"{n} {name}"
+        for name, n in (
+            ("complete", c.complete),
+            ("pruned", c.pruned),
+            ("failed", c.failed),
+            ("running", c.running),
+            ("waiting", c.waiting),
+        )
+        if n
+    ]
+    return ", ".join(parts) or "no trials"
 
 
 def _plain(value: Any) -> Any:
@@ -148,21 +198,19 @@ def export_trials(
     suffix = ".json" if fmt == "json" else (out.suffix if out.suffix.lower() in (".yaml", ".yml") else ".yaml")
     out = out.with_suffix(suffix)
     if trial_number is not None:
-        matches = [t for t in study.get_trials(deepcopy=False) if t.number == trial_number]
-        if not matches:
+        found = trial_by_number(study, trial_number)
+        if found is None:
             raise ExportError(f"study '{study.study_name}' has no trial {trial_number}")
-        docs = [(out, trial_record(study, matches[0]))]
+        docs = [(out, trial_record(study, found))]
     else:
-        ranked = ranked_complete_trials(study)
+        if top is not None and top < 1:
+            raise ExportError(f"--top must be at least 1, got {top}")
+        ranked = ranked_complete_trials(study, limit=1 if top is None else top)
         if not ranked:
-            raise ExportError(
-                f"no COMPLETE trial in study '{study.study_name}' ({state_summary(study.get_trials(deepcopy=False))})"
-            )
+            raise ExportError(f"no COMPLETE trial in study '{study.study_name}' ({state_counts_text(study)})")
         if top is None:
             docs = [(out, trial_record(study, ranked[0]))]
         else:
-            if top < 1:
-                raise ExportError(f"--top must be at least 1, got {top}")
             docs = [
                 (out.with_name(f"{out.stem}-{i + 1}{suffix}"), trial_record(study, t, rank=i + 1))
                 for i, t in enumerate(ranked[:top])
@@ -186,11 +234,11 @@ def study_checkpoints(study: optuna.Study, top: int, checkpoints: str | Path = "
     """
     if top < 1:
         raise PredictError(f"--top must be >= 1, got {top}")
-    ranked = ranked_complete_trials(study)
+    ranked = ranked_complete_trials(study, limit=top)
     if len(ranked) < top:
         raise PredictError(
             f"study '{study.study_name}' has {len(ranked)} COMPLETE trial(s) with a value, --top asks for {top} "
-            f"({state_summary(study.get_trials(deepcopy=False))})"
+            f"({state_counts_text(study)})"
         )
     root = Path(checkpoints) / study.study_name
     found = []

@@ -426,7 +426,7 @@ def run_sweep(
     heartbeat = HeartbeatSettings.from_env(heartbeat_interval, grace_period)
     rdb = open_storage(url, heartbeat)
     # The search space is compared before the (slow) data preparation, so a changed sweep refuses at once.
-    existing = {s.study_name for s in optuna.get_all_study_summaries(rdb, include_best_trial=False)}
+    existing = set(optuna.get_all_study_names(rdb))  # summaries would load every trial
     if name in existing:
         loaded.check_study_compatible(optuna.load_study(study_name=name, storage=rdb))
     say(f"checking data in {config.data_dir} and building the image cache ...")

@@ -21,7 +21,7 @@ from rich.table import Table
 from maskcls_hpo.hpo._optuna import rdb_models, rdb_of, storage_of, study_id_of, trial_id_of
 from maskcls_hpo.hpo.attrs import StudyAttrs, TrialAttrs
 from maskcls_hpo.hpo.export import ranked_complete_trials
-from maskcls_hpo.hpo.trials import count_trials
+from maskcls_hpo.hpo.trials import count_trials, trial_ids
 
 __all__ = ["study_status", "print_status", "last_heartbeats"]
 
@@ -55,20 +55,26 @@ def _db_now(study: optuna.Study) -> dt.datetime:
 def study_status(study: optuna.Study) -> dict[str, Any]:
     """Everything `status` prints, as plain data.
 
+    Reads counts with one SQL ``GROUP BY`` and loads only the RUNNING trials and the best COMPLETE one, so
+    the cost does not grow with the study's size (benchmarks/b6_study_size.py).
+
     Returns:
         {"study", "n_trials", "counts": {complete, pruned, failed, running, waiting, finished},
          "stale_failed": [trial numbers failed as stale by this call],
          "best": {number, value, accuracy, params} | None,
          "running": [{number, last_epoch, heartbeat_age_s, worker}]}
     """
-    running_before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    storage, study_id = storage_of(study), study_id_of(study)
+    running_before = set(trial_ids(storage, study_id, (TrialState.RUNNING,)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
-    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    stale = sorted(running_before - {t.number for t in running})
-    c = count_trials(storage_of(study), study_id_of(study))
-    ranked = ranked_complete_trials(study)
+    # only the RUNNING trials and the best one are loaded, never the whole study
+    running = [storage.get_trial(tid) for tid in trial_ids(storage, study_id, (TrialState.RUNNING,))]
+    running_ids = {trial_id_of(t) for t in running}
+    stale = sorted(storage.get_trial(tid).number for tid in running_before - running_ids)
+    c = count_trials(storage, study_id)
+    ranked = ranked_complete_trials(study, limit=1)
     best = None
     if ranked:
         b = ranked[0]

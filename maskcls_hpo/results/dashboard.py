@@ -85,7 +85,7 @@ def dashboard_app(storage_url: str, artifact_root: str | Path | None = None) -> 
 
     try:
         storage = open_storage(storage_url, create=False)
-        studies = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+        studies = optuna.get_all_study_names(storage)  # summaries would load every trial
     except StorageError:
         raise
     except Exception as err:  # noqa: BLE001 - e.g. "no such table: studies" (Optuna's StorageInternalError)
