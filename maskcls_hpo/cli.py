@@ -242,6 +242,10 @@ PASSWORD_FILE_HELP = (
     "PGPASSWORD and ~/.pgpass), so that it is never on the command line."
 )
 STUDY_HELP = "Study name (default: the sweep file's stem; for readers: the only study in the storage)."
+MLFLOW_HELP = (
+    "MLflow tracking URI (e.g. sqlite:///mlflow.db, http://host:5000): each trial is logged as an MLflow run "
+    "(needs pip install 'maskcls-hpo[mlflow]'). TensorBoard scalars are written in any case."
+)
 CHECKPOINTS_HELP = (
     "Checkpoint root shared by all workers (default: checkpoints/ beside an SQLite file, else storage/checkpoints)."
 )
@@ -295,6 +299,7 @@ def launch_cmd(
     heartbeat_interval: Optional[int] = typer.Option(None, help="Heartbeat interval in seconds (default 30)."),
     grace_period: Optional[int] = typer.Option(None, help="Seconds without heartbeat before a trial is stale (120)."),
     checkpoints: Optional[Path] = typer.Option(None, help=CHECKPOINTS_HELP),
+    mlflow: Optional[str] = typer.Option(None, "--mlflow", help=MLFLOW_HELP),
 ) -> None:
     """Create or resume a study and run workers until it holds --n-trials finished trials."""
     _setup_logging()
@@ -334,6 +339,7 @@ def launch_cmd(
             grace_period=grace_period,
             checkpoints=checkpoints,
             password_file=password_file,
+            mlflow=mlflow,
             on_progress=on_progress,
             on_message=say,
         )
@@ -369,6 +375,7 @@ def worker_cmd(
     grace_period: Optional[int] = typer.Option(None, help="Seconds without heartbeat before a trial is stale (120)."),
     checkpoints: Optional[Path] = typer.Option(None, help=CHECKPOINTS_HELP),
     max_consecutive_failures: int = typer.Option(5, help="Stop after this many failed trials in a row."),
+    mlflow: Optional[str] = typer.Option(None, "--mlflow", help=MLFLOW_HELP),
 ) -> None:
     """Join a study as one worker (from another shell or machine) and run trials until the budget is met."""
     _setup_logging(verbose=True)
@@ -393,6 +400,7 @@ def worker_cmd(
         max_consecutive_failures=max_consecutive_failures,
         worker_index=worker_index,
         checkpoints=checkpoints,
+        mlflow_uri=mlflow,
     )
     try:
         report = run_worker(settings, sweep)

@@ -34,6 +34,7 @@ from maskcls_hpo.hpo.signals import Interrupted, stop_signals
 from maskcls_hpo.hpo.storage import HeartbeatSettings, display_url, open_storage, resolve_storage_url
 from maskcls_hpo.hpo.supervisor import LocalWorkers
 from maskcls_hpo.hpo.sweep import Sweep, load_sweep
+from maskcls_hpo.hpo.tracking import check_mlflow
 from maskcls_hpo.hpo.trials import StudyCounts, count_trials
 from maskcls_hpo.results.artifacts import save_study_note, study_note
 
@@ -380,6 +381,7 @@ def run_sweep(
     checkpoints: str | Path | None = None,
     logs: str | Path | None = None,
     password_file: str | Path | None = None,
+    mlflow: str | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     on_message: Callable[[str], None] | None = None,
     poll_interval: float = 1.0,
@@ -398,6 +400,9 @@ def run_sweep(
         heartbeat_interval, grace_period: seconds (defaults: env, else 30 / 120).
         checkpoints, logs: folders (default beside the SQLite file, else under ``storage/``).
         password_file: PostgreSQL password file (the password never goes onto a command line).
+        mlflow: MLflow tracking URI (e.g. ``sqlite:///mlflow.db``): each trial becomes an MLflow run
+            (:mod:`maskcls_hpo.hpo.tracking`; needs ``maskcls-hpo[mlflow]``). TensorBoard scalars are
+            written in any case (``tensorboard/<study>/`` beside an SQLite file) when tensorboard is installed.
         on_progress: called with a :class:`Progress` about every `poll_interval` seconds and once at the end.
         on_message: called with each one-line status message (e.g. ``print``).
 
@@ -429,6 +434,8 @@ def run_sweep(
     existing = set(optuna.get_all_study_names(rdb))  # summaries would load every trial
     if name in existing:
         loaded.check_study_compatible(optuna.load_study(study_name=name, storage=rdb))
+    if mlflow:
+        check_mlflow(mlflow, name)
     say(f"checking data in {config.data_dir} and building the image cache ...")
     meta = prepare_data(config)
     study = prepare_study(loaded, rdb, name, n_trials, study_attrs=meta)
@@ -444,6 +451,7 @@ def run_sweep(
         logs=Path(logs) if logs is not None else None,
         poll_interval=poll_interval,
         password_file=str(password_file) if password_file is not None else None,
+        mlflow_uri=mlflow,
     )
     counts = count_trials(rdb, study_id_of(study))
     result = SweepResult(

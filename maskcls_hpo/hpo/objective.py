@@ -58,6 +58,7 @@ def make_objective(
     overrides: dict[str, Any] | None = None,
     worker: str = "",
     after_trial: Callable[[optuna.Trial, Any], None] | None = None,
+    tracker: Any = None,
 ) -> Callable[[optuna.Trial], float]:
     """Build the objective for `study.tell`-style worker loops.
 
@@ -67,6 +68,8 @@ def make_objective(
         overrides: run-time config keys applied on top of the sweep (e.g. `data_dir`, `device`).
         worker: a label stored on the trial (host:pid/index).
         after_trial: called with (trial, TrainResult) after a finished run (used to upload artifacts).
+        tracker: a :class:`~maskcls_hpo.hpo.tracking.TrialTracker`: each trial's params, every epoch (from
+            the `on_epoch` hook) and its end state go to TensorBoard / MLflow; None tracks nothing.
 
     Returns:
         ``objective(trial) -> float``: the best epoch's val macro F1 in [0, 1].
@@ -91,6 +94,8 @@ def make_objective(
             epoch_seconds = _resume_records(trial, resume)
 
         def on_epoch(r: Any) -> None:
+            if tracker is not None:
+                tracker.epoch(trial.number, trial.params, r)
             if not math.isfinite(r.val_f1):
                 _prune(trial, f"non-finite validation macro F1 at epoch {r.epoch}")
             trial.report(r.val_f1, r.epoch)
@@ -126,7 +131,7 @@ def make_objective(
             after_trial(trial, result)
         return float(result.best_f1)
 
-    return objective
+    return tracker.wrap(objective) if tracker is not None else objective
 
 
 def _resume_records(trial: optuna.Trial, resume: Path) -> list[float]:

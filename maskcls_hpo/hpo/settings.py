@@ -39,6 +39,8 @@ class WorkerSettings(BaseModel):
         logs: folder of worker logs (``<logs>/<study>/worker-<i>.log``); None: ``logs/`` likewise.
         poll_interval: seconds between looks at the study while waiting for running trials.
         password_file: file holding the PostgreSQL password (read by each worker; never copied).
+        mlflow_uri: MLflow tracking URI: each trial is logged as an MLflow run (None: no MLflow); see
+            :mod:`maskcls_hpo.hpo.tracking`. TensorBoard scalars go to :attr:`tensorboard_dir` always.
     """
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
@@ -56,6 +58,7 @@ class WorkerSettings(BaseModel):
     logs: Path | None = None
     poll_interval: float = Field(default=1.0, gt=0)
     password_file: str | None = None
+    mlflow_uri: str | None = None
 
     @field_validator("heartbeat", mode="before")
     @classmethod
@@ -80,6 +83,12 @@ class WorkerSettings(BaseModel):
         """``<logs>/<study>``: where the supervisor writes this study's worker logs and settings files."""
         root = Path(self.logs) if self.logs is not None else storage_folder(self.storage_url, "logs")
         return root / self.study_name
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        """``<tensorboard>/<study>``: the trials' TensorBoard folders (``tensorboard/`` beside an SQLite file,
+        else ``storage/tensorboard``; :func:`maskcls_hpo.hpo.storage.storage_folder`)."""
+        return storage_folder(self.storage_url, "tensorboard") / self.study_name
 
     def resolved_storage_url(self) -> str:
         """`storage_url` with the password filled in from `password_file` when the URL has none."""

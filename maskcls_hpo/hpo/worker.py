@@ -46,6 +46,7 @@ from maskcls_hpo.hpo.settings import WorkerSettings
 from maskcls_hpo.hpo.signals import Interrupted, deferred_interrupts, stop_requested, stop_signals
 from maskcls_hpo.hpo.storage import mask_password, open_storage, retry_db, seconds_since_db_error
 from maskcls_hpo.hpo.sweep import Sweep, load_sweep
+from maskcls_hpo.hpo.tracking import TrialTracker, check_mlflow
 from maskcls_hpo.hpo.trials import StudyCounts, count_trials
 from maskcls_hpo.results.artifacts import TrialArtifactUploader
 
@@ -172,6 +173,8 @@ def run_worker(
     worker_label = f"{socket.gethostname()}:{os.getpid()}/{settings.worker_index}"
     # Every finished trial (COMPLETE, and PRUNED from its metrics.json) gets artifacts for the dashboard.
     if objective is None:
+        if settings.mlflow_uri:
+            check_mlflow(settings.mlflow_uri, settings.study_name)
         uploader = TrialArtifactUploader(url)
         checkpoint_root = settings.checkpoint_root / settings.study_name
         objective = uploader.wrap(
@@ -181,6 +184,7 @@ def run_worker(
                 overrides=settings.overrides,
                 worker=worker_label,
                 after_trial=uploader,
+                tracker=TrialTracker(settings.study_name, settings.tensorboard_dir, settings.mlflow_uri),
             ),
             checkpoint_root,
         )
