@@ -26,8 +26,10 @@ demo: venv
 test-env:
 	scripts/test-env.sh
 
-test: venv test-env
+test: venv lint test-env
 	$(BIN)/pytest -q
 
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports

@@ -65,9 +65,9 @@ def run_study(
 ) -> dict:
     import optuna
 
+    from maskcls_hpo.hpo.launch import prepare_study
     from maskcls_hpo.hpo.storage import HeartbeatSettings, open_storage
     from maskcls_hpo.hpo.sweep import load_sweep
-    from maskcls_hpo.hpo.launch import prepare_study
     from maskcls_hpo.hpo.worker import WorkerSettings, run_worker
 
     sweep = load_sweep(sweep_file)

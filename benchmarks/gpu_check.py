@@ -165,10 +165,10 @@ def smoke_sweep(work: Path, data_dir: str, on_gpu: bool, cap_bytes: int) -> dict
     import optuna
 
     from maskcls_hpo.hpo.attrs import TrialAttrs
+    from maskcls_hpo.hpo.launch import prepare_study
     from maskcls_hpo.hpo.objective import make_objective
     from maskcls_hpo.hpo.storage import HeartbeatSettings, open_storage
     from maskcls_hpo.hpo.sweep import load_sweep
-    from maskcls_hpo.hpo.launch import prepare_study
     from maskcls_hpo.hpo.worker import WorkerSettings, run_worker
 
     sweep = load_sweep(HERE / "sweeps" / "gpu_smoke.py")

@@ -257,7 +257,7 @@ StudyOption = Annotated[Optional[str], typer.Option(help=STUDY_HELP)]
 
 
 def _setup_logging(verbose: bool = False) -> None:
-    from maskcls_hpo.logs import setup_logging
+    from maskcls_hpo.hpo.logs import setup_logging
 
     setup_logging(console, verbose=verbose)
 
@@ -272,7 +272,7 @@ def _resolve_storage(storage: Optional[str], must_exist: bool = False, password_
 
 def _load_study(url: str, study_name: Optional[str]):
     """Open an existing study for readers (status/export/report): one clear line when it is not there."""
-    from maskcls_hpo.api import open_study
+    from maskcls_hpo.hpo.storage import open_study
 
     return open_study(url, study_name)
 

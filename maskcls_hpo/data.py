@@ -1,6 +1,6 @@
 """The competition data as it lies on disk: layout, checks, labels, corrections and the person split.
 
-Layout (DESIGN.md section 3)::
+Layout (docs/ARCHITECTURE.md, "Data layout")::
 
     DATA_DIR/train/train.csv          columns: id, gender, race, age, path
     DATA_DIR/train/images/<path>/     7 files per person: mask1..mask5, incorrect_mask, normal
@@ -13,7 +13,7 @@ incorrect=1 (incorrect_mask), not wear=2 (normal); gender male=0, female=1; age 
 ``age_bins=(a, b)``: age < a -> 0, a <= age < b -> 1, age >= b -> 2.
 
 Every check runs before anything is loaded and reports *every* problem, one line each, in the form
-``PATH: what is wrong; what to do`` (case C9), so a broken dataset never fails deep inside a trial.
+``PATH: what is wrong; what to do`` (problem C9), so a broken dataset never fails deep inside a trial.
 """
 
 from __future__ import annotations
@@ -260,7 +260,7 @@ def _scan_train(data_dir: str | Path, verify: bool = True, workers: int | None =
             f"{', '.join(TRAIN_COLUMNS)} (has {', '.join(table.columns)})"
         ]
         # The rows cannot be read, but every person folder can still be checked, so no problem hides behind
-        # the column error (case C9: every problem at once).
+        # the column error (problem C9: every problem at once).
         if images_dir.is_dir():
             to_verify: list[Path] = []
             for folder in sorted(p for p in images_dir.iterdir() if p.is_dir() and not _is_hidden(p.name)):
@@ -322,7 +322,7 @@ def _scan_train(data_dir: str | Path, verify: bool = True, workers: int | None =
 def check_train(data_dir: str | Path, workers: int | None = None) -> list[str]:
     """Every problem of the train part of ``data_dir``, one line each; ``[]`` when it is fine.
 
-    Checks (case C9): train.csv present and readable with the columns ``id, gender, race, age, path``;
+    Checks (problem C9): train.csv present and readable with the columns ``id, gender, race, age, path``;
     the image folder; per row: gender ``male``/``female``, age a whole number in 0..120, a ``path``
     whose folder exists and agrees with the row (``<id>_<gender>_<race>_<age>``), no duplicate id/path;
     per folder: exactly the 7 files ``mask1..mask5, incorrect_mask, normal`` (no 6, no 8, no unknown

@@ -1,4 +1,4 @@
-"""The `demo-data` generator: datasets in the competition layout (DESIGN.md section 3), and contact sheets.
+"""The `demo-data` generator: datasets in the competition layout (docs/ARCHITECTURE.md, "Data layout"), contact sheets.
 
 Two kinds of faces:
 
@@ -611,7 +611,7 @@ def write_demo_dataset(
     progress: bool = True,
     overwrite: bool = False,
 ) -> DemoSummary:
-    """Write a dataset in the competition layout (DESIGN.md section 3) under `out`.
+    """Write a dataset in the competition layout (docs/ARCHITECTURE.md, "Data layout") under `out`.
 
     Writes `out/train/train.csv` (id, gender, race, age, path) and `out/train/images/<path>/` with the 7
     files mask1..mask5, incorrect_mask, normal per person; `out/eval/info.csv` (ImageID, ans empty) and
@@ -847,18 +847,10 @@ def write_contact_sheet(
                     if mask == 0:
                         ax.set_ylabel(f"{GENDERS[gender]}\n{_class_name(y, age_bins).split('/')[2]}", fontsize=9)
     fig.suptitle(
-        f"{Path(data_dir).name}: {per_class} train images per class (class = mask*6 + gender*3 + age)", fontsize=10
+        f"{Path(data_dir).name}: {per_class} train images per class (class ids as in maskcls_hpo.labels)", fontsize=10
     )
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png)
     plt.close(fig)
     return out_png
-
-
-if __name__ == "__main__":  # python -m maskcls_hpo.demo OUT [options] == maskcls-hpo demo-data OUT [options]
-    import sys
-
-    from maskcls_hpo.cli import app
-
-    app(["demo-data", *sys.argv[1:]], prog_name="python -m maskcls_hpo.demo")

@@ -1,4 +1,4 @@
-"""export.py and case C4: only COMPLETE trials are exported, plain types only, accepted by the config loader."""
+"""export.py and problem C4: only COMPLETE trials are exported, plain types only, accepted by the config loader."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""Faults with real worker processes: killed workers, stale trials, many SQLite writers (DESIGN.md section 6).
+"""Faults with real worker processes: killed workers, stale trials, many SQLite writers (ARCHITECTURE.md, "Faults").
 
 - A worker killed with SIGKILL in the middle of a trial (PostgreSQL): the study still reaches its finished
   count, nothing stays RUNNING, the killed trial is re-queued with the same params and its re-run continues
@@ -26,9 +26,9 @@ import sqlalchemy
 from optuna.trial import TrialState
 from pg import cli, cli_background, load_trials, wait_for, worker_logs, worker_pid, write_sweep
 
+from maskcls_hpo.hpo.launch import prepare_study
 from maskcls_hpo.hpo.storage import HeartbeatSettings, is_transient_db_error, open_storage
 from maskcls_hpo.hpo.sweep import load_sweep
-from maskcls_hpo.hpo.launch import prepare_study
 from maskcls_hpo.hpo.worker import WorkerSettings, run_worker
 
 # Short heartbeats keep the tests fast; the grace period stays well above a heartbeat that is late because the

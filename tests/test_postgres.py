@@ -1,8 +1,8 @@
-"""The sweep service on a real PostgreSQL server, with real worker processes (DESIGN.md section 6).
+"""The sweep service on a real PostgreSQL server, with real worker processes (docs/ARCHITECTURE.md, "Faults").
 
-- 3 workers run a smoke sweep to exactly 12 finished trials with unique, gap-free trial numbers (case C1);
+- 3 workers run a smoke sweep to exactly 12 finished trials with unique, gap-free trial numbers (problem C1);
 - the server is stopped and started again while 2 workers run: both keep going, no trial fails;
-- case C6: the password of `postgresql+psycopg://maskcls:S3cr3tTok3n@...` shows in no output, log, exported
+- problem C6: the password of `postgresql+psycopg://maskcls:S3cr3tTok3n@...` shows in no output, log, exported
   file or stored attribute, for a wrong database and a good one, and from `--password-file` / `PGPASSWORD`.
 
 The machine's server (127.0.0.1:5432, or env `MASKCLS_HPO_TEST_PG`) gives a fresh database per test; the

@@ -1,12 +1,12 @@
-"""Sweep-file loading (sweep.py) and case C3: a changed search space is refused before any training."""
+"""Sweep-file loading (sweep.py) and problem C3: a changed search space is refused before any training."""
 
 from pathlib import Path
 
 import optuna
 import pytest
 
-from maskcls_hpo.hpo.sweep import SweepError, load_sweep
 from maskcls_hpo.hpo.launch import prepare_study
+from maskcls_hpo.hpo.sweep import SweepError, load_sweep
 
 SWEEP = """
 import optuna

@@ -11,9 +11,9 @@ from optuna.trial import TrialState
 
 from maskcls_hpo.config import load_config
 from maskcls_hpo.hpo.export import export_trials
+from maskcls_hpo.hpo.launch import prepare_study
 from maskcls_hpo.hpo.storage import open_storage, resolve_storage_url
 from maskcls_hpo.hpo.sweep import load_sweep
-from maskcls_hpo.hpo.launch import prepare_study
 from maskcls_hpo.hpo.worker import WorkerSettings, count_trials, run_worker
 
 ALWAYS_PRUNE = """
@@ -22,7 +22,7 @@ class AlwaysPrune(optuna.pruners.BasePruner):
         return True
 """
 
-# A backbone that behaves like a GPU running out of memory at batch size 32 (case C2), registered with timm.
+# A backbone that behaves like a GPU running out of memory at batch size 32 (problem C2), registered with timm.
 OOM_MODEL = """
 import torch
 from timm.models import register_model

@@ -5,7 +5,7 @@ trial number, value (val macro F1), accuracy, versions and data fingerprint. Onl
 written (no numpy scalars), and `maskcls-hpo train --config FILE` accepts the file unchanged.
 
 Only COMPLETE trials are candidates: Optuna also stores a value on PRUNED trials (their last reported F1),
-which may be higher than every complete trial's value but was never trained to the end (case C4).
+which may be higher than every complete trial's value but was never trained to the end (problem C4).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from maskcls_hpo.hpo.storage import mask_password
 from maskcls_hpo.hpo.trials import count_trials, top_complete_trial_ids
 
 __all__ = [
+    "export_best",
     "ExportError",
     "export_trials",
     "trial_record",
@@ -251,3 +252,30 @@ def study_checkpoints(study: optuna.Study, top: int, checkpoints: str | Path = "
             )
         found.append(path)
     return found
+
+
+def export_best(
+    out: str | Path = "best.yaml",
+    *,
+    storage: str | Path | None = None,
+    study_name: str | None = None,
+    trial_number: int | None = None,
+    top: int | None = None,
+    fmt: str | None = None,
+    password_file: str | None = None,
+) -> list[Path]:
+    """Write the best COMPLETE trial (or trial `trial_number`, or the best `top`) as a training config.
+
+    The file holds the full training config (sweep base + params) plus study, trial number, value, accuracy,
+    versions and data fingerprint, in plain YAML/JSON types; ``train(load_config(path))`` accepts it.
+
+    Returns:
+        the paths written.
+
+    Raises:
+        StorageError: see :func:`open_study`. ExportError: no COMPLETE trial, unknown trial, bad format.
+    """
+    from maskcls_hpo.hpo.storage import open_study
+
+    study = open_study(storage, study_name, password_file=password_file)
+    return export_trials(study, Path(out), trial_number=trial_number, top=top, fmt=fmt)

@@ -5,7 +5,7 @@ F1 exactly once (`step = epoch`, 1-based) and asks the study's pruner. The trial
 val macro F1. User attrs record what a person looks at afterwards: the full config, accuracy, per-task F1,
 epoch seconds, images/s, device, peak memory, and the reason a trial was pruned or failed.
 
-Ends of a trial (case C2):
+Ends of a trial (problem C2):
 - pruned by the pruner -> PRUNED, `reason = "pruned at epoch E"`;
 - non-finite loss or metric -> PRUNED, `reason = "non-finite ..."` (never a best value);
 - CUDA out of memory -> PRUNED, `reason = "oom"` (the sampler sees the region as bad; the worker goes on);

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 from maskcls_hpo.hpo.storage import HeartbeatSettings, resolve_storage_url, storage_folder
 
@@ -104,5 +104,8 @@ class WorkerSettings(BaseModel):
         password = url.password if isinstance(url.password, str) else None
         if password is None:
             return self, None
-        bare = url.set(password=None).render_as_string(hide_password=False)
+        # NOTE URL.set() ignores None, so the URL is rebuilt without its password
+        bare = URL.create(
+            url.drivername, url.username, None, url.host, url.port, url.database, url.query
+        ).render_as_string(hide_password=False)
         return self.model_copy(update={"storage_url": bare}), (None if self.password_file else password)

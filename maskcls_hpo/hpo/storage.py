@@ -1,7 +1,7 @@
 """Storage URL resolution, password masking, schema check and the Optuna RDB storage every verb opens.
 
 One function, :func:`resolve_storage_url`, turns what a user typed (or nothing) into a SQLAlchemy URL, so
-`launch`, `worker`, `status`, `export`, `dashboard` and `report` all open the same study (case C7).
+`launch`, `worker`, `status`, `export`, `dashboard` and `report` all open the same study (problem C7).
 :func:`open_storage` checks the schema version before anything is written (C5), turns on Optuna's
 heartbeat with :class:`optuna.storages.RetryHeartbeatStaleTrialCallback`, tunes SQLite for several local
 processes (WAL, busy timeout) and PostgreSQL for dropped connections (`pool_pre_ping`). Passwords never
@@ -29,6 +29,7 @@ from sqlalchemy.exc import ArgumentError
 from maskcls_hpo.errors import StorageError, StorageSchemaError
 
 __all__ = [
+    "open_study",
     "DEFAULT_STORAGE",
     "StorageError",
     "StorageSchemaError",
@@ -252,7 +253,7 @@ def _enable_wal(url: str) -> None:
 
 
 def check_schema(url: str) -> None:
-    """Refuse a database whose Optuna schema differs from the installed Optuna's (case C5).
+    """Refuse a database whose Optuna schema differs from the installed Optuna's (problem C5).
 
     Reads the `alembic_version` table without creating or changing anything. A fresh (empty) database
     passes.
@@ -569,3 +570,31 @@ def artifact_dir(url: str, root: str | os.PathLike[str] | None = None) -> Path:
     Every worker and the dashboard must see the same folder.
     """
     return storage_folder(url, "artifacts", root)
+
+
+def open_study(storage: str | Path | None = None, study_name: str | None = None, password_file: str | None = None):
+    """Open an existing study for reading (``optuna.Study``).
+
+    Args:
+        storage: URL or SQLite path (default: env ``MASKCLS_HPO_STORAGE``, else ``sqlite:///storage/maskcls_hpo.db``).
+        study_name: the study; None: the only study in the storage.
+
+    Raises:
+        StorageError: no such database (nothing is created), no such study, or several studies and no name.
+    """
+    import optuna
+
+    url = resolve_storage_url(storage, must_exist=True, password_file=password_file)
+    rdb = open_storage(url, create=False)
+    try:
+        names = optuna.get_all_study_names(rdb)  # summaries would load every trial of every study
+    except Exception as err:  # noqa: BLE001 - a database without Optuna's tables
+        raise StorageError(f"cannot read studies from {display_url(url)}: {mask_password(err)}") from None
+    if study_name is None:
+        if len(names) != 1:
+            listed = ", ".join(names) if names else "none"
+            raise StorageError(f"storage {display_url(url)} holds {len(names)} studies ({listed}); pass --study NAME")
+        study_name = names[0]
+    if study_name not in names:
+        raise StorageError(f"no study '{study_name}' in {display_url(url)} (studies: {', '.join(names) or 'none'})")
+    return optuna.load_study(study_name=study_name, storage=rdb)

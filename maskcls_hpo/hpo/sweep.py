@@ -17,7 +17,7 @@ A sweep file defines:
 ``SEED`` (int, optional, default 0)
 
 A file that does not load (syntax error, missing object, bad config key) or whose search space differs
-from the one stored in the study is refused with :class:`SweepError` before any trial starts (case C3).
+from the one stored in the study is refused with :class:`SweepError` before any trial starts (problem C3).
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ class Sweep:
         return params
 
     def check_study_compatible(self, study: optuna.Study) -> None:
-        """Refuse a study whose stored distributions differ from this sweep's (case C3).
+        """Refuse a study whose stored distributions differ from this sweep's (problem C3).
 
         Compares every parameter the dry runs ask for with the distribution stored on the study's trials
         (any state). Equality is strict: a changed range, step, log flag or choice list is a different

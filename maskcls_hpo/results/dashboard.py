@@ -1,6 +1,6 @@
 """`dashboard`: optuna-dashboard on the project's storage and artifact store.
 
-The storage URL is resolved like every other verb's (case C7: no `--storage`, a path, or `sqlite:///path`
+The storage URL is resolved like every other verb's (problem C7: no `--storage`, a path, or `sqlite:///path`
 open the same database) and must already exist: a reader never creates an empty database. The schema is
 checked first (C5), and every printed URL has its password masked (C6). The artifact store is the folder
 that the workers upload to (:func:`maskcls_hpo.hpo.storage.artifact_dir`), so each trial's confusion matrix,

@@ -1,0 +1,51 @@
+"""hpo/_optuna.py: every private Optuna name the package uses still exists in the installed Optuna.
+
+An Optuna upgrade that removes or renames one of them fails here, by name, before anything else breaks.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import optuna
+
+from maskcls_hpo.hpo import _optuna
+
+PACKAGE = Path(__file__).resolve().parents[1] / "maskcls_hpo"
+
+
+def test_optuna_is_the_tested_major_version():
+    assert optuna.__version__.split(".")[0] == "5"
+
+
+def test_every_private_name_exists():
+    assert _optuna.check_internals() == []
+    models = _optuna.rdb_models()
+    assert models.TrialModel.__tablename__ == "trials"
+    assert (_optuna.alembic_dir() / "versions").is_dir()
+
+
+def test_private_helpers_work_on_a_real_study(tmp_path):
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'x.db'}", heartbeat_interval=1, grace_period=3)
+    study = optuna.create_study(storage=storage, study_name="s")
+    trial = study.ask()
+    with _optuna.heartbeat(trial, study):
+        trial.report(0.5, 1)
+    _optuna.tell_quietly(study, trial, 0.5)
+    assert study.trials[0].state == optuna.trial.TrialState.COMPLETE
+    assert _optuna.study_id_of(study) == 1
+    assert _optuna.trial_id_of(trial) == study.trials[0]._trial_id
+    assert _optuna.rdb_of(_optuna.storage_of(study)) is storage
+
+
+def test_no_module_outside_optuna_py_touches_optuna_internals():
+    private = re.compile(r"optuna\.[\w.]*\b_[a-z]\w*|from optuna[\w.]*\._|\._(storage|study_id|trial_id|backend)\b")
+    offenders = [
+        f"{path.relative_to(PACKAGE)}:{n}: {line.strip()}"
+        for path in PACKAGE.rglob("*.py")
+        if path.name != "_optuna.py"
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if private.search(line) and not line.lstrip().startswith("#")
+    ]
+    assert offenders == []

@@ -1,0 +1,93 @@
+"""hpo/supervisor.py: worker processes get the settings whole, and a worker that ignores SIGTERM is killed."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+
+import pytest
+
+from maskcls_hpo.hpo import supervisor
+from maskcls_hpo.hpo.settings import WorkerSettings
+from maskcls_hpo.hpo.storage import HeartbeatSettings
+
+STUBBORN = """
+import signal, sys, time
+from pathlib import Path
+marker = Path(sys.argv[1]).with_suffix(".term")
+def on_term(signum, frame):
+    marker.write_text("got SIGTERM")   # and go on running: this worker ignores the request
+signal.signal(signal.SIGTERM, on_term)
+Path(sys.argv[1]).with_suffix(".started").write_text("up")
+while True:
+    time.sleep(0.1)
+"""
+
+
+def _settings(tmp_path, **kw) -> WorkerSettings:
+    return WorkerSettings(
+        sweep_path=tmp_path / "sweep.py",
+        storage_url=f"sqlite:///{tmp_path / 'study.db'}",
+        study_name="s",
+        n_trials=3,
+        heartbeat=HeartbeatSettings(interval=2, grace_period=9),
+        **kw,
+    )
+
+
+def test_settings_travel_whole_and_without_the_password(tmp_path):
+    s = WorkerSettings(
+        sweep_path=tmp_path / "sweep.py",
+        storage_url="postgresql+psycopg://maskcls:S3cr3tTok3n@127.0.0.1:5432/db",
+        study_name="s",
+        n_trials=7,
+        overrides={"data_dir": "/data"},
+        heartbeat=HeartbeatSettings(interval=3, grace_period=12),
+        logs=tmp_path / "logs",
+    )
+    bare, password = s.without_password()
+    assert password == "S3cr3tTok3n"
+    text = bare.model_dump_json()
+    assert "S3cr3tTok3n" not in text
+    back = WorkerSettings.model_validate_json(text)
+    assert back.heartbeat == HeartbeatSettings(interval=3, grace_period=12)
+    assert back.n_trials == 7 and back.overrides == {"data_dir": "/data"}
+    assert back.storage_url == "postgresql+psycopg://maskcls@127.0.0.1:5432/db"
+    assert back.log_dir == tmp_path / "logs" / "s"
+
+
+def test_defaults_sit_beside_the_sqlite_file(tmp_path):
+    s = _settings(tmp_path)
+    assert s.checkpoint_root == tmp_path / "checkpoints"
+    assert s.log_dir == tmp_path / "logs" / "s"
+
+
+def test_a_worker_that_ignores_sigterm_is_killed(tmp_path, monkeypatch):
+    script = tmp_path / "stubborn.py"
+    script.write_text(STUBBORN)
+    monkeypatch.setattr(supervisor, "worker_argv", lambda path: [sys.executable, str(script), str(path)])
+    pool = supervisor.LocalWorkers(_settings(tmp_path, logs=tmp_path / "logs"), workers=2)
+    pool.start()
+    try:
+        folder = tmp_path / "logs" / "s"
+        deadline = time.monotonic() + 60
+        while not all((folder / f"worker-{i}.started").exists() for i in range(2)):
+            assert time.monotonic() < deadline, "workers did not start"
+            time.sleep(0.1)
+        # each worker got its own settings file, whole, with its index
+        for i in range(2):
+            doc = json.loads((folder / f"worker-{i}.json").read_text())
+            assert doc["worker_index"] == i and doc["n_trials"] == 3 and doc["study_name"] == "s"
+        codes = pool.stop(term_timeout=1.0, kill_timeout=20.0)
+    finally:
+        pool.close()
+    assert codes == [-signal.SIGKILL, -signal.SIGKILL]
+    assert all((folder / f"worker-{i}.term").read_text() == "got SIGTERM" for i in range(2))
+    assert pool.last_lines() == "worker 0 was killed by signal 9; worker 1 was killed by signal 9"
+
+
+def test_zero_workers_is_refused():
+    with pytest.raises(Exception, match="--workers must be at least 1"):
+        supervisor.LocalWorkers(None, workers=0)  # type: ignore[arg-type]
