@@ -6,7 +6,8 @@ Draws ``--configs`` points of the smoke sweep's search space (``sweeps/smoke.py`
 epochs with ``train.train`` (no pruning, one torch thread, CPU), recording the val macro F1 of every epoch.
 The first ``--noise-configs`` configs are trained again with ``--noise-seeds`` more seeds (``config.seed``:
 weights, augmentation and batch order; the train/val split follows the seed too), which gives the seed noise
-eps = the mean over those configs of the standard deviation over seeds of the best epoch's val macro F1 (the trial's value).
+eps = the mean over those configs of the standard deviation over seeds of the best epoch's val macro F1
+(the trial's value).
 
 The JSON (``results/<name>.json``) is rewritten after every run, so a recording cut short keeps what it has:
 ``configs`` = [{"index", "params", "distributions" (Optuna's JSON form, for ``enqueue``/``ask``), "f1" (list,
