@@ -1,221 +1,318 @@
-"""B2 pruning efficiency: the smoke sweep with its own pruner vs the same sampler without pruning.
+"""B2 pruning as time-to-target: Optuna's pruners replayed over recorded learning curves.
 
-Both studies run ``sweeps/smoke.py`` (test_efficientnet, 48x36 images, 4 epochs, TPE with seed 0 and 4
-start-up trials, KNOWN_GOOD enqueued first) through the project's worker loop (``workers.run_worker``, one
-worker, in this process, SQLite in a scratch folder) on the same demo dataset with the same seeds and the same
-number of trials; only the pruner differs:
+``b2_record.py`` trained every config of a set once without pruning and stored its val macro F1 after every
+epoch (``results/b2_curves_*.json``). This script replays sweeps over those curves in simulation, many times:
+each replay is one sweep of one worker over all recorded configs in a random order (seeded; for a random
+sampler this is exact: its draws are independent of the results, so a sweep is a random order of draws). The
+real Optuna pruner decides: an in-memory study per replay, ``study.ask()`` per trial, the recorded values
+reported epoch by epoch with ``trial.report(f1, epoch)``, ``trial.should_prune()`` after each, and
+``study.tell`` with PRUNED (the epochs so far are spent) or COMPLETE with the trial's value (its best epoch's
+F1, what the objective returns). TPE is not replayed (its draws depend on the results, and the recorded set
+is not a dense lookup table for it).
 
-- ``sweep``: the sweep file's pruner (HyperbandPruner(min_resource=1, max_resource=4, reduction_factor=2));
-- ``none``: ``optuna.pruners.NopPruner()``;
-- optionally more pruners to compare (``--pruners``, e.g. ``sha3`` = SuccessiveHalvingPruner(min_resource=1,
-  reduction_factor=3), ``sha4`` (reduction_factor=4), ``median`` = MedianPruner(n_startup_trials=2,
-  n_warmup_steps=1), ``hb3`` = HyperbandPruner(min_resource=1, max_resource=4, reduction_factor=3)); with
-  ``--reference results/b2_pruning.json`` the ``none`` study of that file is the reference instead of a new
-  run (the same seeds and data on a CPU give the same trials).
+Measured per pruner, over the replays:
 
-Reported per study: epochs trained (sum over trials of the epochs each ran), best val macro F1 of a COMPLETE
-trial (what the sweep exports), the best F1 seen in any epoch of any trial, trials pruned, wall time.
+- **R** (time-to-target ratio) = epochs spent until the incumbent (best COMPLETE value so far, what `export`
+  would give) is within eps of the no-pruning sweep's final best, divided by the epochs the no-pruning sweep
+  of the same order needs to reach that best. eps = the seed noise of one config (``eps`` in the curves file:
+  the mean standard deviation over seeds of a config's value). A replay that never gets there counts as
+  not reached (R = inf, written as null); the median is over all replays. Also **R_eps**: the same numerator
+  over the epochs the no-pruning sweep needs to get within eps (a stricter, symmetric ratio).
+- **false-prune rate**: the share of trials of top-decile configs (by value) that the pruner pruned.
+- **epochs share**: epochs of the whole sweep / the no-pruning sweep's.
 
-    .venv/bin/python benchmarks/b2_pruning.py                       # 12 trials each on storage/demo
+And, for the curves themselves, the Spearman correlation between epoch-k F1 and the value over the configs
+(how well an early epoch ranks the configs: what every pruner relies on).
+
+    .venv/bin/python benchmarks/b2_pruning.py                     # both curve sets, 200 replays each
+    .venv/bin/python benchmarks/b2_pruning.py --curves results/b2_curves_demo.json --replays 50
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import shutil
+import json
+import math
+import statistics
 import sys
-import tempfile
 import time
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
-import torch
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, demo_dataset, print_table, ratio, save_result  # noqa: E402
+from common import REPO, RESULTS, print_table, save_result  # noqa: E402
 
-PRUNERS = {
-    "sweep": None,  # the sweep file's own make_pruner
-    "none": lambda config: __import__("optuna").pruners.NopPruner(),
-    "sha3": lambda config: __import__("optuna").pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3),
-    "sha4": lambda config: __import__("optuna").pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=4),
-    "hb3": lambda config: __import__("optuna").pruners.HyperbandPruner(
-        min_resource=1, max_resource=config.epochs, reduction_factor=3
-    ),
-    "median": lambda config: __import__("optuna").pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
-}
+TARGET_R = 0.35
+TARGET_FALSE_PRUNE = 0.10
 
 
-def describe_pruner(pruner) -> str:
-    """``HyperbandPruner(min_resource=1, max_resource=4, reduction_factor=2)``: the class and its settings."""
-    keys = (
-        "min_resource",
-        "max_resource",
-        "reduction_factor",
-        "n_startup_trials",
-        "n_warmup_steps",
-        "min_early_stopping_rate",
-    )
-    args = [f"{k}={getattr(pruner, '_' + k)}" for k in keys if isinstance(getattr(pruner, "_" + k, None), int | str)]
-    return f"{type(pruner).__name__}({', '.join(args)})"
+def pruners(epochs: int) -> dict[str, tuple[str, Callable[[], object]]]:
+    """name -> (description, factory) of the pruners compared, for sweeps of `epochs` epochs per trial."""
+    import optuna.pruners as p
+
+    return {
+        "none": ("NopPruner()", p.NopPruner),
+        "hyperband_rf2": (
+            f"HyperbandPruner(min_resource=1, max_resource={epochs}, reduction_factor=2)",
+            lambda: p.HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=2),
+        ),
+        "hyperband_rf3": (
+            f"HyperbandPruner(min_resource=1, max_resource={epochs}, reduction_factor=3)",
+            lambda: p.HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=3),
+        ),
+        "sha_rf2": (
+            "SuccessiveHalvingPruner(min_resource=1, reduction_factor=2)",
+            lambda: p.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2),
+        ),
+        "sha_rf3": (
+            "SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)",
+            lambda: p.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3),
+        ),
+        "sha_rf4": (
+            "SuccessiveHalvingPruner(min_resource=1, reduction_factor=4)",
+            lambda: p.SuccessiveHalvingPruner(min_resource=1, reduction_factor=4),
+        ),
+        "sha_rf3_min2": (
+            "SuccessiveHalvingPruner(min_resource=2, reduction_factor=3)",
+            lambda: p.SuccessiveHalvingPruner(min_resource=2, reduction_factor=3),
+        ),
+        "sha_rf2_min4": (
+            "SuccessiveHalvingPruner(min_resource=4, reduction_factor=2)",
+            lambda: p.SuccessiveHalvingPruner(min_resource=4, reduction_factor=2),
+        ),
+        "hyperband_rf3_min2": (
+            f"HyperbandPruner(min_resource=2, max_resource={epochs}, reduction_factor=3)",
+            lambda: p.HyperbandPruner(min_resource=2, max_resource=epochs, reduction_factor=3),
+        ),
+        "median_warmup4": (
+            "MedianPruner(n_startup_trials=4, n_warmup_steps=4)",
+            lambda: p.MedianPruner(n_startup_trials=4, n_warmup_steps=4),
+        ),
+        "median": (
+            "MedianPruner(n_startup_trials=4, n_warmup_steps=2)",
+            lambda: p.MedianPruner(n_startup_trials=4, n_warmup_steps=2),
+        ),
+        "percentile25": (
+            "PercentilePruner(25.0, n_startup_trials=4, n_warmup_steps=2)",
+            lambda: p.PercentilePruner(25.0, n_startup_trials=4, n_warmup_steps=2),
+        ),
+        "wilcoxon": (
+            "WilcoxonPruner(p_threshold=0.1, n_startup_steps=2)",
+            lambda: p.WilcoxonPruner(p_threshold=0.1, n_startup_steps=2),
+        ),
+    }
 
 
-def run_study(
-    pruner: str, sweep_file: Path, data_dir: Path, n_trials: int, work: Path, epochs: int | None = None
-) -> dict:
+def replay(curves: list[list[float]], order: list[int], make_pruner: Callable[[], object], name: str) -> dict:
+    """One sweep over `curves` (per-epoch F1 of each config) in `order`, pruned by a fresh pruner.
+
+    Returns {"trace": [(epochs spent, incumbent value or None)] after each trial, "pruned": [config index],
+    "epochs": total epochs spent}.
+    """
     import optuna
 
-    from maskcls_hpo.hpo.launch import prepare_study
-    from maskcls_hpo.hpo.storage import HeartbeatSettings, open_storage
-    from maskcls_hpo.hpo.sweep import load_sweep
-    from maskcls_hpo.hpo.worker import WorkerSettings, run_worker
+    study = optuna.create_study(study_name=name, direction="maximize", pruner=make_pruner())
+    spent, incumbent, trace, pruned = 0, None, [], []
+    for i in order:
+        trial = study.ask()
+        f1 = curves[i]
+        done = True
+        for epoch, value in enumerate(f1, 1):
+            trial.report(value, epoch)
+            spent += 1
+            if trial.should_prune():  # after every epoch, the last one too, as hpo/objective.py asks
+                done = False
+                break
+        if done:
+            value = max(f1)
+            study.tell(trial, value)
+            incumbent = value if incumbent is None else max(incumbent, value)
+        else:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            pruned.append(i)
+        trace.append((spent, incumbent))
+    return {"trace": trace, "pruned": pruned, "epochs": spent}
 
-    sweep = load_sweep(sweep_file)
-    if epochs is not None:  # a longer (or shorter) sweep: the pruner gets the new epoch count too
-        sweep = dataclasses.replace(sweep, base_config=sweep.base_config.model_copy(update={"epochs": epochs}))
-    if PRUNERS[pruner] is not None:
-        sweep = dataclasses.replace(sweep, _make_pruner=PRUNERS[pruner])
-    url = f"sqlite:///{work / f'b2-{pruner}.db'}"
-    storage = open_storage(url, HeartbeatSettings())
-    name = f"b2-{pruner}"
-    prepare_study(sweep, storage, name, n_trials)
-    overrides = {"data_dir": str(data_dir), "cache_dir": str(work / "cache"), "device": "cpu"}
-    settings = WorkerSettings(
-        sweep_path=sweep.path,
-        storage_url=url,
-        study_name=name,
-        n_trials=n_trials,
-        overrides=overrides,
-        checkpoints=work / "ckpt",
-        poll_interval=0.2,
-    )
-    t0 = time.perf_counter()
-    report = run_worker(settings, sweep=sweep)
-    wall = time.perf_counter() - t0
-    study = optuna.load_study(study_name=name, storage=storage)
-    trials = study.get_trials(deepcopy=False)
-    rows = [
-        {
-            "number": t.number,
-            "state": t.state.name,
-            "epochs": len(t.intermediate_values),
-            "value": t.value,
-            "max_epoch_f1": max(t.intermediate_values.values(), default=None),
-            "params": t.params,
-            "reason": t.user_attrs.get("reason"),
-            "f1_by_epoch": [round(t.intermediate_values[k], 4) for k in sorted(t.intermediate_values)],
+
+def _num(x: float) -> float | None:
+    """Rounded to 3 decimals; None for inf (the target was not reached)."""
+    return round(float(x), 3) if math.isfinite(x) else None
+
+
+def epochs_to(trace: list[tuple[int, float | None]], target: float) -> float:
+    """Epochs spent when the incumbent first reached `target` (inf when it never did)."""
+    for spent, inc in trace:
+        if inc is not None and inc >= target - 1e-12:
+            return float(spent)
+    return math.inf
+
+
+def spearman_by_epoch(curves: list[list[float]]) -> list[float]:
+    """Spearman rank correlation over configs between the epoch-k F1 and the value (best epoch), k = 1..E."""
+    from scipy.stats import spearmanr
+
+    values = [max(c) for c in curves]
+    return [round(float(spearmanr([c[k] for c in curves], values).statistic), 3) for k in range(len(curves[0]))]
+
+
+def evaluate(curves_file: Path, replays: int, seed: int = 0) -> dict:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    rec = json.loads(curves_file.read_text())
+    curves = [c["f1"] for c in rec["configs"]]
+    n, epochs = len(curves), len(curves[0])
+    eps = float(rec["eps"]) if rec.get("eps") is not None else 0.01
+    values = [max(c) for c in curves]
+    best = max(values)
+    top = {i for i, v in enumerate(values) if v >= float(np.quantile(values, 0.9))}
+    rng = np.random.default_rng(seed)
+    orders = [list(rng.permutation(n)) for _ in range(replays)]
+    grid = np.arange(0, n * epochs + 1)
+    out = {}
+    for key, (desc, make) in pruners(epochs).items():
+        t0 = time.perf_counter()
+        rs, rs_eps, shares, top_trials, top_pruned, reached = [], [], [], 0, 0, 0
+        curves_on_grid = np.full((replays, len(grid)), -1.0)  # -1: no COMPLETE trial yet
+        for r, order in enumerate(orders):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # WilcoxonPruner's and the experimental warnings
+                res = replay(curves, order, make, f"{key}-{r}")
+            pos_best = next(k for k, i in enumerate(order) if values[i] >= best)
+            pos_eps = next(k for k, i in enumerate(order) if values[i] >= best - eps)
+            ref, ref_eps = (pos_best + 1) * epochs, (pos_eps + 1) * epochs
+            spent = epochs_to(res["trace"], best - eps)
+            rs.append(spent / ref)
+            rs_eps.append(spent / ref_eps)
+            reached += math.isfinite(spent)
+            shares.append(res["epochs"] / (n * epochs))
+            top_trials += len(top)
+            top_pruned += len(top & set(res["pruned"]))
+            for spent_k, inc in res["trace"]:
+                if inc is not None:
+                    curves_on_grid[r, spent_k:] = inc  # incumbent from then on (later trials overwrite)
+        finite = [x for x in rs if math.isfinite(x)]
+        out[key] = {
+            "pruner": desc,
+            "R_median": _num(np.quantile(rs, 0.5, method="inverted_cdf")),
+            "R_p25_p75": [_num(np.quantile(rs, q, method="inverted_cdf")) for q in (0.25, 0.75)],
+            "R_mean_reached": round(statistics.mean(finite), 3) if finite else None,
+            "R_eps_median": _num(np.quantile(rs_eps, 0.5, method="inverted_cdf")),
+            "reached_share": round(reached / replays, 3),
+            "false_prune_rate_top_decile": round(top_pruned / top_trials, 3),
+            "epochs_share": round(float(np.mean(shares)), 3),
+            "seconds": round(time.perf_counter() - t0, 1),
+            "incumbent_grid": {
+                "epochs": grid[:: max(1, epochs // 2)].tolist(),
+                **{
+                    q: [
+                        None if v < 0 else round(float(v), 4)
+                        for v in np.quantile(curves_on_grid, p, axis=0, method="inverted_cdf")[:: max(1, epochs // 2)]
+                    ]
+                    for q, p in (("p10", 0.1), ("median", 0.5), ("p90", 0.9))
+                },
+            },
         }
-        for t in trials
-    ]
-    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-    epochs = sum(r["epochs"] for r in rows)
+        out[key]["target_met"] = (
+            None
+            if key == "none"
+            else out[key]["R_median"] is not None
+            and out[key]["R_median"] <= TARGET_R and out[key]["false_prune_rate_top_decile"] <= TARGET_FALSE_PRUNE
+        )
+        print(
+            f"  {key}: R median {out[key]['R_median']}, false prunes {out[key]['false_prune_rate_top_decile']}, "
+            f"epochs {out[key]['epochs_share']}",
+            flush=True,
+        )
     return {
-        "pruner": pruner,
-        "pruner_desc": describe_pruner(sweep.make_pruner()),
-        "trials": len(trials),
-        "complete": len(complete),
-        "pruned": report.pruned,
-        "failed": report.failed,
-        "epochs": epochs,
-        "best_f1": round(study.best_value, 4) if complete else None,
-        "best_trial": study.best_trial.number if complete else None,
-        "best_any_epoch_f1": round(max((r["max_epoch_f1"] or 0) for r in rows), 4),
-        "wall_s": round(wall, 1),
-        "per_trial": rows,
+        "curves_file": str(curves_file.relative_to(REPO)) if curves_file.is_relative_to(REPO) else str(curves_file),
+        "data": rec["settings"].get("data"),
+        "configs": n,
+        "epochs_per_trial": epochs,
+        "eps": eps,
+        "best_value": best,
+        "top_decile_configs": sorted(top),
+        "replays": replays,
+        "spearman_epoch_k_vs_value": spearman_by_epoch(curves),
+        "pruners": out,
     }
+
+
+def plot(sets: list[dict], path: Path) -> Path:
+    """Incumbent F1 vs epochs spent, median and 10-90% band over the replays, one panel per curve set."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(sets), figsize=(6.5 * len(sets), 4.6), squeeze=False)
+    for ax, s in zip(axes[0], sets, strict=True):
+        for key, p in s["pruners"].items():
+            g = p["incumbent_grid"]
+            x = np.array(g["epochs"], dtype=float)
+            med = np.array([np.nan if v is None else v for v in g["median"]])
+            lo = np.array([np.nan if v is None else v for v in g["p10"]])
+            hi = np.array([np.nan if v is None else v for v in g["p90"]])
+            style = {"lw": 2.4, "color": "black"} if key == "none" else {"lw": 1.4}
+            (line,) = ax.plot(x, med, label=key, **style)
+            ax.fill_between(x, lo, hi, alpha=0.08, color=line.get_color())
+        ax.axhline(s["best_value"] - s["eps"], ls="--", lw=0.8, color="grey")
+        ax.set_xscale("symlog", linthresh=s["epochs_per_trial"])
+        ax.set_xlabel("epochs spent (sum over trials)")
+        ax.set_ylabel("incumbent val macro F1 (best COMPLETE trial)")
+        ax.set_title(f"{s['data']}: {s['configs']} configs x {s['epochs_per_trial']} epochs, {s['replays']} replays")
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return path
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument(
-        "--data",
+        "--curves",
         type=Path,
-        default=REPO / "storage" / "demo",
-        help="demo dataset (written with demo-data when missing)",
-    )
-    ap.add_argument("--persons", type=int, default=300)
-    ap.add_argument("--sweep", type=Path, default=REPO / "sweeps" / "smoke.py")
-    ap.add_argument("--n-trials", type=int, default=12)
-    ap.add_argument("--epochs", type=int, default=None, help="epochs per trial (default: the sweep's)")
-    ap.add_argument("--pruners", default="sweep,none", help=f"comma-separated, from {', '.join(PRUNERS)}")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared machine)")
-    ap.add_argument(
-        "--reference",
-        type=Path,
+        action="append",
         default=None,
-        help="a b2 JSON whose 'none' study is the no-pruning reference (instead of running it)",
+        help="curves JSON (repeatable; default results/b2_curves_demo.json and b2_curves_faces.json)",
     )
+    ap.add_argument("--replays", type=int, default=200)
     ap.add_argument("--name", default="b2_pruning")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    demo_dataset(args.data, args.persons, (96, 128))
-    work = Path(tempfile.mkdtemp(prefix="b2-"))
-    studies = []
-    try:
-        for pruner in args.pruners.split(","):
-            r = run_study(pruner, args.sweep, args.data, args.n_trials, work, args.epochs)
-            studies.append(r)
-            print(
-                f"  {pruner}: {r['epochs']} epochs, best F1 {r['best_f1']}, {r['pruned']} pruned, {r['wall_s']} s",
-                flush=True,
-            )
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    ref = next((s for s in studies if s["pruner"] == "none"), None)
-    if ref is None and args.reference is not None:
-        import json
-
-        ref = next(s for s in json.loads(args.reference.read_text())["studies"] if s["pruner"] == "none")
-        ref = {**ref, "pruner": "none (reference)", "reference_file": str(args.reference)}
-        studies.append(ref)
-    for s in studies:
-        if ref is not None:
-            s["epochs_vs_no_pruning"] = ratio(s["epochs"], ref["epochs"])
-            s["best_f1_minus_no_pruning"] = round(s["best_f1"] - ref["best_f1"], 4)
-            # "the same best F1 within 0.01": not more than 0.01 below the run without pruning (higher is fine)
-            s["target_met"] = (
-                None
-                if s["pruner"].startswith("none")
-                else s["epochs_vs_no_pruning"] <= 0.4 and s["best_f1_minus_no_pruning"] >= -0.01
-            )
-    from maskcls_hpo.hpo.sweep import load_sweep
-
-    base = load_sweep(args.sweep).base_config
-    if args.epochs is not None:
-        base = base.model_copy(update={"epochs": args.epochs})
+    default = (RESULTS / "b2_curves_demo.json", RESULTS / "b2_curves_faces.json")
+    files = args.curves or [p for p in default if p.is_file()]
+    sets = []
+    for f in files:
+        print(f"{f.name}:", flush=True)
+        sets.append(evaluate(f, args.replays))
+    figure = plot(sets, RESULTS / f"{args.name}.png")
     result = {
         "settings": {
-            "sweep": str(args.sweep.relative_to(REPO)) if args.sweep.is_relative_to(REPO) else str(args.sweep),
-            "data_dir": str(args.data),
-            "n_trials": args.n_trials,
-            "model": base.model,
-            "image_size_hw": list(base.image_size or []),
-            "epochs_per_trial": base.epochs,
-            "sampler": "the sweep's (TPESampler(seed=0, n_startup_trials=4)), one worker",
-            "device": "cpu",
-            "torch_threads": args.threads,
+            "replays": args.replays,
+            "sampler": "random order of the recorded configs (exact replay of a random sampler), one worker",
+            "target": f"R <= {TARGET_R} with a false-prune rate <= {TARGET_FALSE_PRUNE:.0%} (shipped default)",
         },
-        "target": "same best val macro F1 (within 0.01) for at most 40% of the epochs of the run without pruning",
-        "studies": studies,
+        "figure": str(figure.relative_to(REPO)),
+        "sets": sets,
     }
     path = save_result(args.name, result)
-    print_table(
-        f"B2 pruning: {args.n_trials} trials each, {base.model} at {base.image_size}, {base.epochs} epochs",
-        ["pruner", "epochs", "epochs / no pruning", "best F1 (complete)", "best F1 - no pruning", "pruned", "wall s"],
-        [
+    for s in sets:
+        print_table(
+            f"B2 {s['data']}: {s['configs']} configs x {s['epochs_per_trial']} epochs, eps {s['eps']}",
+            ["pruner", "R median", "R p25-p75", "R_eps median", "reached", "false prunes top 10%", "epochs share"],
             [
-                s["pruner"],
-                s["epochs"],
-                s.get("epochs_vs_no_pruning", float("nan")),
-                s["best_f1"],
-                s.get("best_f1_minus_no_pruning", float("nan")),
-                s["pruned"],
-                s["wall_s"],
-            ]
-            for s in studies
-        ],
-    )
-    print(f"wrote {path}")
+                [k, p["R_median"], f"{p['R_p25_p75'][0]}-{p['R_p25_p75'][1]}", p["R_eps_median"]]
+                + [p["reached_share"], p["false_prune_rate_top_decile"], p["epochs_share"]]
+                for k, p in s["pruners"].items()
+            ],
+        )
+        print("Spearman(epoch k, value):", s["spearman_epoch_k_vs_value"])
+    print(f"wrote {path} and {figure}")
 
 
 if __name__ == "__main__":

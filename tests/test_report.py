@@ -179,3 +179,55 @@ def test_report_command_errors(swept_study, tmp_path):
     result = run_cli("report", "--storage", "empty.db", "--out", "r.html", cwd=tmp_path)
     assert result.returncode == 1 and "is not an Optuna study database" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "r.html").exists()
+
+
+@pytest.mark.slow
+def test_big_sqlite_study_draws_the_top_trials_and_stays_small(tmp_path, monkeypatch):
+    """250 trials in SQLite: per-trial figures hold the best PLOT_TOP COMPLETE trials (+ as many others), the
+    history every COMPLETE trial, and the page without plotly.js stays under a bound that does not grow with
+    the trials' attrs or epochs."""
+    import json
+
+    import plotly.offline
+
+    import maskcls_hpo.results.report as report
+    from maskcls_hpo.hpo.storage import open_storage, resolve_storage_url
+
+    monkeypatch.setattr(report, "PLOT_TOP", 10)
+    monkeypatch.setattr(report, "IMPORTANCE_SAMPLE", 50)
+    url = resolve_storage_url(str(tmp_path / "big.db"))
+    study = optuna.create_study(study_name="big", storage=open_storage(url), direction="maximize")
+    dists = {"lr": FloatDistribution(1e-4, 1e-1, log=True), "loss": CategoricalDistribution(["ce", "focal"])}
+    trials = []
+    for i in range(250):
+        state = TrialState.PRUNED if i % 3 == 0 else TrialState.COMPLETE
+        value = round(0.2 + 0.5 * ((i * 37) % 250) / 250, 4)  # distinct values; best COMPLETE: trial 20, 0.68
+        trials.append(
+            create_trial(
+                params={"lr": 10 ** -(2 + (i % 3)), "loss": ["ce", "focal"][i % 2]},
+                distributions=dists,
+                value=value if state == TrialState.COMPLETE else None,
+                state=state,
+                intermediate_values={e: value * e / 20 for e in range(1, 21)},
+                user_attrs={"accuracy": 0.5, "best_epoch": 20, "epoch_seconds": [1.0] * 20, "config": {"x": "y" * 500}},
+            )
+        )
+    study.add_trials(trials)
+    n_complete = sum(t.state == TrialState.COMPLETE for t in trials)
+    best = max((i for i, t in enumerate(trials) if t.state == TrialState.COMPLETE), key=lambda i: trials[i].value)
+    assert (n_complete, best, trials[best].value) == (166, 20, 0.68)
+    html = report.report_html(optuna.load_study(study_name="big", storage=open_storage(url)), top=5)
+    figures = {
+        m.group(1): json.loads(m.group(2))
+        for m in re.finditer(r'Plotly.newPlot\(\s*"fig-(\w+)",\s*(\[.*?\]),\s*\{', html, re.DOTALL)
+    }
+    traces = [t for t in figures["intermediate"] if str(t.get("name", "")).startswith("Trial")]
+    assert len(traces) == 20  # the best 10 COMPLETE + the latest 10 PRUNED trials
+    names = {t["name"] for t in traces}
+    assert {"Trial20", "Trial47", "Trial74", "Trial249"} <= names  # real trial numbers (3 best, last PRUNED)
+    assert len(figures["history"][0]["x"]) == n_complete  # the history: every COMPLETE trial
+    assert "the best 10 COMPLETE trials and the latest 10 others" in html
+    assert "a random 50 of 166 COMPLETE trials" in html
+    assert "<dd>166 complete, 84 pruned</dd>" in html
+    data_bytes = len(html.encode()) - len(plotly.offline.get_plotlyjs().encode())
+    assert data_bytes < 400_000, data_bytes  # 250 trials x 20 epochs drawn in full would be several MB

@@ -35,6 +35,7 @@ __all__ = [
     "ranked_complete_trials",
     "trial_by_number",
     "state_counts_text",
+    "uses_sql",
     "state_summary",
     "study_checkpoints",
 ]
@@ -53,7 +54,7 @@ def state_summary(trials: list[FrozenTrial]) -> str:
     return ", ".join(parts) or "no trials"
 
 
-def _is_rdb(study: optuna.Study) -> bool:
+def uses_sql(study: optuna.Study) -> bool:
     """The study lives in an SQL database (``RDBStorage``, possibly behind Optuna's cache)."""
     return isinstance(rdb_of(storage_of(study)), optuna.storages.RDBStorage)
 
@@ -67,7 +68,7 @@ def ranked_complete_trials(study: optuna.Study, limit: int | None = None) -> lis
             every COMPLETE trial is loaded and sorted.
     """
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    if limit is not None and _is_rdb(study):
+    if limit is not None and uses_sql(study):
         storage = storage_of(study)
         ids = top_complete_trial_ids(storage, study_id_of(study), limit, maximize=maximize)
         return [storage.get_trial(tid) for tid in ids]
@@ -93,7 +94,7 @@ def trial_by_number(study: optuna.Study, number: int) -> FrozenTrial | None:
 
 def state_counts_text(study: optuna.Study) -> str:
     """`3 pruned, 1 failed` style count of trial states, counted in SQL where the storage is a database."""
-    if not _is_rdb(study):
+    if not uses_sql(study):
         return state_summary(study.get_trials(deepcopy=False))
     c = count_trials(storage_of(study), study_id_of(study))
     parts = [

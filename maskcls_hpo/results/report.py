@@ -29,7 +29,7 @@ from maskcls_hpo.hpo.export import ranked_complete_trials
 from maskcls_hpo.hpo.storage import mask_password
 from maskcls_hpo.results.artifacts import OBJECTIVE_NAME
 
-__all__ = ["write_report", "report_html", "report_figures", "ReportFigure", "TARGET_NAME"]
+__all__ = ["write_report", "report_html", "report_figures", "ReportFigure", "StudyDigest", "TARGET_NAME", "PLOT_TOP"]
 
 log = logging.getLogger("maskcls_hpo.results.report")
 
@@ -47,19 +47,173 @@ class ReportFigure:
         self.note = note
 
 
-def _count(study: optuna.Study) -> dict[TrialState, int]:
-    counts = dict.fromkeys(TrialState, 0)
-    for t in study.get_trials(deepcopy=False):
-        counts[t.state] += 1
-    return counts
+PLOT_TOP = 100
+"""Per-trial figures (intermediate values, parallel coordinates, slice) draw the best this many COMPLETE
+trials (and as many of the latest PRUNED/FAIL trials for the intermediate values), so that the file stays a
+few MB at 10,000 trials (benchmarks/b6_study_size.py)."""
+
+IMPORTANCE_SAMPLE = 1000
+"""Parameter importances are fitted on at most this many COMPLETE trials (a seeded random sample)."""
 
 
-def _has_intermediate(study: optuna.Study) -> bool:
-    return any(t.intermediate_values for t in study.get_trials(deepcopy=False))
+class StudyDigest:
+    """What the report draws, read once: counts and (number, state, value) of every trial, full trials only
+    for the best `plot_top` COMPLETE ones and the latest `plot_top` others with epochs, params + values of a
+    sample of COMPLETE trials for the importances.
+
+    With an SQL storage the per-trial rows come from one query on trial numbers/states/values (no attrs,
+    params or intermediate values), so memory and time grow with the number of trials only through those
+    three columns. Other storages (in memory) are read through ``study.get_trials``.
+
+    Attributes:
+        counts: TrialState -> number of trials.
+        rows: [(number, state, value or None)], by number; value = objective 0 when finite.
+        top: the best `plot_top` COMPLETE trials (FrozenTrial), best first.
+        others: up to `plot_top` latest non-COMPLETE trials with intermediate values (FrozenTrial).
+        sample: up to `importance_sample` COMPLETE trials with params, distributions and value only.
+        has_intermediate: any trial reported an epoch.
+    """
+
+    def __init__(self, study: optuna.Study, plot_top: int | None = None, importance_sample: int | None = None):
+        import random
+
+        plot_top = PLOT_TOP if plot_top is None else plot_top
+        importance_sample = IMPORTANCE_SAMPLE if importance_sample is None else importance_sample
+        from maskcls_hpo.hpo.export import uses_sql
+
+        self.plot_top = plot_top
+        self.top = ranked_complete_trials(study, limit=plot_top)
+        rng = random.Random(0)
+        if uses_sql(study):
+            self._from_sql(study, plot_top, importance_sample, rng)
+            return
+        trials = study.get_trials(deepcopy=False)
+        self.counts = dict.fromkeys(TrialState, 0)
+        for t in trials:
+            self.counts[t.state] += 1
+        self.rows = [(t.number, t.state, _finite(t.value) if t.state == TrialState.COMPLETE else None) for t in trials]
+        self.others = [t for t in trials if t.state != TrialState.COMPLETE and t.intermediate_values][-plot_top:]
+        self.has_intermediate = any(t.intermediate_values for t in trials)
+        complete = [t for t in trials if t.state == TrialState.COMPLETE and _finite(t.value) is not None]
+        self.sample = complete if len(complete) <= importance_sample else rng.sample(complete, importance_sample)
+
+    def _from_sql(self, study: optuna.Study, plot_top: int, importance_sample: int, rng: Any) -> None:
+        import sqlalchemy
+
+        from maskcls_hpo.hpo._optuna import rdb_models, rdb_of, storage_of, study_id_of
+
+        m = rdb_models()
+        storage, sid = storage_of(study), study_id_of(study)
+        engine = rdb_of(storage).engine
+        value = (
+            sqlalchemy.select(m.TrialValueModel.trial_id, m.TrialValueModel.value)
+            .where(
+                m.TrialValueModel.objective == 0,
+                m.TrialValueModel.value_type == m.TrialValueModel.TrialValueType.FINITE,
+            )
+            .subquery()
+        )
+        has_steps = sqlalchemy.exists().where(m.TrialIntermediateValueModel.trial_id == m.TrialModel.trial_id)
+        query = (
+            sqlalchemy.select(m.TrialModel.trial_id, m.TrialModel.number, m.TrialModel.state, value.c.value, has_steps)
+            .outerjoin(value, value.c.trial_id == m.TrialModel.trial_id)
+            .where(m.TrialModel.study_id == sid)
+            .order_by(m.TrialModel.number)
+        )
+        with engine.connect() as con:
+            raw = [
+                (tid, n, TrialState[st] if isinstance(st, str) else TrialState(st), v, bool(h))
+                for tid, n, st, v, h in con.execute(query)
+            ]
+        self.counts = dict.fromkeys(TrialState, 0)
+        for r in raw:
+            self.counts[r[2]] += 1
+        self.rows = [(n, st, v if st == TrialState.COMPLETE else None) for _, n, st, v, _ in raw]
+        self.has_intermediate = any(r[4] for r in raw)
+        others = [tid for tid, _, st, _, h in raw if st != TrialState.COMPLETE and h][-plot_top:]
+        self.others = [storage.get_trial(tid) for tid in others]
+        complete = [(tid, v) for tid, _, st, v, _ in raw if st == TrialState.COMPLETE and v is not None]
+        if len(complete) > importance_sample:
+            complete = rng.sample(complete, importance_sample)
+        self.sample = _params_only(engine, m, complete)
 
 
-def report_figures(study: optuna.Study) -> list[ReportFigure]:
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _params_only(engine: Any, m: Any, trials: list[tuple[int, float]]) -> list[FrozenTrial]:
+    """COMPLETE FrozenTrials with only params, distributions and value, from the trial_params table."""
+    import sqlalchemy
+    from optuna.distributions import json_to_distribution
+
+    by_trial: dict[int, tuple[dict, dict]] = {tid: ({}, {}) for tid, _ in trials}
+    cache: dict[str, Any] = {}
+    ids = list(by_trial)
+    with engine.connect() as con:
+        for i in range(0, len(ids), 500):  # IN lists of 500 stay under every database's parameter limit
+            q = sqlalchemy.select(
+                m.TrialParamModel.trial_id,
+                m.TrialParamModel.param_name,
+                m.TrialParamModel.param_value,
+                m.TrialParamModel.distribution_json,
+            ).where(m.TrialParamModel.trial_id.in_(ids[i : i + 500]))
+            for tid, name, internal, dist_json in con.execute(q):
+                dist = cache.get(dist_json) or cache.setdefault(dist_json, json_to_distribution(dist_json))
+                params, dists = by_trial[tid]
+                params[name] = dist.to_external_repr(internal)
+                dists[name] = dist
+    return [
+        optuna.trial.create_trial(params=by_trial[tid][0], distributions=by_trial[tid][1], value=v) for tid, v in trials
+    ]
+
+
+def _light_study(direction: Any, trials: list[FrozenTrial]) -> optuna.Study:
+    """An in-memory study holding copies of `trials` (renumbered 0..n-1 in the given order)."""
+    light = optuna.create_study(direction=direction)
+    light.add_trials(trials)
+    return light
+
+
+def _renumber(fig: Any, key: str, numbers: list[int]) -> None:
+    """Put the real trial numbers back on a figure drawn from a light study (trial i there = numbers[i])."""
+    if key == "intermediate":
+        for trace in fig.data:
+            if isinstance(trace.name, str) and trace.name.startswith("Trial") and trace.name[5:].isdigit():
+                trace.name = f"Trial{numbers[int(trace.name[5:])]}"
+    elif key == "slice":
+        for trace in fig.data:
+            color = getattr(trace.marker, "color", None)
+            if color is not None and not isinstance(color, str):
+                trace.marker.color = [numbers[int(c)] for c in color]
+
+
+def _history_figure(digest: StudyDigest) -> Any:
+    """Every COMPLETE trial's value by trial number and the best value so far (plotly), from the digest's rows."""
+    import plotly.graph_objects as go
+
+    xs = [n for n, st, v in digest.rows if st == TrialState.COMPLETE and v is not None]
+    ys = [v for n, st, v in digest.rows if st == TrialState.COMPLETE and v is not None]
+    best, running = [], -math.inf
+    for y in ys:
+        running = max(running, y)
+        best.append(running)
+    fig = go.Figure(
+        [
+            go.Scatter(x=xs, y=ys, mode="markers", name=TARGET_NAME, marker={"size": 5}),
+            go.Scatter(x=xs, y=best, mode="lines", name="best value", line={"shape": "hv"}),
+        ]
+    )
+    fig.update_layout(title="Optimization History Plot", xaxis_title="Trial", yaxis_title=TARGET_NAME)
+    return fig
+
+
+def report_figures(study: optuna.Study, digest: StudyDigest | None = None) -> list[ReportFigure]:
     """Build the report's figures with :mod:`optuna.visualization` (plotly), with notes where they cannot be drawn.
+
+    The history shows every COMPLETE trial; intermediate values, parallel coordinates and the slice plot the
+    digest's best `plot_top` COMPLETE trials (intermediate values also the latest `plot_top` others);
+    importances a sample of at most `IMPORTANCE_SAMPLE` COMPLETE trials (see :class:`StudyDigest`).
 
     Guards: every figure needs a COMPLETE trial; intermediate values need reported epochs; parameter
     importances need at least 2 COMPLETE trials (Optuna's evaluator fits a model to them). Any other
@@ -67,34 +221,39 @@ def report_figures(study: optuna.Study) -> list[ReportFigure]:
     """
     from optuna import visualization as vis
 
-    n_complete = len(ranked_complete_trials(study))
+    d = digest or StudyDigest(study)
+    n_complete = d.counts[TrialState.COMPLETE]
+    top_only = n_complete > len(d.top)
+    shown = d.top + d.others
+    numbers = [t.number for t in shown]
+    light = _light_study(study.direction, shown)
+    top_light = _light_study(study.direction, d.top)
+    sample = _light_study(study.direction, d.sample)
+    best = f", the best {len(d.top)} COMPLETE trials" if top_only else ""
+    latest = f" and the latest {len(d.others)} others" if top_only and d.others else ""
+    sampled = f", a random {len(d.sample)} of {n_complete} COMPLETE trials" if len(d.sample) < n_complete else ""
     none = "no COMPLETE trial yet" if n_complete == 0 else ""
     specs: list[tuple[str, str, Callable[[], Any], str]] = [
-        (
-            "history",
-            "Optimization history",
-            lambda: vis.plot_optimization_history(study, target_name=TARGET_NAME),
-            none,
-        ),
+        ("history", "Optimization history", lambda: _history_figure(d), none),
         (
             "intermediate",
-            "Intermediate values (val macro F1 per epoch)",
-            lambda: vis.plot_intermediate_values(study),
-            "" if _has_intermediate(study) else "no trial reported an epoch yet",
+            f"Intermediate values (val macro F1 per epoch){best}{latest}",
+            lambda: vis.plot_intermediate_values(light),
+            "" if d.has_intermediate else "no trial reported an epoch yet",
         ),
         (
             "parallel",
-            "Parallel coordinates",
-            lambda: vis.plot_parallel_coordinate(study, target_name=TARGET_NAME),
+            f"Parallel coordinates{best}",
+            lambda: vis.plot_parallel_coordinate(top_light, target_name=TARGET_NAME),
             none,
         ),
         (
             "importances",
-            "Parameter importances",
-            lambda: vis.plot_param_importances(study, target_name=TARGET_NAME),
-            none or ("needs at least 2 COMPLETE trials (the study has 1)" if n_complete < 2 else ""),
+            f"Parameter importances{sampled}",
+            lambda: vis.plot_param_importances(sample, target_name=TARGET_NAME),
+            none or (f"needs at least 2 COMPLETE trials (the study has {n_complete})" if n_complete < 2 else ""),
         ),
-        ("slice", "Slice plot", lambda: vis.plot_slice(study, target_name=TARGET_NAME), none),
+        ("slice", f"Slice plot{best}", lambda: vis.plot_slice(top_light, target_name=TARGET_NAME), none),
     ]
     figures = []
     level = optuna.logging.get_verbosity()
@@ -115,6 +274,7 @@ def report_figures(study: optuna.Study) -> list[ReportFigure]:
             if not fig.data:
                 figures.append(ReportFigure(key, title, note="nothing to plot for this study"))
                 continue
+            _renumber(fig, key, numbers if key == "intermediate" else [t.number for t in d.top])
             fig.update_layout(template="plotly_white", margin={"t": 50, "l": 60, "r": 30, "b": 50})
             figures.append(ReportFigure(key, title, figure=fig))
     finally:
@@ -137,8 +297,8 @@ def _duration(t: FrozenTrial) -> str:
     return f"{(t.datetime_complete - t.datetime_start).total_seconds():.0f} s"
 
 
-def _top_table(study: optuna.Study, top: int) -> str:
-    ranked = ranked_complete_trials(study)[:top]
+def _top_table(study: optuna.Study, top: int, digest: StudyDigest) -> str:
+    ranked = digest.top[:top]  # the digest holds at least `top` (report_html)
     if not ranked:
         return "<p class='note'>No COMPLETE trial yet.</p>"
     names = sorted({k for t in ranked for k in t.params})
@@ -159,9 +319,9 @@ def _top_table(study: optuna.Study, top: int) -> str:
     return f"<div class='scroll'><table><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
 
 
-def _summary(study: optuna.Study) -> str:
-    counts = _count(study)
-    ranked = ranked_complete_trials(study)
+def _summary(study: optuna.Study, digest: StudyDigest) -> str:
+    counts = digest.counts
+    ranked = digest.top
     items = [
         ("trials", ", ".join(f"{n} {s.name.lower()}" for s, n in counts.items() if n) or "none"),
         ("best", f"{TARGET_NAME} {ranked[0].value:.4f} (trial {ranked[0].number})" if ranked else "none yet"),
@@ -205,6 +365,7 @@ def report_html(study: optuna.Study, top: int = 10) -> str:
     """
     import plotly
 
+    digest = StudyDigest(study, plot_top=max(PLOT_TOP, top))
     title = f"Study {study.study_name}"
     now = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     parts = [
@@ -215,11 +376,11 @@ def report_html(study: optuna.Study, top: int = 10) -> str:
         f"<h1>{html.escape(title)}</h1>",
         f"<p class='meta'>maskcls-hpo report, {html.escape(now)}; Optuna {html.escape(optuna.__version__)}, "
         f"plotly {html.escape(plotly.__version__)}; objective: {TARGET_NAME} (maximize)</p>",
-        _summary(study),
-        f"<section id='top'><h2>Top {top} trials</h2>{_top_table(study, top)}</section>",
+        _summary(study, digest),
+        f"<section id='top'><h2>Top {top} trials</h2>{_top_table(study, top, digest)}</section>",
     ]
     plotly_included = False
-    for f in report_figures(study):
+    for f in report_figures(study, digest):
         parts.append(f"<section id='{f.key}'><h2>{html.escape(f.title)}</h2>")
         if f.figure is None:
             parts.append(f"<p class='note'>{html.escape(mask_password(f.note))}</p>")
