@@ -220,7 +220,8 @@ def evaluate(curves_file: Path, replays: int, seed: int = 0) -> dict:
             None
             if key == "none"
             else out[key]["R_median"] is not None
-            and out[key]["R_median"] <= TARGET_R and out[key]["false_prune_rate_top_decile"] <= TARGET_FALSE_PRUNE
+            and out[key]["R_median"] <= TARGET_R
+            and out[key]["false_prune_rate_top_decile"] <= TARGET_FALSE_PRUNE
         )
         print(
             f"  {key}: R median {out[key]['R_median']}, false prunes {out[key]['false_prune_rate_top_decile']}, "
