@@ -426,7 +426,7 @@ def status_cmd(
     from maskcls_hpo.hpo.status import print_status
 
     url = _resolve_storage(storage, must_exist=True, password_file=password_file)
-    print_status(_load_study(url, study), console)
+    print_status(_load_study(url, study), console, storage_url=url)
 
 
 @verb("export")
@@ -447,6 +447,12 @@ def export_cmd(
     paths = export_trials(loaded, out, trial_number=trial, top=top, fmt=format)
     for p in paths:
         console.print(f"wrote {p}", highlight=False)
+    if trial is None:
+        from maskcls_hpo.hpo.noise import compare_runner_up
+
+        comparison = compare_runner_up(loaded, storage_url=url)
+        if comparison is not None:
+            console.print(comparison.message, highlight=False, soft_wrap=True)
 
 
 # --- dashboard and report -------------------------------------------------------------------------

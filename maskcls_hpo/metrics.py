@@ -1,5 +1,9 @@
 """Validation metrics with scikit-learn: macro F1 over the 18 classes, accuracy, per-task F1, confusion.
 
+Also: a bootstrap over persons for a 95% interval of a macro F1 and a paired one for the difference of two
+models on the same images (:func:`bootstrap_macro_f1`, :func:`paired_bootstrap_difference`), and the file of
+a run's per-image validation predictions (:func:`write_val_predictions`, :func:`read_val_predictions`).
+
 Macro F1 is the competition's score: the unweighted mean of the 18 per-class F1 scores, where a class that
 is neither present nor predicted scores 0 (`sklearn.metrics.f1_score(average="macro", labels=range(18),
 zero_division=0)`), so a model that never predicts a class pays for it.
@@ -7,15 +11,36 @@ zero_division=0)`), so a model that never predicts a class pays for it.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from maskcls_hpo.labels import NUM_CLASSES, TASK_SIZES, decode_label, encode_label
 
-__all__ = ["NUM_CLASSES", "TASK_CLASSES", "evaluate_predictions", "combine_multi", "predict_labels"]
+if TYPE_CHECKING:  # torch is needed only by callers that hold tensors; `status` reads predictions without it
+    import torch
+
+__all__ = [
+    "NUM_CLASSES",
+    "TASK_CLASSES",
+    "BOOTSTRAP_RESAMPLES",
+    "BOOTSTRAP_SEED",
+    "BootstrapInterval",
+    "evaluate_predictions",
+    "combine_multi",
+    "predict_labels",
+    "person_bootstrap_weights",
+    "bootstrap_macro_f1",
+    "paired_bootstrap_difference",
+    "macro_f1_from_counts",
+    "VAL_PREDICTIONS_FILE",
+    "prediction_columns",
+    "write_val_predictions",
+    "read_val_predictions",
+]
 
 TASK_CLASSES = TASK_SIZES  # classes per task (labels.TASK_SIZES)
 
@@ -78,3 +103,243 @@ def predict_labels(outputs: torch.Tensor | dict[str, torch.Tensor]) -> torch.Ten
     if isinstance(outputs, dict):
         return combine_multi(outputs["mask"], outputs["gender"], outputs["age"])
     return outputs.argmax(dim=1)
+
+
+# --- uncertainty: bootstrap over persons ----------------------------------------------------------------
+
+BOOTSTRAP_RESAMPLES = 1000
+"""Resamples of every person bootstrap unless told otherwise."""
+
+BOOTSTRAP_SEED = 0
+"""Seed of every person bootstrap unless told otherwise (the same seed = the same resampled persons)."""
+
+
+@dataclass(frozen=True)
+class BootstrapInterval:
+    """A 95% percentile-bootstrap interval of a macro F1 (or of a difference of two macro F1s).
+
+    Attributes:
+        estimate: the figure on all images (macro F1, or the difference a - b), float.
+        low, high: the 2.5th and 97.5th percentiles of the resampled figures (``numpy.percentile``, linear).
+        sd: standard deviation of the resampled figures (ddof=1): the bootstrap standard error.
+        resamples: how many resamples; persons: distinct persons resampled; seed: the generator's seed.
+    """
+
+    estimate: float
+    low: float
+    high: float
+    sd: float
+    resamples: int
+    persons: int
+    seed: int
+
+    def contains(self, value: float = 0.0) -> bool:
+        """True when `value` lies in [low, high] (for a difference: the two are within noise)."""
+        return self.low <= value <= self.high
+
+
+def person_bootstrap_weights(n_persons: int, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED):
+    """How often each person is drawn in each resample: `(resamples, n_persons) int64`, each row sums to n_persons.
+
+    Resample b draws `n_persons` persons with replacement, uniformly
+    (``numpy.random.default_rng(seed).integers(0, n_persons, size=(resamples, n_persons))``, row b = draw b);
+    a person drawn k times brings all their images k times.
+    """
+    if n_persons < 1 or resamples < 1:
+        raise ValueError(f"need at least one person and one resample, got {n_persons} and {resamples}")
+    draws = np.random.default_rng(seed).integers(0, n_persons, size=(resamples, n_persons))
+    offsets = (np.arange(resamples, dtype=np.int64) * n_persons)[:, None]
+    return np.bincount((draws + offsets).ravel(), minlength=resamples * n_persons).reshape(resamples, n_persons)
+
+
+def _person_counts(y_true: np.ndarray, y_pred: np.ndarray, person: np.ndarray) -> np.ndarray:
+    """Per person, per class: (true positives, false positives, false negatives): `(P, 3, 18) int64`."""
+    n = NUM_CLASSES
+    counts = np.zeros((person.max() + 1, 3, n), dtype=np.int64)
+    hit = y_true == y_pred
+    np.add.at(counts, (person[hit], 0, y_true[hit]), 1)
+    np.add.at(counts, (person[~hit], 1, y_pred[~hit]), 1)
+    np.add.at(counts, (person[~hit], 2, y_true[~hit]), 1)
+    return counts
+
+
+def macro_f1_from_counts(counts: np.ndarray) -> np.ndarray:
+    """Macro F1 over the 18 classes from `(..., 3, 18)` counts (tp, fp, fn); returns `(...)` float64.
+
+    Per class `F1 = 2 tp / (2 tp + fp + fn)`, 0 when the class is neither present nor predicted: the same
+    figure as ``f1_score(average="macro", labels=range(18), zero_division=0)``.
+    """
+    tp, fp, fn = counts[..., 0, :], counts[..., 1, :], counts[..., 2, :]
+    denom = 2 * tp + fp + fn
+    f1 = np.divide(2.0 * tp, denom, out=np.zeros(tp.shape, dtype=np.float64), where=denom > 0)
+    return f1.mean(axis=-1)
+
+
+def _check_inputs(y_true: Any, preds: list[Any], persons: Any) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    y_true = np.asarray(y_true, dtype=np.int64).reshape(-1)
+    preds = [np.asarray(p, dtype=np.int64).reshape(-1) for p in preds]
+    persons = np.asarray(persons).reshape(-1)
+    if len(y_true) == 0 or any(len(p) != len(y_true) for p in preds) or len(persons) != len(y_true):
+        lengths = [len(y_true), *(len(p) for p in preds), len(persons)]
+        raise ValueError(f"need equally long, non-empty label and person arrays, got lengths {lengths}")
+    for name, arr in (("y_true", y_true), *((f"y_pred[{i}]", p) for i, p in enumerate(preds))):
+        if arr.min() < 0 or arr.max() >= NUM_CLASSES:
+            raise ValueError(f"{name} must hold class ids in 0..{NUM_CLASSES - 1}, got {arr.min()}..{arr.max()}")
+    _, person_index = np.unique(persons, return_inverse=True)
+    return y_true, preds, person_index.astype(np.int64).reshape(-1)
+
+
+def _interval(estimate: float, resampled: np.ndarray, persons: int, seed: int) -> BootstrapInterval:
+    low, high = np.percentile(resampled, [2.5, 97.5])
+    sd = float(resampled.std(ddof=1)) if len(resampled) > 1 else 0.0
+    return BootstrapInterval(float(estimate), float(low), float(high), sd, int(len(resampled)), int(persons), seed)
+
+
+def bootstrap_macro_f1(
+    y_true: Any, y_pred: Any, persons: Any, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED
+) -> BootstrapInterval:
+    """95% interval of the macro F1 from a bootstrap over persons (percentile bootstrap, Efron 1979).
+
+    The images of one person are not independent (the same face 7 times), so the unit resampled is the
+    person: each resample draws as many persons as there are, with replacement
+    (:func:`person_bootstrap_weights`), and scores all images of the drawn persons, a person drawn twice
+    counting twice. Resamples are computed from per-person counts of true/false positives and false
+    negatives (:func:`macro_f1_from_counts`), which gives the same figure as scikit-learn's ``f1_score``
+    on the resampled images.
+
+    Args:
+        y_true, y_pred: `(N,)` integer class ids in 0..17.
+        persons: `(N,)` person ids (any hashable dtype: strings such as "000001", ints).
+        resamples: number of resamples (default :data:`BOOTSTRAP_RESAMPLES` = 1000).
+        seed: seed of ``numpy.random.default_rng`` (default :data:`BOOTSTRAP_SEED`).
+
+    Returns:
+        :class:`BootstrapInterval` with `estimate` = ``f1_score(y_true, y_pred)`` on all images.
+
+    Raises:
+        ValueError: empty or unequal inputs, class ids outside 0..17, resamples < 1.
+    """
+    y_true, (y_pred,), person = _check_inputs(y_true, [y_pred], persons)
+    counts = _person_counts(y_true, y_pred, person)
+    weights = person_bootstrap_weights(len(counts), resamples, seed)
+    resampled = macro_f1_from_counts(np.tensordot(weights, counts, axes=(1, 0)))
+    return _interval(_macro_f1(y_true, y_pred, NUM_CLASSES), resampled, len(counts), seed)
+
+
+def paired_bootstrap_difference(
+    y_true: Any,
+    y_pred_a: Any,
+    y_pred_b: Any,
+    persons: Any,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> BootstrapInterval:
+    """95% interval of macro F1(a) - macro F1(b) of two models scored on the same images, paired by person.
+
+    Each resample draws persons with replacement (:func:`person_bootstrap_weights`) and scores BOTH models on
+    the same drawn persons, so what the two share (hard and easy faces) cancels in the difference. When the
+    interval contains 0 the validation set cannot tell the two apart (:meth:`BootstrapInterval.contains`).
+
+    Args:
+        y_true: `(N,)` true class ids; y_pred_a, y_pred_b: `(N,)` the two models' class ids on the same images
+            in the same order; persons: `(N,)` person ids.
+        resamples, seed: as in :func:`bootstrap_macro_f1`.
+
+    Returns:
+        :class:`BootstrapInterval` of the difference a - b; `estimate` = F1(a) - F1(b) on all images.
+
+    Raises:
+        ValueError: as :func:`bootstrap_macro_f1`.
+    """
+    y_true, (pred_a, pred_b), person = _check_inputs(y_true, [y_pred_a, y_pred_b], persons)
+    counts_a = _person_counts(y_true, pred_a, person)
+    counts_b = _person_counts(y_true, pred_b, person)
+    weights = person_bootstrap_weights(len(counts_a), resamples, seed)
+    diff = macro_f1_from_counts(np.tensordot(weights, counts_a, axes=(1, 0))) - macro_f1_from_counts(
+        np.tensordot(weights, counts_b, axes=(1, 0))
+    )
+    estimate = _macro_f1(y_true, pred_a, NUM_CLASSES) - _macro_f1(y_true, pred_b, NUM_CLASSES)
+    return _interval(estimate, diff, len(counts_a), seed)
+
+
+# --- per-image validation predictions ------------------------------------------------------------------
+
+VAL_PREDICTIONS_FILE = "val_predictions.csv"
+"""File name of a run's best-epoch validation predictions (beside its checkpoints, and as a trial artifact)."""
+
+_ID_COLUMNS = ("path", "person_id", "epoch", "true_class", "pred_class")
+
+
+def prediction_columns(head: str) -> list[str]:
+    """Probability columns of a predictions file: `p00`..`p17` (single head), or per head for `multi`:
+    `p_mask0..2`, `p_gender0..1`, `p_age0..2` (the order of ``labels.TASK_SIZES``)."""
+    if head == "multi":
+        return [f"p_{task}{i}" for task, n in TASK_SIZES.items() for i in range(n)]
+    return [f"p{c:02d}" for c in range(NUM_CLASSES)]
+
+
+def write_val_predictions(
+    path: str | Path,
+    *,
+    image_paths: Any,
+    person_ids: Any,
+    epoch: int,
+    y_true: Any,
+    y_pred: Any,
+    probabilities: Any,
+    head: str,
+) -> Path:
+    """Write one epoch's validation predictions as CSV, one row per val image (written to a temp file, renamed).
+
+    Columns, in order: `path` (str, the image file), `person_id` (str, e.g. "000001"), `epoch` (int, 1-based),
+    `true_class`, `pred_class` (ints 0..17, ``labels.encode_label`` scheme), then the probabilities
+    (:func:`prediction_columns`, floats with 6 decimals): softmax of the 18 logits for the single head (each row
+    sums to 1), softmax of each head's logits for the multi head (each head's columns sum to 1;
+    `pred_class` = ``encode_label`` of the three argmaxes).
+
+    Args:
+        image_paths, person_ids: `(N,)` strings; y_true, y_pred: `(N,)` ints; epoch: the epoch scored.
+        probabilities: `(N, 18)` floats (single) or `(N, 8)` floats (multi: mask 3, gender 2, age 3).
+        head: "single" or "multi".
+
+    Raises:
+        ValueError: lengths or the probability width do not fit.
+    """
+    import pandas as pd
+
+    columns = prediction_columns(head)
+    probs = np.asarray(probabilities, dtype=np.float64)
+    n = len(y_true)
+    if probs.shape != (n, len(columns)) or not (len(image_paths) == len(person_ids) == len(y_pred) == n):
+        raise ValueError(f"predictions of {n} images need {n} paths, persons, labels and ({n}, {len(columns)}) probs")
+    frame = pd.DataFrame(
+        {
+            "path": [str(p) for p in image_paths],
+            "person_id": [str(p) for p in person_ids],
+            "epoch": int(epoch),
+            "true_class": np.asarray(y_true, dtype=np.int64),
+            "pred_class": np.asarray(y_pred, dtype=np.int64),
+        }
+    )
+    frame = pd.concat([frame, pd.DataFrame(probs, columns=columns)], axis=1)
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    frame.to_csv(tmp, index=False, float_format="%.6f")
+    tmp.replace(path)
+    return path
+
+
+def read_val_predictions(path: str | Path):
+    """Read a file written by :func:`write_val_predictions` into a pandas DataFrame (person ids stay strings).
+
+    Raises:
+        OSError: the file cannot be read; ValueError: it lacks the columns path, person_id, epoch, true_class,
+            pred_class.
+    """
+    import pandas as pd
+
+    frame = pd.read_csv(path, dtype={"path": str, "person_id": str})
+    missing = [c for c in _ID_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path}: not a validation predictions file (missing columns {', '.join(missing)})")
+    return frame

@@ -15,12 +15,19 @@ size. `EpochResult.lr` is the lr used by that epoch's steps. CosineAnnealingLR w
 (default `epochs`) uses `eta_min + (lr - eta_min) * (1 + cos(pi * (e - 1) / T_max)) / 2` in epoch `e` and
 reaches `eta_min` with the step after epoch `T_max` (`final_lr` in metrics.json).
 
-Files in `out_dir` (when given): `last.pt` after every epoch, `best.pt` at each new best, `model.pt` (the best
-epoch's weights, config and preprocessing, no optimizer: what `predict` needs) at the end, and
-`metrics.json`. Checkpoints hold only tensors and plain containers (config as a dict, RNG states as tensors
-and tuples), so `torch.load(path, weights_only=True)` reads them; `train(..., resume_from=last.pt)`
-restores model, optimizer, scheduler, grad scaler, RNG states and history and continues at the next epoch,
-giving the same numbers as an uninterrupted run on the CPU (same seed).
+Files in `out_dir` (when given): `last.pt` after every epoch, `best.pt` and `val_predictions.csv` (every val
+image's person, true class and probabilities at that epoch: :func:`maskcls_hpo.metrics.write_val_predictions`)
+at each new best, `model.pt` (the best epoch's weights, config and preprocessing, no optimizer: what `predict`
+needs) at the end, and `metrics.json`.
+
+Uncertainty: at each new best the val macro F1 gets a 95% interval from a bootstrap over val persons
+(:func:`maskcls_hpo.metrics.bootstrap_macro_f1`, 1000 resamples, seed 0: the same resampled persons for every
+run on the same split), kept in `TrainResult.val_f1_interval` and metrics.json `best_f1_interval`.
+
+Checkpoints hold only tensors and plain containers (config as a dict, RNG states as tensors and tuples), so
+`torch.load(path, weights_only=True)` reads them; `train(..., resume_from=last.pt)` restores model, optimizer,
+scheduler, grad scaler, RNG states and history and continues at the next epoch, giving the same numbers as an
+uninterrupted run on the CPU (same seed).
 """
 
 from __future__ import annotations
@@ -48,7 +55,13 @@ from torch import nn
 from maskcls_hpo.config import ConfigError, TrainConfig
 from maskcls_hpo.errors import TrainingError
 from maskcls_hpo.losses import build_loss
-from maskcls_hpo.metrics import evaluate_predictions, predict_labels
+from maskcls_hpo.metrics import (
+    VAL_PREDICTIONS_FILE,
+    bootstrap_macro_f1,
+    evaluate_predictions,
+    predict_labels,
+    write_val_predictions,
+)
 from maskcls_hpo.models import build_model, resolve_preprocessing
 from maskcls_hpo.transforms import BatchAugment, normalize
 
@@ -118,7 +131,11 @@ class EpochResult:
 class TrainResult:
     """The whole run. `confusion` (18 x 18 ints, rows true, columns predicted) and `per_class_f1` (18 floats)
     are the best epoch's; with `full_data` they are empty. `peak_memory_bytes`: CUDA max allocated on GPU,
-    else the process's peak RSS. `seed` is the seed the run used."""
+    else the process's peak RSS. `seed` is the seed the run used.
+
+    `val_f1_interval`: the best epoch's person-bootstrap 95% interval of val macro F1 as a dict (estimate, low,
+    high, sd, resamples, persons, seed: :class:`maskcls_hpo.metrics.BootstrapInterval`), None with `full_data`.
+    `val_predictions`: the best epoch's `val_predictions.csv` in `out_dir`, None without out_dir or val."""
 
     best_epoch: int
     best_f1: float
@@ -133,6 +150,8 @@ class TrainResult:
     final_lr: float = float("nan")
     train_images: int = 0
     val_images: int = 0
+    val_f1_interval: dict[str, float] | None = None
+    val_predictions: Path | None = None
 
 
 def train(
@@ -231,6 +250,9 @@ class _Run:
     fingerprint: str
     out_dir: Path | None
     progress: bool
+    val_paths: list[str] = field(default_factory=list)
+    val_persons: list[str] = field(default_factory=list)
+    best_predictions: dict[str, Any] | None = None  # the best epoch's y_true, y_pred, probabilities (not saved)
     start_epoch: int = 1
     history: list[EpochResult] = field(default_factory=list)
     best: dict[str, Any] = field(default_factory=lambda: {"epoch": 0, "f1": -math.inf, "accuracy": math.nan})
@@ -313,6 +335,9 @@ def _setup(config: TrainConfig, out_dir, resume_from, progress) -> _Run:
         fingerprint=cache.fingerprint,
         out_dir=Path(out_dir) if out_dir is not None else None,
         progress=progress,
+        # NOTE val batches follow val_idx (ascending, shuffle=False), so prediction i belongs to row val_idx[i]
+        val_paths=samples["path"].iloc[val_idx].astype(str).tolist(),
+        val_persons=samples["person_id"].iloc[val_idx].astype(str).tolist(),
     )
     if run.out_dir is not None:
         run.out_dir.mkdir(parents=True, exist_ok=True)
@@ -430,9 +455,10 @@ def _check_finite(run: _Run, epoch: int, step: int, loss: torch.Tensor, advance:
 
 @torch.inference_mode()
 def _validate(run: _Run) -> dict[str, Any]:
-    """Score every val image (no dropped batch): evaluate_predictions(...) plus `loss` (mean per image)."""
+    """Score every val image (no dropped batch): evaluate_predictions(...) plus `loss` (mean per image) and
+    `predictions` ({y_true, y_pred, probabilities}: NumPy arrays in val order, see `write_val_predictions`)."""
     run.model.eval()
-    preds, truth = [], []
+    preds, truth, probs = [], [], []
     total = torch.zeros((), dtype=torch.float64, device=run.device)
     for images, labels in run.val_loader:
         with _autocast(run):
@@ -440,10 +466,19 @@ def _validate(run: _Run) -> dict[str, Any]:
             total += run.loss_fn(outputs, labels).double() * len(labels)
         preds.append(predict_labels(outputs))
         truth.append(labels)
+        probs.append(_probabilities(outputs))
     y_true, y_pred = torch.cat(truth).cpu().numpy(), torch.cat(preds).cpu().numpy()
     scores = evaluate_predictions(y_true, y_pred)
     scores["loss"] = float(total) / len(y_true)
+    scores["predictions"] = {"y_true": y_true, "y_pred": y_pred, "probabilities": torch.cat(probs).cpu().numpy()}
     return scores
+
+
+def _probabilities(outputs: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
+    """`(B, 18)` softmax of single-head logits, or `(B, 8)` per-head softmaxes (mask, gender, age), float32."""
+    if isinstance(outputs, dict):
+        return torch.cat([outputs[k].float().softmax(dim=1) for k in ("mask", "gender", "age")], dim=1)
+    return outputs.float().softmax(dim=1)
 
 
 def _update_best(run: _Run, epoch: int, scores: dict[str, Any] | None) -> bool:
@@ -454,6 +489,9 @@ def _update_best(run: _Run, epoch: int, scores: dict[str, Any] | None) -> bool:
     if not math.isfinite(scores["f1"]) or scores["f1"] <= run.best["f1"]:
         return False
     run.best = {k: scores[k] for k in ("f1", "accuracy", "confusion", "per_class_f1")} | {"epoch": epoch}
+    pred = scores["predictions"]
+    run.best_predictions = pred
+    run.best["interval"] = asdict(bootstrap_macro_f1(pred["y_true"], pred["y_pred"], run.val_persons))
     return True
 
 
@@ -533,6 +571,18 @@ def _save_checkpoints(run: _Run, epoch: int, is_best: bool) -> None:
     if run.out_dir is None:
         return
     _atomic_save(_checkpoint(run, epoch), run.out_dir / "last.pt")
+    if is_best and run.best_predictions is not None:
+        p = run.best_predictions
+        write_val_predictions(
+            run.out_dir / VAL_PREDICTIONS_FILE,
+            image_paths=run.val_paths,
+            person_ids=run.val_persons,
+            epoch=epoch,
+            y_true=p["y_true"],
+            y_pred=p["y_pred"],
+            probabilities=p["probabilities"],
+            head=run.config.head,
+        )
     if is_best:
         shutil.copyfile(run.out_dir / "last.pt", run.out_dir / "best.pt.tmp")
         os.replace(run.out_dir / "best.pt.tmp", run.out_dir / "best.pt")
@@ -582,6 +632,9 @@ def _resume(run: _Run, path: Path) -> None:
     best_file = path.parent / "best.pt"
     if run.out_dir is not None and best_file.is_file() and not (run.out_dir / "best.pt").exists():
         shutil.copyfile(best_file, run.out_dir / "best.pt")  # resumed into a new folder (a re-queued trial)
+    best_predictions = path.parent / VAL_PREDICTIONS_FILE
+    if run.out_dir is not None and best_predictions.is_file() and not (run.out_dir / VAL_PREDICTIONS_FILE).exists():
+        shutil.copyfile(best_predictions, run.out_dir / VAL_PREDICTIONS_FILE)
     log.info("resumed from %s at epoch %d", path, run.start_epoch)
 
 
@@ -629,6 +682,7 @@ def _write_metrics(run: _Run) -> None:
         "best_accuracy": best["accuracy"],
         "best_per_class_f1": best.get("per_class_f1", []),
         "best_confusion": best.get("confusion", []),
+        "best_f1_interval": best.get("interval"),
         "final_lr": _final_lr(run),
         "peak_memory_bytes": _peak_memory_bytes(run.device),
         "epochs": [asdict(h) for h in run.history],
@@ -653,6 +707,7 @@ def _finish(run: _Run) -> TrainResult:
     if run.out_dir is not None:
         _write_model_file(run)
     best = run.best
+    predictions = run.out_dir / VAL_PREDICTIONS_FILE if run.out_dir is not None and run.val_loader is not None else None
     return TrainResult(
         best_epoch=int(best["epoch"]),
         best_f1=float(best["f1"]) if best["epoch"] else math.nan,
@@ -667,6 +722,8 @@ def _finish(run: _Run) -> TrainResult:
         final_lr=_final_lr(run),
         train_images=len(run.train_loader.indices),
         val_images=len(run.val_loader.indices) if run.val_loader is not None else 0,
+        val_f1_interval=dict(best["interval"]) if best.get("interval") else None,
+        val_predictions=predictions if predictions is not None and predictions.is_file() else None,
     )
 
 

@@ -6,6 +6,7 @@ Starts from the hand-tuned setting: Adam, StepLR, batch 64, dropout 0.5 at full 
 import optuna
 
 from maskcls_hpo.hpo.spaces import mask_classifier_space
+from maskcls_hpo.hpo.sweep import startup_trials
 
 SEED = 2021
 
@@ -34,8 +35,9 @@ def suggest(trial: optuna.Trial) -> dict:
     return mask_classifier_space(trial, epochs=BASE_CONFIG["epochs"], batch_sizes=[32, 64, 128], t_max_min=4)
 
 
-def make_sampler(seed: int) -> optuna.samplers.BaseSampler:
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=8, multivariate=True)
+def make_sampler(seed: int, n_trials: int | None) -> optuna.samplers.BaseSampler:
+    # random start-up sized to the budget: max(2, min(10, n_trials // 4)), 3 of a 12-trial sweep
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials(n_trials), multivariate=True)
 
 
 def make_pruner(config) -> optuna.pruners.BasePruner:

@@ -6,6 +6,7 @@ Used by `make demo`, the tests and the benchmarks. The same search space as the 
 import optuna
 
 from maskcls_hpo.hpo.spaces import mask_classifier_space
+from maskcls_hpo.hpo.sweep import startup_trials
 
 SEED = 0
 
@@ -42,8 +43,9 @@ def suggest(trial: optuna.Trial) -> dict:
     )
 
 
-def make_sampler(seed: int) -> optuna.samplers.BaseSampler:
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=4)
+def make_sampler(seed: int, n_trials: int | None) -> optuna.samplers.BaseSampler:
+    # random start-up sized to the budget: max(2, min(10, n_trials // 4)), 3 of a 12-trial sweep
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials(n_trials))
 
 
 def make_pruner(config) -> optuna.pruners.BasePruner:

@@ -1,4 +1,4 @@
-"""Trial artifacts (confusion-matrix PNG, per-class F1 CSV, config YAML) and the study note."""
+"""Trial artifacts (confusion-matrix PNG, per-class F1 CSV, config YAML, val predictions CSV) and the study note."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 from PIL import Image
 
 from maskcls_hpo.hpo.attrs import TrialAttrs, checkpoint_dir
+from maskcls_hpo.metrics import read_val_predictions, write_val_predictions
 from maskcls_hpo.results.artifacts import (
     ARTIFACT_FILES,
     OBJECTIVE_NAME,
@@ -93,9 +94,27 @@ def sqlite_study(tmp_path):
     return optuna.create_study(study_name="art", storage=url, direction="maximize"), url
 
 
-def fake_result(f1: list[float]):
+def write_predictions(path):
+    """A 2-image val_predictions.csv (persons 000001 and 000002, classes 0 and 1, both right)."""
+    return write_val_predictions(
+        path,
+        image_paths=["/d/a.jpg", "/d/b.jpg"],
+        person_ids=["000001", "000002"],
+        epoch=2,
+        y_true=[0, 1],
+        y_pred=[0, 1],
+        probabilities=np.eye(18)[[0, 1]],
+        head="single",
+    )
+
+
+def fake_result(f1: list[float], val_predictions=None):
     return SimpleNamespace(
-        confusion=hand_confusion().tolist(), per_class_f1=f1, best_epoch=2, best_f1=float(np.mean(f1))
+        confusion=hand_confusion().tolist(),
+        per_class_f1=f1,
+        best_epoch=2,
+        best_f1=float(np.mean(f1)),
+        val_predictions=val_predictions,
     )
 
 
@@ -104,14 +123,14 @@ def read_artifact(store, meta) -> bytes:
         return fh.read()
 
 
-def test_uploader_lists_png_csv_yaml_on_the_trial(sqlite_study):
+def test_uploader_lists_png_csv_yaml_on_the_trial(sqlite_study, tmp_path):
     study, url = sqlite_study
     config = {"model": "test_efficientnet", "lr": 0.003, "age_bins": [30, 60], "image_size": [48, 36]}
     trial = study.ask()
     trial.set_user_attr(TrialAttrs.CONFIG, config)
     uploader = TrialArtifactUploader(url)
     f1 = [0.5] * 18
-    uploader(trial, fake_result(f1))
+    uploader(trial, fake_result(f1, write_predictions(tmp_path / "val_predictions.csv")))
     study.tell(trial, 0.5)
 
     frozen = study.trials[0]
@@ -120,12 +139,15 @@ def test_uploader_lists_png_csv_yaml_on_the_trial(sqlite_study):
     assert metas["confusion_matrix.png"].mimetype == "image/png"
     assert metas["per_class_f1.csv"].mimetype == "text/csv"
     assert metas["config.yaml"].mimetype == "application/yaml"
+    assert metas["val_predictions.csv"].mimetype == "text/csv"
     store, folder = open_artifact_store(url, create=False)
     assert folder == uploader.folder == (study_dir := folder.parent) / "artifacts" and study_dir.name == "db"
     rows = read_csv(read_artifact(store, metas["per_class_f1.csv"]).decode())
     assert len(rows) == 18 and [r["f1"] for r in rows] == ["0.500000"] * 18
     assert yaml.safe_load(read_artifact(store, metas["config.yaml"])) == config
     assert read_artifact(store, metas["confusion_matrix.png"])[:8] == PNG_MAGIC
+    frame = read_val_predictions(io.BytesIO(read_artifact(store, metas["val_predictions.csv"])))
+    assert frame["person_id"].tolist() == ["000001", "000002"] and frame["pred_class"].tolist() == [0, 1]
 
 
 def test_an_upload_error_never_fails_the_trial(sqlite_study, tmp_path, caplog):
@@ -162,6 +184,7 @@ def test_pruned_trial_uploads_from_its_metrics_json(sqlite_study, tmp_path):
                     }
                 )
             )
+            write_predictions(folder / "val_predictions.csv")
         raise optuna.TrialPruned("pruned at epoch 1")
 
     wrapped = uploader.wrap(objective, root)

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+from sklearn.metrics import f1_score
 
 from maskcls_hpo.data import decode_label
-from maskcls_hpo.metrics import combine_multi, evaluate_predictions, predict_labels
+from maskcls_hpo.metrics import (
+    _person_counts,
+    bootstrap_macro_f1,
+    combine_multi,
+    evaluate_predictions,
+    macro_f1_from_counts,
+    paired_bootstrap_difference,
+    person_bootstrap_weights,
+    predict_labels,
+)
 
 
 def test_macro_f1_accuracy_and_confusion_by_hand():
@@ -62,3 +73,53 @@ def test_combine_multi_inverts_decode_label_for_every_class():
     assert combine_multi(*logits).tolist() == list(range(18))
     assert predict_labels({"mask": logits[0], "gender": logits[1], "age": logits[2]}).tolist() == list(range(18))
     assert predict_labels(torch.eye(18)).tolist() == list(range(18))
+
+
+# --- bootstrap over persons ---------------------------------------------------------------------------
+
+
+def test_person_bootstrap_of_two_persons_by_hand():
+    # person A: one image of class 0, right; person B: one image of class 1, right. A resample of 2 persons is
+    # AA or BB (each 1/4: one class right -> macro F1 1/18) or AB/BA (1/2: two classes right -> 2/18).
+    ci = bootstrap_macro_f1([0, 1], [0, 1], ["A", "B"], resamples=1000, seed=0)
+    assert ci.estimate == pytest.approx(2 / 18)
+    assert ci.low == pytest.approx(1 / 18) and ci.high == pytest.approx(2 / 18)
+    # two values 1/18 apart, each with probability 1/2: standard deviation 1/36
+    assert ci.sd == pytest.approx(1 / 36, abs=0.001)
+    assert (ci.resamples, ci.persons, ci.seed) == (1000, 2, 0)
+
+
+def test_person_bootstrap_resamples_whole_persons_as_sklearn_scores_them():
+    rng = np.random.default_rng(3)
+    persons = np.repeat([f"{i:06d}" for i in range(12)], 7)  # 12 persons of 7 images
+    y_true = rng.integers(0, 18, len(persons))
+    y_pred = np.where(rng.random(len(persons)) < 0.6, y_true, rng.integers(0, 18, len(persons)))
+    weights = person_bootstrap_weights(12, resamples=5, seed=7)
+    draws = np.random.default_rng(7).integers(0, 12, size=(5, 12))  # the documented draws
+    np.testing.assert_array_equal(weights, [np.bincount(d, minlength=12) for d in draws])
+    ids, index = np.unique(persons, return_inverse=True)
+    per_person = _person_counts(y_true, y_pred, index)
+    for b in range(5):  # resample b by hand: the images of every drawn person, once per draw
+        rows = np.concatenate([np.flatnonzero(persons == ids[p]) for p in draws[b]])
+        by_hand = f1_score(y_true[rows], y_pred[rows], average="macro", labels=range(18), zero_division=0)
+        assert macro_f1_from_counts(np.tensordot(weights[b], per_person, 1)) == pytest.approx(by_hand)
+    ci = bootstrap_macro_f1(y_true, y_pred, persons, resamples=200, seed=7)
+    assert ci.low < ci.estimate < ci.high
+
+
+def test_paired_bootstrap_difference_by_hand():
+    # A: class-0 image, B: class-1 image. Model a is right on both; model b is right on A and says 0 for B.
+    # AA: a 1/18, b 1/18 -> 0;  BB: a 1/18, b 0 -> 1/18;  AB: a 2/18, b (class 0: 2/3) / 18 -> (4/3)/18.
+    d = paired_bootstrap_difference([0, 1], [0, 1], [0, 0], ["A", "B"], resamples=1000, seed=0)
+    assert d.estimate == pytest.approx((2 - 2 / 3) / 18)
+    assert d.low == pytest.approx(0.0) and d.high == pytest.approx((4 / 3) / 18)
+    assert d.contains(0.0)  # AA (1 in 4 resamples) cannot tell the two apart
+    same = paired_bootstrap_difference([0, 1, 2], [0, 1, 1], [0, 1, 1], ["A", "B", "C"])
+    assert (same.estimate, same.low, same.high, same.sd) == (0.0, 0.0, 0.0, 0.0)
+
+
+def test_bootstrap_refuses_bad_input():
+    with pytest.raises(ValueError, match="equally long"):
+        bootstrap_macro_f1([0, 1], [0], ["A", "B"])
+    with pytest.raises(ValueError, match="0..17"):
+        bootstrap_macro_f1([0, 18], [0, 1], ["A", "B"])

@@ -44,7 +44,12 @@ def make_study(values=VALUES, states=None, intermediate=True) -> optuna.Study:
                 value=value if state == TrialState.COMPLETE else None,
                 state=state,
                 intermediate_values={1: value / 2, 2: value} if intermediate else None,
-                user_attrs={"accuracy": round(value + 0.1, 4), "best_epoch": 2},
+                user_attrs={
+                    "accuracy": round(value + 0.1, 4),
+                    "best_epoch": 2,
+                    "val_f1_ci_low": round(value - 0.05, 4),
+                    "val_f1_ci_high": round(value + 0.04, 4),
+                },
             )
         )
     return study
@@ -99,13 +104,14 @@ def test_top_trials_table_ranks_by_val_macro_f1():
     table = html[html.index("<table>") : html.index("</table>")]
     rows = re.findall(r"<tr>(.*?)</tr>", table)
     header = re.findall(r"<th>(.*?)</th>", rows[0])
-    assert header[:6] == ["rank", "trial", "val macro F1", "accuracy", "best epoch", "duration"]
-    assert header[6:] == ["loss", "lr"]
+    assert header[:7] == ["rank", "trial", "val macro F1", "95% interval", "accuracy", "best epoch", "duration"]
+    assert header[7:] == ["loss", "lr"]
     cells = [re.findall(r"<td>(.*?)</td>", r) for r in rows[1:]]
     assert len(cells) == 2  # top=2 of 3
-    assert cells[0][:4] == ["1", "1", "0.6543", "0.7543"]  # trial 1: value 0.6543210987, accuracy +0.1
-    assert cells[1][:4] == ["2", "2", "0.4242", "0.5242"]
-    assert cells[0][6:] == ["&lt;/script&gt;&lt;b&gt;bold&lt;/b&gt;", "0.001"]
+    # trial 1: value 0.6543210987, interval value -0.05 / +0.04 (user attrs), accuracy +0.1
+    assert cells[0][:5] == ["1", "1", "0.6543", "0.6043-0.6943", "0.7543"]
+    assert cells[1][:5] == ["2", "2", "0.4242", "0.3742-0.4642", "0.5242"]
+    assert cells[0][7:] == ["&lt;/script&gt;&lt;b&gt;bold&lt;/b&gt;", "0.001"]
 
 
 def test_one_complete_trial_gets_a_note_instead_of_importances():
@@ -163,9 +169,11 @@ def test_report_command_on_a_smoke_sweep(swept_study, tmp_path):
     for t in complete:
         assert repr(t.value) in html
     best = max(complete, key=lambda t: t.value)
-    first_row = re.findall(r"<td>(.*?)</td>", html[html.index("<tbody>") :])[:4]
+    first_row = re.findall(r"<td>(.*?)</td>", html[html.index("<tbody>") :])[:5]
     assert first_row[:3] == ["1", str(best.number), f"{best.value:.4g}"]
-    assert first_row[3] == f"{best.user_attrs['accuracy']:.4g}"
+    low, high = best.user_attrs["val_f1_ci_low"], best.user_attrs["val_f1_ci_high"]
+    assert first_row[3] == f"{low:.4g}-{high:.4g}" and low <= best.value <= high
+    assert first_row[4] == f"{best.user_attrs['accuracy']:.4g}"
     assert "24 persons, 168 images" in html
 
 

@@ -5,8 +5,9 @@ from pathlib import Path
 import optuna
 import pytest
 
+from maskcls_hpo.hpo._optuna import tpe_startup_trials
 from maskcls_hpo.hpo.launch import prepare_study
-from maskcls_hpo.hpo.sweep import SweepError, load_sweep
+from maskcls_hpo.hpo.sweep import SweepError, budget_warnings, load_sweep, median_pruner, startup_trials
 
 SWEEP = """
 import optuna
@@ -141,3 +142,60 @@ def test_same_space_resumes(tmp_path):
     storage, _ = _study_with_two_trials(tmp_path, path)
     study = prepare_study(load_sweep(path), storage, "c3", n_trials=4)
     assert len(study.trials) == 2 and study.user_attrs["n_trials"] == 4
+
+
+# --- sweep defaults sized to the budget ---------------------------------------------------------------
+
+
+def test_start_up_trials_scale_with_the_budget(tmp_path):
+    assert [startup_trials(n) for n in (4, 6, 12, 20, 40, 100, None)] == [2, 2, 3, 5, 10, 10, 10]
+    sweep = load_sweep(write_sweep(tmp_path))  # no make_sampler: the default TPE, sized to the budget
+    assert tpe_startup_trials(sweep.make_sampler(0, n_trials=12)) == 3
+    assert tpe_startup_trials(sweep.make_sampler(0, n_trials=200)) == 10
+    assert budget_warnings(sweep, 12) == []
+    smoke = load_sweep("sweeps/smoke.py")  # the shipped sweeps take the budget as make_sampler's 2nd argument
+    assert tpe_startup_trials(smoke.make_sampler(1, n_trials=12)) == 3
+    assert budget_warnings(smoke, 12) == []
+
+
+def test_a_sweep_files_own_start_up_that_eats_the_budget_is_warned_about(tmp_path, caplog):
+    body = SWEEP + "\ndef make_sampler(seed):\n    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=10)\n"
+    sweep = load_sweep(write_sweep(tmp_path, body=body))
+    (line,) = budget_warnings(sweep, 12)
+    assert "starts with 10 random trials of a 12-trial budget, so only 2 are chosen by TPE" in line
+    assert str(sweep.path) in line and "startup_trials(n_trials)" in line
+    assert budget_warnings(sweep, 20) == []  # 10 of 20: half is left to TPE
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 's.db'}")
+    with caplog.at_level("WARNING", logger="maskcls_hpo"):
+        prepare_study(sweep, storage, "small", n_trials=12)
+    assert any("10 random trials of a 12-trial budget" in r.getMessage() for r in caplog.records)
+
+
+def _pruned_at(pruner, values_of_others, step, value):
+    """Would `pruner` prune a trial reporting `value` at epoch `step`, after trials reporting `values_of_others`
+    (one list of per-epoch values each, epochs counted from 1) have finished?"""
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    for values in values_of_others:
+        t = study.ask()
+        for epoch, v in enumerate(values, start=1):
+            t.report(v, epoch)
+        study.tell(t, values[-1])
+    t = study.ask()
+    for epoch in range(1, step + 1):
+        t.report(value, epoch)
+    return bool(t.should_prune())
+
+
+def test_default_pruner_warm_up_is_counted_in_epochs_from_1(tmp_path):
+    sweep = load_sweep(write_sweep(tmp_path))
+    others = [[0.5, 0.6, 0.7]] * 3
+    # the default (one epoch of warm-up): a trial far below the median is not pruned at epoch 1, but at epoch 2
+    assert _pruned_at(sweep.make_pruner(), others, step=1, value=0.01) is False
+    assert _pruned_at(sweep.make_pruner(), others, step=2, value=0.01) is True
+    assert _pruned_at(median_pruner(warmup_epochs=2), others, step=2, value=0.01) is False
+    assert _pruned_at(median_pruner(warmup_epochs=2), others, step=3, value=0.01) is True
+    # what the old default did: Optuna's n_warmup_steps=1 prunes at epoch 1, and says so now
+    assert _pruned_at(optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1), others, 1, 0.01) is True
+    body = SWEEP + "\ndef make_pruner(config):\n    return optuna.pruners.MedianPruner(n_warmup_steps=1)\n"
+    (line,) = budget_warnings(load_sweep(write_sweep(tmp_path, body=body, name="w1.py")), 12)
+    assert "n_warmup_steps=1, which prunes at epoch 1" in line and "median_pruner(warmup_epochs=W)" in line

@@ -22,7 +22,7 @@ import maskcls_hpo.train as train_module
 from maskcls_hpo.cli import app
 from maskcls_hpo.config import ConfigError, TrainConfig, config_from_mapping, save_config
 from maskcls_hpo.data import load_train, split_by_person
-from maskcls_hpo.metrics import evaluate_predictions
+from maskcls_hpo.metrics import bootstrap_macro_f1, evaluate_predictions, prediction_columns, read_val_predictions
 from maskcls_hpo.models import build_model
 from maskcls_hpo.train import (
     NonFiniteLossError,
@@ -152,6 +152,43 @@ def test_validation_scores_every_image_and_best_epoch_is_chosen_on_macro_f1(
     assert [h.is_best for h in result.history] == [True, True, False]
     assert load_checkpoint(tmp_path / "best.pt")["epoch"] == 2
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 3
+    assert set(read_val_predictions(tmp_path / "val_predictions.csv")["epoch"]) == {2}  # the best epoch's
+
+
+@pytest.mark.parametrize("head", ["single", "multi"])
+def test_val_predictions_file_and_person_bootstrap_interval(head, demo_data_20, train_cache_dir, tmp_path):
+    cfg = small_config(demo_data_20, train_cache_dir, epochs=1, head=head)
+    result = train(cfg, out_dir=tmp_path)
+    samples = load_train(cfg.data_dir, verify=False)
+    _, val_idx = split_by_person(samples, cfg.val_ratio, cfg.seed)
+    frame = read_val_predictions(tmp_path / "val_predictions.csv")
+    assert result.val_predictions == tmp_path / "val_predictions.csv"
+    # one row per val image, in val order, with the image's person and true class
+    assert frame["path"].tolist() == samples["path"].iloc[val_idx].tolist()
+    assert frame["person_id"].tolist() == samples["person_id"].iloc[val_idx].tolist()
+    assert frame["person_id"].str.len().eq(6).all()  # ids keep their leading zeros ("000123")
+    assert frame["true_class"].tolist() == samples["label"].iloc[val_idx].tolist()
+    assert set(frame["epoch"]) == {1} and frame["person_id"].nunique() == 5
+    probs = frame[prediction_columns(head)].to_numpy()
+    if head == "single":
+        assert probs.shape == (35, 18)
+        np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-4)
+        assert (probs.argmax(axis=1) == frame["pred_class"]).all()
+    else:
+        assert probs.shape == (35, 8)  # mask 3, gender 2, age 3
+        for block in (probs[:, :3], probs[:, 3:5], probs[:, 5:]):
+            np.testing.assert_allclose(block.sum(axis=1), 1.0, atol=1e-4)
+        expected = probs[:, :3].argmax(1) * 6 + probs[:, 3:5].argmax(1) * 3 + probs[:, 5:].argmax(1)
+        assert (expected == frame["pred_class"]).all()
+    # the file holds what the run scored: its macro F1 is the best val macro F1
+    assert evaluate_predictions(frame["true_class"], frame["pred_class"])["f1"] == pytest.approx(result.best_f1)
+    ci = result.val_f1_interval
+    assert ci["resamples"] == 1000 and ci["persons"] == 5 and ci["seed"] == 0
+    assert ci["estimate"] == pytest.approx(result.best_f1)
+    assert ci["low"] <= result.best_f1 <= ci["high"] and ci["sd"] > 0
+    again = bootstrap_macro_f1(frame["true_class"], frame["pred_class"], frame["person_id"])
+    assert (again.low, again.high) == pytest.approx((ci["low"], ci["high"]))
+    assert json.loads((tmp_path / "metrics.json").read_text())["best_f1_interval"] == pytest.approx(ci)
 
 
 # --- learning-rate schedule -----------------------------------------------------------------------------

@@ -19,6 +19,9 @@ What is used and why:
 - private attributes ``Study._storage``, ``Study._study_id``, ``Trial._trial_id``, and the caching wrapper's
   ``_backend`` (``storage_of``, ``study_id_of``, ``trial_id_of``, ``rdb_of``).
 - private ``RDBStorage`` methods that the retrying storage wraps (``RETRIED_METHODS``).
+- ``TPESampler._n_startup_trials`` and ``PercentilePruner._n_warmup_steps`` (MedianPruner is one): a sweep
+  file's random start-up and pruner warm-up, read to warn when they waste a small budget
+  (``tpe_startup_trials``, ``percentile_warmup_steps``).
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ __all__ = [
     "trial_id_of",
     "rdb_of",
     "finished_since",
+    "tpe_startup_trials",
+    "percentile_warmup_steps",
     "check_internals",
 ]
 
@@ -155,6 +160,20 @@ def finished_since(storage: object, study_id: int, since: datetime.datetime) -> 
         return [(int(trial_id), int(number)) for trial_id, number in con.execute(query)]
 
 
+def tpe_startup_trials(sampler: object) -> int | None:
+    """Random start-up trials of a ``TPESampler`` (``_n_startup_trials``); None for any other sampler."""
+    if isinstance(sampler, optuna.samplers.TPESampler):
+        return int(sampler._n_startup_trials)
+    return None
+
+
+def percentile_warmup_steps(pruner: object) -> int | None:
+    """``n_warmup_steps`` of a ``PercentilePruner`` / ``MedianPruner`` (``_n_warmup_steps``); None otherwise."""
+    if isinstance(pruner, optuna.pruners.PercentilePruner):
+        return int(pruner._n_warmup_steps)
+    return None
+
+
 def check_internals() -> list[str]:
     """Names used by this module that the installed Optuna lacks (``[]`` when everything is there)."""
     missing = []
@@ -185,6 +204,10 @@ def check_internals() -> list[str]:
                 missing.append(f"{module}.{name}")
         except ImportError:
             missing.append(module)
+    if not hasattr(optuna.samplers.TPESampler(n_startup_trials=3), "_n_startup_trials"):
+        missing.append("TPESampler._n_startup_trials")
+    if not hasattr(optuna.pruners.MedianPruner(n_warmup_steps=2), "_n_warmup_steps"):
+        missing.append("PercentilePruner._n_warmup_steps")
     for name in RETRIED_METHODS + ("record_heartbeat",):
         if not hasattr(optuna.storages.RDBStorage, name):
             missing.append(f"RDBStorage.{name}")

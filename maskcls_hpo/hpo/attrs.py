@@ -45,6 +45,12 @@ class TrialAttrs:
     SEED = "seed"
     RESUMED_FROM = "resumed_from"
     WORKER = "worker"
+    # 95% interval of the best epoch's val macro F1 from a bootstrap over val persons (metrics.bootstrap_macro_f1)
+    VAL_F1_CI_LOW = "val_f1_ci_low"
+    VAL_F1_CI_HIGH = "val_f1_ci_high"
+    VAL_F1_BOOTSTRAP_SD = "val_f1_bootstrap_sd"
+    BOOTSTRAP_RESAMPLES = "bootstrap_resamples"
+    VAL_PERSONS = "val_persons"
 
 
 def checkpoint_dir(root: Path, trial_number: int) -> Path:

@@ -165,6 +165,7 @@ def trial_record(study: optuna.Study, trial: FrozenTrial, rank: int | None = Non
         "accuracy": trial.user_attrs.get(TrialAttrs.ACCURACY),
         "task_f1": trial.user_attrs.get(TrialAttrs.TASK_F1),
         "best_epoch": trial.user_attrs.get(TrialAttrs.BEST_EPOCH),
+        "val_f1_interval": _interval_of(trial),
         "params": trial.params,
         "data_fingerprint": study.user_attrs.get("data_fingerprint"),
         "sweep_file": study.user_attrs.get("sweep_file"),
@@ -174,6 +175,20 @@ def trial_record(study: optuna.Study, trial: FrozenTrial, rank: int | None = Non
     if rank is None:
         record.pop("rank")
     return _plain(record)
+
+
+def _interval_of(trial: FrozenTrial) -> dict[str, Any] | None:
+    """The value's 95% person-bootstrap interval from the trial's user attrs (None for trials without one)."""
+    a = trial.user_attrs
+    if a.get(TrialAttrs.VAL_F1_CI_LOW) is None:
+        return None
+    return {
+        "low": a.get(TrialAttrs.VAL_F1_CI_LOW),
+        "high": a.get(TrialAttrs.VAL_F1_CI_HIGH),
+        "bootstrap_sd": a.get(TrialAttrs.VAL_F1_BOOTSTRAP_SD),
+        "resamples": a.get(TrialAttrs.BOOTSTRAP_RESAMPLES),
+        "val_persons": a.get(TrialAttrs.VAL_PERSONS),
+    }
 
 
 def export_trials(

@@ -11,12 +11,16 @@ trial starts):
 4. create or resume the study, store its budget, enqueue the sweep's known-good settings;
 5. start K local worker processes (:class:`~maskcls_hpo.hpo.supervisor.LocalWorkers`) and wait until the
    study holds `n_trials` finished trials (C1), calling `on_progress` with a :class:`Progress` snapshot.
+
+Step 4 logs a warning when the sweep's sampler or pruner wastes the budget (``sweep.budget_warnings``: random
+start-up trials that leave fewer than half of `n_trials` to TPE, a pruner warm-up that prunes at epoch 1).
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,7 +37,7 @@ from maskcls_hpo.hpo.settings import WorkerSettings
 from maskcls_hpo.hpo.signals import Interrupted, stop_signals
 from maskcls_hpo.hpo.storage import HeartbeatSettings, display_url, open_storage, resolve_storage_url
 from maskcls_hpo.hpo.supervisor import LocalWorkers
-from maskcls_hpo.hpo.sweep import Sweep, load_sweep
+from maskcls_hpo.hpo.sweep import Sweep, budget_warnings, load_sweep
 from maskcls_hpo.hpo.tracking import check_mlflow
 from maskcls_hpo.hpo.trials import StudyCounts, count_trials
 from maskcls_hpo.results.artifacts import save_study_note, study_note
@@ -93,6 +97,9 @@ class FinishedTrial:
     values: dict[int, float]
     reason: str
     seconds: float | None
+
+
+log = logging.getLogger("maskcls_hpo.hpo.launch")
 
 
 @dataclass
@@ -213,7 +220,8 @@ def prepare_study(
     """Create or resume the study once, before any worker starts.
 
     Checks the sweep's search space against the stored one (C3), stores the trial budget and metadata as
-    study user attrs, and enqueues the sweep's KNOWN_GOOD settings (skip_if_exists).
+    study user attrs, and enqueues the sweep's KNOWN_GOOD settings (skip_if_exists). Logs a warning for each
+    of :func:`~maskcls_hpo.hpo.sweep.budget_warnings` (the sampler's start-up sized to `n_trials`).
 
     Raises:
         SweepError: the search space differs from the stored one (nothing is changed in that case).
@@ -222,7 +230,7 @@ def prepare_study(
         study_name=study_name,
         storage=storage,
         direction="maximize",
-        sampler=sweep.make_sampler(0),
+        sampler=sweep.make_sampler(0, n_trials),
         pruner=sweep.make_pruner(),
         load_if_exists=True,
     )
@@ -234,6 +242,8 @@ def prepare_study(
     save_study_note(study, study_note(study_name, sweep.path, n_trials, study_attrs))
     for params in sweep.known_good:
         study.enqueue_trial(params, skip_if_exists=True)
+    for line in budget_warnings(sweep, int(n_trials)):
+        log.warning("%s", line)
     return study
 
 

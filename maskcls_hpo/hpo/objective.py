@@ -1,9 +1,12 @@
 """The Optuna objective: one trial = one :func:`maskcls_hpo.train.train` run.
 
 This is the only place where training meets Optuna. Per epoch the objective reports the validation macro
-F1 exactly once (`step = epoch`, 1-based) and asks the study's pruner. The trial's value is the best epoch's
-val macro F1. User attrs record what a person looks at afterwards: the full config, accuracy, per-task F1,
-epoch seconds, images/s, device, peak memory, and the reason a trial was pruned or failed.
+F1 exactly once (`step = epoch`, 1-based, the epochs `report` shows) and asks the study's pruner, except
+after the last epoch: a trial that trained all its epochs is COMPLETE, never "pruned at epoch 4 of 4". The
+trial's value is the best epoch's val macro F1. User attrs record what a person looks at afterwards: the full
+config, accuracy, per-task F1, the 95% person-bootstrap interval of the value (`val_f1_ci_low`,
+`val_f1_ci_high`, `val_f1_bootstrap_sd`, `bootstrap_resamples`, `val_persons`), epoch seconds, images/s,
+device, peak memory, and the reason a trial was pruned or failed.
 
 Ends of a trial (problem C2):
 - pruned by the pruner -> PRUNED, `reason = "pruned at epoch E"`;
@@ -102,7 +105,9 @@ def make_objective(
             epoch_seconds.append(round(float(r.seconds), 3))
             trial.set_user_attr(TrialAttrs.EPOCH_SECONDS, epoch_seconds)
             trial.set_user_attr(TrialAttrs.IMAGES_PER_SECOND, round(float(r.images_per_second), 1))
-            if trial.should_prune():
+            # NOTE the pruner is not asked after the last epoch: the work is done, and a trial pruned there
+            # would be dropped from export and `--top` although it trained as long as every COMPLETE one.
+            if r.epoch < config.epochs and trial.should_prune():
                 _prune(trial, f"pruned at epoch {r.epoch} (val macro F1 {r.val_f1:.4f})")
 
         try:
@@ -125,6 +130,7 @@ def make_objective(
         if best is not None:
             trial.set_user_attr(TrialAttrs.TASK_F1, {k: float(v) for k, v in best.task_f1.items()})
         trial.set_user_attr(TrialAttrs.BEST_EPOCH, int(result.best_epoch))
+        _record_interval(trial, result.val_f1_interval)
         trial.set_user_attr(TrialAttrs.DEVICE, str(result.device))
         trial.set_user_attr(TrialAttrs.PEAK_MEMORY, int(result.peak_memory_bytes))
         if after_trial is not None:
@@ -156,6 +162,17 @@ def _resume_records(trial: optuna.Trial, resume: Path) -> list[float]:
             if h.get("val_f1") is not None and math.isfinite(h["val_f1"]):
                 trial.report(float(h["val_f1"]), int(h["epoch"]))
     return [round(float(h["seconds"]), 3) for h in history]
+
+
+def _record_interval(trial: optuna.Trial, interval: dict[str, Any] | None) -> None:
+    """The value's 95% person-bootstrap interval as user attrs (shown by the dashboard, `status`, `report`)."""
+    if not interval:
+        return
+    trial.set_user_attr(TrialAttrs.VAL_F1_CI_LOW, round(float(interval["low"]), 5))
+    trial.set_user_attr(TrialAttrs.VAL_F1_CI_HIGH, round(float(interval["high"]), 5))
+    trial.set_user_attr(TrialAttrs.VAL_F1_BOOTSTRAP_SD, round(float(interval["sd"]), 5))
+    trial.set_user_attr(TrialAttrs.BOOTSTRAP_RESAMPLES, int(interval["resamples"]))
+    trial.set_user_attr(TrialAttrs.VAL_PERSONS, int(interval["persons"]))
 
 
 def _prune(trial: optuna.Trial, reason: str, detail: str = "") -> None:

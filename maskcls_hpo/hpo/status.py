@@ -1,5 +1,9 @@
 """`status`: trial counts by state, the best trial, running trials with their last heartbeat, stale trials.
 
+The best trial is shown with the 95% person-bootstrap interval of its val macro F1 (user attrs
+`val_f1_ci_low`/`val_f1_ci_high`), and with a line saying whether the runner-up is within noise of it (a
+paired bootstrap on the shared validation persons: :mod:`maskcls_hpo.hpo.noise`).
+
 `status` fails stale trials itself (a RUNNING trial whose heartbeat is older than the grace period), so a
 study whose workers all died is cleaned up by just looking at it: the stale trial becomes FAIL and a copy
 with the same params is queued (WAITING) to resume from its checkpoint.
@@ -9,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import warnings
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -52,16 +57,23 @@ def _db_now(study: optuna.Study) -> dt.datetime:
     return value.replace(tzinfo=None)
 
 
-def study_status(study: optuna.Study) -> dict[str, Any]:
+def study_status(
+    study: optuna.Study, storage_url: str | None = None, checkpoints: str | Path | None = None
+) -> dict[str, Any]:
     """Everything `status` prints, as plain data.
 
     Reads counts with one SQL ``GROUP BY`` and loads only the RUNNING trials and the best COMPLETE one, so
     the cost does not grow with the study's size (benchmarks/b6_study_size.py).
 
+    Args:
+        storage_url, checkpoints: where the trials' `val_predictions.csv` are found for the runner-up
+            comparison (:func:`maskcls_hpo.hpo.noise.compare_runner_up`); without either there is none.
+
     Returns:
         {"study", "n_trials", "counts": {complete, pruned, failed, running, waiting, finished},
          "stale_failed": [trial numbers failed as stale by this call],
-         "best": {number, value, accuracy, params} | None,
+         "best": {number, value, accuracy, ci_low, ci_high, params} | None,
+         "runner_up": RunnerUpComparison.as_dict() | None (fewer than 2 COMPLETE trials, or nowhere to look),
          "running": [{number, last_epoch, heartbeat_age_s, worker}]}
     """
     storage, study_id = storage_of(study), study_id_of(study)
@@ -82,6 +94,8 @@ def study_status(study: optuna.Study) -> dict[str, Any]:
             "number": b.number,
             "value": b.value,
             "accuracy": b.user_attrs.get(TrialAttrs.ACCURACY),
+            "ci_low": b.user_attrs.get(TrialAttrs.VAL_F1_CI_LOW),
+            "ci_high": b.user_attrs.get(TrialAttrs.VAL_F1_CI_HIGH),
             "params": b.params,
         }
     beats = last_heartbeats(study)
@@ -110,13 +124,25 @@ def study_status(study: optuna.Study) -> dict[str, Any]:
         },
         "stale_failed": stale,
         "best": best,
+        "runner_up": _runner_up(study, storage_url, checkpoints),
         "running": rows,
     }
 
 
-def print_status(study: optuna.Study, console: Console) -> dict[str, Any]:
+def _runner_up(study: optuna.Study, storage_url: str | None, checkpoints: str | Path | None) -> dict[str, Any] | None:
+    if storage_url is None and checkpoints is None:
+        return None
+    from maskcls_hpo.hpo.noise import compare_runner_up
+
+    comparison = compare_runner_up(study, storage_url=storage_url, checkpoints=checkpoints)
+    return comparison.as_dict() if comparison is not None else None
+
+
+def print_status(
+    study: optuna.Study, console: Console, storage_url: str | None = None, checkpoints: str | Path | None = None
+) -> dict[str, Any]:
     """Print :func:`study_status` as tables on `console`; returns the data."""
-    s = study_status(study)
+    s = study_status(study, storage_url=storage_url, checkpoints=checkpoints)
     c = s["counts"]
     target = f" of {s['n_trials']}" if s["n_trials"] else ""
     console.print(f"study '{s['study']}': {c['finished']} finished{target}", highlight=False)
@@ -128,8 +154,13 @@ def print_status(study: optuna.Study, console: Console) -> dict[str, Any]:
     if s["best"]:
         b = s["best"]
         acc = f", accuracy {b['accuracy']:.4f}" if isinstance(b["accuracy"], int | float) else ""
-        console.print(f"best: trial {b['number']}, val macro F1 {b['value']:.4f}{acc}", highlight=False)
+        ci = ""
+        if isinstance(b["ci_low"], int | float) and isinstance(b["ci_high"], int | float):
+            ci = f" (95% interval {b['ci_low']:.4f}-{b['ci_high']:.4f}, bootstrap over val persons)"
+        console.print(f"best: trial {b['number']}, val macro F1 {b['value']:.4f}{ci}{acc}", highlight=False)
         console.print("  params: " + ", ".join(f"{k}={_fmt(v)}" for k, v in b["params"].items()), highlight=False)
+        if s["runner_up"]:
+            console.print(s["runner_up"]["message"], highlight=False, soft_wrap=True)
     else:
         console.print("best: no COMPLETE trial yet", highlight=False)
     if s["stale_failed"]:

@@ -7,11 +7,17 @@ A sweep file defines:
 ``suggest(trial) -> dict`` (required)
     Calls ``trial.suggest_*`` and returns config overrides (keys of TrainConfig). Conditional parameters
     are fine (e.g. ``age_loss_weight`` only when ``head == "multi"``).
-``make_sampler(seed: int)`` (optional, default ``TPESampler(seed=seed)``)
+``make_sampler(seed: int[, n_trials: int | None])`` (optional, default
+    ``TPESampler(seed=seed, n_startup_trials=startup_trials(n_trials))``)
     Each worker process passes its own seed (sweep seed + worker index) so that parallel workers do not
-    draw the same random start-up trials.
-``make_pruner(config: TrainConfig)`` (optional, default ``MedianPruner(n_warmup_steps=1)``)
-    Gets the base config, so Hyperband can use ``max_resource=config.epochs``.
+    draw the same random start-up trials. A second parameter receives the study's trial budget (None when
+    unknown), so the random start-up can be sized to it with :func:`startup_trials`; `launch` warns when the
+    sampler's own start-up leaves fewer than half of the budget to the sampler.
+``make_pruner(config: TrainConfig)`` (optional, default ``median_pruner(warmup_epochs=1)``)
+    Gets the base config, so Hyperband can use ``max_resource=config.epochs``. Steps are epochs counted from 1
+    (the epochs `report` shows); Optuna's ``n_warmup_steps=W`` lets a trial be pruned at epoch W, so a
+    warm-up of W epochs is ``n_warmup_steps=W + 1`` (:func:`median_pruner` says it in epochs). The pruner is
+    never asked after a trial's last epoch (``hpo.objective``).
 ``KNOWN_GOOD`` (list of param dicts, optional)
     Enqueued as the study's first trials (``enqueue_trial(skip_if_exists=True)``).
 ``SEED`` (int, optional, default 0)
@@ -23,6 +29,7 @@ from the one stored in the study is refused with :class:`SweepError` before any 
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -41,8 +48,44 @@ from optuna.distributions import (
 
 from maskcls_hpo.config import ConfigError, TrainConfig, config_from_mapping
 from maskcls_hpo.errors import SweepError
+from maskcls_hpo.hpo._optuna import percentile_warmup_steps, tpe_startup_trials
 
-__all__ = ["Sweep", "SweepError", "load_sweep", "RecordingTrial", "describe_distribution"]
+__all__ = [
+    "Sweep",
+    "SweepError",
+    "load_sweep",
+    "RecordingTrial",
+    "describe_distribution",
+    "startup_trials",
+    "median_pruner",
+    "budget_warnings",
+]
+
+OPTUNA_STARTUP_TRIALS = 10
+"""Optuna's TPE default of random start-up trials: used when the trial budget is unknown."""
+
+
+def startup_trials(n_trials: int | None) -> int:
+    """Random start-up trials for a budget of `n_trials`: ``max(2, min(10, n_trials // 4))``.
+
+    A quarter of the budget, at least 2 (TPE needs a few points to split into good and bad) and at most
+    Optuna's default of 10; 10 when the budget is unknown (None). 12 trials -> 3, 40 -> 10, 6 -> 2.
+    """
+    if not n_trials:
+        return OPTUNA_STARTUP_TRIALS
+    return max(2, min(OPTUNA_STARTUP_TRIALS, int(n_trials) // 4))
+
+
+def median_pruner(warmup_epochs: int = 1, n_startup_trials: int = 3) -> optuna.pruners.MedianPruner:
+    """``MedianPruner`` whose warm-up is counted in epochs: no trial is pruned in epochs 1..`warmup_epochs`.
+
+    Epochs are reported as steps 1, 2, ... and Optuna prunes from ``step == n_warmup_steps`` on, so this is
+    ``MedianPruner(n_startup_trials=n_startup_trials, n_warmup_steps=warmup_epochs + 1)``; the first epoch a trial
+    can be pruned at is `warmup_epochs + 1`. Until `n_startup_trials` trials have finished nothing is pruned.
+    """
+    if warmup_epochs < 0 or n_startup_trials < 0:
+        raise ValueError(f"warmup_epochs and n_startup_trials must be >= 0, got {warmup_epochs}, {n_startup_trials}")
+    return optuna.pruners.MedianPruner(n_startup_trials=n_startup_trials, n_warmup_steps=warmup_epochs + 1)
 
 
 @dataclass
@@ -63,20 +106,26 @@ class Sweep:
     suggest: Callable[[Any], dict[str, Any]]
     known_good: list[dict[str, Any]] = field(default_factory=list)
     seed: int = 0
-    _make_sampler: Callable[[int], optuna.samplers.BaseSampler] | None = None
+    _make_sampler: Callable[..., optuna.samplers.BaseSampler] | None = None
     _make_pruner: Callable[[TrainConfig], optuna.pruners.BasePruner] | None = None
 
-    def make_sampler(self, worker_index: int = 0) -> optuna.samplers.BaseSampler:
-        """The sweep's sampler, seeded with ``seed + worker_index``."""
+    def make_sampler(self, worker_index: int = 0, n_trials: int | None = None) -> optuna.samplers.BaseSampler:
+        """The sweep's sampler, seeded with ``seed + worker_index``, for a budget of `n_trials` (None: unknown).
+
+        Default: ``TPESampler(seed=..., n_startup_trials=startup_trials(n_trials))``. A sweep file's
+        ``make_sampler`` gets `n_trials` as its second argument when it takes two.
+        """
         seed = self.seed + worker_index
         if self._make_sampler is None:
-            return optuna.samplers.TPESampler(seed=seed)
+            return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials(n_trials))
+        if _positional_arity(self._make_sampler) >= 2:
+            return self._make_sampler(seed, n_trials)
         return self._make_sampler(seed)
 
     def make_pruner(self) -> optuna.pruners.BasePruner:
-        """The sweep's pruner (default: ``MedianPruner(n_startup_trials=3, n_warmup_steps=1)``)."""
+        """The sweep's pruner (default: :func:`median_pruner`: 3 start-up trials, no pruning in epoch 1)."""
         if self._make_pruner is None:
-            return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+            return median_pruner(warmup_epochs=1, n_startup_trials=3)
         return self._make_pruner(self.base_config)
 
     def build_config(self, params: dict[str, Any], overrides: dict[str, Any] | None = None) -> TrainConfig:
@@ -168,6 +217,45 @@ class Sweep:
                 + "; ".join(problems)
                 + ". Nothing was run. Start a new study with --study NEW_NAME (or restore the old ranges)."
             )
+
+
+def _positional_arity(fn: Callable[..., Any]) -> int:
+    """How many positional arguments `fn` accepts (a large number for ``*args``)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return 1
+    if any(p.kind == p.VAR_POSITIONAL for p in params):
+        return 99
+    return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
+
+
+def budget_warnings(sweep: Sweep, n_trials: int) -> list[str]:
+    """Lines that say how the sweep's sampler and pruner waste a budget of `n_trials` ([] when they do not).
+
+    - a TPE sampler whose random start-up trials leave fewer than half of `n_trials` to TPE (Optuna's
+      default 10 turns a 12-trial sweep into random search);
+    - a percentile/median pruner with ``n_warmup_steps=1``, which prunes at epoch 1 (epochs count from 1):
+      its warm-up does nothing.
+    """
+    lines = []
+    sampler = sweep.make_sampler(0, n_trials)
+    startup = tpe_startup_trials(sampler)
+    if startup is not None and n_trials - startup < n_trials / 2:
+        lines.append(
+            f"{sweep.path}: the sampler starts with {startup} random trials of a {n_trials}-trial budget, so only "
+            f"{max(n_trials - startup, 0)} are chosen by TPE; size it to the budget with "
+            f"make_sampler(seed, n_trials) and n_startup_trials=startup_trials(n_trials) "
+            f"(maskcls_hpo.hpo.sweep; {startup_trials(n_trials)} for {n_trials} trials)"
+        )
+    warmup = percentile_warmup_steps(sweep.make_pruner())
+    if warmup == 1:
+        lines.append(
+            f"{sweep.path}: the pruner has n_warmup_steps=1, which prunes at epoch 1 (epochs count from 1), so "
+            f"there is no warm-up; for W epochs of warm-up use n_warmup_steps=W+1, or "
+            f"maskcls_hpo.hpo.sweep.median_pruner(warmup_epochs=W)"
+        )
+    return lines
 
 
 def describe_distribution(dist: BaseDistribution) -> str:

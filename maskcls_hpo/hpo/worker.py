@@ -110,11 +110,17 @@ def _finished_elsewhere(study: optuna.Study, trial: optuna.Trial, err: BaseExcep
 STALE = "stale"
 
 
-def _load_study(storage: optuna.storages.RDBStorage, sweep: Sweep, study_name: str, worker_index: int) -> optuna.Study:
+def _load_study(
+    storage: optuna.storages.RDBStorage, sweep: Sweep, study_name: str, worker_index: int, n_trials: int | None
+) -> optuna.Study:
+    """The study with this worker's sampler, sized to `n_trials` (None: the study's stored budget)."""
+    if n_trials is None:
+        with contextlib.suppress(KeyError):  # a missing study is reported by load_study below
+            n_trials = storage.get_study_user_attrs(storage.get_study_id_from_name(study_name)).get(StudyAttrs.N_TRIALS)
     return optuna.load_study(
         study_name=study_name,
         storage=storage,
-        sampler=sweep.make_sampler(worker_index),
+        sampler=sweep.make_sampler(worker_index, n_trials),
         pruner=sweep.make_pruner(),
     )
 
@@ -165,7 +171,8 @@ def run_worker(
     url = settings.resolved_storage_url()
     storage = open_storage(url, settings.heartbeat)
     study = _retry_db(
-        lambda: _load_study(storage, sweep, settings.study_name, settings.worker_index), "loading the study"
+        lambda: _load_study(storage, sweep, settings.study_name, settings.worker_index, settings.n_trials),
+        "loading the study",
     )
     n_trials = settings.n_trials or study.user_attrs.get(StudyAttrs.N_TRIALS)
     if not n_trials:

@@ -1,6 +1,6 @@
 """Trial artifacts and the study note that optuna-dashboard shows.
 
-Each finished trial gets three files, uploaded with Optuna's artifact API
+Each finished trial gets four files, uploaded with Optuna's artifact API
 (:func:`optuna.artifacts.upload_artifact`) into a :class:`optuna.artifacts.FileSystemArtifactStore` whose
 folder comes from the storage URL (:func:`maskcls_hpo.hpo.storage.artifact_dir`), so `dashboard` (same URL
 resolution) finds them:
@@ -8,7 +8,11 @@ resolution) finds them:
 - ``confusion_matrix.png``: the best epoch's 18 x 18 validation confusion matrix (rows true, columns
   predicted; colour = share of the row, text = count), classes labelled like ``0 wear/M/<30``;
 - ``per_class_f1.csv``: one row per class (18 rows): class, label, mask, gender, age, f1, support, predicted;
-- ``config.yaml``: the trial's full training config (what `export` would write, without the metadata).
+- ``config.yaml``: the trial's full training config (what `export` would write, without the metadata);
+- ``val_predictions.csv``: the best epoch's prediction for every val image (path, person id, epoch, true and
+  predicted class, class or per-head probabilities: :func:`maskcls_hpo.metrics.write_val_predictions`), a copy
+  of the file the run wrote beside its checkpoints (``<checkpoints>/<study>/trial_<n>/val_predictions.csv``).
+  :func:`load_val_predictions` reads it back from either place.
 
 COMPLETE trials take the numbers from the :class:`~maskcls_hpo.train.TrainResult`; PRUNED trials from the
 `metrics.json` their run left in the checkpoint folder (written after every epoch). Uploading never fails a
@@ -23,6 +27,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -35,6 +40,7 @@ from maskcls_hpo.hpo.attrs import OBJECTIVE_NAME, TrialAttrs, checkpoint_dir
 from maskcls_hpo.hpo.signals import deferred_interrupts
 from maskcls_hpo.hpo.storage import artifact_dir, mask_password
 from maskcls_hpo.labels import GENDER_SHORT, MASK_NAMES, NUM_CLASSES, age_band_names, class_labels, decode_label
+from maskcls_hpo.metrics import VAL_PREDICTIONS_FILE, read_val_predictions
 
 __all__ = [
     "ARTIFACT_FILES",
@@ -47,6 +53,7 @@ __all__ = [
     "write_config_yaml",
     "upload_trial_artifacts",
     "TrialArtifactUploader",
+    "load_val_predictions",
     "study_note",
     "save_study_note",
 ]
@@ -56,8 +63,14 @@ log = logging.getLogger("maskcls_hpo.results.artifacts")
 CONFUSION_PNG = "confusion_matrix.png"
 PER_CLASS_CSV = "per_class_f1.csv"
 CONFIG_YAML = "config.yaml"
-ARTIFACT_FILES = (CONFUSION_PNG, PER_CLASS_CSV, CONFIG_YAML)
-MIMETYPES = {CONFUSION_PNG: "image/png", PER_CLASS_CSV: "text/csv", CONFIG_YAML: "application/yaml"}  # RFC 9512
+VAL_PREDICTIONS_CSV = VAL_PREDICTIONS_FILE
+ARTIFACT_FILES = (CONFUSION_PNG, PER_CLASS_CSV, CONFIG_YAML, VAL_PREDICTIONS_CSV)
+MIMETYPES = {
+    CONFUSION_PNG: "image/png",
+    PER_CLASS_CSV: "text/csv",
+    CONFIG_YAML: "application/yaml",  # RFC 9512
+    VAL_PREDICTIONS_CSV: "text/csv",
+}
 CSV_COLUMNS = ("class", "label", "mask", "gender", "age", "f1", "support", "predicted")
 
 
@@ -191,11 +204,13 @@ def upload_trial_artifacts(
     per_class_f1: Sequence[float] | None = None,
     title: str = "",
     storage: Any = None,
+    val_predictions: str | Path | None = None,
 ) -> list[str]:
     """Write the trial's artifacts into a temporary folder and upload each with Optuna's artifact API.
 
     Whatever is available is uploaded: the PNG needs an 18 x 18 `confusion`, the CSV 18 `per_class_f1`
-    values, the YAML a `config`. `storage` is needed only for a FrozenTrial.
+    values, the YAML a `config`, ``val_predictions.csv`` an existing `val_predictions` file (the run's
+    `val_predictions.csv`, uploaded under that name). `storage` is needed only for a FrozenTrial.
 
     Returns:
         The uploaded file names (a subset of :data:`ARTIFACT_FILES`, in that order).
@@ -221,6 +236,8 @@ def upload_trial_artifacts(
             )
         if config:
             files.append(write_config_yaml(config, Path(tmp) / CONFIG_YAML))
+        if val_predictions is not None and Path(val_predictions).is_file():
+            files.append(Path(shutil.copyfile(val_predictions, Path(tmp) / VAL_PREDICTIONS_CSV)))
         for file in files:
             upload_artifact(
                 artifact_store=artifact_store,
@@ -259,7 +276,13 @@ class TrialArtifactUploader:
         return self._store
 
     def upload(
-        self, trial: optuna.Trial, confusion: Any, per_class_f1: Any, best_epoch: Any, best_f1: Any
+        self,
+        trial: optuna.Trial,
+        confusion: Any,
+        per_class_f1: Any,
+        best_epoch: Any,
+        best_f1: Any,
+        val_predictions: str | Path | None = None,
     ) -> list[str]:
         """Upload one trial's files; returns the file names, or [] after logging a warning on any error.
 
@@ -274,7 +297,13 @@ class TrialArtifactUploader:
                 title += f": val macro F1 {float(best_f1):.4f}"
             with deferred_interrupts():
                 return upload_trial_artifacts(
-                    trial, self.store, config=config, confusion=confusion, per_class_f1=per_class_f1, title=title
+                    trial,
+                    self.store,
+                    config=config,
+                    confusion=confusion,
+                    per_class_f1=per_class_f1,
+                    title=title,
+                    val_predictions=val_predictions,
                 )
         except Exception as err:  # noqa: BLE001 - an artifact must never fail a trial
             log.warning(
@@ -287,10 +316,18 @@ class TrialArtifactUploader:
 
     def __call__(self, trial: optuna.Trial, result: Any) -> None:
         """`after_trial` hook: `result` is the trial's :class:`~maskcls_hpo.train.TrainResult`."""
-        self.upload(trial, result.confusion, result.per_class_f1, result.best_epoch, result.best_f1)
+        self.upload(
+            trial,
+            result.confusion,
+            result.per_class_f1,
+            result.best_epoch,
+            result.best_f1,
+            getattr(result, "val_predictions", None),
+        )
 
     def upload_from_metrics(self, trial: optuna.Trial, metrics_json: Path) -> list[str]:
-        """Upload from a run's `metrics.json` (best_confusion, best_per_class_f1); [] when it is missing."""
+        """Upload from a run's `metrics.json` (best_confusion, best_per_class_f1) and the `val_predictions.csv`
+        beside it; [] when both are missing."""
         try:
             metrics = json.loads(Path(metrics_json).read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -301,6 +338,7 @@ class TrialArtifactUploader:
             metrics.get("best_per_class_f1"),
             metrics.get("best_epoch"),
             metrics.get("best_f1"),
+            Path(metrics_json).parent / VAL_PREDICTIONS_CSV,
         )
 
     def wrap(
@@ -316,6 +354,55 @@ class TrialArtifactUploader:
                 raise
 
         return objective_with_artifacts
+
+
+def load_val_predictions(
+    study: optuna.Study,
+    trial: optuna.trial.FrozenTrial,
+    checkpoints: str | Path | None = None,
+    storage_url: str | None = None,
+    artifact_root: str | Path | None = None,
+):
+    """A trial's best-epoch validation predictions as a DataFrame (:func:`maskcls_hpo.metrics.read_val_predictions`),
+    or None when neither copy can be read.
+
+    Looked for first beside the trial's checkpoints, ``<checkpoints>/<study>/trial_<n>/val_predictions.csv``
+    (when `checkpoints` is given), then as the trial's ``val_predictions.csv`` artifact in the artifact store
+    of `storage_url` (:func:`maskcls_hpo.hpo.storage.artifact_dir`; when `storage_url` is given).
+    """
+    from maskcls_hpo.hpo._optuna import storage_of
+
+    candidates: list[Callable[[], Any]] = []
+    if checkpoints is not None:
+        local = checkpoint_dir(Path(checkpoints) / study.study_name, trial.number) / VAL_PREDICTIONS_CSV
+        candidates.append(lambda: read_val_predictions(local) if local.is_file() else None)
+    if storage_url is not None:
+
+        def from_artifact() -> Any:
+            from optuna.artifacts import get_all_artifact_meta
+
+            folder = artifact_dir(storage_url, artifact_root)
+            if not folder.is_dir():
+                return None
+            metas = [
+                m for m in get_all_artifact_meta(trial, storage=storage_of(study)) if m.filename == VAL_PREDICTIONS_CSV
+            ]
+            if not metas:
+                return None
+            store, _ = open_artifact_store(storage_url, artifact_root, create=False)
+            with store.open_reader(metas[-1].artifact_id) as fh:
+                return read_val_predictions(fh)
+
+        candidates.append(from_artifact)
+    for read in candidates:
+        try:
+            frame = read()
+        except (OSError, ValueError) as err:
+            log.warning("trial %d: validation predictions not read: %s", trial.number, mask_password(err))
+            continue
+        if frame is not None:
+            return frame
+    return None
 
 
 def _md_code(text: Any) -> str:

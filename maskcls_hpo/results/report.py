@@ -2,9 +2,9 @@
 
 The page holds Optuna's plotly figures (:mod:`optuna.visualization`: optimization history, intermediate
 values, parallel coordinates, parameter importances, slice) and a table of the top COMPLETE trials (val
-macro F1, accuracy, best epoch, params). plotly.js is embedded once, inline, so the file opens offline and
-links to no CDN. Every text taken from the study (names, params, attrs) is HTML-escaped; the figures' JSON
-is written by plotly, which escapes ``<``, ``>`` and ``/``.
+macro F1 with its 95% person-bootstrap interval, accuracy, best epoch, params). plotly.js is embedded once,
+inline, so the file opens offline and links to no CDN. Every text taken from the study (names, params, attrs)
+is HTML-escaped; the figures' JSON is written by plotly, which escapes ``<``, ``>`` and ``/``.
 
 A figure that cannot be drawn (no COMPLETE trial yet, fewer than 2 for importances, no intermediate values)
 is replaced by a one-line note saying why.
@@ -297,12 +297,20 @@ def _duration(t: FrozenTrial) -> str:
     return f"{(t.datetime_complete - t.datetime_start).total_seconds():.0f} s"
 
 
+def _interval_cell(attrs: dict[str, Any]) -> str:
+    """`0.41-0.52`: the val macro F1's 95% interval from a bootstrap over val persons; "" without one."""
+    low, high = attrs.get(TrialAttrs.VAL_F1_CI_LOW), attrs.get(TrialAttrs.VAL_F1_CI_HIGH)
+    if not isinstance(low, int | float) or not isinstance(high, int | float):
+        return ""
+    return f"{low:.4g}-{high:.4g}"
+
+
 def _top_table(study: optuna.Study, top: int, digest: StudyDigest) -> str:
     ranked = digest.top[:top]  # the digest holds at least `top` (report_html)
     if not ranked:
         return "<p class='note'>No COMPLETE trial yet.</p>"
     names = sorted({k for t in ranked for k in t.params})
-    head = ["rank", "trial", TARGET_NAME, "accuracy", "best epoch", "duration"] + names
+    head = ["rank", "trial", TARGET_NAME, "95% interval", "accuracy", "best epoch", "duration"] + names
     rows = []
     for rank, t in enumerate(ranked, 1):
         attrs = t.user_attrs
@@ -310,6 +318,7 @@ def _top_table(study: optuna.Study, top: int, digest: StudyDigest) -> str:
             rank,
             t.number,
             t.value,
+            _interval_cell(attrs),
             attrs.get(TrialAttrs.ACCURACY),
             attrs.get(TrialAttrs.BEST_EPOCH),
             _duration(t),
