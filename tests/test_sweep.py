@@ -152,7 +152,7 @@ def test_start_up_trials_scale_with_the_budget(tmp_path):
     sweep = load_sweep(write_sweep(tmp_path))  # no make_sampler: the default TPE, sized to the budget
     assert tpe_startup_trials(sweep.make_sampler(0, n_trials=12)) == 3
     assert tpe_startup_trials(sweep.make_sampler(0, n_trials=200)) == 10
-    assert budget_warnings(sweep, 12) == []
+    assert budget_warnings(sweep, 12) == [] and budget_warnings(sweep, 3) == []  # 2 of 3: the least TPE needs
     smoke = load_sweep("sweeps/smoke.py")  # the shipped sweeps take the budget as make_sampler's 2nd argument
     assert tpe_startup_trials(smoke.make_sampler(1, n_trials=12)) == 3
     assert budget_warnings(smoke, 12) == []

@@ -233,15 +233,16 @@ def _positional_arity(fn: Callable[..., Any]) -> int:
 def budget_warnings(sweep: Sweep, n_trials: int) -> list[str]:
     """Lines that say how the sweep's sampler and pruner waste a budget of `n_trials` ([] when they do not).
 
-    - a TPE sampler whose random start-up trials leave fewer than half of `n_trials` to TPE (Optuna's
-      default 10 turns a 12-trial sweep into random search);
+    - a TPE sampler whose random start-up trials, more than :func:`startup_trials` would choose, leave fewer
+      than half of `n_trials` to TPE (Optuna's default 10 turns a 12-trial sweep into random search);
     - a percentile/median pruner with ``n_warmup_steps=1``, which prunes at epoch 1 (epochs count from 1):
       its warm-up does nothing.
     """
     lines = []
     sampler = sweep.make_sampler(0, n_trials)
     startup = tpe_startup_trials(sampler)
-    if startup is not None and n_trials - startup < n_trials / 2:
+    # NOTE only a start-up above the scaled default: a budget of 3 leaves 1 trial to TPE whatever one does
+    if startup is not None and startup > startup_trials(n_trials) and n_trials - startup < n_trials / 2:
         lines.append(
             f"{sweep.path}: the sampler starts with {startup} random trials of a {n_trials}-trial budget, so only "
             f"{max(n_trials - startup, 0)} are chosen by TPE; size it to the budget with "
