@@ -359,7 +359,14 @@ def launch_cmd(
 
 @verb("worker")
 def worker_cmd(
-    sweep_file: Path = typer.Argument(..., help="Sweep file (the same one the study was launched with)."),
+    sweep_file: Optional[Path] = typer.Argument(
+        None, help="Sweep file (the same one the study was launched with); none with --confirm."
+    ),
+    confirm: bool = typer.Option(
+        False,
+        "--confirm",
+        help="Join a confirm study (`maskcls-hpo confirm --workers 0`): its runs need no sweep file.",
+    ),
     n_trials: Optional[int] = typer.Option(None, "--n-trials", help="Target finished trials (default: the study's)."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Dataset root (overrides the sweep's data_dir)."),
     timeout: Optional[float] = typer.Option(None, help="Seconds after which the worker starts no new trial."),
@@ -388,8 +395,16 @@ def worker_cmd(
         import secrets
 
         worker_index = 1000 + secrets.randbelow(1_000_000)
-    sweep = load_sweep(sweep_file)
+    if confirm:
+        if study is None:
+            fail("--confirm needs --study NAME (the confirm study, e.g. SWEEP-confirm)")
+        sweep = None
+    elif sweep_file is None:
+        fail("pass the sweep file (or --confirm --study NAME to join a confirm study)")
+    else:
+        sweep = load_sweep(sweep_file)
     settings = WorkerSettings(
+        kind="confirm" if confirm else "sweep",
         sweep_path=sweep_file,
         storage_url=url,
         study_name=study or sweep.name,
@@ -435,16 +450,24 @@ def export_cmd(
     trial: Optional[int] = typer.Option(None, help="Export this trial number instead of the best."),
     top: Optional[int] = typer.Option(None, help="Export the best K COMPLETE trials to OUT-1, OUT-2, ..."),
     format: Optional[str] = typer.Option(None, "--format", help="yaml or json (default: from the suffix)."),
+    single_split: bool = typer.Option(
+        False, "--single-split", help="Rank by the single validation split even when a confirm study is finished."
+    ),
     storage: StorageOption = None,
     password_file: PasswordFileOption = None,
     study: StudyOption = None,
 ) -> None:
-    """Write the best COMPLETE trial's full training config (plus study metadata) for `train --config`."""
+    """Write the best COMPLETE trial's full training config (plus study metadata) for `train --config`.
+
+    The best is the confirmed winner when `maskcls-hpo confirm` finished a confirm study of this study."""
+    from maskcls_hpo.hpo.confirm import selection_ranking
     from maskcls_hpo.hpo.export import export_trials
 
     url = _resolve_storage(storage, must_exist=True, password_file=password_file)
     loaded = _load_study(url, study)
-    paths = export_trials(loaded, out, trial_number=trial, top=top, fmt=format)
+    paths = export_trials(loaded, out, trial_number=trial, top=top, fmt=format, single_split=single_split)
+    if trial is None:
+        console.print(f"ranking: {selection_ranking(loaded, single_split=single_split).label}", highlight=False)
     for p in paths:
         console.print(f"wrote {p}", highlight=False)
     if trial is None:
@@ -453,6 +476,97 @@ def export_cmd(
         comparison = compare_runner_up(loaded, storage_url=url)
         if comparison is not None:
             console.print(comparison.message, highlight=False, soft_wrap=True)
+
+
+@verb("confirm")
+def confirm_cmd(
+    study: str = typer.Option(..., "--study", help="The sweep's study whose best configs are confirmed."),
+    top: int = typer.Option(3, "--top", help="How many of the best COMPLETE configs to re-train."),
+    folds: int = typer.Option(5, "--folds", help="Person-grouped folds (stratified by gender x age band)."),
+    seeds: int = typer.Option(1, "--seeds", help="Seeds per fold."),
+    workers: int = typer.Option(1, min=0, help="Worker processes here (0: only prepare the confirm study)."),
+    gpus: Optional[str] = typer.Option(None, help="Comma-separated GPU ids, assigned round-robin (e.g. 0,1)."),
+    name: Optional[str] = typer.Option(None, help="Name of the confirm study (default STUDY-confirm)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Dataset root (overrides the configs')."),
+    timeout: Optional[float] = typer.Option(None, help="Seconds after which workers start no new run."),
+    storage: StorageOption = None,
+    password_file: PasswordFileOption = None,
+    heartbeat_interval: Optional[int] = typer.Option(None, help="Heartbeat interval in seconds (default 30)."),
+    grace_period: Optional[int] = typer.Option(None, help="Seconds without heartbeat before a run is stale (120)."),
+    checkpoints: Optional[Path] = typer.Option(None, help=CHECKPOINTS_HELP),
+) -> None:
+    """Re-train the --top best configs on --folds folds (x --seeds) as a linked study; print mean, s.e., winner."""
+    _setup_logging()
+    from maskcls_hpo.hpo.confirm import format_summary, run_confirm
+
+    say = functools.partial(console.print, highlight=False, soft_wrap=True)
+    result = run_confirm(
+        study,
+        top,
+        folds,
+        seeds,
+        storage=storage,
+        name=name,
+        workers=workers,
+        gpus=[g.strip() for g in gpus.split(",") if g.strip()] if gpus else None,
+        data_dir=data_dir,
+        timeout=timeout,
+        heartbeat_interval=heartbeat_interval,
+        grace_period=grace_period,
+        checkpoints=checkpoints,
+        password_file=password_file,
+        on_message=say,
+    )
+    say(result.message)
+    if result.interrupted:
+        raise typer.Exit(130)
+    out = Console(highlight=False, soft_wrap=True)
+    for line in format_summary(result.summary):
+        out.print(line)
+    if result.worker_exit_codes and not result.reached:
+        fail(result.message)
+
+
+@verb("finalize")
+def finalize_cmd(
+    study: str = typer.Option(..., "--study", help="The sweep's study."),
+    out: Path = typer.Option(Path("submission.csv"), help="Submission CSV to write (ImageID,ans)."),
+    seeds: int = typer.Option(1, "--seeds", help="Seeds per config (models in the ensemble)."),
+    top: int = typer.Option(1, "--top", help="How many of the best configs (confirmed ranking when there is one)."),
+    tta: bool = typer.Option(False, "--tta", help="Average each model with its horizontally flipped input."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Dataset root with train/ and eval/."),
+    single_split: bool = typer.Option(
+        False, "--single-split", help="Rank by the single validation split even when a confirm study is finished."
+    ),
+    device: str = typer.Option("auto", help="auto (CUDA when visible), cpu or cuda."),
+    storage: StorageOption = None,
+    password_file: PasswordFileOption = None,
+) -> None:
+    """Retrain the winner (confirmed, else best) on all persons with --seeds seeds, ensemble, write the submission."""
+    _setup_logging()
+    from maskcls_hpo.hpo.finalize import finalize_study
+
+    url = _resolve_storage(storage, must_exist=True, password_file=password_file)
+    loaded = _load_study(url, study)
+    say = functools.partial(console.print, highlight=False, soft_wrap=True)
+    result = finalize_study(
+        loaded,
+        out,
+        storage_url=url,
+        seeds=seeds,
+        top=top,
+        tta=tta,
+        data_dir=data_dir,
+        single_split=single_split,
+        device=device,
+        on_message=say,
+    )
+    trained = sum(not m.reused for m in result.models)
+    say(
+        f"wrote {result.out}: {len(result.prediction.labels)} rows from {len(result.models)} model(s) "
+        f"({trained} trained, {len(result.models) - trained} reused; tta {'on' if tta else 'off'}); "
+        f"ranking: {result.ranking}; models and configs in {result.folder}"
+    )
 
 
 # --- dashboard and report -------------------------------------------------------------------------

@@ -49,6 +49,11 @@ class TrainConfig(BaseModel):
         device: auto (CUDA when present) | cpu | cuda; amp and channels_last apply on CUDA only.
         data_dir: dataset root in the competition layout; cache_dir: decoded-image cache folder.
         full_data: train on every person (no validation split; the last epoch is kept).
+        folds, fold: a fold run: the persons are cut into `folds` person-grouped folds stratified by gender x
+            age band (`data.assign_folds`), fold `fold` (0-based) validates and the others train; `val_ratio`
+            is then unused. None, None: the `val_ratio` split.
+        split_seed: seeds the person split or the fold assignment; None means `seed` (so runs of several
+            seeds can share one split).
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -93,6 +98,9 @@ class TrainConfig(BaseModel):
     data_dir: str = "storage/demo"
     cache_dir: str = "storage/cache"
     full_data: bool = False
+    folds: int | None = Field(None, ge=2)
+    fold: int | None = Field(None, ge=0)
+    split_seed: int | None = None
 
     @field_validator("image_size")
     @classmethod
@@ -118,6 +126,21 @@ class TrainConfig(BaseModel):
         if self.val_ratio == 0.0 and not self.full_data:
             raise ValueError("val_ratio is 0 but full_data is false: set val_ratio > 0 or full_data: true")
         return self
+
+    @model_validator(mode="after")
+    def _fold_run(self) -> TrainConfig:
+        if (self.folds is None) != (self.fold is None):
+            raise ValueError("a fold run needs both folds and fold (or neither)")
+        if self.folds is not None and self.fold >= self.folds:
+            raise ValueError(f"fold must be in 0..{self.folds - 1} for {self.folds} folds, got {self.fold}")
+        if self.folds is not None and self.full_data:
+            raise ValueError("full_data trains on every person: drop folds/fold, or set full_data: false")
+        return self
+
+    @property
+    def effective_split_seed(self) -> int:
+        """The seed of the person split / fold assignment: `split_seed`, or `seed` when unset."""
+        return self.split_seed if self.split_seed is not None else self.seed
 
     @property
     def effective_t_max(self) -> int:

@@ -55,6 +55,10 @@ __all__ = [
     "load_train",
     "apply_corrections",
     "split_by_person",
+    "person_strata",
+    "check_folds",
+    "assign_folds",
+    "split_by_fold",
     "load_eval",
     "summarize",
     "verify_image",
@@ -558,6 +562,76 @@ def split_by_person(samples: pd.DataFrame, val_ratio: float, seed: int) -> tuple
     _, val_ids = train_test_split(ids, test_size=n_val, random_state=seed, shuffle=True, stratify=stratify)
     is_val = samples["person_id"].isin(set(val_ids)).to_numpy()
     return all_rows[~is_val], all_rows[is_val]
+
+
+def person_strata(samples: pd.DataFrame) -> pd.DataFrame:
+    """One row per person (index ``person_id``, sorted) with columns ``gender``, ``age_band`` and
+    ``stratum`` = ``gender * 3 + age_band`` (0..5), the strata of :func:`split_by_person` and the folds."""
+    persons = samples.groupby("person_id", sort=True)[["gender", "age_band"]].first()
+    persons["stratum"] = persons["gender"].to_numpy(dtype=np.int64) * 3 + persons["age_band"].to_numpy(dtype=np.int64)
+    return persons
+
+
+def check_folds(samples: pd.DataFrame, folds: int) -> None:
+    """Refuse a fold count that cannot give every fold a person of every stratum.
+
+    Raises:
+        DataError: ``folds < 2``, or more folds than the persons of the smallest gender x age band stratum
+            (the message lists that stratum's count and the largest usable fold count).
+    """
+    if folds < 2:
+        raise DataError(f"folds must be at least 2 (one fold validates, the others train), got {folds}")
+    counts = person_strata(samples)["stratum"].value_counts()
+    smallest = int(counts.min()) if len(counts) else 0
+    if folds > smallest:
+        stratum = int(counts.idxmin())
+        gender, band = GENDERS[stratum // 3], stratum % 3
+        raise DataError(
+            f"{folds} folds but stratum {gender} / age band {band} has only {smallest} person(s); "
+            f"each fold needs a person of every stratum: use at most {smallest} folds"
+        )
+
+
+def assign_folds(samples: pd.DataFrame, folds: int, seed: int) -> np.ndarray:
+    """The fold (0..folds-1) of every row: person-grouped, stratified by gender x age band, seeded.
+
+    Uses scikit-learn's ``StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)`` on the
+    persons (groups = person id, y = :func:`person_strata`), persons sorted by id, so the row order does not
+    matter: a person's rows all get the same fold, and each stratum's persons are spread over the folds as
+    evenly as the counts allow. Same samples, folds and seed -> the same folds.
+
+    Returns:
+        int64 array of shape ``(len(samples),)``.
+
+    Raises:
+        DataError: see :func:`check_folds`.
+    """
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    check_folds(samples, folds)
+    persons = person_strata(samples)
+    ids = persons.index.to_numpy()
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    person_fold = np.empty(len(ids), dtype=np.int64)
+    for k, (_, val) in enumerate(splitter.split(ids, persons["stratum"].to_numpy(), groups=ids)):
+        person_fold[val] = k
+    fold_of = dict(zip(ids, person_fold, strict=True))
+    return samples["person_id"].map(fold_of).to_numpy(dtype=np.int64)
+
+
+def split_by_fold(samples: pd.DataFrame, folds: int, fold: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows ``(train, val)`` of fold run `fold` of `folds`: val = the persons of fold `fold`, train = the rest.
+
+    int64 arrays of row positions into ``samples``, ascending (folds from :func:`assign_folds`).
+
+    Raises:
+        DataError: see :func:`check_folds`; `fold` not in ``0..folds-1``.
+    """
+    if not 0 <= fold < folds:
+        raise DataError(f"fold must be in 0..{folds - 1} for {folds} folds, got {fold}")
+    of = assign_folds(samples, folds, seed)
+    rows = np.arange(len(samples), dtype=np.int64)
+    return rows[of != fold], rows[of == fold]
 
 
 # --- eval part --------------------------------------------------------------------------------------

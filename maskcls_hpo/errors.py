@@ -22,6 +22,7 @@ __all__ = [
     "SweepError",
     "LaunchError",
     "ExportError",
+    "ConfirmError",
     "DashboardError",
 ]
 
@@ -91,3 +92,7 @@ class LaunchError(MaskclsError, RuntimeError):
 
 class ExportError(MaskclsError, RuntimeError):
     """Nothing to export (no COMPLETE trial, unknown trial number); the message is one line."""
+
+
+class ConfirmError(MaskclsError, ValueError):
+    """`confirm` / `finalize` input that cannot be used (too few COMPLETE trials, folds < 2, ...); one line."""

@@ -260,7 +260,7 @@ class _Run:
 
 def _setup(config: TrainConfig, out_dir, resume_from, progress) -> _Run:
     from maskcls_hpo.cache import BatchLoader, build_cache
-    from maskcls_hpo.data import load_train, split_by_person
+    from maskcls_hpo.data import load_train, split_by_fold, split_by_person
 
     device = _pick_device(config)
     _seed_everything(config.seed)
@@ -271,8 +271,10 @@ def _setup(config: TrainConfig, out_dir, resume_from, progress) -> _Run:
     samples = load_train(config.data_dir, age_bins=config.age_bins, corrections=config.corrections, verify=False)
     if config.full_data:
         train_idx, val_idx = np.arange(len(samples), dtype=np.int64), np.empty(0, dtype=np.int64)
+    elif config.folds is not None:
+        train_idx, val_idx = split_by_fold(samples, config.folds, config.fold, config.effective_split_seed)
     else:
-        train_idx, val_idx = split_by_person(samples, config.val_ratio, config.seed)
+        train_idx, val_idx = split_by_person(samples, config.val_ratio, config.effective_split_seed)
     cache = build_cache(
         samples["path"].tolist(),
         size=image_size,

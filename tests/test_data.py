@@ -342,6 +342,52 @@ def test_split_small_sets_never_crash(tmp_path, make_layout):
         data.split_by_person(samples, 1.0, seed=0)
 
 
+def _strata_persons(counts: dict[tuple[str, int], int]) -> list[tuple[str, str, int]]:
+    """Persons with the given count per (gender, age) stratum, ids interleaved across strata."""
+    persons, i = [], 0
+    for (gender, age), n in counts.items():
+        for _ in range(n):
+            persons.append((f"{i * 7 % 1000:06d}", gender, age))
+            i += 1
+    return persons
+
+
+def test_folds_keep_each_person_in_one_fold_and_balance_strata(tmp_path, make_layout):
+    # 36 persons: strata (male <30, male 30-59, male >=60, female ...) of 9, 6, 3, 6, 6, 6 persons
+    counts = {("male", 20): 9, ("male", 40): 6, ("male", 65): 3, ("female", 20): 6, ("female", 40): 6}
+    counts[("female", 65)] = 6
+    samples = data.load_train(make_layout(tmp_path / "d", persons=_strata_persons(counts), eval_images=0))
+    folds = data.assign_folds(samples, 3, seed=0)
+    assert folds.shape == (252,) and set(folds.tolist()) == {0, 1, 2}
+    per_person = samples.assign(fold=folds).groupby("person_id")["fold"].nunique()
+    assert (per_person == 1).all() and len(per_person) == 36  # all 7 rows of a person in one fold
+    table = samples.assign(fold=folds).groupby(["gender", "age_band", "fold"])["person_id"].nunique().unstack()
+    # each stratum split 3/3/3, 2/2/2 or 1/1/1 over the 3 folds: the counts a person would write down
+    assert table.to_numpy().tolist() == [[3, 3, 3], [2, 2, 2], [1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]]
+    # the same folds whatever the row order; another seed moves persons
+    shuffled = samples.sample(frac=1, random_state=3).reset_index(drop=True)
+    again = dict(zip(shuffled["person_id"], data.assign_folds(shuffled, 3, seed=0), strict=True))
+    assert again == dict(zip(samples["person_id"], folds, strict=True))
+    other = data.assign_folds(samples, 3, seed=1)
+    assert other.tolist() != folds.tolist()
+    # a fold run: val = fold k's persons (12 persons = 84 rows), train = the other 24 persons
+    train, val = data.split_by_fold(samples, 3, 1, seed=0)
+    assert len(val) == 84 and len(train) == 168 and set(folds[val]) == {1} and 1 not in set(folds[train])
+
+
+def test_folds_refuse_too_many_folds_for_a_stratum(tmp_path, make_layout):
+    counts = {("male", 20): 4, ("male", 40): 4, ("male", 65): 2, ("female", 20): 4, ("female", 40): 4}
+    counts[("female", 65)] = 4
+    samples = data.load_train(make_layout(tmp_path / "d", persons=_strata_persons(counts), eval_images=0))
+    assert sorted(np.bincount(data.assign_folds(samples, 2, seed=0)).tolist()) == [77, 77]
+    with pytest.raises(DataError, match="3 folds but stratum male / age band 2 has only 2 person"):
+        data.assign_folds(samples, 3, seed=0)
+    with pytest.raises(DataError, match="folds must be at least 2"):
+        data.check_folds(samples, 1)
+    with pytest.raises(DataError, match="fold must be in 0..1"):
+        data.split_by_fold(samples, 2, 2, seed=0)
+
+
 # --- eval ---------------------------------------------------------------------------------------------
 
 

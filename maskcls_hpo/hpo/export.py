@@ -197,13 +197,19 @@ def export_trials(
     trial_number: int | None = None,
     top: int | None = None,
     fmt: str | None = None,
+    single_split: bool = False,
 ) -> list[Path]:
     """Write the export file(s) and return their paths.
+
+    The best trial is the confirmed winner when a finished confirm study is linked to `study`
+    (:func:`maskcls_hpo.hpo.confirm.selection_ranking`), else the best single-split value; each file says
+    which ranking chose it (``ranking``) and, for a confirmed config, its fold results (``confirm``).
 
     Args:
         trial_number: export this trial (any state that has a config) instead of the best.
         top: export the best `top` COMPLETE trials to `<stem>-1<suffix>`, `<stem>-2<suffix>`, ...
         fmt: "yaml" or "json"; default from the suffix of `out` (YAML unless `.json`).
+        single_split: rank by the single validation split even when a confirm study is finished.
 
     Raises:
         ExportError: no COMPLETE trial (message counts the states), unknown trial number, bad format.
@@ -222,14 +228,17 @@ def export_trials(
     else:
         if top is not None and top < 1:
             raise ExportError(f"--top must be at least 1, got {top}")
-        ranked = ranked_complete_trials(study, limit=1 if top is None else top)
+        from maskcls_hpo.hpo.confirm import selection_ranking
+
+        ranking = selection_ranking(study, single_split=single_split, limit=1 if top is None else top)
+        ranked = ranking.trials
         if not ranked:
             raise ExportError(f"no COMPLETE trial in study '{study.study_name}' ({state_counts_text(study)})")
         if top is None:
-            docs = [(out, trial_record(study, ranked[0]))]
+            docs = [(out, _ranked_record(study, ranked[0], ranking, None))]
         else:
             docs = [
-                (out.with_name(f"{out.stem}-{i + 1}{suffix}"), trial_record(study, t, rank=i + 1))
+                (out.with_name(f"{out.stem}-{i + 1}{suffix}"), _ranked_record(study, t, ranking, i + 1))
                 for i, t in enumerate(ranked[:top])
             ]
     written = []
@@ -237,6 +246,26 @@ def export_trials(
         json.dumps(doc)  # proves plain JSON types before anything is written
         written.append(save_config(doc, path))
     return written
+
+
+def _ranked_record(study: optuna.Study, trial: FrozenTrial, ranking: Any, rank: int | None) -> dict[str, Any]:
+    """`trial_record` plus the ranking that chose the trial and, when confirmed, its fold results."""
+    record = trial_record(study, trial, rank=rank)
+    record["ranking"] = ranking.label
+    if ranking.confirm is not None:
+        row = next((r for r in ranking.confirm.rows if r.source_trial == trial.number), None)
+        if row is not None:
+            record["confirm"] = _plain(
+                {
+                    "study": ranking.confirm.study_name,
+                    "folds": ranking.confirm.folds,
+                    "seeds": ranking.confirm.seeds,
+                    "mean": row.mean,
+                    "standard_error": row.se,
+                    "fold_values": {str(k): v for k, v in row.fold_values.items()},
+                }
+            )
+    return record
 
 
 def study_checkpoints(study: optuna.Study, top: int, checkpoints: str | Path = "storage/checkpoints") -> list[Path]:

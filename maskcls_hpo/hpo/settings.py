@@ -8,9 +8,9 @@ supervisor writes a copy per worker process as JSON (``<logs>/worker-<i>.json``)
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 from sqlalchemy.engine import URL, make_url
 
 from maskcls_hpo.hpo.storage import HeartbeatSettings, resolve_storage_url, storage_folder
@@ -24,7 +24,9 @@ class WorkerSettings(BaseModel):
     """What one worker needs.
 
     Attributes:
-        sweep_path: the sweep file.
+        kind: "sweep" (trials sampled from the sweep file) or "confirm" (the queued fold runs of a confirm
+            study, :mod:`maskcls_hpo.hpo.confirm`: the configs come from the source study, no sweep file).
+        sweep_path: the sweep file (required for kind "sweep").
         storage_url: the storage URL; in a settings file written for a worker process the password is
             left out (it comes from `password_file`, or env ``PGPASSWORD`` set by the supervisor).
         study_name: the study.
@@ -45,7 +47,8 @@ class WorkerSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
-    sweep_path: Path
+    kind: Literal["sweep", "confirm"] = "sweep"
+    sweep_path: Path | None = None
     storage_url: str
     study_name: str
     n_trials: int | None = Field(default=None, ge=1)
@@ -66,6 +69,12 @@ class WorkerSettings(BaseModel):
         if isinstance(value, dict):
             return HeartbeatSettings(**value)
         return value
+
+    @model_validator(mode="after")
+    def _sweep_needs_file(self) -> WorkerSettings:
+        if self.kind == "sweep" and self.sweep_path is None:
+            raise ValueError("a sweep worker needs sweep_path (the sweep file)")
+        return self
 
     @field_serializer("heartbeat")
     def _dump_heartbeat(self, value: HeartbeatSettings) -> dict[str, int]:

@@ -155,7 +155,8 @@ def run_worker(
 
     Args:
         settings: the study, storage and budget.
-        sweep: the loaded sweep file (default: loaded from `settings.sweep_path`).
+        sweep: the loaded sweep file (default: loaded from `settings.sweep_path`; for ``kind="confirm"``
+            the study's :class:`~maskcls_hpo.hpo.confirm.ConfirmPlan`).
         objective: `objective(trial) -> float` run instead of the sweep's training objective (which is
             `make_objective` + artifact upload); the loop around it (budget, slot claim, heartbeat, retries,
             end states) is unchanged. Used by the storage benchmark (a no-training objective) and the GPU
@@ -167,9 +168,14 @@ def run_worker(
     Raises:
         StorageError, SweepError: before any trial, when the storage or sweep cannot be used.
     """
-    sweep = sweep or load_sweep(settings.sweep_path)
+    if sweep is None and settings.kind == "sweep":
+        sweep = load_sweep(settings.sweep_path)
     url = settings.resolved_storage_url()
     storage = open_storage(url, settings.heartbeat)
+    if sweep is None:  # a confirm study: its fold runs and configs are stored in the study and its source
+        from maskcls_hpo.hpo.confirm import load_plan
+
+        sweep = _retry_db(lambda: load_plan(storage, settings.study_name), "loading the confirm plan")
     study = _retry_db(
         lambda: _load_study(storage, sweep, settings.study_name, settings.worker_index, settings.n_trials),
         "loading the study",
@@ -195,6 +201,10 @@ def run_worker(
             ),
             checkpoint_root,
         )
+    if settings.kind == "confirm":
+        from maskcls_hpo.hpo.confirm import requeue_failed
+
+        objective = requeue_failed(objective)  # a failed fold run is queued again: each run once, exact budget
     report = WorkerReport()
     consecutive_failures = 0
     started = time.monotonic()

@@ -1,0 +1,259 @@
+"""`finalize`: from a study to a submission file in one step.
+
+Takes the winner of study S (the confirmed winner when a finished linked confirm study exists, else the
+best COMPLETE trial: :func:`maskcls_hpo.hpo.confirm.selection_ranking`), retrains it on *all* persons
+(``full_data``) with N seeds, or the top K configs with N seeds each, ensembles the models
+(:func:`maskcls_hpo.predict.ensemble`, optionally with test-time flips), predicts the eval set and writes
+the submission. The models and their configs are kept under ``<storage folder>/finalize/<study>/``
+(``trial_<n>-seed_<s>/`` with ``model.pt``, ``config.yaml``, ``metrics.json``) with a ``finalize.json``
+that says what was trained, by which ranking, and what was written. A model whose folder already holds a
+``model.pt`` trained from the same config is reused, so running `finalize` again after a crash only
+trains what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from maskcls_hpo.config import TrainConfig, config_from_mapping, load_config, save_config
+from maskcls_hpo.errors import ConfirmError
+from maskcls_hpo.hpo.attrs import TrialAttrs
+from maskcls_hpo.hpo.storage import storage_folder
+
+__all__ = ["finalize", "FinalizeResult", "FinalModel", "finalize_study", "final_configs"]
+
+log = logging.getLogger("maskcls_hpo.finalize")
+
+
+@dataclass
+class FinalModel:
+    """One retrained model: the source trial, its seed, folder, config; `reused` when it was already there."""
+
+    trial: int
+    seed: int
+    folder: Path
+    config: TrainConfig
+    reused: bool = False
+    seconds: float = 0.0
+
+
+@dataclass
+class FinalizeResult:
+    """What :func:`finalize_study` did.
+
+    Attributes:
+        study_name: the source study; ranking: the ranking's label (``confirmed on 5 folds (...)`` or
+            ``single validation split``); models: the retrained models (folders kept).
+        out: the submission written; prediction: the :class:`maskcls_hpo.predict.Prediction`.
+        epochs: epochs trained by this call (reused models count 0); seconds: wall time of this call.
+        folder: ``<storage folder>/finalize/<study>``; manifest: its ``finalize.json``.
+    """
+
+    study_name: str
+    ranking: str
+    models: list[FinalModel]
+    out: Path
+    prediction: Any
+    epochs: int
+    seconds: float
+    folder: Path
+    manifest: Path
+    tta: bool = False
+    lines: list[str] = field(default_factory=list)
+
+
+def final_configs(study, seeds: int = 1, top: int = 1, single_split: bool = False, data_dir: str | Path | None = None):
+    """The configs `finalize` trains: ``(ranking, [(trial number, TrainConfig), ...])``.
+
+    Each of the `top` best trials (by :func:`~maskcls_hpo.hpo.confirm.selection_ranking`) with seeds
+    ``seed, seed + 1, ..., seed + seeds - 1``, ``full_data`` on, fold settings off.
+
+    Raises:
+        ConfirmError: seeds or top < 1, fewer COMPLETE trials than `top`, a trial without a stored config.
+    """
+    from maskcls_hpo.hpo.confirm import selection_ranking
+    from maskcls_hpo.hpo.export import state_counts_text
+
+    if seeds < 1:
+        raise ConfirmError(f"--seeds must be at least 1, got {seeds}")
+    if top < 1:
+        raise ConfirmError(f"--top must be at least 1, got {top}")
+    ranking = selection_ranking(study, single_split=single_split, limit=top)
+    if len(ranking.trials) < top:
+        raise ConfirmError(
+            f"study '{study.study_name}' has {len(ranking.trials)} COMPLETE trial(s), --top asks for {top} "
+            f"({state_counts_text(study)})"
+        )
+    planned = []
+    for t in ranking.trials[:top]:
+        stored = t.user_attrs.get(TrialAttrs.CONFIG)
+        if not isinstance(stored, dict):
+            raise ConfirmError(f"trial {t.number} of study '{study.study_name}' has no stored config")
+        base = config_from_mapping(stored, source=f"study '{study.study_name}' trial {t.number}")
+        for i in range(seeds):
+            update = {"full_data": True, "folds": None, "fold": None, "seed": base.seed + i}
+            if data_dir is not None:
+                update["data_dir"] = str(data_dir)
+            data = {**base.to_dict(), **update}
+            planned.append((t.number, config_from_mapping(data, source=f"study '{study.study_name}' trial {t.number}")))
+    return ranking, planned
+
+
+def _reusable(folder: Path, config: TrainConfig) -> bool:
+    if not (folder / "model.pt").is_file() or not (folder / "config.yaml").is_file():
+        return False
+    try:
+        return load_config(folder / "config.yaml").to_dict() == config.to_dict()
+    except Exception:  # noqa: BLE001 - an unreadable config is simply retrained
+        return False
+
+
+def finalize_study(
+    study,
+    out: str | Path,
+    *,
+    storage_url: str,
+    seeds: int = 1,
+    top: int = 1,
+    tta: bool = False,
+    data_dir: str | Path | None = None,
+    single_split: bool = False,
+    folder: str | Path | None = None,
+    device: str = "auto",
+    on_message: Callable[[str], None] | None = None,
+):
+    """Retrain the winner (or the top `top` configs) with `seeds` seeds on all persons, ensemble, write `out`.
+
+    Args:
+        study: the source ``optuna.Study``; storage_url: its storage (the models go under its folder).
+        out: the submission CSV (``ImageID,ans``), written last and atomically.
+        data_dir: dataset root with ``train/`` and ``eval/`` (default: the winner config's data_dir).
+        single_split: rank by the single validation split even when a confirm study is finished.
+        folder: where the models go (default ``storage_folder(storage_url, "finalize") / <study>``).
+
+    Returns:
+        FinalizeResult.
+
+    Raises:
+        DataError: no eval set (``DATA_DIR/eval/info.csv``) or a broken one, before anything is trained or
+            written. ConfirmError: see :func:`final_configs`. PredictError: a model that cannot be loaded.
+    """
+    from maskcls_hpo.data import load_eval
+    from maskcls_hpo.predict import predict
+    from maskcls_hpo.train import train
+
+    say = on_message or (lambda _line: None)
+    started = time.monotonic()
+    ranking, planned = final_configs(study, seeds=seeds, top=top, single_split=single_split, data_dir=data_dir)
+    eval_dir = Path(planned[0][1].data_dir)
+    load_eval(eval_dir)  # no eval set: refused here, before anything is trained or written
+    root = Path(folder) if folder is not None else storage_folder(storage_url, "finalize") / study.study_name
+    say(f"finalize '{study.study_name}' by ranking: {ranking.label}")
+    models: list[FinalModel] = []
+    epochs = 0
+    for number, config in planned:
+        target = root / f"trial_{number:05d}-seed_{config.seed}"
+        model = FinalModel(number, config.seed, target, config)
+        if _reusable(target, config):
+            model.reused = True
+            say(f"trial {number} seed {config.seed}: reusing {target / 'model.pt'}")
+        else:
+            say(f"trial {number} seed {config.seed}: training {config.epochs} epoch(s) on all persons -> {target}")
+            t0 = time.monotonic()
+            target.mkdir(parents=True, exist_ok=True)
+            (target / "config.yaml").unlink(missing_ok=True)  # written after the model: marks it complete
+            train(config, out_dir=target)
+            save_config(config, target / "config.yaml")
+            model.seconds = time.monotonic() - t0
+            epochs += config.epochs
+        models.append(model)
+    prediction = predict(
+        [m.folder / "model.pt" for m in models],
+        eval_dir,
+        out=out,
+        tta=tta,
+        device=device,
+        cache_dir=planned[0][1].cache_dir,
+    )
+    manifest = root / "finalize.json"
+    doc = {
+        "study": study.study_name,
+        "ranking": ranking.label,
+        "confirmed": ranking.confirmed,
+        "models": [
+            {"trial": m.trial, "seed": m.seed, "model": str(m.folder / "model.pt"), "reused": m.reused} for m in models
+        ],
+        "epochs_per_model": [m.config.epochs for m in models],
+        "tta": tta,
+        "rule": prediction.rule,
+        "data_dir": str(eval_dir),
+        "submission": str(Path(out).resolve()),
+        "rows": int(len(prediction.labels)),
+    }
+    tmp = manifest.with_name(manifest.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(manifest)
+    return FinalizeResult(
+        study_name=study.study_name,
+        ranking=ranking.label,
+        models=models,
+        out=Path(out),
+        prediction=prediction,
+        epochs=epochs,
+        seconds=time.monotonic() - started,
+        folder=root,
+        manifest=manifest,
+        tta=tta,
+    )
+
+
+def finalize(
+    study_name: str,
+    out: str | Path = "submission.csv",
+    *,
+    storage: str | Path | None = None,
+    seeds: int = 1,
+    top: int = 1,
+    tta: bool = False,
+    data_dir: str | Path | None = None,
+    single_split: bool = False,
+    password_file: str | None = None,
+    **kwargs: Any,
+) -> FinalizeResult:
+    """Retrain the winner (confirmed, else best) on all persons with `seeds` seeds (or the `top` configs),
+    ensemble them, predict the eval set and write the submission `out` (``maskcls_hpo.finalize``).
+
+    Args: as :func:`finalize_study`; `storage` is a URL or SQLite path (default as every verb).
+
+    Returns:
+        FinalizeResult (models kept under ``<storage folder>/finalize/<study>``).
+
+    Raises:
+        DataError: no eval set. ConfirmError / StorageError: see :func:`finalize_study`.
+
+    Example::
+
+        import maskcls_hpo as m
+        m.finalize("smoke", "submission.csv", storage="storage/nb.db", seeds=3, tta=True)
+    """
+    from maskcls_hpo.hpo.storage import open_study, resolve_storage_url
+
+    url = resolve_storage_url(storage, must_exist=True, password_file=password_file)
+    study = open_study(url, study_name, password_file=password_file)
+    return finalize_study(
+        study,
+        out,
+        storage_url=url,
+        seeds=seeds,
+        top=top,
+        tta=tta,
+        data_dir=data_dir,
+        single_split=single_split,
+        **kwargs,
+    )
