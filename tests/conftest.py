@@ -435,3 +435,96 @@ def swept_study(tmp_path_factory, tiny_demo):
 # tests/pg.py: `pg_admin_url`, `pg_database` (a fresh database per test on the machine's server),
 # `private_pg` (a server of its own, to stop and start), `tiny_demo` (24 persons at 36x48).
 pytest_plugins = ("pg",)
+
+
+# --- confirm / finalize fixtures (owner: confirm and finalize) ----------------------------------------
+# One finished source study per session: 2 COMPLETE trials of a 1-epoch sweep on `tiny_demo`, run in-process
+# by the real worker loop into an SQLite file. Tests copy the file (`confirm_source.copy(folder)`), so each
+# confirm/finalize starts from the same study and none sees another's confirm study.
+
+CONFIRM_SWEEP = """
+import optuna
+
+BASE_CONFIG = {
+    "model": "test_resnet", "pretrained": False, "image_size": [32, 24], "epochs": 1, "val_ratio": 0.25,
+    "augment": False, "data_dir": "DATA_DIR", "cache_dir": "CACHE_DIR", "device": "cpu",
+}
+KNOWN_GOOD = [{"batch_size": 16, "lr": 0.003}, {"batch_size": 32, "lr": 0.008}]
+
+def suggest(trial):
+    return {
+        "batch_size": trial.suggest_categorical("batch_size", [16, 32]),
+        "lr": trial.suggest_float("lr", 1e-3, 1e-2, log=True),
+    }
+
+def make_pruner(config):
+    return optuna.pruners.NopPruner()
+"""
+
+
+@pytest.fixture(scope="session")
+def confirm_source(tmp_path_factory, tiny_demo):
+    """A finished study `src` (2 COMPLETE trials, 1 epoch each) in an SQLite file; `.copy(folder)` copies the
+    database into `folder` and returns its path. Also: `.sweep` (the sweep file), `.data` (the dataset),
+    `.cache` (the shared image cache folder), `.study` ("src")."""
+    from maskcls_hpo.hpo.launch import prepare_study
+    from maskcls_hpo.hpo.storage import HeartbeatSettings, open_storage
+    from maskcls_hpo.hpo.sweep import load_sweep
+    from maskcls_hpo.hpo.worker import WorkerSettings, run_worker
+
+    root = tmp_path_factory.mktemp("confirm_source")
+    cache = root / "cache"
+    sweep_path = root / "src.py"
+    sweep_path.write_text(CONFIRM_SWEEP.replace("DATA_DIR", str(tiny_demo)).replace("CACHE_DIR", str(cache)))
+    db = root / "src.db"
+    url = f"sqlite:///{db}"
+    sweep = load_sweep(sweep_path)
+    heartbeat = HeartbeatSettings(interval=5, grace_period=60)
+    prepare_study(sweep, open_storage(url, heartbeat), "src", n_trials=2)
+    settings = WorkerSettings(
+        sweep_path=sweep_path, storage_url=url, study_name="src", heartbeat=heartbeat, checkpoints=root / "checkpoints"
+    )
+    report = run_worker(settings, sweep)
+    assert report.complete == 2, report
+
+    return SimpleNamespace(
+        copy=lambda folder: _sqlite_copy(db, folder), sweep=sweep_path, data=tiny_demo, cache=cache, study="src", db=db
+    )
+
+
+def _sqlite_copy(db: Path, folder: Path) -> Path:
+    """A consistent copy of SQLite file `db` as `folder/study.db` (sqlite3's backup API: WAL pages included)."""
+    import sqlite3
+
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / "study.db"
+    with sqlite3.connect(db) as src, sqlite3.connect(target) as dst:
+        src.backup(dst)
+    return target
+
+
+@pytest.fixture(scope="session")
+def confirmed_source(tmp_path_factory, confirm_source):
+    """`confirm_source` after `maskcls-hpo confirm --study src --top 2 --folds 2 --workers 1` (CLI subprocess):
+    the study `src-confirm` holds 4 finished runs. Namespace: db, root, rc, stdout, stderr, `.copy(folder)`."""
+    import subprocess
+
+    root = tmp_path_factory.mktemp("confirmed")
+    db = confirm_source.copy(root)
+    done = subprocess.run(
+        [*maskcls_hpo_command(), "confirm", "--study", "src", "--top", "2", "--folds", "2", "--workers", "1"]
+        + ["--storage", str(db)],
+        cwd=root,
+        env=subprocess_env(COLUMNS="200"),
+        capture_output=True,
+        text=True,
+        timeout=500,
+    )
+    return SimpleNamespace(
+        db=db,
+        root=root,
+        rc=done.returncode,
+        stdout=done.stdout,
+        stderr=done.stderr,
+        copy=lambda folder: _sqlite_copy(db, folder),
+    )
