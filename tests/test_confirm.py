@@ -25,7 +25,7 @@ import optuna
 import pytest
 import yaml
 from optuna.trial import TrialState
-from pg import cli, load_trials, wait_for, worker_pid
+from pg import load_trials, wait_for, worker_pid
 from typer.testing import CliRunner
 
 from maskcls_hpo.cli import app
@@ -90,17 +90,17 @@ def test_confirm_end_to_end_then_export_takes_the_confirmed_winner(confirmed_sou
     storage.engine.dispose()
 
     # export: the confirmed winner by default, the single-split best with --single-split
-    exported = cli(["export", "--study", "src", "--storage", str(db), "--out", "best.yaml"], cwd=tmp_path)
-    assert exported.returncode == 0, exported.stderr
-    assert "ranking: confirmed on 2 folds (study 'src-confirm')" in exported.stderr
-    doc = yaml.safe_load((tmp_path / "best.yaml").read_text())
+    runner = CliRunner()
+    best, single = tmp_path / "best.yaml", tmp_path / "single.yaml"
+    exported = runner.invoke(app, ["export", "--study", "src", "--storage", str(db), "--out", str(best)])
+    assert exported.exit_code == 0, exported.output
+    assert "ranking: confirmed on 2 folds (study 'src-confirm')" in exported.output
+    doc = yaml.safe_load(best.read_text())
     assert doc["trial"] == winner and doc["ranking"].startswith("confirmed on 2 folds")
     assert math.isclose(doc["confirm"]["mean"], means[winner]) and doc["confirm"]["folds"] == 2
-    single = cli(
-        ["export", "--study", "src", "--storage", str(db), "--out", "single.yaml", "--single-split"], cwd=tmp_path
-    )
-    assert "ranking: single validation split" in single.stderr
-    assert yaml.safe_load((tmp_path / "single.yaml").read_text())["trial"] == ranked[0].number
+    args = ["export", "--study", "src", "--storage", str(db), "--out", str(single), "--single-split"]
+    assert "ranking: single validation split" in runner.invoke(app, args).output
+    assert yaml.safe_load(single.read_text())["trial"] == ranked[0].number
 
 
 @pytest.mark.postgres

@@ -53,12 +53,10 @@ def test_finalize_after_confirm_writes_the_submission_and_keeps_the_models(confi
         assert (config["full_data"], config["folds"], config["seed"]) == (True, None, seed)
     assert "2 trained, 0 reused" in done.stderr and "ranking: confirmed on 2 folds" in done.stderr
 
-    again = cli(
-        ["finalize", "--study", "src", "--storage", str(db), "--seeds", "2", "--tta", "--out", "sub2.csv"],
-        cwd=tmp_path,
-    )
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "0 trained, 2 reused" in again.stderr
+    args = ["finalize", "--study", "src", "--storage", str(db), "--seeds", "2", "--tta"]
+    again = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "sub2.csv")])
+    assert again.exit_code == 0, again.output
+    assert "0 trained, 2 reused" in again.output
     assert pd.read_csv(tmp_path / "sub2.csv").equals(sub)  # the same models predict the same classes
 
 
