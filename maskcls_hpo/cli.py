@@ -618,12 +618,14 @@ def report_cmd(
     study: StudyOption = None,
 ) -> None:
     """Write one HTML page with Optuna's plots (history, intermediate values, importances, ...) and the top trials."""
+    from maskcls_hpo.results.artifacts import open_artifact_store
     from maskcls_hpo.results.report import write_report
 
     url = _resolve_storage(storage, must_exist=True, password_file=password_file)
     loaded = _load_study(url, study)
+    store, folder = open_artifact_store(url, create=False)
     try:
-        path = write_report(loaded, out, top=top)
+        path = write_report(loaded, out, top=top, artifact_store=store if folder.is_dir() else None)
     except OSError as err:
         fail(f"cannot write {out}: {err.strerror or err}")
     console.print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)", highlight=False)

@@ -175,6 +175,11 @@ def test_report_command_on_a_smoke_sweep(swept_study, tmp_path):
     assert first_row[3] == f"{low:.4g}-{high:.4g}" and low <= best.value <= high
     assert first_row[4] == f"{best.user_attrs['accuracy']:.4g}"
     assert "24 persons, 168 images" in html
+    # the best trial's confusion matrix (its artifact, inlined) and per-class F1 table
+    assert f"<h2>Best trial: {best.number}</h2>" in html
+    assert f"alt='confusion matrix of trial {best.number}' src='data:image/png;base64," in html
+    perclass = html[html.index("<table class='perclass'>") : html.index("</table>", html.index("class='perclass'"))]
+    assert perclass.count("<tr>") == 1 + 18
 
 
 def test_report_command_errors(swept_study, tmp_path):
@@ -239,3 +244,129 @@ def test_big_sqlite_study_draws_the_top_trials_and_stays_small(tmp_path, monkeyp
     assert "<dd>166 complete, 84 pruned</dd>" in html
     data_bytes = len(html.encode()) - len(plotly.offline.get_plotlyjs().encode())
     assert data_bytes < 400_000, data_bytes  # 250 trials x 20 epochs drawn in full would be several MB
+
+
+# --- the best trial, why trials ended, intervals, page width ---------------------------------------------
+
+
+def test_best_trial_section_inlines_its_confusion_matrix_and_per_class_f1(tmp_path):
+    import base64
+
+    from maskcls_hpo.results.artifacts import open_artifact_store, upload_trial_artifacts
+
+    study = make_study()
+    best = study.ask(
+        {"lr": FloatDistribution(1e-4, 1e-1, log=True)}
+    )  # trial 3, the best (artifacts need a RUNNING trial)
+    best.set_user_attr("accuracy", 0.875)
+    best.set_user_attr("best_epoch", 3)
+    store, _ = open_artifact_store("sqlite:///" + str(tmp_path / "x.db"))
+    confusion = [[(5 if i == j else 0) + (1 if j == (i + 1) % 18 else 0) for j in range(18)] for i in range(18)]
+    per_class = [round(c / 20, 2) for c in range(18)]  # class c has F1 c/20
+    upload_trial_artifacts(best, store, config=None, confusion=confusion, per_class_f1=per_class)
+    study.tell(best, 0.8)
+    html = report_html(study, artifact_store=store)
+    section = html[html.index("<section id='best'>") : html.index("</section>", html.index("<section id='best'>"))]
+    assert "<h2>Best trial: 3</h2>" in section and "val macro F1 0.8000; accuracy 0.8750; best epoch 3" in section
+    png = base64.b64decode(re.search(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", section).group(1))
+    assert png.startswith(b"\x89PNG\r\n")
+    rows = [re.findall(r"<td[^>]*>(.*?)</td>", r) for r in re.findall(r"<tr>(.*?)</tr>", section)[1:]]
+    assert len(rows) == 18
+    assert rows[0][:3] == ["0", "0 wear/M/&lt;30", "0.0000"] and rows[0][4:] == ["6", "6"]
+    assert rows[17][:3] == ["17", "17 not wear/F/&gt;=60", "0.8500"]
+    assert report_html(study).count("no confusion_matrix.png artifact for trial 3") == 1  # no store: a note
+
+
+def ended_study() -> optuna.Study:
+    """Trial 0 and 3 pruned by the pruner at epoch 1, trial 1 out of memory, trial 2 failed, trial 4 best."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(direction="maximize")
+    dists = {"lr": FloatDistribution(1e-4, 1e-1, log=True)}
+    ends = [
+        (TrialState.PRUNED, "pruned at epoch 1 (val macro F1 0.1000)", {1: 0.1}),
+        (TrialState.PRUNED, "oom", {}),
+        (TrialState.FAIL, "TypeError: unsupported operand <b>", {1: 0.2}),
+        (TrialState.PRUNED, "pruned at epoch 1 (val macro F1 0.1500)", {1: 0.15}),
+        (TrialState.COMPLETE, "", {1: 0.3, 2: 0.5}),
+    ]
+    for i, (state, reason, values) in enumerate(ends):
+        attrs = {"reason": reason} if reason else {"val_f1_ci_low": 0.41, "val_f1_ci_high": 0.5875}
+        study.add_trial(
+            create_trial(
+                params={"lr": 10 ** -(i % 3 + 2)},
+                distributions=dists,
+                value=0.5 if state == TrialState.COMPLETE else None,
+                state=state,
+                intermediate_values=values,
+                user_attrs=attrs,
+            )
+        )
+    return study
+
+
+@pytest.mark.parametrize("where", ["memory", "sqlite"])
+def test_pruning_reasons_per_trial_and_by_kind(where, tmp_path):
+    study = ended_study()
+    if where == "sqlite":  # the same trials in SQLite: reasons read by one SQL query, not every trial loaded
+        from maskcls_hpo.hpo.storage import open_storage, resolve_storage_url
+
+        stored = optuna.create_study(storage=open_storage(resolve_storage_url(tmp_path / "e.db")), direction="maximize")
+        stored.add_trials(study.trials)
+        study = stored
+    html = report_html(study)
+    section = html[html.index("<section id='ended'>") : html.index("</section>", html.index("<section id='ended'>"))]
+    tables = re.findall(r"<tbody>(.*?)</tbody>", section)
+    summary = [re.findall(r"<td[^>]*>(.*?)</td>", r) for r in re.findall(r"<tr>(.*?)</tr>", tables[0])]
+    assert summary == [["PRUNED", "pruned at epoch 1", "2"], ["FAIL", "TypeError", "1"], ["PRUNED", "oom", "1"]]
+    rows = [re.findall(r"<td[^>]*>(.*?)</td>", r) for r in re.findall(r"<tr>(.*?)</tr>", tables[1])]
+    assert rows == [
+        ["0", "PRUNED", "1", "0.1", "pruned at epoch 1 (val macro F1 0.1000)"],
+        ["1", "PRUNED", "", "", "oom"],
+        ["2", "FAIL", "1", "0.2", "TypeError: unsupported operand &lt;b&gt;"],
+        ["3", "PRUNED", "1", "0.15", "pruned at epoch 1 (val macro F1 0.1500)"],
+    ]
+
+
+def test_best_trial_shows_its_interval_when_recorded():
+    html = report_html(ended_study())
+    assert "<h2>Best trial: 4</h2><p>val macro F1 0.5000; 95% interval 0.4100 to 0.5875" in html
+
+
+def wide_study(n_params: int = 10) -> optuna.Study:
+    """6 COMPLETE trials over `n_params` float params (p00, p01, ...): Optuna's slice plot would be 3,000 px."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(direction="maximize")
+    dists = {f"p{i:02d}": FloatDistribution(0.0, 1.0) for i in range(n_params)}
+    for t in range(6):
+        params = {name: ((t + 1) * (i + 3) % 7) / 7 for i, name in enumerate(dists)}
+        study.add_trial(create_trial(params=params, distributions=dists, value=t / 10, intermediate_values={1: t / 20}))
+    return study
+
+
+def test_slice_plot_comes_in_rows_as_wide_as_the_page():
+    figures = {f.key: f for f in report_figures(wide_study(10))}
+    assert [k for k in figures if k.startswith("slice")] == ["slice", "slice-2", "slice-3"]  # 4 + 4 + 2 params
+    assert figures["slice-3"].title == "Slice plot (3 of 3: p08, p09)"
+    for f in figures.values():
+        assert f.figure is not None and f.figure.layout.width is None, f.key
+
+
+@pytest.mark.browser
+def test_report_fits_the_page_in_chromium(tmp_path):
+    """A 10-parameter study's report is no wider than a 1280 px window (the slice plot stretched it to 3,000)."""
+    from playwright.sync_api import sync_playwright
+
+    out = write_report(wide_study(10), tmp_path / "wide.html")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(out.as_uri(), wait_until="load")
+            page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 7", timeout=60_000)
+            width = page.evaluate("document.documentElement.scrollWidth")
+            widest = page.evaluate(
+                "Math.max(...Array.from(document.querySelectorAll('.js-plotly-plot')).map(e => e.offsetWidth))"
+            )
+        finally:
+            browser.close()
+    assert width <= 1280 and widest <= 1200

@@ -69,10 +69,10 @@ def progress_table(p: Progress) -> Group:
     """The terminal view of one snapshot (a rich renderable: a summary line and the running trials' table)."""
     head = Text.assemble(
         (f"study '{p.study_name}'", "bold"),
-        f"  {_counts(p)}  ",
-        (_best(p), "green" if p.best is not None else ""),
-        f"  elapsed {clock(p.elapsed)}",
+        f": {_counts(p)}; elapsed {clock(p.elapsed)}",
         f", ETA {clock(p.eta)}" if p.eta is not None else "",
+        "\n",
+        (_best(p), "bold green" if p.best is not None else ""),
     )
     if p.final:
         return Group(head, Text(_end_line(p), style="yellow" if p.phase == "interrupted" else ""))
@@ -83,12 +83,19 @@ def progress_table(p: Progress) -> Group:
         table.add_row(str(r.number), _epochs(r.epoch, r.epochs), _f1(r.value), clock(r.elapsed), clock(r.eta))
     idle = max(p.workers - len(p.running), 0)
     if p.phase == "starting":
-        table.caption = f"{p.workers} worker(s) starting (loading torch and the data cache) ..."
+        status = f"{p.workers} worker(s) starting (loading torch and the data cache) ..."
     elif not p.running:
-        table.caption = "no trial running" + (f"; {idle} worker(s) between trials" if idle else "")
+        status = "no trial running" + (f"; {idle} worker(s) between trials" if idle else "")
     elif idle:
-        table.caption = f"{idle} worker(s) between trials or waiting for a slot"
-    return Group(head, table)
+        status = f"{idle} worker(s) between trials or waiting for a slot"
+    else:
+        status = ""
+    parts: list = [head]
+    if p.running:
+        parts.append(table)
+    if status:
+        parts.append(Text(status, style="dim"))
+    return Group(*parts)
 
 
 class ProgressLines:

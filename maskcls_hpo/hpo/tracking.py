@@ -80,6 +80,9 @@ def _hparam(value: Any) -> bool | int | float | str:
 def _mlflow_client(uri: str):
     from mlflow import MlflowClient
 
+    # MLflow logs its database set-up at INFO on its own handler; the launch's live view has no room for it
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     return MlflowClient(tracking_uri=uri)
 
 

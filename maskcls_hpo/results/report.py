@@ -8,6 +8,12 @@ is HTML-escaped; the figures' JSON is written by plotly, which escapes ``<``, ``
 
 A figure that cannot be drawn (no COMPLETE trial yet, fewer than 2 for importances, no intermediate values)
 is replaced by a one-line note saying why.
+
+Below the top trials: the best trial's section (its numbers, its 95% val macro F1 interval when the trial
+carries one, its validation confusion matrix image and per-class F1 table, both read from the trial's
+artifacts ``confusion_matrix.png`` / ``per_class_f1.csv``) and the pruned and failed trials (counts by
+reason, then each trial's last epoch and reason). Every figure is as wide as the page: Optuna's slice plot
+(300 px per parameter) is drawn in rows of :data:`SLICE_PER_ROW` parameters.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from maskcls_hpo.hpo._optuna import storage_of
 from maskcls_hpo.hpo.attrs import TrialAttrs
 from maskcls_hpo.hpo.export import ranked_complete_trials
 from maskcls_hpo.hpo.storage import mask_password
@@ -181,7 +188,7 @@ def _renumber(fig: Any, key: str, numbers: list[int]) -> None:
         for trace in fig.data:
             if isinstance(trace.name, str) and trace.name.startswith("Trial") and trace.name[5:].isdigit():
                 trace.name = f"Trial{numbers[int(trace.name[5:])]}"
-    elif key == "slice":
+    elif key.startswith("slice"):
         for trace in fig.data:
             color = getattr(trace.marker, "color", None)
             if color is not None and not isinstance(color, str):
@@ -206,6 +213,10 @@ def _history_figure(digest: StudyDigest) -> Any:
     )
     fig.update_layout(title="Optimization History Plot", xaxis_title="Trial", yaxis_title=TARGET_NAME)
     return fig
+
+
+SLICE_PER_ROW = 4
+"""Parameters per row of the report's slice plot."""
 
 
 def report_figures(study: optuna.Study, digest: StudyDigest | None = None) -> list[ReportFigure]:
@@ -253,8 +264,22 @@ def report_figures(study: optuna.Study, digest: StudyDigest | None = None) -> li
             lambda: vis.plot_param_importances(sample, target_name=TARGET_NAME),
             none or (f"needs at least 2 COMPLETE trials (the study has {n_complete})" if n_complete < 2 else ""),
         ),
-        ("slice", f"Slice plot{best}", lambda: vis.plot_slice(top_light, target_name=TARGET_NAME), none),
     ]
+    # NOTE Optuna's slice plot is 300 px wide per parameter (a 10-parameter sweep: 3,000 px); the report draws
+    # it in rows of SLICE_PER_ROW parameters, each as wide as the page.
+    names = sorted({k for t in d.top for k in t.params})
+    chunks = [names[i : i + SLICE_PER_ROW] for i in range(0, len(names), SLICE_PER_ROW)] or [[]]
+    for i, chunk in enumerate(chunks):
+        key = "slice" if i == 0 else f"slice-{i + 1}"
+        part = f" ({i + 1} of {len(chunks)}: {', '.join(chunk)})" if len(chunks) > 1 else ""
+        specs.append(
+            (
+                key,
+                f"Slice plot{best}{part}",
+                lambda c=chunk: vis.plot_slice(top_light, params=c or None, target_name=TARGET_NAME),
+                none,
+            )
+        )
     figures = []
     level = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the plot functions log why a plot is empty
@@ -275,7 +300,14 @@ def report_figures(study: optuna.Study, digest: StudyDigest | None = None) -> li
                 figures.append(ReportFigure(key, title, note="nothing to plot for this study"))
                 continue
             _renumber(fig, key, numbers if key == "intermediate" else [t.number for t in d.top])
-            fig.update_layout(template="plotly_white", margin={"t": 50, "l": 60, "r": 30, "b": 50})
+            # as wide as the page (the plots' own fixed widths stretch it), a height that fits a screen
+            fig.update_layout(
+                template="plotly_white",
+                margin={"t": 50, "l": 60, "r": 30, "b": 50},
+                width=None,
+                height=min(fig.layout.height or 450, 600),
+                autosize=True,
+            )
             figures.append(ReportFigure(key, title, figure=fig))
     finally:
         optuna.logging.set_verbosity(level)
@@ -353,6 +385,210 @@ def _summary(study: optuna.Study, digest: StudyDigest) -> str:
     )
 
 
+# --- the best trial: confusion matrix, per-class F1, interval ------------------------------------------
+
+# The 95% person-bootstrap interval of a trial's val macro F1 (user attrs, when the worker recorded them).
+CI_LOW = getattr(TrialAttrs, "VAL_F1_CI_LOW", "val_f1_ci_low")
+CI_HIGH = getattr(TrialAttrs, "VAL_F1_CI_HIGH", "val_f1_ci_high")
+
+
+def _artifact(trial: FrozenTrial, study: optuna.Study, store: Any, filename: str) -> bytes | None:
+    """The bytes of the trial's artifact `filename` (the newest upload), or None (no store, none uploaded)."""
+    if store is None:
+        return None
+    from optuna.artifacts import get_all_artifact_meta
+
+    try:
+        metas = [m for m in get_all_artifact_meta(trial, storage=storage_of(study)) if m.filename == filename]
+        if not metas:
+            return None
+        with store.open_reader(metas[-1].artifact_id) as fh:
+            return fh.read()
+    except Exception as err:  # noqa: BLE001 - a missing file costs one section, never the report
+        log.warning("report: artifact %s of trial %d not read: %s", filename, trial.number, mask_password(err))
+        return None
+
+
+def _interval(attrs: dict[str, Any]) -> str:
+    low, high = attrs.get(CI_LOW), attrs.get(CI_HIGH)
+    if isinstance(low, int | float) and isinstance(high, int | float):
+        return f"95% interval {low:.4f} to {high:.4f} (bootstrap over validation persons)"
+    return ""
+
+
+def _per_class_table(csv_bytes: bytes) -> str:
+    """The per_class_f1.csv artifact as a table (class, label, F1 with a bar, support, predicted)."""
+    import csv
+    import io
+
+    rows = list(csv.DictReader(io.StringIO(csv_bytes.decode("utf-8"))))
+    body = []
+    for r in rows:
+        try:
+            f1 = float(r.get("f1") or "nan")
+        except ValueError:
+            f1 = math.nan
+        bar = f"<span class='bar' style='width:{max(f1, 0.0) * 100:.0f}%'></span>" if math.isfinite(f1) else ""
+        cells = [r.get("class", ""), r.get("label", ""), f"{f1:.4f}" if math.isfinite(f1) else ""]
+        cells += [r.get("support", ""), r.get("predicted", "")]
+        tds = "".join(f"<td>{html.escape(str(c))}</td>" for c in cells[:3])
+        tds += f"<td class='barcell'>{bar}</td>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells[3:])
+        body.append(f"<tr>{tds}</tr>")
+    head = "".join(f"<th>{h}</th>" for h in ("class", "label", "F1", "", "support", "predicted"))
+    return f"<table class='perclass'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _best_section(study: optuna.Study, digest: StudyDigest, store: Any) -> str:
+    """Section "best trial": its numbers, interval, per-task F1, confusion matrix image and per-class F1 table.
+
+    The image and the table are the trial's ``confusion_matrix.png`` and ``per_class_f1.csv`` artifacts
+    (:mod:`maskcls_hpo.results.artifacts`), read from `store`; a note says so when they are missing.
+    """
+    import base64
+
+    ranked = digest.top
+    if not ranked:
+        return "<section id='best'><h2>Best trial</h2><p class='note'>No COMPLETE trial yet.</p></section>"
+    t = ranked[0]
+    attrs = t.user_attrs
+    facts = [f"{TARGET_NAME} {t.value:.4f}"]
+    if _interval(attrs):
+        facts.append(_interval(attrs))
+    if isinstance(attrs.get(TrialAttrs.ACCURACY), int | float):
+        facts.append(f"accuracy {attrs[TrialAttrs.ACCURACY]:.4f}")
+    if attrs.get(TrialAttrs.BEST_EPOCH):
+        facts.append(f"best epoch {attrs[TrialAttrs.BEST_EPOCH]}")
+    task = attrs.get(TrialAttrs.TASK_F1)
+    if isinstance(task, dict) and task:
+        facts.append("task macro F1 " + ", ".join(f"{k} {float(v):.4f}" for k, v in task.items()))
+    parts = [
+        f"<section id='best'><h2>Best trial: {t.number}</h2><p>{html.escape('; '.join(facts))}</p>",
+        "<div class='best'>",
+    ]
+    png = _artifact(t, study, store, "confusion_matrix.png")
+    if png is not None:
+        data = base64.b64encode(png).decode("ascii")
+        parts.append(
+            f"<figure><img id='confusion' alt='confusion matrix of trial {t.number}' "
+            f"src='data:image/png;base64,{data}'><figcaption>validation confusion matrix of the best epoch "
+            "(rows: true class, columns: predicted; colour: share of the true class)</figcaption></figure>"
+        )
+    else:
+        parts.append(f"<p class='note'>no confusion_matrix.png artifact for trial {t.number}</p>")
+    table = _artifact(t, study, store, "per_class_f1.csv")
+    if table is not None:
+        parts.append(f"<div><h3>Per-class F1</h3>{_per_class_table(table)}</div>")
+    else:
+        parts.append(f"<p class='note'>no per_class_f1.csv artifact for trial {t.number}</p>")
+    parts.append("</div></section>")
+    return "".join(parts)
+
+
+# --- why trials ended early ----------------------------------------------------------------------------
+
+MAX_ENDED_ROWS = 200
+
+
+def reason_kind(state: TrialState, reason: str) -> str:
+    """A short group name for a PRUNED / FAIL trial's reason: ``pruned at epoch 2``, ``oom``, ``TypeError``, ...
+
+    The pruner's own reason ("pruned at epoch E (val macro F1 ...)") groups by epoch; a failed trial's
+    "<Type>: <message>" groups by the exception type.
+    """
+    reason = (reason or "").strip()
+    if not reason:
+        return "no reason recorded"
+    if reason.startswith("pruned at epoch"):
+        return " ".join(reason.split()[:4])
+    if state == TrialState.FAIL and ":" in reason.split()[0]:
+        return reason.split(":", 1)[0]
+    if reason.startswith("non-finite"):
+        return "non-finite " + ("loss" if "loss" in reason.split(":", 1)[0] else "val macro F1")
+    return reason.split(":", 1)[0][:60]
+
+
+def _ended_trials(study: optuna.Study, latest: int) -> tuple[list[tuple[TrialState, str]], list[FrozenTrial]]:
+    """(state, reason) of every PRUNED / FAIL trial, and the latest `latest` of them as full trials.
+
+    With an SQL storage one query reads numbers, states and the `reason` attr only (so a study of 10,000
+    trials is not loaded whole); then only the `latest` trials are read in full.
+    """
+    import json
+
+    from maskcls_hpo.hpo.export import uses_sql
+
+    ended_states = (TrialState.PRUNED, TrialState.FAIL)
+    if not uses_sql(study):
+        ended = study.get_trials(deepcopy=False, states=ended_states)
+        return [(t.state, str(t.user_attrs.get(TrialAttrs.REASON, ""))) for t in ended], ended[-latest:]
+    import sqlalchemy
+
+    from maskcls_hpo.hpo._optuna import rdb_models, rdb_of, study_id_of
+
+    m = rdb_models()
+    storage = storage_of(study)
+    ua = m.TrialUserAttributeModel
+    reason = sqlalchemy.select(ua.trial_id, ua.value_json).where(ua.key == TrialAttrs.REASON).subquery()
+    query = (
+        sqlalchemy.select(m.TrialModel.trial_id, m.TrialModel.state, reason.c.value_json)
+        .outerjoin(reason, reason.c.trial_id == m.TrialModel.trial_id)
+        .where(m.TrialModel.study_id == study_id_of(study), m.TrialModel.state.in_(ended_states))
+        .order_by(m.TrialModel.number)
+    )
+    with rdb_of(storage).engine.connect() as con:
+        rows = list(con.execute(query))
+    reasons = []
+    for _, state, value_json in rows:
+        state = TrialState[state] if isinstance(state, str) else TrialState(state)
+        try:
+            text = json.loads(value_json) if value_json is not None else ""
+        except ValueError:
+            text = value_json
+        reasons.append((state, str(text)))
+    return reasons, [storage.get_trial(tid) for tid, _, _ in rows[-latest:]]
+
+
+def _ended_section(study: optuna.Study) -> str:
+    """Section "pruned and failed trials": counts by reason, then one row per trial (the latest
+    :data:`MAX_ENDED_ROWS`, by trial number)."""
+    reasons, ended = _ended_trials(study, MAX_ENDED_ROWS)
+    if not reasons:
+        return "<section id='ended'><h2>Pruned and failed trials</h2><p class='note'>none</p></section>"
+    groups: dict[tuple[str, str], int] = {}
+    for state, reason in reasons:
+        key = (state.name, reason_kind(state, reason))
+        groups[key] = groups.get(key, 0) + 1
+    summary = "".join(
+        f"<tr><td>{html.escape(s)}</td><td>{html.escape(k)}</td><td>{n}</td></tr>"
+        for (s, k), n in sorted(groups.items(), key=lambda kv: (-kv[1], kv[0]))
+    )
+    rows = []
+    for t in ended:
+        last = max(t.intermediate_values, default=None)
+        cells = [
+            t.number,
+            t.state.name,
+            last if last is not None else "",
+            t.intermediate_values.get(last) if last is not None else None,
+            str(t.user_attrs.get(TrialAttrs.REASON, "")),
+        ]
+        tds = "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in cells[:-1])
+        rows.append(f"<tr>{tds}<td class='reason'>{html.escape(mask_password(cells[-1]))}</td></tr>")
+    more = (
+        f"<p class='note'>the last {MAX_ENDED_ROWS} of {len(reasons)} are listed</p>"
+        if len(reasons) > MAX_ENDED_ROWS
+        else ""
+    )
+    head = "".join(f"<th>{h}</th>" for h in ("trial", "state", "last epoch", f"last {TARGET_NAME}", "reason"))
+    return (
+        "<section id='ended'><h2>Pruned and failed trials</h2>"
+        f"<table class='reasons'><thead><tr><th>state</th><th>reason</th><th>trials</th></tr></thead>"
+        f"<tbody>{summary}</tbody></table>{more}"
+        f"<div class='scroll'><table class='ended'><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody>"
+        "</table></div></section>"
+    )
+
+
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1200px;
        color: #222; padding: 0 1em; }
@@ -363,14 +599,24 @@ table { border-collapse: collapse; font-size: 0.9em; } th, td { border: 1px soli
 th { background: #f2f2f2; } td { text-align: right; font-variant-numeric: tabular-nums; }
 tbody tr:first-child { background: #eef6ee; } .note { color: #8a5a00; font-style: italic; }
 section { margin-top: 2em; } .scroll { overflow-x: auto; }
+.best { display: flex; flex-wrap: wrap; gap: 1.5em; align-items: flex-start; }
+.best figure { margin: 0; flex: 1 1 520px; max-width: 760px; } .best img { width: 100%; height: auto; }
+figcaption { color: #666; font-size: 0.85em; } td.reason { text-align: left; } table.reasons { margin-bottom: 1em; }
+table.reasons td:nth-child(-n+2), table.perclass td:nth-child(2) { text-align: left; }
+td.barcell { width: 8em; text-align: left; } .bar { display: inline-block; height: 0.8em; background: #4a7fb5; }
+table.perclass tbody tr:first-child, table.reasons tbody tr:first-child, table.ended tbody tr:first-child {
+  background: none; }
+.js-plotly-plot, .plotly-graph-div { max-width: 100%; }
 """
 
 
-def report_html(study: optuna.Study, top: int = 10) -> str:
+def report_html(study: optuna.Study, top: int = 10, artifact_store: Any = None) -> str:
     """The whole report as one HTML document (str). plotly.js is inlined with the first figure.
 
     Args:
         top: rows of the top-trials table (best COMPLETE trials by val macro F1).
+        artifact_store: the study's Optuna artifact store (:func:`maskcls_hpo.results.artifacts.open_artifact_store`),
+            where the best trial's confusion matrix and per-class F1 are read; None leaves a note instead.
     """
     import plotly
 
@@ -387,6 +633,8 @@ def report_html(study: optuna.Study, top: int = 10) -> str:
         f"plotly {html.escape(plotly.__version__)}; objective: {TARGET_NAME} (maximize)</p>",
         _summary(study, digest),
         f"<section id='top'><h2>Top {top} trials</h2>{_top_table(study, top, digest)}</section>",
+        _best_section(study, digest, artifact_store),
+        _ended_section(study),
     ]
     plotly_included = False
     for f in report_figures(study, digest):
@@ -405,7 +653,7 @@ def report_html(study: optuna.Study, top: int = 10) -> str:
     return "\n".join(parts) + "\n"
 
 
-def write_report(study: optuna.Study, out: str | Path, top: int = 10) -> Path:
+def write_report(study: optuna.Study, out: str | Path, top: int = 10, artifact_store: Any = None) -> Path:
     """Write :func:`report_html` to `out` (parent folders are made; written to a temp file, then renamed).
 
     Returns:
@@ -418,7 +666,7 @@ def write_report(study: optuna.Study, out: str | Path, top: int = 10) -> Path:
     if top < 1:
         raise ValueError(f"--top must be at least 1, got {top}")
     out = Path(out)
-    text = report_html(study, top=top)
+    text = report_html(study, top=top, artifact_store=artifact_store)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
