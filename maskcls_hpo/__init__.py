@@ -54,7 +54,7 @@ _LAZY = {
     "confirm": "maskcls_hpo.hpo.confirm",
     "finalize": "maskcls_hpo.hpo.finalize",
     "predict": "maskcls_hpo.predict",
-    "score": "maskcls_hpo.predict",
+    "score": "maskcls_hpo.scoring",
     "write_demo_dataset": "maskcls_hpo.demo",
 }
 

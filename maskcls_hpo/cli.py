@@ -17,8 +17,29 @@ from rich.console import Console
 
 __all__ = ["app"]
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
+app = typer.Typer(add_completion=True, no_args_is_help=True, help=__doc__.splitlines()[0])
 console = Console(stderr=True)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from maskcls_hpo.versions import version_line
+
+        typer.echo(version_line())
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        is_eager=True,
+        callback=_print_version,
+        help="Print the versions of maskcls-hpo, Optuna, torch, timm, ... (from the installed packages) and exit.",
+    ),
+) -> None:
+    """The `maskcls-hpo` command line (Typer)."""
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -167,8 +188,16 @@ def check_data_cmd(
 def train_cmd(
     config: Optional[Path] = typer.Option(None, help="Training config (YAML/JSON; an export file works)."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Overrides the config's data_dir."),
-    out: Path = typer.Option(Path("runs/train"), help="Output folder (checkpoints, metrics.json)."),
+    out: Optional[Path] = typer.Option(
+        None, help="Output folder (checkpoints, metrics.json; default runs/train, with --resume RUN_DIR itself)."
+    ),
     epochs: Optional[int] = typer.Option(None, help="Overrides the config's epochs."),
+    seed: Optional[int] = typer.Option(None, help="Overrides the config's seed (Python, NumPy, torch and the split)."),
+    resume: Optional[Path] = typer.Option(
+        None,
+        help="Continue a run folder of `train` from its last.pt (its config.yaml unless --config; on the CPU the "
+        "result equals an uninterrupted run).",
+    ),
     full_data: bool = typer.Option(False, "--full-data", help="Train on every person (no validation)."),
     print_config: bool = typer.Option(
         False, "--print-config", help="Print the config to be used (--config + options, or defaults) and exit."
@@ -178,16 +207,51 @@ def train_cmd(
     import yaml
 
     from maskcls_hpo.config import TrainConfig, config_from_mapping, load_config, save_config
-    from maskcls_hpo.data import DataError
+    from maskcls_hpo.data import DataError, load_train
+    from maskcls_hpo.errors import ConfigError
 
+    last = None
+    if resume is not None:
+        last = resume / "last.pt"
+        if not last.is_file():
+            fail(f"{resume}: no last.pt to resume from; pass the folder a `maskcls-hpo train` run wrote (--out)")
+        if config is None:
+            config = resume / "config.yaml"
+            if not config.is_file():
+                fail(f"{resume}: no config.yaml beside last.pt; pass the run's config with --config")
+        out = out or resume
+    out = out or Path("runs/train")
     cfg = load_config(config) if config is not None else TrainConfig()
-    overrides = {"data_dir": str(data_dir) if data_dir else None, "epochs": epochs, "full_data": full_data or None}
+    overrides = {
+        "data_dir": str(data_dir) if data_dir else None,
+        "epochs": epochs,
+        "seed": seed,
+        "full_data": full_data or None,
+    }
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if overrides:
         cfg = config_from_mapping(cfg.to_dict() | overrides, source=f"{config or 'defaults'} + options")
     if print_config:
         typer.echo(yaml.safe_dump(cfg.to_dict(), sort_keys=False), nl=False)
         return
+    # Everything that can be checked is checked before anything is written (no run folder for a bad input).
+    try:
+        load_train(cfg.data_dir, age_bins=cfg.age_bins, corrections=cfg.corrections, verify=False)
+    except DataError as err:
+        if len(err.problems) > 1:
+            for line in err.problems:
+                console.print(line, markup=False, highlight=False, soft_wrap=True)
+            fail(f"{len(err.problems)} problem(s) in {cfg.data_dir}; see `maskcls-hpo check-data`; nothing written")
+        fail(f"{err}; nothing written")
+    if last is not None:
+        from maskcls_hpo.train import load_checkpoint
+
+        ckpt = load_checkpoint(last)
+        done, theirs = int(ckpt["epoch"]), ckpt.get("seed")
+        if theirs is not None and int(theirs) != cfg.seed:
+            raise ConfigError(f"{last} was trained with seed {theirs}, the config says {cfg.seed}; drop --seed")
+        if done >= cfg.epochs:
+            fail(f"{resume} already finished epoch {done} of {cfg.epochs}; pass --epochs N (N > {done}) to train on")
     _setup_logging()
     import logging
 
@@ -196,8 +260,9 @@ def train_cmd(
 
     out_console = Console(highlight=False, soft_wrap=True)
     out_console.print(
-        f"training {cfg.model} ({cfg.head} head, {cfg.loss}, {cfg.optimizer} lr {cfg.lr:g}, batch {cfg.batch_size}) "
-        f"for {cfg.epochs} epoch(s) on {cfg.data_dir}{' (all persons)' if cfg.full_data else ''} -> {out}"
+        f"training {cfg.model} ({cfg.head} head, {cfg.loss}, {cfg.optimizer} lr {cfg.lr:g}, batch {cfg.batch_size}, "
+        f"seed {cfg.seed}) for {cfg.epochs} epoch(s) on {cfg.data_dir}{' (all persons)' if cfg.full_data else ''} "
+        f"-> {out}" + (f" (resuming from {last}, epoch {done + 1})" if last is not None else "")
     )
     out_console.print(
         f"{'epoch':>5} {'train loss':>10} {'val loss':>9} {'macro F1':>9} {'accuracy':>9} "
@@ -215,7 +280,7 @@ def train_cmd(
     try:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
-        result = train(cfg, out_dir=out, on_epoch=show, progress=console.is_terminal)
+        result = train(cfg, out_dir=out, on_epoch=show, resume_from=last, progress=console.is_terminal)
     except DataError as err:
         if len(err.problems) > 1:
             for line in err.problems:
@@ -236,7 +301,10 @@ def train_cmd(
 
 # --- sweep service --------------------------------------------------------------------------------
 
-STORAGE_HELP = "Storage URL or SQLite path (default: env MASKCLS_HPO_STORAGE, else sqlite:///storage/maskcls_hpo.db)."
+STORAGE_HELP = (
+    "Storage URL or SQLite path (default: env MASKCLS_HPO_STORAGE, else env OPTUNA_STORAGE, else "
+    "sqlite:///storage/maskcls_hpo.db)."
+)
 PASSWORD_FILE_HELP = (
     "File holding the PostgreSQL password (default: env MASKCLS_HPO_PASSWORD_FILE; libpq also reads "
     "PGPASSWORD and ~/.pgpass), so that it is never on the command line."
@@ -246,14 +314,17 @@ MLFLOW_HELP = (
     "MLflow tracking URI (e.g. sqlite:///mlflow.db, http://host:5000): each trial is logged as an MLflow run "
     "(needs pip install 'maskcls-hpo[mlflow]'). TensorBoard scalars are written in any case."
 )
+READER_STUDY_HELP = "Study name (default: the only study in the storage)."
 CHECKPOINTS_HELP = (
     "Checkpoint root shared by all workers (default: checkpoints/ beside an SQLite file, else storage/checkpoints)."
 )
 
 # The options every storage-reading verb shares (one definition, used by launch/worker/status/export/...).
+# `--study-name` is Optuna's own spelling (`optuna trials --study-name`), accepted as an alias.
 StorageOption = Annotated[Optional[str], typer.Option(help=STORAGE_HELP)]
 PasswordFileOption = Annotated[Optional[Path], typer.Option("--password-file", help=PASSWORD_FILE_HELP)]
-StudyOption = Annotated[Optional[str], typer.Option(help=STUDY_HELP)]
+StudyOption = Annotated[Optional[str], typer.Option("--study", "--study-name", help=STUDY_HELP)]
+ReaderStudyOption = Annotated[Optional[str], typer.Option("--study", "--study-name", help=READER_STUDY_HELP)]
 
 
 def _setup_logging(verbose: bool = False) -> None:
@@ -262,19 +333,21 @@ def _setup_logging(verbose: bool = False) -> None:
     setup_logging(console, verbose=verbose)
 
 
-def _resolve_storage(storage: Optional[str], must_exist: bool = False, password_file: Optional[Path] = None) -> str:
-    from maskcls_hpo.hpo.storage import resolve_storage_url
+def _resolve_storage(storage: Optional[str], must_exist: bool = False, password_file: Optional[Path] = None):
+    """--storage, env MASKCLS_HPO_STORAGE, env OPTUNA_STORAGE or the default -> ``ResolvedStorage`` (url, source)."""
+    from maskcls_hpo.hpo.storage import resolve_storage
 
-    return resolve_storage_url(
+    return resolve_storage(
         storage, must_exist=must_exist, password_file=str(password_file) if password_file is not None else None
     )
 
 
-def _load_study(url: str, study_name: Optional[str]):
-    """Open an existing study for readers (status/export/report): one clear line when it is not there."""
+def _load_study(storage: Optional[str], study_name: Optional[str], password_file: Optional[Path] = None):
+    """Open an existing study for readers (status/export/report): one clear line (naming where the storage
+    came from) when the database or the study is not there."""
     from maskcls_hpo.hpo.storage import open_study
 
-    return open_study(url, study_name)
+    return open_study(storage, study_name, password_file=str(password_file) if password_file is not None else None)
 
 
 def _data_overrides(data_dir: Optional[Path]) -> dict:
@@ -310,7 +383,6 @@ def launch_cmd(
     from maskcls_hpo.hpo.launch import run_sweep
     from maskcls_hpo.hpo.progress import ProgressLines, progress_table
 
-    url = _resolve_storage(storage, password_file=password_file)
     say = functools.partial(console.print, highlight=False)
     # A terminal gets a table redrawn in place; a file (output redirected) one plain line per epoch and trial.
     if console.is_terminal:
@@ -329,7 +401,7 @@ def launch_cmd(
         result = run_sweep(
             sweep_file,
             n_trials,
-            storage=url,
+            storage=storage,
             study_name=study,
             workers=workers,
             gpus=[g.strip() for g in gpus.split(",") if g.strip()] if gpus else None,
@@ -390,7 +462,7 @@ def worker_cmd(
     from maskcls_hpo.hpo.sweep import load_sweep
     from maskcls_hpo.hpo.worker import WorkerSettings, run_worker
 
-    url = _resolve_storage(storage, password_file=password_file)
+    url = _resolve_storage(storage, password_file=password_file).url
     if worker_index is None:
         import secrets
 
@@ -435,13 +507,13 @@ def worker_cmd(
 def status_cmd(
     storage: StorageOption = None,
     password_file: PasswordFileOption = None,
-    study: StudyOption = None,
+    study: ReaderStudyOption = None,
 ) -> None:
     """Trial counts by state, the best trial, running trials with their last heartbeat, stale trials."""
     from maskcls_hpo.hpo.status import print_status
 
-    url = _resolve_storage(storage, must_exist=True, password_file=password_file)
-    print_status(_load_study(url, study), console, storage_url=url)
+    url = _resolve_storage(storage, must_exist=True, password_file=password_file).url
+    print_status(_load_study(storage, study, password_file), console, storage_url=url)
 
 
 @verb("export")
@@ -453,19 +525,30 @@ def export_cmd(
     single_split: bool = typer.Option(
         False, "--single-split", help="Rank by the single validation split even when a confirm study is finished."
     ),
+    force: bool = typer.Option(
+        False, "--force", help="Export --trial N even if it is not COMPLETE (PRUNED, FAIL: not trained to the end)."
+    ),
     storage: StorageOption = None,
     password_file: PasswordFileOption = None,
-    study: StudyOption = None,
+    study: ReaderStudyOption = None,
 ) -> None:
     """Write the best COMPLETE trial's full training config (plus study metadata) for `train --config`.
 
-    The best is the confirmed winner when `maskcls-hpo confirm` finished a confirm study of this study."""
+    The best is the confirmed winner when `maskcls-hpo confirm` finished a confirm study of this study. Paths in
+    the file (data_dir, cache_dir) are absolute, so `train --config FILE` works from any folder.
+    """
     from maskcls_hpo.hpo.confirm import selection_ranking
     from maskcls_hpo.hpo.export import export_trials
 
-    url = _resolve_storage(storage, must_exist=True, password_file=password_file)
-    loaded = _load_study(url, study)
-    paths = export_trials(loaded, out, trial_number=trial, top=top, fmt=format, single_split=single_split)
+    url = _resolve_storage(storage, must_exist=True, password_file=password_file).url
+    loaded = _load_study(storage, study, password_file)
+
+    def warn(line: str) -> None:
+        console.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
+
+    paths = export_trials(
+        loaded, out, trial_number=trial, top=top, fmt=format, single_split=single_split, force=force, on_warning=warn
+    )
     if trial is None:
         console.print(f"ranking: {selection_ranking(loaded, single_split=single_split).label}", highlight=False)
     for p in paths:
@@ -480,7 +563,9 @@ def export_cmd(
 
 @verb("confirm")
 def confirm_cmd(
-    study: str = typer.Option(..., "--study", help="The sweep's study whose best configs are confirmed."),
+    study: str = typer.Option(
+        ..., "--study", "--study-name", help="The sweep's study whose best configs are confirmed."
+    ),
     top: int = typer.Option(3, "--top", help="How many of the best COMPLETE configs to re-train."),
     folds: int = typer.Option(5, "--folds", help="Person-grouped folds (stratified by gender x age band)."),
     seeds: int = typer.Option(1, "--seeds", help="Seeds per fold."),
@@ -529,7 +614,7 @@ def confirm_cmd(
 
 @verb("finalize")
 def finalize_cmd(
-    study: str = typer.Option(..., "--study", help="The sweep's study."),
+    study: str = typer.Option(..., "--study", "--study-name", help="The sweep's study."),
     out: Path = typer.Option(Path("submission.csv"), help="Submission CSV to write (ImageID,ans)."),
     seeds: int = typer.Option(1, "--seeds", help="Seeds per config (models in the ensemble)."),
     top: int = typer.Option(1, "--top", help="How many of the best configs (confirmed ranking when there is one)."),
@@ -546,8 +631,8 @@ def finalize_cmd(
     _setup_logging()
     from maskcls_hpo.hpo.finalize import finalize_study
 
-    url = _resolve_storage(storage, must_exist=True, password_file=password_file)
-    loaded = _load_study(url, study)
+    url = _resolve_storage(storage, must_exist=True, password_file=password_file).url
+    loaded = _load_study(storage, study, password_file)
     say = functools.partial(console.print, highlight=False, soft_wrap=True)
     result = finalize_study(
         loaded,
@@ -576,24 +661,33 @@ def finalize_cmd(
 def dashboard_cmd(
     storage: StorageOption = None,
     password_file: PasswordFileOption = None,
+    study: ReaderStudyOption = None,
     host: str = typer.Option("127.0.0.1", help="Address to listen on (no login: loopback unless you say otherwise)."),
     port: int = typer.Option(8080, min=0, max=65535, help="Port to listen on (0: any free port)."),
+    allow_writes: bool = typer.Option(
+        False,
+        "--allow-writes",
+        help="Let visitors change the storage (delete studies, upload artifacts, edit notes, tell trials); "
+        "default: read-only, every write answered 403.",
+    ),
 ) -> None:
-    """Run optuna-dashboard on the study database and the trials' artifacts (Ctrl-C stops it)."""
-    from maskcls_hpo.hpo.storage import display_url
+    """Run optuna-dashboard on the study database and the trials' artifacts (read-only; Ctrl-C stops it)."""
     from maskcls_hpo.results.dashboard import dashboard_app, is_loopback, serve_dashboard
 
-    url = _resolve_storage(storage, must_exist=True, password_file=password_file)
-    dash = dashboard_app(url)
+    _setup_logging()
+    resolved = _resolve_storage(storage, must_exist=True, password_file=password_file)
+    dash = dashboard_app(resolved.url, allow_writes=allow_writes, study=study)
     studies = ", ".join(dash.studies) if dash.studies else "none yet"
+    mode = "writes allowed" if dash.writable else "read-only"
     console.print(
-        f"optuna-dashboard on {display_url(url)} (studies: {studies}); artifacts in {dash.artifact_dir}",
+        f"optuna-dashboard on {resolved.shown} (studies: {studies}; {mode}); artifacts in {dash.artifact_dir}",
         highlight=False,
         soft_wrap=True,
     )
     if not is_loopback(host):
+        can = "open and change" if dash.writable else "open"
         console.print(
-            f"[yellow]warning:[/] listening on {host}: anyone who can reach this machine can open "
+            f"[yellow]warning:[/] listening on {host}: anyone who can reach this machine can {can} "
             "the dashboard (it has no login)",
             highlight=False,
         )
@@ -615,14 +709,14 @@ def report_cmd(
     top: int = typer.Option(10, min=1, help="Rows of the top-trials table."),
     storage: StorageOption = None,
     password_file: PasswordFileOption = None,
-    study: StudyOption = None,
+    study: ReaderStudyOption = None,
 ) -> None:
     """Write one HTML page with Optuna's plots (history, intermediate values, importances, ...) and the top trials."""
     from maskcls_hpo.results.artifacts import open_artifact_store
     from maskcls_hpo.results.report import write_report
 
-    url = _resolve_storage(storage, must_exist=True, password_file=password_file)
-    loaded = _load_study(url, study)
+    url = _resolve_storage(storage, must_exist=True, password_file=password_file).url
+    loaded = _load_study(storage, study, password_file)
     store, folder = open_artifact_store(url, create=False)
     try:
         path = write_report(loaded, out, top=top, artifact_store=store if folder.is_dir() else None)
@@ -642,7 +736,9 @@ def predict_cmd(
     data_dir: Path = typer.Option(..., "--data-dir", help="Dataset root with eval/info.csv and eval/images/."),
     out: Path = typer.Option(Path("submission.csv"), help="Submission CSV to write (ImageID,ans)."),
     tta: bool = typer.Option(False, "--tta", help="Average each model with its horizontally flipped input."),
-    study: Optional[str] = typer.Option(None, help="Ensemble the best checkpoints of this study's top trials."),
+    study: Optional[str] = typer.Option(
+        None, "--study", "--study-name", help="Ensemble the best checkpoints of this study's top trials."
+    ),
     top: Optional[int] = typer.Option(None, min=1, help="How many COMPLETE trials of the study (default 1)."),
     storage: StorageOption = None,
     password_file: PasswordFileOption = None,
@@ -663,8 +759,8 @@ def predict_cmd(
 
     paths = list(checkpoint or [])
     if study is not None or top is not None:
-        url = _resolve_storage(storage, must_exist=True, password_file=password_file)
-        loaded = _load_study(url, study)
+        url = _resolve_storage(storage, must_exist=True, password_file=password_file).url
+        loaded = _load_study(storage, study, password_file)
         paths += study_checkpoints(loaded, top or 1, checkpoints or storage_folder(url, "checkpoints"))
     if not paths:
         fail("nothing to predict with: pass --checkpoint PATH (repeatable) or --study NAME --top K")
@@ -704,7 +800,7 @@ def score_cmd(
     answers: Path = typer.Option(..., "--answers", help="True classes (ImageID,ans), e.g. DATA_DIR/eval/answers.csv."),
 ) -> None:
     """Accuracy and macro F1 (18 classes) of a submission against an answers file, matched by ImageID."""
-    from maskcls_hpo.predict import score
+    from maskcls_hpo.scoring import score
 
     result = score(submission, answers)
     t = result["task_f1"]

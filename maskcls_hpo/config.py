@@ -152,15 +152,65 @@ class TrainConfig(BaseModel):
         return json.loads(self.model_dump_json())
 
 
+TIMM_KEYS: dict[str, str] = {
+    "opt": "optimizer",
+    "sched": "scheduler",
+    "drop": "dropout",
+    "drop_rate": "dropout",
+    "img_size": "image_size",
+    "input_size": "image_size",
+    "min_lr": "eta_min",
+    "decay_epochs": "step_size",
+    "decay_rate": "gamma",
+    "smoothing": "label_smoothing",
+    "scale": "crop_scale",
+    "data": "data_dir",
+    "batch-size": "batch_size",
+    "weight-decay": "weight_decay",
+}
+"""Keys of timm's `train.py` / `args.yaml` -> the key of :class:`TrainConfig` that means the same."""
+
+TIMM_NOTES: dict[str, str] = {
+    "num_classes": "fixed at 18 classes here; head: multi splits them 3 + 2 + 3",
+    "warmup_epochs": "no warm-up here; scheduler is step, cosine or none",
+    "output": "the run folder is `maskcls-hpo train --out`",
+    "resume": "use `maskcls-hpo train --resume RUN_DIR`",
+    "workers": "images are decoded once into cache_dir; there are no loader workers",
+}
+"""timm keys without a config key of their own, and what to use instead."""
+
+
+def unknown_key_hint(key: str) -> str:
+    """What to say about an unknown config key: its timm meaning, else the closest valid key.
+
+    Uses :func:`difflib.get_close_matches` (cutoff 0.6) over the :class:`TrainConfig` field names, e.g.
+    ``"opt"`` -> ``"timm's name for 'optimizer'"``, ``"lrr"`` -> ``"did you mean 'lr'?"``.
+    """
+    import difflib
+
+    if key in TIMM_KEYS:
+        return f"timm's name for '{TIMM_KEYS[key]}'"
+    if key in TIMM_NOTES:
+        return f"timm's {key}: {TIMM_NOTES[key]}"
+    close = difflib.get_close_matches(key, list(TrainConfig.model_fields), n=1)
+    return f"did you mean '{close[0]}'?" if close else "no such key"
+
+
 def _format_validation_error(err: ValidationError, source: str) -> str:
-    parts = []
+    parts, unknown = [], []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "<config>"
         if e["type"] == "extra_forbidden":
-            known = ", ".join(TrainConfig.model_fields)
-            parts.append(f"unknown key '{key}' (known keys: {known})")
+            unknown.append(f"'{key}' ({unknown_key_hint(key)})")
         else:
             parts.append(f"key '{key}': {e['msg']} (got {e.get('input')!r})")
+    if unknown:
+        parts.insert(
+            0,
+            f"unknown key{'s' if len(unknown) > 1 else ''} "
+            + ", ".join(unknown)
+            + " (the valid keys: `maskcls-hpo train --print-config`)",
+        )
     return f"{source}: invalid training config: " + "; ".join(parts)
 
 

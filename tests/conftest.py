@@ -241,10 +241,11 @@ def maskcls_hpo_command() -> list[str]:
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:
-    """The environment for CLI subprocesses: no MASKCLS_HPO_STORAGE from the caller, one torch thread."""
+    """The environment for CLI subprocesses: no MASKCLS_HPO_STORAGE / OPTUNA_STORAGE from the caller, one torch
+    thread."""
     import os
 
-    env = {k: v for k, v in os.environ.items() if k != "MASKCLS_HPO_STORAGE"}
+    env = {k: v for k, v in os.environ.items() if k not in ("MASKCLS_HPO_STORAGE", "OPTUNA_STORAGE")}
     env.update({"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}, **extra)
     return env
 

@@ -245,3 +245,27 @@ def test_finished_trials_of_a_smoke_sweep_carry_their_artifacts(swept_study):
         assert support.sum() == predicted.sum() == 42
         right = np.rint(f1 * (support + predicted) / 2).sum()
         assert right / 42 == pytest.approx(t.user_attrs[TrialAttrs.ACCURACY], abs=1e-9)
+
+
+# --- Optuna's names: the objective `val_macro_f1`, artifacts by file name ----------------------------------
+
+
+def test_smoke_sweep_names_its_objective_and_artifacts_for_trials_dataframe(swept_study):
+    study = optuna.load_study(study_name=swept_study.study, storage=swept_study.url)
+    assert study.metric_names == ["val_macro_f1"]
+    frame = study.trials_dataframe()
+    assert "value_val_macro_f1" in frame.columns and "value_val macro F1" not in frame.columns
+    assert sorted(frame["value_val_macro_f1"].dropna()) == sorted(t.value for t in study.trials if t.value is not None)
+    # Optuna's own artifact columns are named by id; the user attr `artifacts` names them by file
+    by_file = frame["user_attrs_artifacts"].dropna().tolist()
+    assert len(by_file) == 3 and all(sorted(d) == sorted(ARTIFACT_FILES) for d in by_file)
+    t = next(t for t in study.trials if t.state == TrialState.COMPLETE)
+    ids = {m.artifact_id: m.filename for m in get_all_artifact_meta(t, storage=study._storage)}
+    assert {ids[i]: i for i in ids} == t.user_attrs[TrialAttrs.ARTIFACTS]
+
+
+def test_an_existing_study_keeps_its_objective_name(sqlite_study):
+    study, _ = sqlite_study
+    study.set_metric_names(["val macro F1"])  # as studies made before the rename were named
+    assert save_study_note(study, "note") is True
+    assert optuna.load_study(study_name=study.study_name, storage=study._storage).metric_names == ["val macro F1"]

@@ -286,3 +286,185 @@ def test_loopback_and_address():
     assert dashboard_address("127.0.0.1", 8080) == "http://127.0.0.1:8080/dashboard"
     assert dashboard_address("0.0.0.0", 9000) == "http://127.0.0.1:9000/dashboard"
     assert dashboard_address("::1", 8080) == "http://[::1]:8080/dashboard"
+
+
+# --- read-only by default (writes need --allow-writes) ------------------------------------------------------
+
+
+def http_request(url: str, method: str, body: bytes | None = None, content_type: str = "application/json"):
+    """One request with any method -> (HTTP status, body); HTTP errors are returned, not raised."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, data=body, method=method, headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+@pytest.fixture
+def two_studies(tmp_path) -> Path:
+    """`tmp_path/two.db` with studies 'keep' (one COMPLETE trial, a study note) and 'other'."""
+    from optuna_dashboard import save_note
+
+    db = tmp_path / "two.db"
+    url = f"sqlite:///{db}"
+    keep = optuna.create_study(study_name="keep", storage=url, direction="maximize")
+    keep.optimize(lambda t: t.suggest_float("lr", 1e-4, 1e-2, log=True), n_trials=1)
+    save_note(keep, "the note as launch wrote it")
+    optuna.create_study(study_name="other", storage=url, direction="maximize")
+    return db
+
+
+def study_names(db: Path) -> list[str]:
+    return sorted(optuna.get_all_study_names(f"sqlite:///{db}"))
+
+
+@pytest.mark.slow
+def test_read_only_dashboard_refuses_every_write_with_403(two_studies, tmp_path):
+    from optuna_dashboard import get_note
+
+    args = ["--storage", str(two_studies), "--study-name", "keep"]
+    proc = DashboardProcess(args, cwd=tmp_path, log=tmp_path / "ro.log").wait_ready()
+    try:
+        sid = study_id_of(proc.base, "keep")
+        assert f"open http://127.0.0.1:{proc.port}/dashboard/studies/{sid}" in proc.output()  # --study: its page
+        trial_id = json.loads(http_get(f"{proc.base}/api/studies/{sid}")[1])["trials"][0]["trial_id"]
+        status, body = http_request(f"{proc.base}/api/studies/{sid}", "DELETE")
+        assert status == 403
+        assert "read-only" in json.loads(body)["reason"] and "--allow-writes" in json.loads(body)["reason"]
+        writes = [
+            ("PUT", f"/api/studies/{sid}/note", {"version": 2, "body": "vandalised"}),
+            ("POST", f"/api/studies/{sid}/rename", {"study_name": "renamed"}),
+            ("POST", "/api/studies", {"study_name": "new", "directions": ["maximize"]}),
+            ("POST", f"/api/trials/{trial_id}/user-attrs", {"user_attrs": {"x": 1}}),
+            ("POST", f"/api/artifacts/{sid}", {"file": "data:text/plain;base64,aGk=", "filename": "x.txt"}),
+            ("PATCH", f"/api/studies/{sid}", {}),
+        ]
+        for method, path, payload in writes:
+            assert http_request(proc.base + path, method, json.dumps(payload).encode())[0] == 403, (method, path)
+        out = proc.output()
+    finally:
+        proc.stop()
+    assert study_names(two_studies) == ["keep", "other"]  # still 2 studies, none renamed or added
+    keep = optuna.load_study(study_name="keep", storage=f"sqlite:///{two_studies}")
+    assert get_note(keep) == "the note as launch wrote it"
+    assert keep.trials[0].user_attrs == {}
+    assert not any((tmp_path / "artifacts").rglob("*.txt"))
+    assert "read-only" in out and f"refused DELETE /api/studies/{sid}" in " ".join(out.split())
+
+
+def test_allow_writes_lets_a_study_be_deleted(two_studies, tmp_path):
+    args = ["--storage", str(two_studies), "--allow-writes"]
+    proc = DashboardProcess(args, cwd=tmp_path, log=tmp_path / "rw.log").wait_ready()
+    try:
+        sid = study_id_of(proc.base, "other")
+        assert http_request(f"{proc.base}/api/studies/{sid}", "DELETE")[0] == 204
+        out = proc.output()
+    finally:
+        proc.stop()
+    assert study_names(two_studies) == ["keep"]
+    assert "writes allowed" in out
+
+
+def test_study_option_must_exist(two_studies, tmp_path):
+    result = run_cli("dashboard", "--storage", str(two_studies), "--study", "nosuch", "--port", "0", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "no study 'nosuch' in" in result.stderr and "(studies: keep, other)" in result.stderr
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_deleting_a_study_in_chromium_fails_and_the_study_stays(two_studies, tmp_path):
+    """A visitor clicks the bin icon of study 'other' and confirms: the page says it failed, the study is there."""
+    from playwright.sync_api import sync_playwright
+
+    proc = DashboardProcess(["--storage", str(two_studies)], cwd=tmp_path, log=tmp_path / "ui.log").wait_ready()
+    sid = study_id_of(proc.base, "other")
+    refused = []
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 900})
+                page.set_default_timeout(60_000)
+                page.on(
+                    "response", lambda r: r.request.method != "GET" and refused.append((r.request.method, r.status))
+                )
+                page.goto(proc.base + "/dashboard", wait_until="networkidle")
+                card = page.locator(".MuiCard-root", has_text=f"{sid}. other")
+                card.get_by_role("button", name="delete study").click()
+                page.get_by_role("button", name="YES").click()
+                page.get_by_text(f"Failed to delete study (id={sid})").wait_for()
+                page.screenshot(path=str(tmp_path / "refused.png"))
+                page.reload(wait_until="networkidle")
+                page.get_by_text(f"{sid}. other", exact=True).wait_for()  # still listed after a reload
+            finally:
+                browser.close()
+    finally:
+        proc.stop()
+    assert refused == [("DELETE", 403)]
+    assert study_names(two_studies) == ["keep", "other"]
+
+
+# --- Optuna's own tools on a study the project made (problem C14, docs/ARCHITECTURE.md) ----------------------
+
+
+def optuna_tool(name: str) -> str:
+    import sys
+
+    return str(Path(sys.executable).with_name(name))
+
+
+def test_optuna_trials_and_best_trial_read_the_project_study(swept_study, tmp_path):
+    study = load(swept_study)
+    args = ["--storage", swept_study.url, "--study-name", swept_study.study, "-f", "json"]
+    trials = subprocess.run([optuna_tool("optuna"), "trials", *args], capture_output=True, text=True, timeout=120)
+    assert trials.returncode == 0, trials.stderr
+    rows = json.loads(trials.stdout)
+    assert [r["number"] for r in rows] == [t.number for t in study.trials]
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert {r["number"]: r["value"] for r in rows if r["state"] == "COMPLETE"} == {
+        t.number: {"val_macro_f1": t.value} for t in complete
+    }
+    best = subprocess.run([optuna_tool("optuna"), "best-trial", *args], capture_output=True, text=True, timeout=120)
+    assert best.returncode == 0, best.stderr
+    doc = json.loads(best.stdout)
+    assert doc["number"] == study.best_trial.number and doc["state"] == "COMPLETE"
+    assert doc["value"] == {"val_macro_f1": study.best_value}
+    assert doc["params"] == study.best_trial.params
+
+
+def test_plain_optuna_dashboard_shows_the_project_study(swept_study, tmp_path):
+    import time
+
+    from conftest import free_port
+
+    port = free_port()
+    artifacts = swept_study.db.parent / "artifacts"
+    cmd = [optuna_tool("optuna-dashboard"), swept_study.url, "--port", str(port), "--artifact-dir", str(artifacts)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if http_get(base + "/api/meta", timeout=5)[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None, "optuna-dashboard did not start"
+            time.sleep(0.3)
+        sid = study_id_of(base, swept_study.study)
+        detail = json.loads(http_get(f"{base}/api/studies/{sid}")[1])
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert detail["objective_names"] == ["val_macro_f1"]
+    assert len(detail["trials"]) == 3
+    for t in detail["trials"]:
+        if t["state"] in ("Complete", "Pruned"):
+            assert sorted(a["filename"] for a in t["artifacts"]) == sorted(ARTIFACT_FILES)
+    assert "smoke.py" in detail["note"]["body"]

@@ -142,3 +142,63 @@ def test_sql_ranking_and_counts_equal_optunas_trials_on_300_trials(tmp_path):
     paths = export_trials(fresh, tmp_path / "top.json", top=3)
     assert [json.loads(p.read_text())["trial"] for p in paths] == [t.number for t in expected[:3]]
     assert trial_by_number(fresh, 123).number == 123 and trial_by_number(fresh, 999) is None
+
+
+# --- issue 14: absolute paths, a non-COMPLETE trial needs --force ------------------------------------------
+
+
+def test_exported_paths_are_absolute_from_the_launch_folder(study, tmp_path, monkeypatch):
+    """The trial's config says data_dir `storage/demo`, cache_dir `storage/cache` (relative to where the sweep
+    ran); the study records that folder, so the file names it whatever folder `export` runs in."""
+    s, url = study
+    s.set_user_attr("dataset", {"data_dir": "/srv/sweep/storage/demo", "launch_dir": "/srv/sweep", "persons": 3})
+    add(s, TrialState.COMPLETE, value=0.5)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    (path,) = export_trials(s, tmp_path / "best.yaml")
+    config = yaml.safe_load(path.read_text())["config"]
+    assert config["data_dir"] == "/srv/sweep/storage/demo"
+    assert config["cache_dir"] == "/srv/sweep/storage/cache"
+    assert config["corrections"] is None and config["pretrained"] is False  # not paths: unchanged
+
+
+def test_launch_folder_is_inferred_from_the_recorded_data_folder(study, tmp_path):
+    """Studies made before `launch_dir` was recorded: the absolute data folder ends with the relative one."""
+    s, _ = study
+    s.set_user_attr("dataset", {"data_dir": "/srv/old/storage/demo", "persons": 3})
+    add(s, TrialState.COMPLETE, value=0.5)
+    (path,) = export_trials(s, tmp_path / "best.yaml")
+    config = yaml.safe_load(path.read_text())["config"]
+    assert (config["data_dir"], config["cache_dir"]) == ("/srv/old/storage/demo", "/srv/old/storage/cache")
+
+
+def test_export_versions_come_from_package_metadata_without_torch():
+    """The version stamp: torch's and timm's versions are read from their metadata, neither is imported."""
+    import subprocess
+    import sys
+    from importlib.metadata import version
+
+    code = (
+        "import sys; from maskcls_hpo.hpo.export import _versions; v = _versions(); "
+        "print(v['torch'], v['timm'], 'torch' in sys.modules, 'timm' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == [version("torch"), version("timm"), "False", "False"]
+
+
+def test_pruned_trial_by_number_needs_force(study, tmp_path):
+    s, url = study
+    add(s, TrialState.COMPLETE, value=0.5)
+    add(s, TrialState.PRUNED, value=0.8, inter={1: 0.8})
+    out = tmp_path / "t1.yaml"
+    with pytest.raises(ExportError, match=r"trial 1 of study 'smoke' is PRUNED: .* pass --force"):
+        export_trials(s, out, trial_number=1)
+    assert not out.exists()
+    result = CliRunner().invoke(app, ["export", "--storage", url, "--trial", "1", "--out", str(out)])
+    assert result.exit_code == 1 and "pass --force" in result.output and not out.exists()
+    result = CliRunner().invoke(app, ["export", "--storage", url, "--trial", "1", "--out", str(out), "--force"])
+    assert result.exit_code == 0, result.output
+    assert "warning: trial 1 is PRUNED, not COMPLETE: exported because of --force" in " ".join(result.output.split())
+    doc = yaml.safe_load(out.read_text())
+    assert (doc["trial"], doc["state"]) == (1, "PRUNED")

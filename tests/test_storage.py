@@ -22,6 +22,7 @@ SECRET = "S3cr3tTok3n"
 
 def test_default_env_and_bare_path(monkeypatch, tmp_path):
     monkeypatch.delenv("MASKCLS_HPO_STORAGE", raising=False)
+    monkeypatch.delenv("OPTUNA_STORAGE", raising=False)
     assert resolve_storage_url(None) == DEFAULT_STORAGE == "sqlite:///storage/maskcls_hpo.db"
     monkeypatch.setenv("MASKCLS_HPO_STORAGE", "sqlite:///elsewhere.db")
     assert resolve_storage_url(None) == "sqlite:///elsewhere.db"
@@ -99,3 +100,51 @@ def test_schema_of_another_optuna_version_is_refused_and_untouched(tmp_path):
     assert db.read_bytes() == before  # nothing migrated
     with pytest.raises(StorageSchemaError):
         check_schema(url)
+
+
+# --- issue 14: OPTUNA_STORAGE after MASKCLS_HPO_STORAGE, and messages name where the storage came from -------
+
+
+def test_storage_source_order(monkeypatch):
+    from maskcls_hpo.hpo.storage import resolve_storage
+
+    monkeypatch.delenv("MASKCLS_HPO_STORAGE", raising=False)
+    monkeypatch.delenv("OPTUNA_STORAGE", raising=False)
+    assert resolve_storage(None) == resolve_storage(None)  # frozen dataclass, comparable
+    assert (resolve_storage(None).url, resolve_storage(None).source) == (DEFAULT_STORAGE, "default")
+    monkeypatch.setenv("OPTUNA_STORAGE", "sqlite:///optuna.db")
+    assert (resolve_storage(None).url, resolve_storage(None).source) == ("sqlite:///optuna.db", "env OPTUNA_STORAGE")
+    monkeypatch.setenv("MASKCLS_HPO_STORAGE", "sqlite:///ours.db")
+    assert (resolve_storage(None).url, resolve_storage(None).source) == ("sqlite:///ours.db", "env MASKCLS_HPO_STORAGE")
+    given = resolve_storage("given.db")
+    assert (given.url, given.source) == ("sqlite:///given.db", "--storage")
+    assert given.shown == "sqlite:///given.db (from --storage)"
+
+
+@pytest.mark.parametrize(
+    ("option", "env", "said"),
+    [
+        (
+            None,
+            {"OPTUNA_STORAGE": "sqlite:///x.db"},
+            "no study database at x.db (from env OPTUNA_STORAGE 'sqlite:///x.db')",
+        ),
+        (
+            None,
+            {"MASKCLS_HPO_STORAGE": "y.db", "OPTUNA_STORAGE": "x.db"},
+            "(from env MASKCLS_HPO_STORAGE 'sqlite:///y.db')",
+        ),
+        ("z.db", {"OPTUNA_STORAGE": "x.db"}, "no study database at z.db (from --storage 'sqlite:///z.db')"),
+        (None, {}, "no study database at storage/maskcls_hpo.db (default 'sqlite:///storage/maskcls_hpo.db')"),
+    ],
+)
+def test_missing_database_message_names_the_source(monkeypatch, tmp_path, option, env, said):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MASKCLS_HPO_STORAGE", raising=False)
+    monkeypatch.delenv("OPTUNA_STORAGE", raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(StorageError) as info:
+        resolve_storage_url(option, must_exist=True)
+    assert said in str(info.value)
+    assert list(tmp_path.iterdir()) == []

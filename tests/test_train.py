@@ -377,3 +377,60 @@ def test_train_command_reports_bad_config_and_bad_data_in_one_line(tmp_path):
     result = CliRunner().invoke(app, ["train", "--data-dir", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")])
     assert result.exit_code == 1
     assert "nothing" in result.output and "Traceback" not in result.output
+
+
+# --- issue 14: train --seed, train --resume RUN_DIR, data checked before anything is written ---------------
+
+
+def test_seed_option_overrides_the_config(tmp_path):
+    result = CliRunner().invoke(app, ["train", "--print-config", "--seed", "7"])
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load(result.stdout)["seed"] == 7
+
+
+def test_resume_run_dir_continues_bit_exact(demo_data_20, train_cache_dir, tmp_path):
+    """`train --resume RUN_DIR` takes RUN_DIR/config.yaml and last.pt and gives the uninterrupted run's numbers."""
+    cfg = small_config(
+        demo_data_20, train_cache_dir, epochs=2, scheduler="cosine", eta_min=1e-4, augment=True, dropout=0.5
+    )
+    full = train(cfg, out_dir=tmp_path / "full")
+
+    def stop(r):
+        if r.epoch == 1:
+            raise StopAfterEpoch1
+
+    part = tmp_path / "part"
+    save_config(cfg, part / "config.yaml")  # what `train --out part` writes first
+    with pytest.raises(StopAfterEpoch1):
+        train(cfg, out_dir=part, on_epoch=stop)
+    result = CliRunner().invoke(app, ["train", "--resume", str(part)])
+    assert result.exit_code == 0, result.output
+    assert f"resuming from {part / 'last.pt'}, epoch 2" in " ".join(result.output.split())
+    history = json.loads((part / "metrics.json").read_text())["epochs"]
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert [h["val_f1"] for h in history] == [h.val_f1 for h in full.history]
+    assert [h["train_loss"] for h in history] == [h.train_loss for h in full.history]
+    a = load_checkpoint(tmp_path / "full" / "last.pt")["model"]
+    b = load_checkpoint(part / "last.pt")["model"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    # the run is finished now: resuming again says so instead of training nothing
+    again = CliRunner().invoke(app, ["train", "--resume", str(part)])
+    assert again.exit_code == 1 and "already finished epoch 2 of 2" in again.output
+    # a different seed cannot continue this run
+    other = CliRunner().invoke(app, ["train", "--resume", str(part), "--seed", "5", "--epochs", "3"])
+    assert other.exit_code == 1 and "trained with seed 0, the config says 5" in other.output
+
+
+def test_resume_without_last_pt_is_one_line(tmp_path):
+    result = CliRunner().invoke(app, ["train", "--resume", str(tmp_path)])
+    assert result.exit_code == 1
+    assert f"{tmp_path}: no last.pt to resume from" in " ".join(result.output.split())
+
+
+def test_bad_data_dir_writes_no_run_folder(tmp_path):
+    out = tmp_path / "runs" / "x"
+    result = CliRunner().invoke(app, ["train", "--data-dir", str(tmp_path / "data" / "demo"), "--out", str(out)])
+    assert result.exit_code == 1
+    assert "data/demo" in result.output and "nothing written" in result.output
+    assert not out.exists() and not (tmp_path / "runs").exists()

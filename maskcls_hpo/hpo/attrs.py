@@ -13,12 +13,17 @@ __all__ = [
     "TrialAttrs",
     "StudyAttrs",
     "OBJECTIVE_NAME",
+    "OBJECTIVE_LABEL",
     "checkpoint_dir",
     "checkpoint_of",
 ]
 
-OBJECTIVE_NAME = "val macro F1"
-"""``study.metric_names`` of the objective (shown by optuna-dashboard)."""
+OBJECTIVE_NAME = "val_macro_f1"
+"""``study.metric_names`` of the objective for new studies (optuna-dashboard's axis titles; the column
+``value_val_macro_f1`` of ``trials_dataframe()``). Studies made before keep theirs ("val macro F1")."""
+
+OBJECTIVE_LABEL = "val macro F1"
+"""How the objective is written in prose and tables (`status`, the report)."""
 
 
 class StudyAttrs:
@@ -51,6 +56,7 @@ class TrialAttrs:
     VAL_F1_BOOTSTRAP_SD = "val_f1_bootstrap_sd"
     BOOTSTRAP_RESAMPLES = "bootstrap_resamples"
     VAL_PERSONS = "val_persons"
+    ARTIFACTS = "artifacts"  # {file name: artifact id} of the uploaded artifacts (results/artifacts.py)
 
 
 def checkpoint_dir(root: Path, trial_number: int) -> Path:

@@ -5,25 +5,31 @@ trial number, value (val macro F1), accuracy, versions and data fingerprint. Onl
 written (no numpy scalars), and `maskcls-hpo train --config FILE` accepts the file unchanged.
 
 Only COMPLETE trials are candidates: Optuna also stores a value on PRUNED trials (their last reported F1),
-which may be higher than every complete trial's value but was never trained to the end (problem C4).
+which may be higher than every complete trial's value but was never trained to the end (problem C4). Asking
+for such a trial by number (`--trial N`) is refused unless forced.
+
+The paths of the exported config (`data_dir`, `cache_dir`, a `corrections` CSV, a `pretrained` weights
+file) are absolute, so the file trains from any folder: a relative path is resolved against the folder the
+sweep was launched in, which the study records (user attr `dataset`: `launch_dir`, or inferred from the
+absolute `data_dir` it holds), else against the current folder.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import platform
-from pathlib import Path
+import os
+from collections.abc import Callable
+from pathlib import Path, PurePath
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from maskcls_hpo import __version__
 from maskcls_hpo.config import config_from_mapping, save_config
 from maskcls_hpo.errors import ExportError, PredictError
 from maskcls_hpo.hpo._optuna import rdb_of, storage_of, study_id_of
-from maskcls_hpo.hpo.attrs import TrialAttrs, checkpoint_dir
+from maskcls_hpo.hpo.attrs import StudyAttrs, TrialAttrs, checkpoint_dir
 from maskcls_hpo.hpo.storage import mask_password
 from maskcls_hpo.hpo.trials import count_trials, top_complete_trial_ids
 
@@ -38,6 +44,8 @@ __all__ = [
     "uses_sql",
     "state_summary",
     "study_checkpoints",
+    "launch_dir_of",
+    "absolute_config_paths",
 ]
 
 
@@ -131,18 +139,55 @@ def _plain(value: Any) -> Any:
 
 
 def _versions() -> dict[str, str]:
-    import sklearn
-    import timm
-    import torch
+    """The version stamp (from the installed packages' metadata: torch and timm are not imported)."""
+    from maskcls_hpo.versions import package_versions
 
-    return {
-        "maskcls_hpo": __version__,
-        "optuna": optuna.__version__,
-        "torch": torch.__version__,
-        "timm": timm.__version__,
-        "scikit_learn": sklearn.__version__,
-        "python": platform.python_version(),
-    }
+    v = package_versions()
+    return {k: v[k] for k in ("maskcls_hpo", "optuna", "torch", "timm", "scikit_learn", "python")}
+
+
+PATH_KEYS = ("data_dir", "cache_dir", "corrections", "pretrained")
+"""Config keys that may hold a file or folder path (made absolute by :func:`absolute_config_paths`)."""
+
+
+def launch_dir_of(study: optuna.Study, config: dict[str, Any] | None = None) -> Path | None:
+    """The folder the sweep was launched in, from the study's `dataset` user attr, or None when unknown.
+
+    `launch_dir` when recorded; else, when the recorded absolute `data_dir` ends with the trial config's
+    relative `data_dir` (e.g. ``/work/x/data/demo`` and ``data/demo``), the part before it (``/work/x``).
+    """
+    dataset = study.user_attrs.get(StudyAttrs.DATASET) or {}
+    if not isinstance(dataset, dict):
+        return None
+    if dataset.get("launch_dir"):
+        return Path(dataset["launch_dir"])
+    recorded, rel = dataset.get("data_dir"), (config or {}).get("data_dir")
+    if not recorded or not rel or not Path(recorded).is_absolute() or Path(rel).is_absolute():
+        return None
+    rel_parts = PurePath(os.path.normpath(rel)).parts
+    rec_parts = Path(recorded).parts
+    if ".." in rel_parts or rel_parts == (".",) or len(rel_parts) >= len(rec_parts):
+        return None
+    if tuple(rec_parts[-len(rel_parts) :]) != rel_parts:
+        return None
+    return Path(*rec_parts[: -len(rel_parts)])
+
+
+def absolute_config_paths(config: dict[str, Any], base: Path | None) -> dict[str, Any]:
+    """A copy of `config` whose :data:`PATH_KEYS` are absolute, relative ones joined to `base` (default: cwd).
+
+    `corrections: known` and `pretrained: true/false` are not paths and stay as they are; a path that is
+    already absolute is kept.
+    """
+    root = Path(base) if base is not None else Path.cwd()
+    out = dict(config)
+    for key in PATH_KEYS:
+        value = out.get(key)
+        if not isinstance(value, str) or not value or (key == "corrections" and value == "known"):
+            continue
+        path = Path(value).expanduser()
+        out[key] = os.path.normpath(path if path.is_absolute() else root / path)
+    return out
 
 
 def trial_record(study: optuna.Study, trial: FrozenTrial, rank: int | None = None) -> dict[str, Any]:
@@ -155,6 +200,7 @@ def trial_record(study: optuna.Study, trial: FrozenTrial, rank: int | None = Non
     if not isinstance(config, dict):
         raise ExportError(f"trial {trial.number} of study '{study.study_name}' has no stored config")
     config = config_from_mapping(config, source=f"study '{study.study_name}' trial {trial.number}").to_dict()
+    config = absolute_config_paths(config, launch_dir_of(study, config))
     record = {
         "study": study.study_name,
         "trial": trial.number,
@@ -198,6 +244,8 @@ def export_trials(
     top: int | None = None,
     fmt: str | None = None,
     single_split: bool = False,
+    force: bool = False,
+    on_warning: Callable[[str], None] | None = None,
 ) -> list[Path]:
     """Write the export file(s) and return their paths.
 
@@ -206,13 +254,15 @@ def export_trials(
     which ranking chose it (``ranking``) and, for a confirmed config, its fold results (``confirm``).
 
     Args:
-        trial_number: export this trial (any state that has a config) instead of the best.
+        trial_number: export this trial instead of the best; a trial that is not COMPLETE (PRUNED, FAIL,
+            RUNNING: never trained to the end) is refused unless `force`, and then `on_warning` is told.
         top: export the best `top` COMPLETE trials to `<stem>-1<suffix>`, `<stem>-2<suffix>`, ...
         fmt: "yaml" or "json"; default from the suffix of `out` (YAML unless `.json`).
         single_split: rank by the single validation split even when a confirm study is finished.
 
     Raises:
-        ExportError: no COMPLETE trial (message counts the states), unknown trial number, bad format.
+        ExportError: no COMPLETE trial (message counts the states), unknown trial number, a trial that is
+            not COMPLETE without `force`, bad format.
     """
     out = Path(out)
     fmt = (fmt or ("json" if out.suffix.lower() == ".json" else "yaml")).lower()
@@ -224,6 +274,19 @@ def export_trials(
         found = trial_by_number(study, trial_number)
         if found is None:
             raise ExportError(f"study '{study.study_name}' has no trial {trial_number}")
+        if found.state != TrialState.COMPLETE:
+            why = found.user_attrs.get(TrialAttrs.REASON)
+            shown = f"{found.state.name}{f' ({why})' if why else ''}"
+            value = (
+                f"; its value {found.value:.4f} is the last reported val macro F1" if found.value is not None else ""
+            )
+            if not force:
+                raise ExportError(
+                    f"trial {trial_number} of study '{study.study_name}' is {shown}: it was not trained to the end"
+                    f"{value}; pass --force to export it anyway, or leave out --trial for the best COMPLETE trial"
+                )
+            if on_warning is not None:
+                on_warning(f"trial {trial_number} is {shown}, not COMPLETE: exported because of --force")
         docs = [(out, trial_record(study, found))]
     else:
         if top is not None and top < 1:
@@ -308,8 +371,11 @@ def export_best(
     top: int | None = None,
     fmt: str | None = None,
     password_file: str | None = None,
+    force: bool = False,
 ) -> list[Path]:
     """Write the best COMPLETE trial (or trial `trial_number`, or the best `top`) as a training config.
+
+    A `trial_number` that is not COMPLETE is refused unless `force` (see :func:`export_trials`).
 
     The file holds the full training config (sweep base + params) plus study, trial number, value, accuracy,
     versions and data fingerprint, in plain YAML/JSON types; ``train(load_config(path))`` accepts it.
@@ -323,4 +389,4 @@ def export_best(
     from maskcls_hpo.hpo.storage import open_study
 
     study = open_study(storage, study_name, password_file=password_file)
-    return export_trials(study, Path(out), trial_number=trial_number, top=top, fmt=fmt)
+    return export_trials(study, Path(out), trial_number=trial_number, top=top, fmt=fmt, force=force)

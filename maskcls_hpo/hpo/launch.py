@@ -35,7 +35,7 @@ from maskcls_hpo.hpo._optuna import finished_since, study_id_of
 from maskcls_hpo.hpo.attrs import StudyAttrs, TrialAttrs
 from maskcls_hpo.hpo.settings import WorkerSettings
 from maskcls_hpo.hpo.signals import Interrupted, stop_signals
-from maskcls_hpo.hpo.storage import HeartbeatSettings, display_url, open_storage, resolve_storage_url
+from maskcls_hpo.hpo.storage import HeartbeatSettings, display_url, open_storage, resolve_storage
 from maskcls_hpo.hpo.supervisor import LocalWorkers
 from maskcls_hpo.hpo.sweep import Sweep, budget_warnings, load_sweep
 from maskcls_hpo.hpo.tracking import check_mlflow
@@ -179,7 +179,9 @@ def prepare_data(config: Any) -> dict[str, Any]:
         config: the sweep's base :class:`~maskcls_hpo.config.TrainConfig` (with overrides).
 
     Returns:
-        ``{"data_fingerprint": the cache fingerprint, "dataset": {"data_dir", "persons", "images"}}``
+        ``{"data_fingerprint": the cache fingerprint, "dataset": {"data_dir", "persons", "images",
+        "launch_dir"}}`` (`data_dir` absolute; `launch_dir` the current folder, against which `export` makes the
+        trials' relative paths absolute).
 
     Raises:
         DataError: every problem by path. PretrainedWeightsError: naming the model and the ways to get weights.
@@ -206,6 +208,7 @@ def prepare_data(config: Any) -> dict[str, Any]:
             "data_dir": str(Path(config.data_dir).resolve()),
             "persons": int(samples["person_id"].nunique()),
             "images": int(len(samples)),
+            "launch_dir": str(Path.cwd()),
         },
     }
 
@@ -401,7 +404,8 @@ def run_sweep(
     Args:
         sweep: a sweep file (e.g. ``"sweeps/smoke.py"``) or a loaded :class:`~maskcls_hpo.hpo.sweep.Sweep`.
         n_trials: finished (COMPLETE + PRUNED) trials the study should hold, across all workers and launches.
-        storage: URL or SQLite path (default: env ``MASKCLS_HPO_STORAGE``, else ``sqlite:///storage/maskcls_hpo.db``).
+        storage: URL or SQLite path (default: env ``MASKCLS_HPO_STORAGE``, else env ``OPTUNA_STORAGE``, else
+            ``sqlite:///storage/maskcls_hpo.db``).
         study_name: default the sweep file's stem.
         workers: local worker processes; 0 prepares the study only (workers join with `maskcls-hpo worker`).
         gpus: GPU ids assigned round-robin (``CUDA_VISIBLE_DEVICES``).
@@ -436,7 +440,8 @@ def run_sweep(
     extra = dict(overrides or {})
     if data_dir is not None:
         extra["data_dir"] = str(data_dir)
-    url = resolve_storage_url(storage, password_file=str(password_file) if password_file is not None else None)
+    resolved = resolve_storage(storage, password_file=str(password_file) if password_file is not None else None)
+    url = resolved.url
     config = loaded.build_config({}, extra)
     heartbeat = HeartbeatSettings.from_env(heartbeat_interval, grace_period)
     rdb = open_storage(url, heartbeat)
@@ -468,14 +473,14 @@ def run_sweep(
         name, display_url(url), n_trials, counts, counts.finished >= n_trials, log_dir=settings.log_dir
     )
     result.best_value, result.best_trial = best_of(study)
-    say(f"study '{name}' on {display_url(url)}: {counts.finished} finished of {n_trials}; {workers} worker(s)")
+    say(f"study '{name}' on {resolved.shown}: {counts.finished} finished of {n_trials}; {workers} worker(s)")
     if result.reached:
         result.message = f"nothing to do: the study already holds {counts.finished} finished trials"
         return result
     if workers == 0:
         result.message = (
             f"study '{name}' is ready; start workers with: maskcls-hpo worker {loaded.path} --study {name} "
-            "(storage from --storage, or env MASKCLS_HPO_STORAGE)"
+            "(storage from --storage, else env MASKCLS_HPO_STORAGE or OPTUNA_STORAGE)"
         )
         return result
     started = time.monotonic()

@@ -35,6 +35,9 @@ __all__ = [
     "StorageSchemaError",
     "HeartbeatSettings",
     "resolve_storage_url",
+    "resolve_storage",
+    "ResolvedStorage",
+    "storage_source",
     "mask_password",
     "display_url",
     "engine_kwargs",
@@ -49,6 +52,7 @@ __all__ = [
 
 DEFAULT_STORAGE = "sqlite:///storage/maskcls_hpo.db"
 ENV_STORAGE = "MASKCLS_HPO_STORAGE"
+ENV_OPTUNA_STORAGE = "OPTUNA_STORAGE"  # Optuna's own CLI reads it (`optuna trials` without --storage)
 ENV_PASSWORD_FILE = "MASKCLS_HPO_PASSWORD_FILE"
 ENV_HEARTBEAT_INTERVAL = "MASKCLS_HPO_HEARTBEAT_INTERVAL"
 ENV_GRACE_PERIOD = "MASKCLS_HPO_GRACE_PERIOD"
@@ -149,28 +153,76 @@ def _read_password_file(path: str) -> str:
         raise StorageError(f"cannot read the password file {p}: {err.strerror}") from None
 
 
-def resolve_storage_url(
+def storage_source(value: str | os.PathLike[str] | None = None, given_as: str = "--storage") -> tuple[str, str]:
+    """Which storage a verb uses and where that came from, before any parsing.
+
+    Order: `value` (the option), env ``MASKCLS_HPO_STORAGE``, env ``OPTUNA_STORAGE`` (the variable Optuna's
+    own CLI reads), else :data:`DEFAULT_STORAGE`. An empty variable counts as unset.
+
+    Args:
+        given_as: how `value` was given, for messages: ``--storage`` (the CLI) or ``storage=`` (the API).
+
+    Returns:
+        (raw value, source): source is `given_as`, ``env MASKCLS_HPO_STORAGE``, ``env OPTUNA_STORAGE`` or
+        ``default``.
+    """
+    if value is not None:
+        return os.fspath(value), given_as
+    for env in (ENV_STORAGE, ENV_OPTUNA_STORAGE):
+        raw = os.environ.get(env, "").strip()
+        if raw:
+            return raw, f"env {env}"
+    return DEFAULT_STORAGE, "default"
+
+
+@dataclass(frozen=True)
+class ResolvedStorage:
+    """A resolved storage: the full SQLAlchemy `url` (password included: print :attr:`shown`) and its `source`.
+
+    `source` is one of ``--storage`` (or the API's ``storage=``), ``env MASKCLS_HPO_STORAGE``,
+    ``env OPTUNA_STORAGE``, ``default``.
+    """
+
+    url: str
+    source: str
+
+    @property
+    def shown(self) -> str:
+        """The URL, password masked, and where it came from: ``sqlite:///x.db (from env OPTUNA_STORAGE)``."""
+        return f"{display_url(self.url)} ({describe_source(self.source)})"
+
+
+def describe_source(source: str) -> str:
+    """``from --storage``, ``from env OPTUNA_STORAGE``, ... or ``default`` (the words messages use)."""
+    return "default" if source == "default" else f"from {source}"
+
+
+def resolve_storage(
     value: str | os.PathLike[str] | None = None,
     *,
     must_exist: bool = False,
     password_file: str | None = None,
-) -> str:
-    """Turn `--storage` (or nothing) into a full SQLAlchemy URL.
+    given_as: str = "--storage",
+) -> ResolvedStorage:
+    """Turn `--storage` (or nothing) into a full SQLAlchemy URL and say where it came from.
 
-    Order: `value`, else env `MASKCLS_HPO_STORAGE`, else ``sqlite:///storage/maskcls_hpo.db``. A value
-    without `://` is a path to an SQLite file. `postgres://` and `postgresql://` become
-    `postgresql+psycopg://`. A PostgreSQL URL without a password takes one from `password_file` (or env
-    `MASKCLS_HPO_PASSWORD_FILE`); otherwise libpq itself reads `PGPASSWORD` / `~/.pgpass`, so the password
-    need not be on the command line (where `ps` would show it).
+    Order: `value`, else env `MASKCLS_HPO_STORAGE`, else env `OPTUNA_STORAGE`, else
+    ``sqlite:///storage/maskcls_hpo.db`` (:func:`storage_source`). A value without `://` is a path to an
+    SQLite file. `postgres://` and `postgresql://` become `postgresql+psycopg://`. A PostgreSQL URL without a
+    password takes one from `password_file` (or env `MASKCLS_HPO_PASSWORD_FILE`); otherwise libpq itself
+    reads `PGPASSWORD` / `~/.pgpass`, so the password need not be on the command line (where `ps` would
+    show it). Every error names the source (``from env OPTUNA_STORAGE``, ...).
 
     Args:
         must_exist: for SQLite, refuse a database file that does not exist (readers such as `status`,
             `export`, `dashboard` must never create an empty database).
+        given_as: the name of `value` in messages (``--storage`` for the CLI, ``storage=`` for the API).
 
     Raises:
         StorageError: unparsable URL, unsupported dialect, missing SQLite file when `must_exist`.
     """
-    raw = os.fspath(value) if value is not None else os.environ.get(ENV_STORAGE) or DEFAULT_STORAGE
+    raw, source = storage_source(value, given_as)
+    where = describe_source(source)
     raw = raw.strip()
     if "://" not in raw:
         raw = "sqlite:///" + raw
@@ -178,8 +230,8 @@ def resolve_storage_url(
         url = make_url(raw)
     except ArgumentError:
         raise StorageError(
-            f"cannot parse storage URL {mask_password(raw)!r}: use sqlite:///PATH, a path to an SQLite file, "
-            "or postgresql+psycopg://USER@HOST:PORT/DB"
+            f"cannot parse storage URL {mask_password(raw)!r} ({where}): use sqlite:///PATH, a path to an SQLite "
+            "file, or postgresql+psycopg://USER@HOST:PORT/DB"
         ) from None
     _remember_secret(url.password if isinstance(url.password, str) else None)
     backend = url.get_backend_name()
@@ -195,20 +247,36 @@ def resolve_storage_url(
         db = url.database or ""
         if db in ("", ":memory:"):
             raise StorageError(
-                f"storage {display_url(url)!r} is an in-memory database: workers could not share it; "
+                f"storage {display_url(url)!r} ({where}) is an in-memory database: workers could not share it; "
                 "give a file, e.g. sqlite:///storage/maskcls_hpo.db"
             )
         path = Path(db)
         if must_exist and not path.is_file():
             raise StorageError(
-                f"no study database at {path} (from --storage {display_url(url)!r}); "
+                f"no study database at {path} ({where} {display_url(url)!r}); "
                 "run `maskcls-hpo launch SWEEP` first or pass the right --storage"
             )
     else:  # NOTE MySQL would need a driver the project does not install; the design names SQLite and PostgreSQL
         raise StorageError(
-            f"unsupported storage {display_url(url)!r}: use sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
+            f"unsupported storage {display_url(url)!r} ({where}): use sqlite:///PATH or "
+            "postgresql+psycopg://USER@HOST/DB"
         )
-    return url.render_as_string(hide_password=False)
+    return ResolvedStorage(url=url.render_as_string(hide_password=False), source=source)
+
+
+def resolve_storage_url(
+    value: str | os.PathLike[str] | None = None,
+    *,
+    must_exist: bool = False,
+    password_file: str | None = None,
+    given_as: str = "--storage",
+) -> str:
+    """:func:`resolve_storage` without the source: the full SQLAlchemy URL (str, password included).
+
+    Raises:
+        StorageError: see :func:`resolve_storage`.
+    """
+    return resolve_storage(value, must_exist=must_exist, password_file=password_file, given_as=given_as).url
 
 
 def engine_kwargs(url: str) -> dict:
@@ -576,25 +644,27 @@ def open_study(storage: str | Path | None = None, study_name: str | None = None,
     """Open an existing study for reading (``optuna.Study``).
 
     Args:
-        storage: URL or SQLite path (default: env ``MASKCLS_HPO_STORAGE``, else ``sqlite:///storage/maskcls_hpo.db``).
+        storage: URL or SQLite path (default: env ``MASKCLS_HPO_STORAGE``, else env ``OPTUNA_STORAGE``, else
+            ``sqlite:///storage/maskcls_hpo.db``).
         study_name: the study; None: the only study in the storage.
 
     Raises:
-        StorageError: no such database (nothing is created), no such study, or several studies and no name.
+        StorageError: no such database (nothing is created), no such study, or several studies and no name;
+            each message names the storage and where it came from (``from env OPTUNA_STORAGE``, ...).
     """
     import optuna
 
-    url = resolve_storage_url(storage, must_exist=True, password_file=password_file)
-    rdb = open_storage(url, create=False)
+    resolved = resolve_storage(storage, must_exist=True, password_file=password_file)
+    rdb = open_storage(resolved.url, create=False)
     try:
         names = optuna.get_all_study_names(rdb)  # summaries would load every trial of every study
     except Exception as err:  # noqa: BLE001 - a database without Optuna's tables
-        raise StorageError(f"cannot read studies from {display_url(url)}: {mask_password(err)}") from None
+        raise StorageError(f"cannot read studies from {resolved.shown}: {mask_password(err)}") from None
     if study_name is None:
         if len(names) != 1:
             listed = ", ".join(names) if names else "none"
-            raise StorageError(f"storage {display_url(url)} holds {len(names)} studies ({listed}); pass --study NAME")
+            raise StorageError(f"storage {resolved.shown} holds {len(names)} studies ({listed}); pass --study NAME")
         study_name = names[0]
     if study_name not in names:
-        raise StorageError(f"no study '{study_name}' in {display_url(url)} (studies: {', '.join(names) or 'none'})")
+        raise StorageError(f"no study '{study_name}' in {resolved.shown} (studies: {', '.join(names) or 'none'})")
     return optuna.load_study(study_name=study_name, storage=rdb)

@@ -20,6 +20,11 @@ trial: an error is logged as a warning and the trial goes on.
 
 The study note (markdown, optuna-dashboard's ``save_note``) names the sweep file, the dataset size and the
 data fingerprint, so whoever opens the dashboard sees what the numbers are about.
+
+Optuna keeps each artifact's record in a trial system attr named ``artifacts:<artifact id>`` (so
+``trials_dataframe()`` has one ``system_attrs_artifacts:<uuid>`` column per artifact); the trial's user attr
+``artifacts`` maps each file name to its artifact id (column ``user_attrs_artifacts``), so a notebook finds
+``confusion_matrix.png`` by name (:func:`optuna.artifacts.download_artifact` with that id).
 """
 
 from __future__ import annotations
@@ -212,6 +217,8 @@ def upload_trial_artifacts(
     values, the YAML a `config`, ``val_predictions.csv`` an existing `val_predictions` file (the run's
     `val_predictions.csv`, uploaded under that name). `storage` is needed only for a FrozenTrial.
 
+    Afterwards the trial's user attr ``artifacts`` is ``{file name: artifact id}`` of what was uploaded.
+
     Returns:
         The uploaded file names (a subset of :data:`ARTIFACT_FILES`, in that order).
 
@@ -223,7 +230,7 @@ def upload_trial_artifacts(
     age_bins = tuple((config or {}).get("age_bins") or (30, 60))
     has_confusion = confusion is not None and np.asarray(confusion).size == NUM_CLASSES**2
     has_f1 = per_class_f1 is not None and len(per_class_f1) == NUM_CLASSES
-    uploaded: list[str] = []
+    uploaded: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="maskcls_artifacts_") as tmp:
         files: list[Path] = []
         if has_confusion:
@@ -239,15 +246,21 @@ def upload_trial_artifacts(
         if val_predictions is not None and Path(val_predictions).is_file():
             files.append(Path(shutil.copyfile(val_predictions, Path(tmp) / VAL_PREDICTIONS_CSV)))
         for file in files:
-            upload_artifact(
+            uploaded[file.name] = upload_artifact(
                 artifact_store=artifact_store,
                 file_path=str(file),
                 study_or_trial=trial,
                 storage=storage,
                 mimetype=MIMETYPES[file.name],
             )
-            uploaded.append(file.name)
-    return uploaded
+    if uploaded:
+        if isinstance(trial, optuna.Trial):
+            trial.set_user_attr(TrialAttrs.ARTIFACTS, uploaded)
+        elif storage is not None and trial.state == optuna.trial.TrialState.RUNNING:  # a finished one is frozen
+            from maskcls_hpo.hpo._optuna import trial_id_of
+
+            storage.set_trial_user_attr(trial_id_of(trial), TrialAttrs.ARTIFACTS, uploaded)
+    return list(uploaded)
 
 
 class TrialArtifactUploader:
@@ -445,8 +458,10 @@ def study_note(
 def save_study_note(study: optuna.Study, body: str) -> bool:
     """Store `body` as the study's note (optuna-dashboard) unless it is already the note.
 
-    Also names the objective :data:`OBJECTIVE_NAME` (``Study.set_metric_names``), so the dashboard's charts
-    say "val macro F1" instead of "Objective 0".
+    Also names the objective :data:`OBJECTIVE_NAME` (``Study.set_metric_names``) when the study has no name
+    for it yet, so the dashboard's charts say "val_macro_f1" instead of "Objective 0" and
+    ``trials_dataframe()`` has the column ``value_val_macro_f1``; a study that already names its objective
+    (e.g. "val macro F1", made before the name changed) keeps its name.
 
     Returns:
         True when a new note version was written. Errors are logged as a warning (False), never raised.
@@ -459,7 +474,8 @@ def save_study_note(study: optuna.Study, body: str) -> bool:
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ExperimentalWarning)
-            study.set_metric_names([OBJECTIVE_NAME])
+            if study.metric_names is None:
+                study.set_metric_names([OBJECTIVE_NAME])
         if get_note(study) == body:
             return False
         save_note(study, body)

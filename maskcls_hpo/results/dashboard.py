@@ -10,11 +10,18 @@ The app is optuna-dashboard's own WSGI app (:func:`optuna_dashboard.wsgi`), serv
 ``optuna-dashboard``'s command line serves it by default: the standard library's ``wsgiref`` with one
 thread per request (a page load issues several API calls at once). It binds to 127.0.0.1 unless told
 otherwise; the dashboard has no login, so a non-loopback host is a deliberate choice.
+
+Read-only by default: optuna-dashboard lets any visitor delete a study, upload or delete artifacts, edit
+notes, rename studies and tell trials, all through POST/PUT/PATCH/DELETE requests of its JSON API (every read
+is a GET). :class:`ReadOnly` wraps the app and answers every request that is not GET or HEAD with HTTP 403
+and ``{"reason": ...}`` (the field the dashboard's pages show in their error message), so nothing in the
+storage or the artifact folder changes; `maskcls-hpo dashboard --allow-writes` serves the app unwrapped.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import socketserver
 from collections.abc import Callable
@@ -26,9 +33,53 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from maskcls_hpo.errors import DashboardError
 from maskcls_hpo.hpo.storage import StorageError, display_url, mask_password, open_storage
 
-__all__ = ["DashboardError", "Dashboard", "dashboard_app", "serve_dashboard", "dashboard_address", "is_loopback"]
+__all__ = [
+    "DashboardError",
+    "Dashboard",
+    "ReadOnly",
+    "READ_METHODS",
+    "dashboard_app",
+    "serve_dashboard",
+    "dashboard_address",
+    "is_loopback",
+]
 
 log = logging.getLogger("maskcls_hpo.results.dashboard")
+
+READ_METHODS = frozenset({"GET", "HEAD"})
+"""HTTP methods a read-only dashboard serves; optuna-dashboard's reads are all GET."""
+
+READ_ONLY_REASON = (
+    "this dashboard is read-only: nothing was changed; restart it with `maskcls-hpo dashboard --allow-writes` "
+    "to delete studies, upload artifacts, edit notes or tell trials"
+)
+
+
+class ReadOnly:
+    """WSGI middleware: pass GET/HEAD to `app`, answer every other method with 403 and a JSON reason.
+
+    The refused request never reaches `app`, so neither the storage nor the artifact store sees it. Each
+    refusal is logged at WARNING (method and path), so whoever runs the dashboard sees the attempt.
+
+    Args:
+        app: any WSGI application (here optuna-dashboard's Bottle app).
+    """
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        method = str(environ.get("REQUEST_METHOD", "GET")).upper()
+        if method in READ_METHODS:
+            return self.app(environ, start_response)
+        path = environ.get("PATH_INFO", "")
+        log.warning("refused %s %s: the dashboard is read-only (--allow-writes to permit changes)", method, path)
+        body = json.dumps({"reason": READ_ONLY_REASON}).encode("utf-8")
+        start_response(
+            "403 Forbidden",
+            [("Content-Type", "application/json"), ("Content-Length", str(len(body))), ("Allow", "GET, HEAD")],
+        )
+        return [body]
 
 
 @dataclass
@@ -40,12 +91,16 @@ class Dashboard:
         storage_url: the resolved storage URL (print it with :func:`maskcls_hpo.hpo.storage.display_url`).
         studies: names of the studies in the storage when the app was made (new ones appear live).
         artifact_dir: folder of the ``FileSystemArtifactStore``.
+        writable: False when every write is refused (:class:`ReadOnly`), True with `allow_writes`.
+        study_id: Optuna's id of the study asked for (its page is ``/dashboard/studies/<id>``), else None.
     """
 
     app: Any
     storage_url: str
     studies: list[str]
     artifact_dir: Path
+    writable: bool = False
+    study_id: int | None = None
 
 
 class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
@@ -66,17 +121,26 @@ class _QuietHandler(WSGIRequestHandler):
         log.debug(mask_password(format % args))
 
 
-def dashboard_app(storage_url: str, artifact_root: str | Path | None = None) -> Dashboard:
-    """Open the storage read-only (no table creation), check it, and build optuna-dashboard's app.
+def dashboard_app(
+    storage_url: str,
+    artifact_root: str | Path | None = None,
+    *,
+    allow_writes: bool = False,
+    study: str | None = None,
+) -> Dashboard:
+    """Open the storage (no table creation), check it, and build optuna-dashboard's app.
 
     Args:
         storage_url: a resolved URL (:func:`maskcls_hpo.hpo.storage.resolve_storage_url` with `must_exist`).
         artifact_root: artifact folder; default :func:`maskcls_hpo.hpo.storage.artifact_dir` of the URL.
+        allow_writes: serve optuna-dashboard's write requests (delete study, upload artifact, edit note, tell
+            trial, ...); default False: they are answered 403 by :class:`ReadOnly`.
+        study: a study that must exist (its id goes to :attr:`Dashboard.study_id`).
 
     Raises:
         StorageSchemaError: the database was made by another Optuna schema version (C5).
         StorageError: the database cannot be reached (message with the password masked).
-        DashboardError: the database has no Optuna tables.
+        DashboardError: the database has no Optuna tables, or `study` is not in it (the studies named).
     """
     import optuna
     import optuna_dashboard
@@ -93,9 +157,21 @@ def dashboard_app(storage_url: str, artifact_root: str | Path | None = None) -> 
             f"{display_url(storage_url)} is not an Optuna study database ({mask_password(_first_line(err))}); "
             "pass the --storage that `launch` used"
         ) from None
+    study_id = None
+    if study is not None:
+        if study not in studies:
+            raise DashboardError(
+                f"no study '{study}' in {display_url(storage_url)} (studies: {', '.join(studies) or 'none'}); "
+                "pass one of them to --study or leave it out"
+            )
+        study_id = storage.get_study_id_from_name(study)
     store, folder = open_artifact_store(storage_url, artifact_root, create=True)
     app = optuna_dashboard.wsgi(storage, artifact_store=store)
-    return Dashboard(app=app, storage_url=storage_url, studies=studies, artifact_dir=folder)
+    if not allow_writes:
+        app = ReadOnly(app)
+    return Dashboard(
+        app=app, storage_url=storage_url, studies=studies, artifact_dir=folder, writable=allow_writes, study_id=study_id
+    )
 
 
 def _first_line(err: BaseException) -> str:
@@ -115,15 +191,17 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def dashboard_address(host: str, port: int) -> str:
-    """The browser address of the dashboard, e.g. ``http://127.0.0.1:8080/dashboard``.
+def dashboard_address(host: str, port: int, study_id: int | None = None) -> str:
+    """The browser address of the dashboard, e.g. ``http://127.0.0.1:8080/dashboard``, or of one study's page
+    (``.../dashboard/studies/<study_id>``).
 
     A wildcard bind (0.0.0.0 / ::) is shown as 127.0.0.1 / [::1], the address that works on this machine.
     """
     shown = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
     if ":" in shown:
         shown = f"[{shown}]"
-    return f"http://{shown}:{port}/dashboard"
+    page = f"/studies/{study_id}" if study_id is not None else ""
+    return f"http://{shown}:{port}/dashboard{page}"
 
 
 def serve_dashboard(
@@ -145,7 +223,7 @@ def serve_dashboard(
     httpd = make_server(host, port, dashboard.app, server_class=server_class, handler_class=_QuietHandler)
     try:
         if on_ready is not None:
-            on_ready(dashboard_address(host, httpd.server_port))
+            on_ready(dashboard_address(host, httpd.server_port, dashboard.study_id))
         httpd.serve_forever(poll_interval=0.5)
     finally:
         httpd.server_close()

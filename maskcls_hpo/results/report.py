@@ -31,16 +31,15 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from maskcls_hpo.hpo._optuna import storage_of
-from maskcls_hpo.hpo.attrs import TrialAttrs
+from maskcls_hpo.hpo.attrs import OBJECTIVE_LABEL, TrialAttrs
 from maskcls_hpo.hpo.export import ranked_complete_trials
 from maskcls_hpo.hpo.storage import mask_password
-from maskcls_hpo.results.artifacts import OBJECTIVE_NAME
 
 __all__ = ["write_report", "report_html", "report_figures", "ReportFigure", "StudyDigest", "TARGET_NAME", "PLOT_TOP"]
 
 log = logging.getLogger("maskcls_hpo.results.report")
 
-TARGET_NAME = OBJECTIVE_NAME
+TARGET_NAME = OBJECTIVE_LABEL
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
 
 
