@@ -5,10 +5,10 @@ epoch (``results/b2_curves_*.json``). This script replays sweeps over those curv
 each replay is one sweep of one worker over all recorded configs in a random order (seeded; for a random
 sampler this is exact: its draws are independent of the results, so a sweep is a random order of draws). The
 real Optuna pruner decides: an in-memory study per replay, ``study.ask()`` per trial, the recorded values
-reported epoch by epoch with ``trial.report(f1, epoch)``, ``trial.should_prune()`` after each, and
-``study.tell`` with PRUNED (the epochs so far are spent) or COMPLETE with the trial's value (its best epoch's
-F1, what the objective returns). TPE is not replayed (its draws depend on the results, and the recorded set
-is not a dense lookup table for it).
+reported epoch by epoch with ``trial.report(f1, epoch)``, ``trial.should_prune()`` after each but the last
+(as ``hpo/objective.py`` asks), and ``study.tell`` with PRUNED (the epochs so far are spent) or COMPLETE
+with the trial's value (its best epoch's F1, what the objective returns). TPE is not replayed (its draws
+depend on the results, and the recorded set is not a dense lookup table for it).
 
 Measured per pruner, over the replays:
 
@@ -45,6 +45,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, RESULTS, print_table, save_result  # noqa: E402
 
+PLOTTED = ("none", "hyperband_rf2", "hyperband_rf3", "sha_rf3", "sha_rf2_min4", "median", "wilcoxon")
+"""The pruners drawn in the figure (all are in the JSON and the tables)."""
 TARGET_R = 0.35
 TARGET_FALSE_PRUNE = 0.10
 
@@ -88,11 +90,11 @@ def pruners(epochs: int) -> dict[str, tuple[str, Callable[[], object]]]:
             lambda: p.HyperbandPruner(min_resource=2, max_resource=epochs, reduction_factor=3),
         ),
         "median_warmup4": (
-            "MedianPruner(n_startup_trials=4, n_warmup_steps=4)",
+            "MedianPruner(n_startup_trials=4, n_warmup_steps=4) = median_pruner(warmup_epochs=3, n_startup_trials=4)",
             lambda: p.MedianPruner(n_startup_trials=4, n_warmup_steps=4),
         ),
         "median": (
-            "MedianPruner(n_startup_trials=4, n_warmup_steps=2)",
+            "MedianPruner(n_startup_trials=4, n_warmup_steps=2) = median_pruner(warmup_epochs=1, n_startup_trials=4)",
             lambda: p.MedianPruner(n_startup_trials=4, n_warmup_steps=2),
         ),
         "percentile25": (
@@ -123,7 +125,7 @@ def replay(curves: list[list[float]], order: list[int], make_pruner: Callable[[]
         for epoch, value in enumerate(f1, 1):
             trial.report(value, epoch)
             spent += 1
-            if trial.should_prune():  # after every epoch, the last one too, as hpo/objective.py asks
+            if epoch < len(f1) and trial.should_prune():  # not after the last epoch, as hpo/objective.py
                 done = False
                 break
         if done:
@@ -252,6 +254,8 @@ def plot(sets: list[dict], path: Path) -> Path:
     fig, axes = plt.subplots(1, len(sets), figsize=(6.5 * len(sets), 4.6), squeeze=False)
     for ax, s in zip(axes[0], sets, strict=True):
         for key, p in s["pruners"].items():
+            if key not in PLOTTED:
+                continue
             g = p["incumbent_grid"]
             x = np.array(g["epochs"], dtype=float)
             med = np.array([np.nan if v is None else v for v in g["median"]])
@@ -261,7 +265,6 @@ def plot(sets: list[dict], path: Path) -> Path:
             (line,) = ax.plot(x, med, label=key, **style)
             ax.fill_between(x, lo, hi, alpha=0.08, color=line.get_color())
         ax.axhline(s["best_value"] - s["eps"], ls="--", lw=0.8, color="grey")
-        ax.set_xscale("symlog", linthresh=s["epochs_per_trial"])
         ax.set_xlabel("epochs spent (sum over trials)")
         ax.set_ylabel("incumbent val macro F1 (best COMPLETE trial)")
         ax.set_title(f"{s['data']}: {s['configs']} configs x {s['epochs_per_trial']} epochs, {s['replays']} replays")
@@ -271,6 +274,29 @@ def plot(sets: list[dict], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     return path
+
+
+def choose(sets: list[dict]) -> str:
+    """The pruner to ship: of those with a false-prune rate <= TARGET_FALSE_PRUNE on every curve set, the one
+    with the lowest mean R median; a sentence saying so (and whether it meets the R target)."""
+    keys = [k for k in sets[0]["pruners"] if k != "none"]
+    safe = [
+        k
+        for k in keys
+        if all(s["pruners"][k]["false_prune_rate_top_decile"] <= TARGET_FALSE_PRUNE for s in sets)
+        and all(s["pruners"][k]["R_median"] is not None for s in sets)
+    ]
+    if not safe:
+        return f"No pruner kept the false-prune rate at or under {TARGET_FALSE_PRUNE:.0%} on every curve set."
+    best = min(safe, key=lambda k: statistics.mean(s["pruners"][k]["R_median"] for s in sets))
+    rs = ", ".join(f"{s['pruners'][best]['R_median']}" for s in sets)
+    fps = ", ".join(f"{100 * s['pruners'][best]['false_prune_rate_top_decile']:.0f}%" for s in sets)
+    ok = all(s["pruners"][best]["R_median"] <= TARGET_R for s in sets)
+    return (
+        f"Shipped default (sweeps/*.py): `{best}` = `{sets[0]['pruners'][best]['pruner']}`, the lowest R among "
+        f"the pruners with at most {TARGET_FALSE_PRUNE:.0%} false prunes on every set (R {rs}; false prunes "
+        f"{fps}); R <= {TARGET_R}: {'met' if ok else 'not met'}."
+    )
 
 
 def main() -> None:
@@ -292,6 +318,7 @@ def main() -> None:
         print(f"{f.name}:", flush=True)
         sets.append(evaluate(f, args.replays))
     figure = plot(sets, RESULTS / f"{args.name}.png")
+    choice = choose(sets)
     result = {
         "settings": {
             "replays": args.replays,
@@ -299,6 +326,7 @@ def main() -> None:
             "target": f"R <= {TARGET_R} with a false-prune rate <= {TARGET_FALSE_PRUNE:.0%} (shipped default)",
         },
         "figure": str(figure.relative_to(REPO)),
+        "choice": choice,
         "sets": sets,
     }
     path = save_result(args.name, result)

@@ -128,68 +128,145 @@ def section() -> str:
                 "",
             ]
     b2 = load("b2_pruning")
-    b2alt = load("b2_pruning_alternatives")
-    b2long = load("b2_pruning_8epochs")
-    if b2:
-        st = b2["settings"]
+    if b2 and "sets" in b2:
         lines += [
-            "### B2 pruning efficiency",
+            "### B2 pruning: time to target on recorded learning curves",
             "",
-            f"`{st['sweep']}` ({st['model']} at {st['image_size_hw'][0]}x{st['image_size_hw'][1]}, "
-            f"{st['epochs_per_trial']} epochs per trial; the 8-epoch rows set `epochs: 8`), "
-            f"{st['n_trials']} trials per study, same sampler and seeds, one worker, CPU, on "
-            f"`{Path(st['data_dir']).name}` (300 procedural persons). Target: same best val macro F1 (not "
-            "more than 0.01 lower) for at most 40% of the epochs of the run without pruning.",
+            "Every config of a set was trained once for all its epochs (`benchmarks/b2_record.py`: the smoke "
+            "sweep's space, test_efficientnet at 48x36, CPU, one thread; drawn by a random sampler); "
+            "`benchmarks/b2_pruning.py` then replays one-worker sweeps over all configs in "
+            f"{b2['settings']['replays']} random orders with Optuna's real pruners (in-memory study, the recorded "
+            "F1 reported epoch by epoch, `should_prune` after each). **R** = epochs until the incumbent (best "
+            "COMPLETE value) is within eps of the no-pruning sweep's final best / epochs the no-pruning sweep "
+            "of the same order needs to reach that best (median over replays; a replay that never gets "
+            "there counts as not reached); eps = seed standard deviation of one config's value. "
+            "**False prunes** = share of the top-decile configs' trials that were pruned. "
+            "**R_eps** = the same numerator over the epochs the no-pruning sweep needs to get within eps (the "
+            "symmetric ratio: 1 = pruning did not reach the target sooner). "
+            f"Target: {b2['settings']['target']}.",
+            "",
+        ]
+        for st in b2["sets"]:
+            lines += [
+                f"**{st['data']}**: {st['configs']} configs x {st['epochs_per_trial']} epochs, best value "
+                f"{num(st['best_value'])}, eps {num(st['eps'])}; Spearman correlation of epoch-k F1 with the "
+                f"value, k = 1..{st['epochs_per_trial']}: "
+                + ", ".join(num(v, 2) for v in st["spearman_epoch_k_vs_value"])
+                + ".",
+                "",
+            ]
+            rows = []
+            for key, p in st["pruners"].items():
+                lo, hi = p["R_p25_p75"]
+                rows.append(
+                    [
+                        key,
+                        f"`{p['pruner']}`",
+                        "not reached" if p["R_median"] is None else num(p["R_median"]),
+                        f"{num(lo)}-{'not reached' if hi is None else num(hi)}",
+                        "not reached" if p["R_eps_median"] is None else num(p["R_eps_median"]),
+                        f"{100 * p['reached_share']:.0f}%",
+                        f"{100 * p['false_prune_rate_top_decile']:.0f}%",
+                        f"{100 * p['epochs_share']:.0f}%",
+                        met(p.get("target_met")),
+                    ]
+                )
+            lines += table(
+                ["name", "pruner", "R (median)", "R p25-p75", "R_eps", "reached", "false prunes", "epochs / none"]
+                + ["target"],
+                rows,
+            )
+            lines += [""]
+        if b2.get("figure"):
+            lines += [f"![incumbent F1 vs epochs spent per pruner]({b2['figure']})", ""]
+        if b2.get("choice"):
+            lines += [b2["choice"], ""]
+        lines += [
+            "No pruning has R below 1 because the numerator stops at best - eps and the denominator at the best "
+            "itself; with a seed noise this large most pruners reach the target no sooner than no pruning "
+            "(R_eps about 1). Early epochs rank the configs poorly (the Spearman row), which is where the "
+            "aggressive pruners lose the top configs.",
+            "",
+            f"Machine (replay): {machine(b2)}.",
+            "",
+        ]
+    b6 = load("b6_study_size")
+    if b6:
+        lines += [
+            "### B6 study size",
+            "",
+            "Studies of N trials x 30 epochs made without training (bulk SQL through Optuna's table models; 65% "
+            "COMPLETE, 30% PRUNED, 5% FAIL, the attrs a real trial stores), SQLite. Each command as a fresh "
+            "process (seconds, wall time, including the interpreter's start); *before* = the code before this "
+            "change, interleaved on the same file. Targets: `status` and `export` under 2x `optuna trials` at "
+            "10k trials; the report under 5 MB at 10k trials, its time and memory growing no faster than "
+            "linearly.",
             "",
         ]
         rows = []
-        studies = [(b2["settings"]["epochs_per_trial"], s) for s in b2["studies"]]
-        studies += [
-            (b2alt["settings"]["epochs_per_trial"], s)
-            for s in (b2alt or {}).get("studies", [])
-            if not s["pruner"].startswith("none")
-        ]
-        studies += [(b2long["settings"]["epochs_per_trial"], s) for s in (b2long or {}).get("studies", [])]
-        for epochs, s in studies:
-            rows.append(
-                [
-                    epochs,
-                    s["pruner"],
-                    f"`{s['pruner_desc']}`",
-                    s["epochs"],
-                    s.get("epochs_vs_no_pruning"),
-                    s["best_f1"],
-                    s.get("best_f1_minus_no_pruning"),
-                    s["pruned"],
-                    met(s.get("target_met")) if s["pruner"] != "none" else "",
-                ]
-            )
+        for n, e in b6["sizes"].items():
+            sm = e["summary"]
+            base = sm["optuna_trials"]["median_s"]
+            for label in ("before", "after"):
+                if f"{label}:status" not in sm:
+                    continue
+                d = (e.get("dashboard") or {}).get(label) or {}
+                r = sm[f"{label}:report"]
+                rows.append(
+                    [
+                        f"{int(n):,} {label}",
+                        sm[f"{label}:status"]["median_s"],
+                        sm[f"{label}:export"]["median_s"],
+                        base,
+                        sm["optuna_best_trial"]["median_s"],
+                        sm["trials_dataframe"]["median_s"],
+                        r["median_s"],
+                        r["peak_rss_mib"],
+                        r.get("file_mb"),
+                        d.get("study_s"),
+                    ]
+                )
         lines += table(
             [
-                "epochs per trial",
-                "name",
-                "pruner",
-                "epochs spent",
-                "epochs / no pruning",
-                "best val F1",
-                "F1 - no pruning",
-                "pruned",
-                "target",
+                "trials, code",
+                "status s",
+                "export s",
+                "optuna trials s",
+                "optuna best-trial s",
+                "trials_dataframe s",
+                "report s",
+                "report peak MiB",
+                "report MB",
+                "dashboard first study API s",
             ],
             rows,
         )
-        lines += [
-            "",
-            f"Machine: {machine(b2)}.",
-            "",
-            "Why 40% is not reached at 12 trials: with 4-8 epochs per trial Hyperband keeps one bracket "
-            "unpruned and spends about three quarters of the epochs; successive halving with reduction factor 3 "
-            "spends about half, but the best of only 12 trials then depends on which trials TPE draws after the "
-            "pruned ones (the runs differ by a few hundredths of F1 in either direction). Pruning pays as "
-            "more trials for the same epochs, not the same trials for fewer epochs; see benchmarks/README.md "
-            "for the pruner settings this suggests.",
-            "",
-        ]
+        ten = b6["sizes"].get("10000", {}).get("summary", {})
+        if ten:
+            base = ten["optuna_trials"]["median_s"]
+            st, ex, rep = ten["after:status"], ten["after:export"], ten["after:report"]
+            ok_st = bool(st["median_s"] and base and st["median_s"] < 2 * base)
+            ok_ex = bool(ex["median_s"] and base and ex["median_s"] < 2 * base)
+            ok_rep = bool(rep.get("file_mb") is not None and rep["file_mb"] < 5)
+            lines += [
+                "",
+                f"- `status` at 10k trials: {num(st['median_s'])} s vs `optuna trials` {num(base)} s: {met(ok_st)}.",
+                f"- `export` at 10k trials: {num(ex['median_s'])} s vs `optuna trials` {num(base)} s: {met(ok_ex)}.",
+                f"- report at 10k trials: {num(rep.get('file_mb'))} MB (plotly.js inline is about 3.6 MB of it): "
+                f"{met(ok_rep)}.",
+            ]
+            sizes = sorted(b6["sizes"], key=int)
+            if len(sizes) >= 2:
+                a, z = b6["sizes"][sizes[0]]["summary"]["after:report"], rep
+                grow_t = z["median_s"] / a["median_s"] if a["median_s"] else None
+                grow_m = z["peak_rss_mib"] / a["peak_rss_mib"] if a["peak_rss_mib"] else None
+                k = int(sizes[-1]) / int(sizes[0])
+                lines += [
+                    f"- report from {int(sizes[0]):,} to {int(sizes[-1]):,} trials ({k:.0f}x): time x{num(grow_t)}, "
+                    f"peak memory x{num(grow_m)}: "
+                    f"{met(bool(grow_t and grow_m and grow_t <= k and grow_m <= k))} (no faster than linear).",
+                ]
+        lines += ["", f"Machine: {machine(b6)}.", ""]
     b3 = load("b3_service_overhead")
     if b3:
         s = b3["summary"]
