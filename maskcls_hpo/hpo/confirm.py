@@ -161,7 +161,7 @@ class ConfirmPlan:
         }
         return config_from_mapping(data, source=f"study '{self.source_study}' trial {number} (confirm run)")
 
-    def make_sampler(self, worker_index: int = 0) -> optuna.samplers.BaseSampler:
+    def make_sampler(self, worker_index: int = 0, n_trials: int | None = None) -> optuna.samplers.BaseSampler:
         """Unused for queued runs (their params are fixed); a seeded random sampler."""
         return optuna.samplers.RandomSampler(seed=worker_index)
 
