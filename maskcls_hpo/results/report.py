@@ -386,10 +386,6 @@ def _summary(study: optuna.Study, digest: StudyDigest) -> str:
 
 # --- the best trial: confusion matrix, per-class F1, interval ------------------------------------------
 
-# The 95% person-bootstrap interval of a trial's val macro F1 (user attrs, when the worker recorded them).
-CI_LOW = getattr(TrialAttrs, "VAL_F1_CI_LOW", "val_f1_ci_low")
-CI_HIGH = getattr(TrialAttrs, "VAL_F1_CI_HIGH", "val_f1_ci_high")
-
 
 def _artifact(trial: FrozenTrial, study: optuna.Study, store: Any, filename: str) -> bytes | None:
     """The bytes of the trial's artifact `filename` (the newest upload), or None (no store, none uploaded)."""
@@ -409,7 +405,8 @@ def _artifact(trial: FrozenTrial, study: optuna.Study, store: Any, filename: str
 
 
 def _interval(attrs: dict[str, Any]) -> str:
-    low, high = attrs.get(CI_LOW), attrs.get(CI_HIGH)
+    """The best trial's 95% person-bootstrap interval of val macro F1 as words; "" when not recorded."""
+    low, high = attrs.get(TrialAttrs.VAL_F1_CI_LOW), attrs.get(TrialAttrs.VAL_F1_CI_HIGH)
     if isinstance(low, int | float) and isinstance(high, int | float):
         return f"95% interval {low:.4f} to {high:.4f} (bootstrap over validation persons)"
     return ""
