@@ -373,16 +373,62 @@ def launch_cmd(
     grace_period: Optional[int] = typer.Option(None, help="Seconds without heartbeat before a trial is stale (120)."),
     checkpoints: Optional[Path] = typer.Option(None, help=CHECKPOINTS_HELP),
     mlflow: Optional[str] = typer.Option(None, "--mlflow", help=MLFLOW_HELP),
+    backend: str = typer.Option(
+        "local", help="Where the workers run: local (processes here) or slurm (one Slurm array job of --workers tasks)."
+    ),
+    gpus_per_worker: int = typer.Option(0, "--gpus-per-worker", min=0, help="Slurm: GPUs per task (--gres=gpu:G)."),
+    cpus_per_task: int = typer.Option(1, "--cpus-per-task", min=1, help="Slurm: CPUs per task."),
+    partition: Optional[str] = typer.Option(None, help="Slurm: partition (default: the cluster's default)."),
+    time_limit: Optional[str] = typer.Option(None, "--time", help="Slurm: time limit per task, HH:MM:SS."),
+    sbatch_arg: Optional[list[str]] = typer.Option(
+        None, "--sbatch-arg", help="Slurm: one more #SBATCH line, e.g. --sbatch-arg=--qos=short (repeatable)."
+    ),
+    detach: bool = typer.Option(False, "--detach", help="Slurm: submit the array and return."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Slurm: write the sbatch script under the logs folder; submit nothing."
+    ),
+    cancel_on_exit: bool = typer.Option(
+        False, "--cancel-on-exit", help="Slurm: scancel the array on Ctrl-C without asking."
+    ),
 ) -> None:
     """Create or resume a study and run workers until it holds --n-trials finished trials."""
     _setup_logging()
     import contextlib
+    import sys
 
+    import click
     from rich.live import Live
 
     from maskcls_hpo.hpo.launch import run_sweep
     from maskcls_hpo.hpo.progress import ProgressLines, progress_table
+    from maskcls_hpo.hpo.slurm import SlurmOptions
 
+    if backend not in ("local", "slurm"):
+        fail(f"--backend {backend!r} is not known; use local or slurm")
+    slurm_only = {
+        "--gpus-per-worker": gpus_per_worker != 0,
+        "--cpus-per-task": cpus_per_task != 1,
+        "--partition": partition is not None,
+        "--time": time_limit is not None,
+        "--sbatch-arg": bool(sbatch_arg),
+        "--detach": detach,
+        "--dry-run": dry_run,
+        "--cancel-on-exit": cancel_on_exit,
+    }
+    given = [name for name, on in slurm_only.items() if on]
+    if backend == "local" and given:
+        fail(f"{', '.join(given)} only apply to --backend slurm")
+    slurm = SlurmOptions(
+        workers=workers,
+        gpus_per_worker=gpus_per_worker,
+        cpus_per_task=cpus_per_task,
+        partition=partition,
+        time=time_limit,
+        sbatch_args=list(sbatch_arg or []),
+        detach=detach,
+        dry_run=dry_run,
+        cancel_on_exit=True if cancel_on_exit else (None if sys.stdin.isatty() else False),
+    )
     say = functools.partial(console.print, highlight=False)
     # A terminal gets a table redrawn in place; a file (output redirected) one plain line per epoch and trial.
     if console.is_terminal:
@@ -398,6 +444,15 @@ def launch_cmd(
                 console.print(line, markup=False, highlight=False, soft_wrap=True)
 
     with view:
+
+        def confirm(question: str) -> bool:
+            if console.is_terminal:
+                live.stop()
+            try:
+                return typer.confirm(question, default=False, err=True)
+            except (KeyboardInterrupt, EOFError, click.exceptions.Abort):  # a second Ctrl-C: leave it alone
+                return False
+
         result = run_sweep(
             sweep_file,
             n_trials,
@@ -414,6 +469,9 @@ def launch_cmd(
             mlflow=mlflow,
             on_progress=on_progress,
             on_message=say,
+            backend=backend,
+            slurm=slurm if backend == "slurm" else None,
+            confirm_cancel=confirm,
         )
     if result.interrupted:
         say(result.message)

@@ -148,7 +148,8 @@ class PrivateServer:
     /tmp/pytest-of-root is not reachable for that user).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, settings: dict[str, object] | None = None) -> None:
+        self.settings = dict(settings or {})  # server settings (`-c name=value`), e.g. {"max_connections": 20}
         self.bindir = pg_bindir()
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="maskcls-pg-"))
@@ -178,6 +179,7 @@ class PrivateServer:
 
     def start(self) -> None:
         opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        opts += "".join(f" -c {k}={v}" for k, v in self.settings.items())
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.logfile), "-o", opts, "-w", "-t", "60", "start")
 
     def stop(self, mode: str = "fast") -> None:

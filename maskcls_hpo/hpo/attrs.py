@@ -16,6 +16,7 @@ __all__ = [
     "OBJECTIVE_LABEL",
     "checkpoint_dir",
     "checkpoint_of",
+    "slurm_label",
 ]
 
 OBJECTIVE_NAME = "val_macro_f1"
@@ -57,6 +58,19 @@ class TrialAttrs:
     BOOTSTRAP_RESAMPLES = "bootstrap_resamples"
     VAL_PERSONS = "val_persons"
     ARTIFACTS = "artifacts"  # {file name: artifact id} of the uploaded artifacts (results/artifacts.py)
+    SLURM_JOB_ID = "slurm_job_id"
+    """The Slurm job the trial ran in: the array job's id for an array task (what ``squeue`` shows before ``_``)."""
+    SLURM_TASK_ID = "slurm_task_id"
+    """The array task index (``SLURM_ARRAY_TASK_ID``) the trial ran in; absent outside an array."""
+
+
+def slurm_label(user_attrs: dict) -> str | None:
+    """``"12_1"`` (job_task, as ``squeue`` names an array task), ``"12"`` outside an array, None outside Slurm."""
+    job = user_attrs.get(TrialAttrs.SLURM_JOB_ID)
+    if job is None:
+        return None
+    task = user_attrs.get(TrialAttrs.SLURM_TASK_ID)
+    return f"{job}_{task}" if task is not None else str(job)
 
 
 def checkpoint_dir(root: Path, trial_number: int) -> Path:

@@ -4,7 +4,7 @@ Two renderers, picked by `launch` (``console.is_terminal``):
 
 - :func:`progress_table` (a terminal): a rich table redrawn in place: per RUNNING trial its epoch / epochs,
   last val macro F1, elapsed time and ETA; above it the counts, the best trial so far and the sweep's ETA;
-  workers that are still importing torch are shown as "starting".
+  workers that are still importing torch are shown as "starting"; a Slurm launch adds its array's task states.
 - :class:`ProgressLines` (output redirected to a file): plain lines, one per reported epoch and one per
   finished trial, each prefixed with the launch's elapsed time, so the log reads like a training log.
 
@@ -65,6 +65,13 @@ def _end_line(p: Progress) -> str:
     )
 
 
+def _tasks_line(p: Progress) -> str | None:
+    """``slurm job 12: RUNNING 2, PENDING 1`` for a Slurm launch, else None."""
+    if not p.tasks:
+        return None
+    return f"slurm job {p.job}: " + ", ".join(f"{state} {n}" for state, n in p.tasks.items())
+
+
 def progress_table(p: Progress) -> Group:
     """The terminal view of one snapshot (a rich renderable: a summary line and the running trials' table)."""
     head = Text.assemble(
@@ -74,8 +81,9 @@ def progress_table(p: Progress) -> Group:
         "\n",
         (_best(p), "bold green" if p.best is not None else ""),
     )
+    tasks = [Text(line, style="cyan")] if (line := _tasks_line(p)) else []
     if p.final:
-        return Group(head, Text(_end_line(p), style="yellow" if p.phase == "interrupted" else ""))
+        return Group(head, Text(_end_line(p), style="yellow" if p.phase == "interrupted" else ""), *tasks)
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
     for col in ("trial", "epoch", "last val macro F1", "elapsed", "ETA"):
         table.add_column(col, justify="right")
@@ -90,7 +98,7 @@ def progress_table(p: Progress) -> Group:
         status = f"{idle} worker(s) between trials or waiting for a slot"
     else:
         status = ""
-    parts: list = [head]
+    parts: list = [head, *tasks]
     if p.running:
         parts.append(table)
     if status:
@@ -116,6 +124,7 @@ class ProgressLines:
     def __init__(self) -> None:
         self._epochs: dict[int, int] = {}
         self._said_starting = False
+        self._tasks: str | None = None
 
     def _epoch_lines(self, stamp: str, number: int, values: dict[int, float], epochs: int | None) -> list[str]:
         done = self._epochs.get(number, 0)
@@ -148,6 +157,10 @@ class ProgressLines:
         if p.phase == "starting" and not self._said_starting:
             lines.append(f"{stamp} starting {p.workers} worker(s)")
             self._said_starting = True
+        tasks = _tasks_line(p)
+        if tasks is not None and tasks != self._tasks:  # a Slurm launch: one line whenever a task changes state
+            lines.append(f"{stamp} {tasks}")
+            self._tasks = tasks
         for t in p.finished:
             lines += self._epoch_lines(stamp, t.number, t.values, t.epochs)
             lines.append(self._finished_line(stamp, t, p))

@@ -36,6 +36,9 @@ class WorkerSettings(BaseModel):
         timeout: seconds after which the worker starts no new trial (None: no limit).
         max_consecutive_failures: stop after this many FAIL trials in a row.
         worker_index: offsets the sampler seed (``SEED + worker_index``).
+        worker_index_env: name of an environment variable that, when set in the worker process, gives the
+            worker index instead (``SLURM_ARRAY_TASK_ID`` for the tasks of a Slurm array: one settings file
+            for all of them).
         checkpoints: root folder of checkpoints (``<checkpoints>/<study>/trial_<n>/``); None: ``checkpoints/``
             beside an SQLite file, else ``storage/checkpoints`` (:func:`maskcls_hpo.hpo.storage.storage_folder`).
         logs: folder of worker logs (``<logs>/<study>/worker-<i>.log``); None: ``logs/`` likewise.
@@ -57,6 +60,7 @@ class WorkerSettings(BaseModel):
     timeout: float | None = Field(default=None, ge=0)
     max_consecutive_failures: int = Field(default=DEFAULT_MAX_CONSECUTIVE_FAILURES, ge=1)
     worker_index: int = 0
+    worker_index_env: str | None = None
     checkpoints: Path | None = None
     logs: Path | None = None
     poll_interval: float = Field(default=1.0, gt=0)
@@ -98,6 +102,26 @@ class WorkerSettings(BaseModel):
         """``<tensorboard>/<study>``: the trials' TensorBoard folders (``tensorboard/`` beside an SQLite file,
         else ``storage/tensorboard``; :func:`maskcls_hpo.hpo.storage.storage_folder`)."""
         return storage_folder(self.storage_url, "tensorboard") / self.study_name
+
+    def for_this_process(self, environ: dict[str, str] | None = None) -> WorkerSettings:
+        """A copy with `worker_index` taken from env `worker_index_env` when that is set (else `self`).
+
+        Raises:
+            LaunchError: the variable holds no whole number.
+        """
+        import os
+
+        from maskcls_hpo.errors import LaunchError
+
+        env = os.environ if environ is None else environ
+        raw = env.get(self.worker_index_env) if self.worker_index_env else None
+        if raw is None or raw == "":
+            return self
+        try:
+            index = int(raw)
+        except ValueError:
+            raise LaunchError(f"environment variable {self.worker_index_env}={raw!r} is not a worker index") from None
+        return self.model_copy(update={"worker_index": index})
 
     def resolved_storage_url(self) -> str:
         """`storage_url` with the password filled in from `password_file` when the URL has none."""

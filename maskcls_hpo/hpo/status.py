@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from maskcls_hpo.hpo._optuna import rdb_models, rdb_of, storage_of, study_id_of, trial_id_of
-from maskcls_hpo.hpo.attrs import StudyAttrs, TrialAttrs
+from maskcls_hpo.hpo.attrs import StudyAttrs, TrialAttrs, slurm_label
 from maskcls_hpo.hpo.export import ranked_complete_trials
 from maskcls_hpo.hpo.trials import count_trials, trial_ids
 
@@ -74,7 +74,8 @@ def study_status(
          "stale_failed": [trial numbers failed as stale by this call],
          "best": {number, value, accuracy, ci_low, ci_high, params} | None,
          "runner_up": RunnerUpComparison.as_dict() | None (fewer than 2 COMPLETE trials, or nowhere to look),
-         "running": [{number, last_epoch, heartbeat_age_s, worker}]}
+         "running": [{number, last_epoch, heartbeat_age_s, worker, slurm}]}; `slurm` is the Slurm job and
+        array task the trial runs in (``"12_1"``; None outside Slurm).
     """
     storage, study_id = storage_of(study), study_id_of(study)
     running_before = set(trial_ids(storage, study_id, (TrialState.RUNNING,)))
@@ -109,6 +110,7 @@ def study_status(
                 "last_epoch": t.last_step,
                 "heartbeat_age_s": round((now - hb).total_seconds(), 1) if hb is not None else None,
                 "worker": t.user_attrs.get(TrialAttrs.WORKER),
+                "slurm": slurm_label(t.user_attrs),
             }
         )
     return {
@@ -167,7 +169,8 @@ def print_status(
         console.print(f"stale trials failed and re-queued: {s['stale_failed']}", highlight=False)
     if s["running"]:
         rt = Table(title="running trials", show_header=True, header_style="bold")
-        for col in ("trial", "last epoch", "last heartbeat (s ago)", "worker"):
+        with_slurm = any(r["slurm"] for r in s["running"])
+        for col in ("trial", "last epoch", "last heartbeat (s ago)", "worker", *(["slurm job"] if with_slurm else [])):
             rt.add_column(col)
         for r in s["running"]:
             rt.add_row(
@@ -175,6 +178,7 @@ def print_status(
                 str(r["last_epoch"] or "-"),
                 "-" if r["heartbeat_age_s"] is None else f"{r['heartbeat_age_s']:.0f}",
                 str(r["worker"] or "-"),
+                *([str(r["slurm"] or "-")] if with_slurm else []),
             )
         console.print(rt)
     return s

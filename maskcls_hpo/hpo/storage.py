@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import re
+import socket
 import sqlite3
 import threading
 import time
@@ -41,6 +42,9 @@ __all__ = [
     "mask_password",
     "display_url",
     "engine_kwargs",
+    "application_name",
+    "CONNECTIONS_PER_PROCESS",
+    "check_connection_budget",
     "check_schema",
     "open_storage",
     "artifact_dir",
@@ -279,14 +283,25 @@ def resolve_storage_url(
     return resolve_storage(value, must_exist=must_exist, password_file=password_file, given_as=given_as).url
 
 
+CONNECTIONS_PER_PROCESS = 2
+"""PostgreSQL connections one process (a worker, `launch`, `status`) holds at most: main thread + heartbeat."""
+
+
+def application_name() -> str:
+    """``maskcls-hpo HOST:PID``: the PostgreSQL `application_name` of this process's connections (63 bytes max)."""
+    return f"maskcls-hpo {socket.gethostname()}:{os.getpid()}"[:63]
+
+
 def engine_kwargs(url: str) -> dict:
     """SQLAlchemy `create_engine` keyword arguments for several worker processes on one storage.
 
     SQLite: a busy timeout of 60 s (`sqlite3.connect(timeout=...)`); WAL is set on the file by
     :func:`_enable_wal`. PostgreSQL: `pool_pre_ping` (a dropped connection, e.g. after a server restart,
-    is replaced instead of failing the trial), a small pool per worker process (2 + 4 overflow: the main
-    thread and the heartbeat thread), a 10 s connect timeout, and TCP keepalives (libpq `keepalives_*`)
-    so that a connection to a machine that vanished errors out in about a minute instead of hanging.
+    is replaced instead of failing the trial), a pool of at most :data:`CONNECTIONS_PER_PROCESS` (2: the main
+    thread and the heartbeat thread; no overflow, so a process never holds more: README "Running on several
+    machines"), a 10 s connect timeout, TCP keepalives (libpq `keepalives_*`) so that a connection to a
+    machine that vanished errors out in about a minute instead of hanging, and an `application_name` naming
+    the process (``maskcls-hpo HOST:PID``, seen in ``pg_stat_activity``).
     """
     backend = make_url(url).get_backend_name()
     if backend == "sqlite":
@@ -294,12 +309,13 @@ def engine_kwargs(url: str) -> dict:
     if backend == "postgresql":
         return {
             "pool_pre_ping": True,
-            "pool_size": 2,
-            "max_overflow": 4,
+            "pool_size": CONNECTIONS_PER_PROCESS,
+            "max_overflow": 0,
+            "pool_timeout": 120,
             "pool_recycle": 300,
             "connect_args": {
                 "connect_timeout": 10,
-                "application_name": "maskcls-hpo",
+                "application_name": application_name(),
                 "keepalives": 1,
                 "keepalives_idle": 30,
                 "keepalives_interval": 10,
@@ -360,6 +376,64 @@ def check_schema(url: str) -> None:
             f"{optuna.__version__} uses schema {head}. Nothing was changed. Back up the database, then run: "
             f"optuna storage upgrade --storage '{display_url(url)}'"
         )
+
+
+def check_connection_budget(url: str, workers: int, launcher: int = CONNECTIONS_PER_PROCESS) -> dict[str, int] | None:
+    """Refuse a launch whose workers would need more PostgreSQL connections than the server allows.
+
+    Each worker process holds at most :data:`CONNECTIONS_PER_PROCESS` connections (2), the launching process
+    `launcher` more. The server's room: ``max_connections``, less ``superuser_reserved_connections`` unless
+    the role is a superuser, less the client connections open now (other than this check's own). Reads
+    settings only; creates and changes nothing. SQLite: nothing to check (None).
+
+    Returns:
+        ``{"max_connections", "reserved", "in_use", "needed", "max_workers"}`` for PostgreSQL.
+
+    Raises:
+        LaunchError: naming the number of workers, the connections they need and the server's max_connections.
+        StorageError: the server cannot be reached (masked URL).
+    """
+    from maskcls_hpo.errors import LaunchError
+
+    if make_url(url).get_backend_name() != "postgresql":
+        return None
+    kwargs = engine_kwargs(url)
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool, connect_args=kwargs["connect_args"])
+    try:
+        with engine.connect() as con:
+            max_connections = int(con.execute(sqlalchemy.text("SHOW max_connections")).scalar())
+            reserved = int(con.execute(sqlalchemy.text("SHOW superuser_reserved_connections")).scalar())
+            superuser = con.execute(sqlalchemy.text("SHOW is_superuser")).scalar() == "on"
+            in_use = int(
+                con.execute(
+                    sqlalchemy.text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
+                        "AND pid <> pg_backend_pid()"
+                    )
+                ).scalar()
+            )
+    except sqlalchemy.exc.SQLAlchemyError as err:
+        raise StorageError(f"cannot open storage {display_url(url)!r}: {mask_password(_short(err))}") from None
+    finally:
+        engine.dispose()
+    room = max_connections - (0 if superuser else reserved) - in_use - launcher
+    needed = workers * CONNECTIONS_PER_PROCESS
+    max_workers = max(0, room // CONNECTIONS_PER_PROCESS)
+    if needed > room:
+        held = f"{reserved} reserved for superusers, " if not superuser else ""
+        raise LaunchError(
+            f"{workers} workers need {needed} PostgreSQL connections ({CONNECTIONS_PER_PROCESS} each: main + "
+            f"heartbeat), but the server at {display_url(url)} has max_connections={max_connections} "
+            f"({held}{in_use} in use now, {launcher} for this launch): at most {max_workers} workers fit; "
+            "use fewer --workers or raise max_connections on the server; nothing was started"
+        )
+    return {
+        "max_connections": max_connections,
+        "reserved": 0 if superuser else reserved,
+        "in_use": in_use,
+        "needed": needed,
+        "max_workers": max_workers,
+    }
 
 
 def _alembic_head() -> str:

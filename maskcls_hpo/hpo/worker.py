@@ -7,7 +7,8 @@ Budget (problem C1 in docs/ARCHITECTURE.md): the study holds `n_trials` *finishe
 in total, across all workers and all launches. A worker only starts a trial while `finished + running <
 n_trials`; after `study.ask()` it claims a slot: its trial counts only if at most `n_trials` slot-holding
 trials (RUNNING, COMPLETE, PRUNED) have a number <= its own, so when two workers race for the last slot the
-lower trial number wins and the other trial goes back to WAITING (no FAIL record is added). FAIL trials free
+lower trial number wins and the other trial goes back to WAITING (no FAIL record is added); a new trial also
+goes back while an older one is WAITING (a failed trial's copy runs before new ones). FAIL trials free
 their slot; a worker stops after `max_consecutive_failures` failed trials in a row, saying why.
 
 Faults (docs/ARCHITECTURE.md, "Faults"): heartbeat on; before each trial the worker fails stale trials, which
@@ -44,6 +45,7 @@ from maskcls_hpo.hpo.attrs import StudyAttrs, TrialAttrs
 from maskcls_hpo.hpo.objective import make_objective
 from maskcls_hpo.hpo.settings import WorkerSettings
 from maskcls_hpo.hpo.signals import Interrupted, deferred_interrupts, stop_requested, stop_signals
+from maskcls_hpo.hpo.slurm import slurm_task_of_env
 from maskcls_hpo.hpo.storage import mask_password, open_storage, retry_db, seconds_since_db_error
 from maskcls_hpo.hpo.sweep import Sweep, load_sweep
 from maskcls_hpo.hpo.tracking import TrialTracker, check_mlflow
@@ -126,9 +128,14 @@ def _load_study(
 
 
 def _claim_slot(storage: optuna.storages.RDBStorage, study: optuna.Study, trial: optuna.Trial, n_trials: int) -> bool:
-    """True when `trial` is within the budget (lower trial numbers win a race for the last slots)."""
+    """True when `trial` is within the budget (lower trial numbers win a race for the last slots).
+
+    False too while an older trial is WAITING: ``study.ask`` may read the queue just before another process
+    queues a failed trial's copy, and then creates a new trial; the new one goes back to the queue, so the copy
+    (which resumes from its checkpoint) runs first.
+    """
     c = count_trials(storage, study_id_of(study), max_number=trial.number)
-    return c.running + c.finished <= n_trials
+    return c.waiting == 0 and c.running + c.finished <= n_trials
 
 
 def _fail_and_requeue(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
@@ -168,6 +175,7 @@ def run_worker(
     Raises:
         StorageError, SweepError: before any trial, when the storage or sweep cannot be used.
     """
+    settings = settings.for_this_process()
     if sweep is None and settings.kind == "sweep":
         sweep = load_sweep(settings.sweep_path)
     url = settings.resolved_storage_url()
@@ -184,6 +192,7 @@ def run_worker(
     if not n_trials:
         raise LaunchError(f"study '{settings.study_name}' has no trial budget: pass --n-trials")
     worker_label = f"{socket.gethostname()}:{os.getpid()}/{settings.worker_index}"
+    slurm = slurm_task_of_env()
     # Every finished trial (COMPLETE, and PRUNED from its metrics.json) gets artifacts for the dashboard.
     if objective is None:
         if settings.mlflow_uri:
@@ -208,7 +217,13 @@ def run_worker(
     report = WorkerReport()
     consecutive_failures = 0
     started = time.monotonic()
-    log.info("worker %s joins study '%s' (target %d finished trials)", worker_label, study.study_name, n_trials)
+    where = ""
+    if slurm is not None:
+        job, task, restarts = slurm
+        where = f"; slurm job {job}" + (f"_{task}" if task is not None else "") + f", restart {restarts}"
+    log.info(
+        "worker %s joins study '%s' (target %d finished trials%s)", worker_label, study.study_name, n_trials, where
+    )
     with stop_signals(), contextlib.suppress(Interrupted, KeyboardInterrupt):
         report.stop_reason = "interrupted"  # kept if a stop signal ends the loop between trials
         while True:
@@ -252,6 +267,10 @@ def run_worker(
                 storage.set_trial_state_values(trial_id_of(trial), state=TrialState.WAITING)
                 time.sleep(settings.poll_interval)
                 continue
+            if slurm is not None:  # `status` shows where a running trial runs
+                trial.set_user_attr(TrialAttrs.SLURM_JOB_ID, slurm[0])
+                if slurm[1] is not None:
+                    trial.set_user_attr(TrialAttrs.SLURM_TASK_ID, slurm[1])
             state = _run_one(study, trial, objective)
             if state == STALE:
                 continue  # not this worker's failure: the trial's copy is queued and resumes elsewhere
@@ -350,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     setup_logging(verbose=True)
     try:
-        settings = WorkerSettings.model_validate_json(Path(args[0]).read_text(encoding="utf-8"))
+        settings = WorkerSettings.model_validate_json(Path(args[0]).read_text(encoding="utf-8")).for_this_process()
         report = run_worker(settings)
     except MaskclsError as err:
         print(f"error: {mask_password(err)}", file=sys.stderr)

@@ -1,0 +1,74 @@
+"""PostgreSQL connection discipline (hpo/storage.py): at most 2 connections per worker process, and a launch
+that would need more than the server's max_connections refused before anything starts.
+
+A private server (tests/pg.py `PrivateServer`) with ``max_connections=20`` and ``log_connections=on``; 8 worker
+processes run the project's worker loop with a no-training objective (benchmarks/b5_connections.py, the same
+code that measures the figure in the README), sampled from ``pg_stat_activity`` every 20 ms.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+from pg import PrivateServer, cli, write_sweep
+
+from maskcls_hpo.errors import LaunchError
+from maskcls_hpo.hpo.storage import CONNECTIONS_PER_PROCESS, check_connection_budget, engine_kwargs
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+import b5_connections  # noqa: E402
+
+
+@pytest.fixture
+def pg20():
+    server = PrivateServer(settings={"max_connections": 20, "log_connections": "on"}).init()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.cleanup()
+
+
+def test_pool_never_grows_past_two():
+    kw = engine_kwargs("postgresql+psycopg://u@h/db")
+    assert CONNECTIONS_PER_PROCESS == 2
+    assert kw["pool_size"] == 2 and kw["max_overflow"] == 0
+    assert kw["connect_args"]["application_name"].startswith("maskcls-hpo ")
+    assert engine_kwargs("sqlite:///x.db") == {"connect_args": {"timeout": 60.0}}
+    assert check_connection_budget("sqlite:///x.db", 100) is None
+
+
+@pytest.mark.postgres
+def test_eight_workers_at_max_connections_20(pg20):
+    admin = f"host=127.0.0.1 port={pg20.port} user=postgres dbname=postgres"
+    r = b5_connections.measure(admin, pg20.port, pg20.logfile, workers=8, n_trials=24, pool=None)
+    assert r["connection_errors"] == 0, r
+    assert r["finished"] == 24 and r["states"]["RUNNING"] == 0 and r["states"]["FAIL"] == 0
+    assert r["peak_connections_per_worker"] == 2, r  # main thread + heartbeat thread, never more
+    assert len(r["peak_connections_by_worker"]) == 8
+    assert r["peak_connections_all_workers"] <= 16
+    # from the server's own log: each process opened its 2 pool connections and the schema check's one
+    assert len(r["connections_opened_by_worker"]) == 8 and max(r["connections_opened_by_worker"]) <= 3, r
+    assert r["budget_check"]["max_connections"] == 20 and r["budget_check"]["max_workers"] >= 8
+
+
+@pytest.mark.postgres
+def test_too_many_workers_refused_before_anything(pg20, tiny_demo, tmp_path):
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{pg20.port}/postgres"
+    with pytest.raises(LaunchError) as err:
+        check_connection_budget(url, 10)
+    text = str(err.value)
+    assert text.startswith("10 workers need 20 PostgreSQL connections") and "max_connections=20" in text
+    # the CLI: one line, exit 1, no Optuna table created
+    sweep = write_sweep(tmp_path, "crowd", tiny_demo, epochs=2)
+    done = cli(["launch", str(sweep), "--n-trials", "4", "--workers", "10", "--storage", url], cwd=tmp_path)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 1 and len(lines) == 1, done.stderr
+    assert "10 workers need 20 PostgreSQL connections" in lines[0] and "max_connections=20" in lines[0]
+    with psycopg.connect(f"host=127.0.0.1 port={pg20.port} user=postgres dbname=postgres") as con:
+        tables = con.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()[0]
+    assert tables == 0
