@@ -448,7 +448,7 @@ class SlurmWorkers:
         self.job_id: str | None = None
         self.tasks: dict[int, SlurmTask] = {}
         self._cancelled_pending: set[int] = set()
-        self._last_poll = 0.0
+        self._unknown_since: dict[int, float] = {}
 
     @property
     def log_dir(self) -> Path:
@@ -514,14 +514,23 @@ class SlurmWorkers:
         self.tasks = {i: SlurmTask(i, "PENDING") for i in range(self.n)}
         return self.job_id
 
+    # a task Slurm cannot tell about (scontrol failing for a moment, or the job purged) keeps its last state
+    # this long before it counts as ended
+    UNKNOWN_GRACE_S = 300.0
+
     def refresh(self) -> dict[int, SlurmTask]:
         """Ask Slurm for the tasks' states (kept in `tasks`)."""
         if self.job_id is not None:
-            found = task_states(self.job_id, self.n)
-            for i, t in found.items():
-                if t.state == "UNKNOWN" and i in self.tasks and self.tasks[i].state in TERMINAL_STATES:
-                    continue  # the controller forgot a task that had ended: keep what was seen
-                self.tasks[i] = t
+            now = time.monotonic()
+            for i, t in task_states(self.job_id, self.n).items():
+                if t.state != "UNKNOWN":
+                    self._unknown_since.pop(i, None)
+                    self.tasks[i] = t
+                    continue
+                since = self._unknown_since.setdefault(i, now)
+                seen = self.tasks.get(i)
+                if seen is None or (seen.state not in TERMINAL_STATES and now - since > self.UNKNOWN_GRACE_S):
+                    self.tasks[i] = t  # never seen, or unknown for too long: the controller forgot it
         return self.tasks
 
     def alive(self) -> int:
