@@ -2,7 +2,7 @@
 that would need more than the server's max_connections refused before anything starts.
 
 A private server (tests/pg.py `PrivateServer`) with ``max_connections=20`` and ``log_connections=on``; 8 worker
-processes run the project's worker loop with a no-training objective (benchmarks/b5_connections.py, the same
+processes run the project's worker loop with a no-training objective (benchmarks/b7_connections.py, the same
 code that measures the figure in the README), sampled from ``pg_stat_activity`` every 20 ms.
 """
 
@@ -20,7 +20,7 @@ from maskcls_hpo.hpo.storage import CONNECTIONS_PER_PROCESS, check_connection_bu
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-import b5_connections  # noqa: E402
+import b7_connections  # noqa: E402
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ def test_pool_never_grows_past_two():
 @pytest.mark.postgres
 def test_eight_workers_at_max_connections_20(pg20):
     admin = f"host=127.0.0.1 port={pg20.port} user=postgres dbname=postgres"
-    r = b5_connections.measure(admin, pg20.port, pg20.logfile, workers=8, n_trials=24, pool=None)
+    r = b7_connections.measure(admin, pg20.port, pg20.logfile, workers=8, n_trials=24, pool=None)
     assert r["connection_errors"] == 0, r
     assert r["finished"] == 24 and r["states"]["RUNNING"] == 0 and r["states"]["FAIL"] == 0
     assert r["peak_connections_per_worker"] == 2, r  # main thread + heartbeat thread, never more

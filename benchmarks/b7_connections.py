@@ -1,4 +1,4 @@
-"""B5 connections: PostgreSQL connections each worker process holds, sampled from ``pg_stat_activity``.
+"""B7 connections: PostgreSQL connections each worker process holds, sampled from ``pg_stat_activity``.
 
 K worker processes (forked, as in B4) run the project's worker loop (``hpo.worker.run_worker``) with a
 no-training objective (suggest ``x``, 10 reports 30 ms apart, return a value) and a 1 s heartbeat, so the
@@ -13,7 +13,7 @@ whether the study ended with exactly N finished trials.
 Setups, side by side in one run: the pool the workers had before (``pool_size=2, max_overflow=4``: up to 6
 per process) and the pool they have now (``pool_size=2, max_overflow=0``).
 
-    .venv/bin/python benchmarks/b5_connections.py            # writes benchmarks/results/b5_connections.json
+    .venv/bin/python benchmarks/b7_connections.py            # writes benchmarks/results/b7_connections.json
 """
 
 from __future__ import annotations
@@ -216,7 +216,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--n-trials", type=int, default=80)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--name", default="b5_connections")
+    ap.add_argument("--name", default="b7_connections")
     args = ap.parse_args()
     server = PrivateServer(settings={"max_connections": MAX_CONNECTIONS, "log_connections": "on"}).init()
     runs = []
@@ -262,7 +262,7 @@ def main() -> None:
         "runs",
     )
     print_table(
-        f"B5 PostgreSQL connections: {args.workers} workers, max_connections={MAX_CONNECTIONS}",
+        f"B7 PostgreSQL connections: {args.workers} workers, max_connections={MAX_CONNECTIONS}",
         ["setup", "peak per worker", "peak all", "opened per worker", "connection errors", "exact budget", "runs"],
         [[row[k] for k in keys] for row in summary],
     )
