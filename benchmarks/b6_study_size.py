@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import os
 import random
 import shutil
@@ -67,7 +68,7 @@ def _params(rng: random.Random) -> tuple[dict, dict]:
     }
     p = {
         "batch_size": rng.choice([16, 32]),
-        "lr": 10 ** rng.uniform(-3, -1.52),
+        "lr": 10 ** rng.uniform(-3, math.log10(3e-2)),
         "dropout": rng.uniform(0, 0.5),
         "scheduler": rng.choice(["step", "cosine"]),
         "loss": rng.choice(["cross_entropy", "label_smoothing", "focal", "f1"]),
@@ -266,7 +267,9 @@ def dashboard_first_load(url: str, env: dict, timeout: float) -> dict:
             proc.wait()
 
 
-def measure(db: Path, work: Path, codes: dict[str, Path], repeats: int, timeout: float, dashboard: bool) -> dict:
+def measure(
+    db: Path, work: Path, codes: dict[str, Path], repeats: int, timeout: float, dashboard: bool, only: set[str]
+) -> dict:
     """Time every command on `db`; the project's commands once per code copy in `codes` (label -> package root),
     all commands interleaved, the order reversed on every other repeat."""
     url = f"sqlite:///{db}"
@@ -288,6 +291,8 @@ def measure(db: Path, work: Path, codes: dict[str, Path], repeats: int, timeout:
     }
     jobs = [(f"{label}:{k}", cmd, code) for k, cmd in ours.items() for label, code in codes.items()]
     jobs += [(k, cmd, REPO) for k, cmd in theirs.items()]
+    if only:
+        jobs = [j for j in jobs if j[0] in only]
     runs: dict[str, list[dict]] = {k: [] for k, _, _ in jobs}
     report_bytes: dict[str, list[int]] = {label: [] for label in codes}
     for r in range(repeats):
@@ -307,11 +312,14 @@ def measure(db: Path, work: Path, codes: dict[str, Path], repeats: int, timeout:
         for k, v in runs.items()
     }
     for label, sizes in report_bytes.items():
-        summary[f"{label}:report"]["file_mb"] = round(max(sizes) / 2**20, 2) if sizes else None
-    base = summary["optuna_trials"]["median_s"]
+        if f"{label}:report" in summary:
+            summary[f"{label}:report"]["file_mb"] = round(max(sizes) / 2**20, 2) if sizes else None
+    base = (summary.get("optuna_trials") or {}).get("median_s")
     for label in codes:
         for key in ("status", "export"):
-            s = summary[f"{label}:{key}"]
+            s = summary.get(f"{label}:{key}")
+            if s is None:
+                continue
             s["vs_optuna_trials"] = round(s["median_s"] / base, 2) if s["median_s"] and base else None
     out = {"runs": runs, "summary": summary}
     if dashboard:
@@ -328,10 +336,17 @@ def main() -> None:
     ap.add_argument("--before", type=Path, default=None, help="a package copy to time side by side as 'before'")
     ap.add_argument("--before-sizes", default="1000,10000", help="sizes at which --before runs too")
     ap.add_argument("--no-dashboard", action="store_true")
+    ap.add_argument("--only", default="", help="comma-separated commands to run (e.g. after:report); default all")
+    ap.add_argument("--merge", action="store_true", help="update these commands' results in the existing JSON")
     ap.add_argument("--name", default="b6_study_size")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="b6-"))
     results: dict[str, dict] = {}
+    out_json = REPO / "benchmarks" / "results" / f"{args.name}.json"
+    prior = json.loads(out_json.read_text()) if args.merge and out_json.is_file() else {}
+    previous = prior.get("sizes", {})
+    if args.merge:
+        results.update(previous)
     try:
         for n in (int(x) for x in args.sizes.split(",")):
             db = work / f"big{n}.db"
@@ -340,8 +355,16 @@ def main() -> None:
             codes = {"after": REPO}
             if args.before is not None and str(n) in args.before_sizes.split(","):
                 codes["before"] = args.before.resolve()
-            m = measure(db, work, codes, args.repeats, args.timeout, not args.no_dashboard)
-            results[str(n)] = {"study": made, **m}
+            only = {x for x in args.only.split(",") if x}
+            m = measure(db, work, codes, args.repeats, args.timeout, not args.no_dashboard, only)
+            if args.merge and str(n) in previous:
+                old = previous[str(n)]
+                old["runs"].update(m["runs"])
+                old["summary"].update(m["summary"])
+                old.setdefault("merged", []).append({"commands": sorted(m["runs"]), "study": made})
+                results[str(n)] = old
+            else:
+                results[str(n)] = {"study": made, **m}
             db.unlink()
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -357,6 +380,9 @@ def main() -> None:
         },
         "sizes": results,
     }
+    if prior.get("machine"):
+        payload["machine"] = prior["machine"]
+        payload["merged_machine"] = __import__("common").machine_info()
     path = save_result(args.name, payload)
     rows = []
     for n, entry in results.items():

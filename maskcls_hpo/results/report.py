@@ -169,16 +169,29 @@ def _params_only(engine: Any, m: Any, trials: list[tuple[int, float]]) -> list[F
                 params, dists = by_trial[tid]
                 params[name] = dist.to_external_repr(internal)
                 dists[name] = dist
-    return [
-        optuna.trial.create_trial(params=by_trial[tid][0], distributions=by_trial[tid][1], value=v) for tid, v in trials
-    ]
+    out = []
+    for tid, v in trials:
+        try:
+            out.append(optuna.trial.create_trial(params=by_trial[tid][0], distributions=by_trial[tid][1], value=v))
+        except ValueError as err:  # a stored param outside its stored distribution: left out, not fatal
+            log.warning("report: trial id %d left out of the importances: %s", tid, mask_password(err))
+    return out
 
 
-def _light_study(direction: Any, trials: list[FrozenTrial]) -> optuna.Study:
-    """An in-memory study holding copies of `trials` (renumbered 0..n-1 in the given order)."""
+def _light_study(direction: Any, trials: list[FrozenTrial]) -> tuple[optuna.Study, list[int]]:
+    """An in-memory study holding copies of `trials` (renumbered 0..n-1 in the given order), and the real
+    numbers of the trials it holds. A trial Optuna refuses to add (e.g. a stored param outside its stored
+    distribution) is left out with a warning instead of costing the report."""
     light = optuna.create_study(direction=direction)
-    light.add_trials(trials)
-    return light
+    kept = []
+    for t in trials:
+        try:
+            light.add_trial(t)
+        except ValueError as err:
+            log.warning("report: trial %d left out of the figures: %s", t.number, mask_password(err))
+            continue
+        kept.append(t.number)
+    return light, kept
 
 
 def _renumber(fig: Any, key: str, numbers: list[int]) -> None:
@@ -235,10 +248,9 @@ def report_figures(study: optuna.Study, digest: StudyDigest | None = None) -> li
     n_complete = d.counts[TrialState.COMPLETE]
     top_only = n_complete > len(d.top)
     shown = d.top + d.others
-    numbers = [t.number for t in shown]
-    light = _light_study(study.direction, shown)
-    top_light = _light_study(study.direction, d.top)
-    sample = _light_study(study.direction, d.sample)
+    light, numbers = _light_study(study.direction, shown)
+    top_light, top_numbers = _light_study(study.direction, d.top)
+    sample, _ = _light_study(study.direction, d.sample)
     best = f", the best {len(d.top)} COMPLETE trials" if top_only else ""
     latest = f" and the latest {len(d.others)} others" if top_only and d.others else ""
     sampled = f", a random {len(d.sample)} of {n_complete} COMPLETE trials" if len(d.sample) < n_complete else ""
@@ -298,7 +310,7 @@ def report_figures(study: optuna.Study, digest: StudyDigest | None = None) -> li
             if not fig.data:
                 figures.append(ReportFigure(key, title, note="nothing to plot for this study"))
                 continue
-            _renumber(fig, key, numbers if key == "intermediate" else [t.number for t in d.top])
+            _renumber(fig, key, numbers if key == "intermediate" else top_numbers)
             # as wide as the page (the plots' own fixed widths stretch it), a height that fits a screen
             fig.update_layout(
                 template="plotly_white",
