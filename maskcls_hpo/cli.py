@@ -608,7 +608,7 @@ def export_cmd(
         loaded, out, trial_number=trial, top=top, fmt=format, single_split=single_split, force=force, on_warning=warn
     )
     if trial is None:
-        console.print(f"ranking: {selection_ranking(loaded, single_split=single_split).label}", highlight=False)
+        console.print(f"ranking: {selection_ranking(loaded, single_split=single_split, limit=1).label}", highlight=False)
     for p in paths:
         console.print(f"wrote {p}", highlight=False)
     if trial is None:
