@@ -380,6 +380,8 @@ def main() -> None:
         },
         "sizes": results,
     }
+    if prior.get("notes"):
+        payload["notes"] = prior["notes"]
     if prior.get("machine"):
         payload["machine"] = prior["machine"]
         payload["merged_machine"] = __import__("common").machine_info()

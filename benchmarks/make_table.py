@@ -212,16 +212,21 @@ def section() -> str:
                     continue
                 d = (e.get("dashboard") or {}).get(label) or {}
                 r = sm[f"{label}:report"]
+
+                def t(key: str, sm: dict = sm) -> Any:
+                    x = sm.get(key) or {}
+                    return x.get("median_s") if x.get("ok", True) else "failed"
+
                 rows.append(
                     [
                         f"{int(n):,} {label}",
-                        sm[f"{label}:status"]["median_s"],
-                        sm[f"{label}:export"]["median_s"],
+                        t(f"{label}:status"),
+                        t(f"{label}:export"),
                         base,
-                        sm["optuna_best_trial"]["median_s"],
-                        sm["trials_dataframe"]["median_s"],
-                        r["median_s"],
-                        r["peak_rss_mib"],
+                        t("optuna_best_trial"),
+                        t("trials_dataframe"),
+                        t(f"{label}:report"),
+                        r["peak_rss_mib"] if r.get("ok", True) else "-",
                         r.get("file_mb"),
                         d.get("study_s"),
                     ]
@@ -247,7 +252,7 @@ def section() -> str:
             st, ex, rep = ten["after:status"], ten["after:export"], ten["after:report"]
             ok_st = bool(st["median_s"] and base and st["median_s"] < 2 * base)
             ok_ex = bool(ex["median_s"] and base and ex["median_s"] < 2 * base)
-            ok_rep = bool(rep.get("file_mb") is not None and rep["file_mb"] < 5)
+            ok_rep = bool(rep.get("ok", True) and rep.get("file_mb") is not None and rep["file_mb"] < 5)
             lines += [
                 "",
                 f"- `status` at 10k trials: {num(st['median_s'])} s vs `optuna trials` {num(base)} s: {met(ok_st)}.",
@@ -256,8 +261,9 @@ def section() -> str:
                 f"{met(ok_rep)}.",
             ]
             sizes = sorted(b6["sizes"], key=int)
-            if len(sizes) >= 2:
-                a, z = b6["sizes"][sizes[0]]["summary"]["after:report"], rep
+            first = b6["sizes"][sizes[0]]["summary"]["after:report"] if sizes else {}
+            if len(sizes) >= 2 and first.get("ok", True) and rep.get("ok", True):
+                a, z = first, rep
                 grow_t = z["median_s"] / a["median_s"] if a["median_s"] else None
                 grow_m = z["peak_rss_mib"] / a["peak_rss_mib"] if a["peak_rss_mib"] else None
                 k = int(sizes[-1]) / int(sizes[0])
@@ -266,6 +272,7 @@ def section() -> str:
                     f"peak memory x{num(grow_m)}: "
                     f"{met(bool(grow_t and grow_m and grow_t <= k and grow_m <= k))} (no faster than linear).",
                 ]
+        lines += [f"- {note}" for note in b6.get("notes", [])]
         lines += ["", f"Machine: {machine(b6)}.", ""]
     b3 = load("b3_service_overhead")
     if b3:
