@@ -608,7 +608,8 @@ def export_cmd(
         loaded, out, trial_number=trial, top=top, fmt=format, single_split=single_split, force=force, on_warning=warn
     )
     if trial is None:
-        console.print(f"ranking: {selection_ranking(loaded, single_split=single_split, limit=1).label}", highlight=False)
+        label = selection_ranking(loaded, single_split=single_split, limit=1).label  # the best trial only
+        console.print(f"ranking: {label}", highlight=False)
     for p in paths:
         console.print(f"wrote {p}", highlight=False)
     if trial is None:
