@@ -380,6 +380,27 @@ def section() -> str:
                 f"keeps {100 * pg['project_vs_plain']:.0f}% of that with 0 errors.",
             ]
         lines += [""]
+    b7 = load("b7_cli_startup")
+    if b7:
+        med, ratio_ = b7["median_seconds"], b7["ratio_to_optuna_trials"]
+        target = b7["settings"]["target_ratio"]
+        lines += [
+            "### B7 read-only verbs vs Optuna's CLI",
+            "",
+            f"`maskcls-hpo status` and `export` against `optuna trials` on the same {b7['settings']['trials']}-trial "
+            f"SQLite study, each a fresh process (wall time, start-up included), alternating, "
+            f"{b7['settings']['repeats']} repeats; ratio = median of the per-repeat ratios. Target: within "
+            f"{num(target)}x of `optuna trials`. `import torch, timm` is what `export` loaded for its version "
+            "stamp before (now read from the packages' metadata).",
+            "",
+        ]
+        rows = []
+        for name in ("status", "export", "optuna trials", "import torch, timm"):
+            r = ratio_.get(name, 1.0)
+            mark = met(r <= target) if name in ("status", "export") else ""
+            rows.append([f"`{name}`", med[name], f"{num(r)}x", mark])
+        lines += table(["command", "median s", "/ `optuna trials`", "target"], rows)
+        lines += ["", f"Machine: {machine(b7)}.", ""]
     if gpu:
         ph = gpu["phases"]
         lines += [

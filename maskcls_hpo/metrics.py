@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from maskcls_hpo.labels import NUM_CLASSES, TASK_SIZES, decode_label, encode_label
 
@@ -46,6 +45,8 @@ TASK_CLASSES = TASK_SIZES  # classes per task (labels.TASK_SIZES)
 
 
 def _macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n: int) -> float:
+    from sklearn.metrics import f1_score  # NOTE imported on use: `status` and `export` load this module (4 s)
+
     return float(f1_score(y_true, y_pred, average="macro", labels=list(range(n)), zero_division=0))
 
 
@@ -66,6 +67,8 @@ def evaluate_predictions(y_true: Any, y_pred: Any) -> dict[str, Any]:
     Raises:
         ValueError: empty input or different lengths.
     """
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
     y_true = np.asarray(y_true, dtype=np.int64).reshape(-1)
     y_pred = np.asarray(y_pred, dtype=np.int64).reshape(-1)
     if len(y_true) == 0 or len(y_true) != len(y_pred):

@@ -1,6 +1,7 @@
 """export.py and problem C4: only COMPLETE trials are exported, plain types only, accepted by the config loader."""
 
 import json
+from pathlib import Path
 
 import optuna
 import pytest
@@ -202,3 +203,22 @@ def test_pruned_trial_by_number_needs_force(study, tmp_path):
     assert "warning: trial 1 is PRUNED, not COMPLETE: exported because of --force" in " ".join(result.output.split())
     doc = yaml.safe_load(out.read_text())
     assert (doc["trial"], doc["state"]) == (1, "PRUNED")
+
+
+def test_exported_config_trains_from_another_folder(swept_study, tmp_path, monkeypatch):
+    """The session's smoke study: its trials' cache_dir is `storage/cache` (relative to where launch ran);
+    the export names the absolute folder, and `train --config /abs/best.yaml` runs from an unrelated folder."""
+    best = tmp_path / "best.yaml"
+    monkeypatch.chdir(swept_study.root)
+    result = CliRunner().invoke(app, ["export", "--storage", str(swept_study.db), "--out", str(best)])
+    assert result.exit_code == 0, result.output
+    config = yaml.safe_load(best.read_text())["config"]
+    assert config["cache_dir"] == str(swept_study.root / "storage" / "cache")
+    assert Path(config["data_dir"]).is_absolute() and Path(config["data_dir"]).is_dir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    run = CliRunner().invoke(app, ["train", "--config", str(best), "--epochs", "1", "--out", "run"])
+    assert run.exit_code == 0, run.output
+    assert (elsewhere / "run" / "model.pt").is_file()
+    assert not (elsewhere / "storage").exists()  # the cache stayed where the sweep put it
