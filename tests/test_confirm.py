@@ -195,3 +195,5 @@ def test_confirm_bad_input_is_one_line_and_changes_nothing(confirm_source, tmp_p
         assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], (args, result.output)
     assert _study_names(f"sqlite:///{db}") == ["src"]
     assert db.read_bytes() == before  # nothing stored changed
+    joined = runner.invoke(app, ["worker", "--confirm", "--storage", str(db)])
+    assert joined.exit_code == 1 and "--confirm needs --study NAME" in joined.output
