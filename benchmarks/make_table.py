@@ -380,16 +380,16 @@ def section() -> str:
                 f"keeps {100 * pg['project_vs_plain']:.0f}% of that with 0 errors.",
             ]
         lines += [""]
-    b7 = load("b7_cli_startup")
-    if b7:
-        med, ratio_ = b7["median_seconds"], b7["ratio_to_optuna_trials"]
-        target = b7["settings"]["target_ratio"]
+    b8 = load("b8_cli_startup")
+    if b8:
+        med, ratio_ = b8["median_seconds"], b8["ratio_to_optuna_trials"]
+        target = b8["settings"]["target_ratio"]
         lines += [
-            "### B7 read-only verbs vs Optuna's CLI",
+            "### B8 read-only verbs vs Optuna's CLI",
             "",
-            f"`maskcls-hpo status` and `export` against `optuna trials` on the same {b7['settings']['trials']}-trial "
+            f"`maskcls-hpo status` and `export` against `optuna trials` on the same {b8['settings']['trials']}-trial "
             f"SQLite study, each a fresh process (wall time, start-up included), alternating, "
-            f"{b7['settings']['repeats']} repeats; ratio = median of the per-repeat ratios. Target: within "
+            f"{b8['settings']['repeats']} repeats; ratio = median of the per-repeat ratios. Target: within "
             f"{num(target)}x of `optuna trials`. `import torch, timm` is what `export` loaded for its version "
             "stamp before (now read from the packages' metadata).",
             "",
@@ -400,7 +400,7 @@ def section() -> str:
             mark = met(r <= target) if name in ("status", "export") else ""
             rows.append([f"`{name}`", med[name], f"{num(r)}x", mark])
         lines += table(["command", "median s", "/ `optuna trials`", "target"], rows)
-        lines += ["", f"Machine: {machine(b7)}.", ""]
+        lines += ["", f"Code: {b8.get('code', '?')}. Machine: {machine(b8)}.", ""]
     if gpu:
         ph = gpu["phases"]
         lines += [

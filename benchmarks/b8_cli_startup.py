@@ -1,4 +1,4 @@
-"""B7 read-only verbs: `maskcls-hpo status` and `export` against Optuna's own `optuna trials` on one study.
+"""B8 read-only verbs: `maskcls-hpo status` and `export` against Optuna's own `optuna trials` on one study.
 
 A small study as a real smoke sweep leaves it (``--trials`` trials, 70% COMPLETE / 30% PRUNED, each with the
 smoke sweep's params, 4 intermediate values and the objective's user attrs including the full config), in a
@@ -14,7 +14,7 @@ Target: `status` and `export` within 1.5x of `optuna trials` (median of the per-
 the time is start-up (imports, opening the storage), which is what the target is about; B6 measures 1k-10k
 trial studies.
 
-    flock /tmp/maskcls-bench.lock .venv/bin/python benchmarks/b7_cli_startup.py
+    flock /tmp/maskcls-bench.lock .venv/bin/python benchmarks/b8_cli_startup.py
 """
 
 from __future__ import annotations
@@ -89,9 +89,9 @@ def main() -> None:
     args = parser.parse_args()
     env = {k: v for k, v in os.environ.items() if k not in ("MASKCLS_HPO_STORAGE", "OPTUNA_STORAGE")}
     env.update(PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    with tempfile.TemporaryDirectory(prefix="maskcls_b7_") as tmp:
+    with tempfile.TemporaryDirectory(prefix="maskcls_b8_") as tmp:
         work = Path(tmp)
-        db = work / "b7.db"
+        db = work / "b8.db"
         make_study(db, args.trials)
         commands = {
             "status": [str(VENV / "maskcls-hpo"), "status", "--storage", str(db)],
@@ -117,14 +117,17 @@ def main() -> None:
     rows[-1][-1] = ""  # the reference, no target
     rows[2][-1] = ""
     print_table(
-        f"B7 read-only verbs, {args.trials}-trial SQLite study",
+        f"B8 read-only verbs, {args.trials}-trial SQLite study",
         ["command", "median s", "/ optuna trials", "target"],
         rows,
     )
     path = save_result(
-        "b7_cli_startup",
+        "b8_cli_startup",
         {
             "settings": {"trials": args.trials, "repeats": args.repeats, "target_ratio": TARGET_RATIO},
+            "code": subprocess.run(
+                ["git", "-C", str(REPO), "log", "-1", "--format=%h %s"], capture_output=True, text=True
+            ).stdout.strip()[:100],
             "seconds": seconds,
             "median_seconds": {k: median(v) for k, v in seconds.items()},
             "ratio_to_optuna_trials": ratios,
