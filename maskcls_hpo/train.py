@@ -11,9 +11,13 @@ The best epoch is the one with the highest validation macro F1 (ties keep the ea
 decides. With `full_data` there is no validation: the val fields are NaN and the last epoch is the best.
 
 Learning-rate schedule: both schedulers step once per *epoch*, so the schedule does not depend on the batch
-size. `EpochResult.lr` is the lr used by that epoch's steps. CosineAnnealingLR with `T_max = t_max` epochs
-(default `epochs`) uses `eta_min + (lr - eta_min) * (1 + cos(pi * (e - 1) / T_max)) / 2` in epoch `e` and
-reaches `eta_min` with the step after epoch `T_max` (`final_lr` in metrics.json).
+size. `EpochResult.lr` is the lr used by that epoch's steps. Cosine annealing with `T_max = t_max` epochs
+(default `epochs`) uses `eta_min + (lr - eta_min) * (1 + cos(pi * (e - 1) / T_max)) / 2` in epoch `e`,
+reaches `eta_min` with the step after epoch `T_max` and stays there (no warm restart: :class:`CosineToFloor`).
+
+A diverged run (a NaN/inf training-step loss, a NaN/inf mean training or validation loss or one above
+:data:`DIVERGED_LOSS`, or NaN/inf weights after an epoch's last step) raises :class:`NonFiniteLossError` at
+that epoch, the last one included.
 
 Files in `out_dir` (when given): `last.pt` after every epoch, `best.pt` and `val_predictions.csv` (every val
 image's person, true class and probabilities at that epoch: :func:`maskcls_hpo.metrics.write_val_predictions`)
@@ -71,6 +75,7 @@ __all__ = [
     "TrainResult",
     "TrainingError",
     "NonFiniteLossError",
+    "DIVERGED_LOSS",
     "OutOfMemoryError",
     "load_checkpoint",
     "CHECKPOINT_FORMAT",
@@ -82,16 +87,35 @@ CHECKPOINT_FORMAT = "maskcls-hpo-checkpoint/1"
 """The `format` key of every checkpoint this module writes."""
 
 
-class NonFiniteLossError(TrainingError):
-    """The training loss became NaN or inf; `reason` is "non-finite loss at epoch E step S"."""
+DIVERGED_LOSS = 1e4
+"""A mean training or validation loss per image above this counts as diverged. A uniform guess over the 18
+classes costs ln 18 = 2.9 (cross-entropy; the multi-head sum is about the same), so a loss of 1e4 means logits
+in the thousands: with lr 1e3 the tiny test model reached a finite training loss of 4e7 and a validation loss
+of 5e17 in its one epoch, with a val macro F1 that could still have been the study's best."""
 
-    def __init__(self, epoch: int, step: int, value: float, lr: float):
+
+class NonFiniteLossError(TrainingError):
+    """The run diverged: the training loss, the validation loss or the weights became NaN or inf, or a mean
+    loss exceeded :data:`DIVERGED_LOSS`.
+
+    `what` is "loss" (a training step's loss), "mean training loss", "validation loss" or "weights" (after the
+    epoch's last step); `reason` is e.g. "non-finite validation loss at epoch 1" or "diverged: validation loss
+    5.2e+17 at epoch 1" (stored on a pruned trial).
+    """
+
+    def __init__(self, epoch: int, step: int | None, value: float, lr: float, what: str = "loss"):
+        where = f"epoch {epoch} step {step}" if step is not None else f"epoch {epoch}"
+        if math.isfinite(value):
+            head = f"diverged: {what} {value:.3g} at {where}"
+            message = f"{what} {value:.3g} (above {DIVERGED_LOSS:g}) at {where} with lr {lr:.3g}"
+        else:
+            head = f"non-finite {what} at {where}"
+            message = f"non-finite {what} ({value}) at {where} with lr {lr:.3g}"
         super().__init__(
-            f"non-finite loss ({value}) at epoch {epoch} step {step} with lr {lr:.3g}: "
-            f"the run diverged; lower the learning rate (lr), or try another loss or optimizer",
-            reason=f"non-finite loss at epoch {epoch} step {step}",
+            f"{message}: the run diverged; lower the learning rate (lr), or try another loss or optimizer",
+            reason=head,
         )
-        self.epoch, self.step = epoch, step
+        self.epoch, self.step, self.what = epoch, step, what
 
 
 class OutOfMemoryError(TrainingError):
@@ -201,6 +225,7 @@ def _run(config, out_dir, on_epoch, resume_from, progress) -> TrainResult:
         lr = run.optimizer.param_groups[0]["lr"]
         train_loss, images_per_second = _train_epoch(run, epoch)
         scores = _validate(run) if run.val_loader is not None else None
+        _check_epoch_finite(run, epoch, lr, train_loss, scores)
         is_best = _update_best(run, epoch, scores)
         if run.scheduler is not None:
             run.scheduler.step()
@@ -386,9 +411,28 @@ _OPTIMIZERS: dict[str, Callable[[Any, TrainConfig], torch.optim.Optimizer]] = {
 
 _SCHEDULERS: dict[str, Callable[[torch.optim.Optimizer, TrainConfig], Any]] = {
     "step": lambda o, c: torch.optim.lr_scheduler.StepLR(o, step_size=c.step_size, gamma=c.gamma),
-    "cosine": lambda o, c: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=c.effective_t_max, eta_min=c.eta_min),
+    "cosine": lambda o, c: torch.optim.lr_scheduler.LambdaLR(o, CosineToFloor(c.lr, c.eta_min, c.effective_t_max)),
     "none": lambda o, c: None,
 }
+
+
+class CosineToFloor:
+    """Cosine annealing over `t_max` epochs that then stays at `eta_min` (no warm restart).
+
+    torch's CosineAnnealingLR follows the cosine on past `T_max` and the lr rises again (with t_max 2 of 4
+    epochs: 0.0026, 0.0013, 0, 0.0013); the shipped search space draws t_max in [2, epochs], so that matters.
+    As a ``LambdaLR`` factor of the initial `lr` at scheduler step k (0-based; epoch e = k + 1 uses step e - 1):
+    ``(eta_min + (lr - eta_min) * (1 + cos(pi * min(k, t_max) / t_max)) / 2) / lr``, the formula of
+    CosineAnnealingLR (torch docs) up to `t_max`. A plain object (not a closure) so the scheduler's state dict
+    holds it.
+    """
+
+    def __init__(self, lr: float, eta_min: float, t_max: int) -> None:
+        self.lr, self.eta_min, self.t_max = float(lr), float(eta_min), int(t_max)
+
+    def __call__(self, k: int) -> float:
+        frac = min(k, self.t_max) / self.t_max
+        return (self.eta_min + (self.lr - self.eta_min) * (1 + math.cos(math.pi * frac)) / 2) / self.lr
 
 
 def _build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -453,6 +497,20 @@ def _check_finite(run: _Run, epoch: int, step: int, loss: torch.Tensor, advance:
     if not math.isfinite(value):
         raise NonFiniteLossError(epoch, step, value, run.optimizer.param_groups[0]["lr"])
     advance(value)
+
+
+def _check_epoch_finite(run: _Run, epoch: int, lr: float, train_loss: float, scores: dict[str, Any] | None) -> None:
+    """Raise :class:`NonFiniteLossError` when the epoch's mean training loss or its validation loss is NaN/inf
+    or above :data:`DIVERGED_LOSS`, or any weight after its last step is NaN/inf (a diverged run must never
+    become a best epoch, even the last one)."""
+    if not math.isfinite(train_loss) or train_loss > DIVERGED_LOSS:
+        raise NonFiniteLossError(epoch, None, train_loss, lr, what="mean training loss")
+    if scores is not None and (not math.isfinite(scores["loss"]) or scores["loss"] > DIVERGED_LOSS):
+        raise NonFiniteLossError(epoch, None, scores["loss"], lr, what="validation loss")
+    with torch.no_grad():
+        flags = [p.isfinite().all() for p in run.model.parameters()]
+        if flags and not bool(torch.stack(flags).all()):
+            raise NonFiniteLossError(epoch, None, math.nan, lr, what="weights")
 
 
 @torch.inference_mode()

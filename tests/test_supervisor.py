@@ -6,12 +6,16 @@ import json
 import signal
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from maskcls_hpo.hpo import supervisor
 from maskcls_hpo.hpo.settings import WorkerSettings
 from maskcls_hpo.hpo.storage import HeartbeatSettings
+from maskcls_hpo.hpo.supervisor import LocalWorkers
+
+SMOKE = Path(__file__).resolve().parents[1] / "sweeps" / "smoke.py"
 
 STUBBORN = """
 import signal, sys, time
@@ -91,3 +95,19 @@ def test_a_worker_that_ignores_sigterm_is_killed(tmp_path, monkeypatch):
 def test_zero_workers_is_refused():
     with pytest.raises(Exception, match="--workers must be at least 1"):
         supervisor.LocalWorkers(None, workers=0)  # type: ignore[arg-type]
+
+
+def test_workers_killed_by_sigkill_are_reported_as_signal_9(tmp_path):
+    settings = WorkerSettings(
+        sweep_path=SMOKE, storage_url=f"sqlite:///{tmp_path / 's.db'}", study_name="s", logs=tmp_path / "logs"
+    )
+    pool = LocalWorkers(settings, workers=2)
+    try:
+        pool.start()
+        for p in pool.procs:
+            p.process.send_signal(signal.SIGKILL)
+        assert pool.wait(poll_interval=0.1) == [-9, -9]
+        assert pool.last_lines([0, 1]) == "worker 0 was killed by signal 9; worker 1 was killed by signal 9"
+    finally:
+        pool.stop(term_timeout=5)
+        pool.close()

@@ -219,6 +219,18 @@ def test_cosine_lr_steps_per_epoch_whatever_the_batch_size(demo_data_20, train_c
         )
 
 
+def test_cosine_lr_stays_at_eta_min_after_t_max(demo_data_20, train_cache_dir):
+    """t_max 2 of 4 epochs (the shipped space draws t_max in [2, epochs]): no rise after t_max."""
+    lr, eta_min = 0.0026, 1e-4
+    cfg = small_config(
+        demo_data_20, train_cache_dir, scheduler="cosine", lr=lr, eta_min=eta_min, epochs=4, t_max=2, batch_size=32
+    )
+    result = train(cfg)
+    mid = eta_min + (lr - eta_min) / 2
+    assert [h.lr for h in result.history] == pytest.approx([lr, mid, eta_min, eta_min], rel=1e-9)
+    assert result.final_lr == pytest.approx(eta_min, rel=1e-9)
+
+
 def test_step_lr_halves_every_step_size_epochs(demo_data_20, train_cache_dir):
     cfg = small_config(
         demo_data_20, train_cache_dir, scheduler="step", step_size=2, gamma=0.5, lr=0.004, epochs=3, batch_size=32

@@ -1,6 +1,7 @@
 """The sweep service end to end on SQLite: cases C1 (what --n-trials counts), C2 (OOM), C4 (export -> train)."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -139,6 +140,41 @@ KNOWN_GOOD = [{"batch_size": 32, "lr": 1e-3}, {"batch_size": 16, "lr": 1e-3}]
     assert oom.user_attrs["reason"] == "oom"
     assert ok.params["batch_size"] == 16 and ok.state == TrialState.COMPLETE  # same worker, next trial
     assert (report.complete, report.pruned, report.failed) == (1, 1, 0)
+
+
+def test_diverged_trial_is_pruned_with_its_reason_never_complete(tmp_path, tiny_sweep):
+    """1 epoch at lr 1e3: the only epoch is also the last one; a diverged run must not become the best."""
+    extra = """
+def suggest(trial):
+    return {"lr": trial.suggest_categorical("lr", [1000.0]), "batch_size": trial.suggest_categorical("batch_size", [16])}
+"""
+    report, study = start(tmp_path, tiny_sweep(epochs=1, extra=extra), n_trials=1)
+    (trial,) = study.trials
+    assert trial.state == TrialState.PRUNED
+    reason = trial.user_attrs["reason"]
+    assert re.fullmatch(r"(non-finite|diverged:) .*at epoch 1( step \d+)?", reason), reason
+    assert list(trial.intermediate_values) == []  # the diverged epoch's F1 was never reported
+    assert (report.complete, report.pruned, report.failed) == (0, 1, 0)
+    with pytest.raises(ValueError):
+        study.best_trial  # noqa: B018 - no COMPLETE trial: nothing to export
+
+
+def test_grid_sampler_over_numpy_values_runs_and_stores_python_numbers(tmp_path, tiny_sweep):
+    extra = """
+import numpy as np
+
+def suggest(trial):
+    return {"batch_size": trial.suggest_categorical("batch_size", [16, 32]), "lr": trial.suggest_float("lr", 1e-3, 1e-2)}
+
+def make_sampler(seed):
+    return optuna.samplers.GridSampler({"batch_size": np.array([16, 32]), "lr": np.array([2e-3])}, seed=seed)
+"""
+    report, study = start(tmp_path, tiny_sweep(epochs=1, extra=extra), n_trials=2)
+    assert (report.complete + report.pruned, report.failed) == (2, 0)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    assert sorted(t.params["batch_size"] for t in study.trials) == [16, 32]
+    assert all(type(t.params["batch_size"]) is int for t in study.trials)
+    assert all(type(t.user_attrs["config"]["batch_size"]) is int for t in study.trials)
 
 
 def test_real_bug_in_model_code_fails_loudly(tmp_path, tiny_sweep):

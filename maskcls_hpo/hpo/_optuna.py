@@ -8,7 +8,7 @@ What is used and why:
 
 - ``optuna.storages._rdb.models`` (``TrialModel``, ``TrialHeartbeatModel``): trial counts by state and last
   heartbeats with one SQL statement each, instead of loading every trial (``count_trials``,
-  ``last_heartbeats``).
+  ``last_heartbeats``, ``find_stale_trials``; the latter reads the column ``TrialModel._datetime_start_utc``).
 - the bundled alembic scripts of ``optuna.storages._rdb``: the schema revision the installed Optuna writes
   (``alembic_dir``), compared with a database's before anything touches it.
 - ``optuna.storages._heartbeat.get_heartbeat_thread``: the heartbeat thread that ``Study.optimize`` runs,
@@ -22,6 +22,9 @@ What is used and why:
 - ``TPESampler._n_startup_trials`` and ``PercentilePruner._n_warmup_steps`` (MedianPruner is one): a sweep
   file's random start-up and pruner warm-up, read to warn when they waste a small budget
   (``tpe_startup_trials``, ``percentile_warmup_steps``).
+- ``Study._pop_waiting_trial_id`` and ``Study._thread_local``: ``Study.ask`` in two steps (``ask_tracked``),
+  so that a trial whose creation fails half-way (a sampler error in ``before_trial``) is known and failed
+  instead of staying RUNNING.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ __all__ = [
     "rdb_models",
     "alembic_dir",
     "heartbeat",
+    "AskError",
+    "ask_tracked",
     "tell_quietly",
     "storage_of",
     "study_id_of",
@@ -100,6 +105,36 @@ def heartbeat(trial: optuna.Trial, study: optuna.Study) -> AbstractContextManage
     from optuna.storages._heartbeat import get_heartbeat_thread
 
     return get_heartbeat_thread(trial_id_of(trial), storage_of(study))
+
+
+class AskError(Exception):
+    """``Study.ask`` failed after the trial was created (or taken from the queue) as RUNNING.
+
+    Attributes:
+        trial_id: the database id of that trial (the caller fails or re-queues it).
+        error: the original exception (also ``__cause__``).
+    """
+
+    def __init__(self, trial_id: int, error: BaseException) -> None:
+        super().__init__(f"{type(error).__name__}: {error}")
+        self.trial_id, self.error = trial_id, error
+
+
+def ask_tracked(study: optuna.Study) -> optuna.Trial:
+    """``study.ask()`` (same steps: sync the trial cache, pop a WAITING trial or create one, build the Trial).
+
+    Raises:
+        AskError: building the trial failed once it was RUNNING in the storage (e.g. the sampler's
+            ``before_trial`` raised); ``trial_id`` names it. Errors before that propagate unchanged.
+    """
+    study._thread_local.cached_all_trials = None
+    trial_id = study._pop_waiting_trial_id()
+    if trial_id is None:
+        trial_id = storage_of(study).create_new_trial(study_id_of(study))
+    try:
+        return optuna.Trial(study, trial_id)
+    except Exception as err:
+        raise AskError(trial_id, err) from err
 
 
 def tell_quietly(study: optuna.Study, trial: optuna.Trial, value: float | None = None, state: Any = None) -> None:
@@ -182,7 +217,7 @@ def check_internals() -> list[str]:
         for name in ("TrialModel", "TrialHeartbeatModel", "StudyModel"):
             if not hasattr(models, name):
                 missing.append(f"optuna.storages._rdb.models.{name}")
-        for name in ("study_id", "state", "number", "trial_id"):
+        for name in ("study_id", "state", "number", "trial_id", "_datetime_start_utc"):
             if not hasattr(models.TrialModel, name):
                 missing.append(f"TrialModel.{name}")
         if "datetime_complete" not in models.TrialModel.__table__.c:
@@ -208,6 +243,8 @@ def check_internals() -> list[str]:
         missing.append("TPESampler._n_startup_trials")
     if not hasattr(optuna.pruners.MedianPruner(n_warmup_steps=2), "_n_warmup_steps"):
         missing.append("PercentilePruner._n_warmup_steps")
+    if not hasattr(optuna.Study, "_pop_waiting_trial_id"):
+        missing.append("Study._pop_waiting_trial_id")
     for name in RETRIED_METHODS + ("record_heartbeat",):
         if not hasattr(optuna.storages.RDBStorage, name):
             missing.append(f"RDBStorage.{name}")

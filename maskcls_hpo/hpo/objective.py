@@ -10,7 +10,8 @@ device, peak memory, and the reason a trial was pruned or failed.
 
 Ends of a trial (problem C2):
 - pruned by the pruner -> PRUNED, `reason = "pruned at epoch E"`;
-- non-finite loss or metric -> PRUNED, `reason = "non-finite ..."` (never a best value);
+- non-finite training or validation loss, weights or metric, at any epoch including the last -> PRUNED,
+  `reason = "non-finite ... at epoch E"` (never COMPLETE, so never a best value);
 - CUDA out of memory -> PRUNED, `reason = "oom"` (the sampler sees the region as bad; the worker goes on);
 - any other exception (a bug, bad data) -> FAIL, `reason = "<Type>: <message>"`, raised to the worker.
 """
@@ -29,7 +30,7 @@ import optuna
 
 from maskcls_hpo.hpo._optuna import storage_of, trial_id_of
 from maskcls_hpo.hpo.attrs import TrialAttrs, checkpoint_dir
-from maskcls_hpo.hpo.storage import mask_password
+from maskcls_hpo.hpo.storage import mask_password, to_native
 from maskcls_hpo.hpo.sweep import Sweep
 
 __all__ = ["make_objective", "resume_checkpoint"]
@@ -86,7 +87,7 @@ def make_objective(
     def objective(trial: optuna.Trial) -> float:
         if worker:
             trial.set_user_attr(TrialAttrs.WORKER, worker)
-        params = sweep.suggest(trial)
+        params = to_native(sweep.suggest(trial))  # numpy values (e.g. a GridSampler's grid) as Python ones
         config = sweep.build_config(params, overrides)
         trial.set_user_attr(TrialAttrs.CONFIG, config.to_dict())
         trial.set_user_attr(TrialAttrs.SEED, config.seed)
@@ -115,7 +116,7 @@ def make_objective(
         except OutOfMemoryError as err:
             _prune(trial, "oom", detail=str(err))
         except NonFiniteLossError as err:
-            _prune(trial, f"non-finite loss: {err}")
+            _prune(trial, err.reason, detail=str(err))
         except optuna.TrialPruned:
             raise
         except Exception as err:

@@ -4,7 +4,8 @@ The best trial is shown with the 95% person-bootstrap interval of its val macro 
 `val_f1_ci_low`/`val_f1_ci_high`), and with a line saying whether the runner-up is within noise of it (a
 paired bootstrap on the shared validation persons: :mod:`maskcls_hpo.hpo.noise`).
 
-`status` fails stale trials itself (a RUNNING trial whose heartbeat is older than the grace period), so a
+`status` fails stale trials itself (a RUNNING trial whose heartbeat is older than the grace period, or that
+has no heartbeat and started longer ago than that: hpo/stale.py), so a
 study whose workers all died is cleaned up by just looking at it: the stale trial becomes FAIL and a copy
 with the same params is queued (WAITING) to resume from its checkpoint.
 """
@@ -12,13 +13,11 @@ with the same params is queued (WAITING) to resume from its checkpoint.
 from __future__ import annotations
 
 import datetime as dt
-import warnings
 from pathlib import Path
 from typing import Any
 
 import optuna
 import sqlalchemy
-from optuna.exceptions import ExperimentalWarning
 from optuna.trial import TrialState
 from rich.console import Console
 from rich.table import Table
@@ -26,6 +25,7 @@ from rich.table import Table
 from maskcls_hpo.hpo._optuna import rdb_models, rdb_of, storage_of, study_id_of, trial_id_of
 from maskcls_hpo.hpo.attrs import StudyAttrs, TrialAttrs, slurm_label
 from maskcls_hpo.hpo.export import ranked_complete_trials
+from maskcls_hpo.hpo.stale import fail_stale_trials
 from maskcls_hpo.hpo.trials import count_trials, trial_ids
 
 __all__ = ["study_status", "print_status", "last_heartbeats"]
@@ -78,14 +78,11 @@ def study_status(
         array task the trial runs in (``"12_1"``; None outside Slurm).
     """
     storage, study_id = storage_of(study), study_id_of(study)
-    running_before = set(trial_ids(storage, study_id, (TrialState.RUNNING,)))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
+    rdb = rdb_of(storage)
+    grace = rdb.grace_period if rdb.grace_period is not None else 2 * (rdb.heartbeat_interval or 60)
+    stale = sorted(fail_stale_trials(study, grace))
     # only the RUNNING trials and the best one are loaded, never the whole study
     running = [storage.get_trial(tid) for tid in trial_ids(storage, study_id, (TrialState.RUNNING,))]
-    running_ids = {trial_id_of(t) for t in running}
-    stale = sorted(storage.get_trial(tid).number for tid in running_before - running_ids)
     c = count_trials(storage, study_id)
     ranked = ranked_complete_trials(study, limit=1)
     best = None

@@ -52,6 +52,7 @@ __all__ = [
     "is_transient_db_error",
     "retry_db",
     "seconds_since_db_error",
+    "to_native",
 ]
 
 DEFAULT_STORAGE = "sqlite:///storage/maskcls_hpo.db"
@@ -123,6 +124,22 @@ class HeartbeatSettings:
             interval=cls.interval if picked_interval is None else picked_interval,
             grace_period=cls.grace_period if picked_grace is None else picked_grace,
         )
+
+
+def to_native(value: object) -> object:
+    """`value` with numpy scalars and arrays (also inside dicts, lists and tuples) turned into Python ones.
+
+    Optuna stores trial and study attrs as JSON; ``np.int64(32)`` would not serialise.
+    """
+    if isinstance(value, dict):
+        return {to_native(k): to_native(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(to_native(v) for v in value)
+    if type(value).__module__ == "numpy":
+        tolist = getattr(value, "tolist", None)  # ndarray -> nested lists; np.generic -> Python scalar
+        if tolist is not None:
+            return tolist()
+    return value
 
 
 def _remember_secret(password: str | None) -> None:
@@ -609,6 +626,29 @@ def _retrying_storage_class():
 
         return retried
 
+    def native_value(name: str):
+        method = namespace[name]
+
+        @functools.wraps(method)
+        def converted(self, *args, **kwargs):
+            # NOTE Optuna stores attrs with json.dumps: numpy scalars (a GridSampler over numpy ints writes its
+            # grid as a system attr) would raise "Object of type int64 is not JSON serializable" half-way
+            # through creating a trial
+            args = tuple(to_native(a) for a in args)
+            kwargs = {k: to_native(v) for k, v in kwargs.items()}
+            return method(self, *args, **kwargs)
+
+        return converted
+
+    def set_trial_param(self, trial_id, param_name, param_value_internal, distribution):
+        if isinstance(distribution, optuna.distributions.CategoricalDistribution) and any(
+            type(c).__module__ == "numpy" for c in distribution.choices
+        ):
+            distribution = optuna.distributions.CategoricalDistribution(to_native(tuple(distribution.choices)))
+        return namespace["_set_trial_param_retried"](
+            self, trial_id, param_name, float(to_native(param_value_internal)), distribution
+        )
+
     def record_heartbeat(self, trial_id: int) -> None:
         # Retried at the heartbeat's own pace, so the heartbeat resumes within one interval of the
         # database coming back (Optuna's heartbeat thread would otherwise die on the first error).
@@ -622,6 +662,10 @@ def _retrying_storage_class():
     from maskcls_hpo.hpo._optuna import RETRIED_METHODS
 
     namespace = {name: wrap(name) for name in RETRIED_METHODS if hasattr(base, name)}
+    for name in ("set_trial_user_attr", "set_trial_system_attr", "set_study_user_attr", "set_study_system_attr"):
+        namespace[name] = native_value(name)
+    namespace["_set_trial_param_retried"] = namespace["set_trial_param"]
+    namespace["set_trial_param"] = set_trial_param
     namespace["record_heartbeat"] = record_heartbeat
     namespace["_maskcls_retry_seconds"] = None
     namespace["__doc__"] = "Optuna's RDBStorage with transient database errors retried (maskcls-hpo)."

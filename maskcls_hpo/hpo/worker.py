@@ -29,23 +29,31 @@ import os
 import socket
 import sys
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.exceptions import ExperimentalWarning
 from optuna.trial import TrialState
 
 from maskcls_hpo.errors import LaunchError, MaskclsError
-from maskcls_hpo.hpo._optuna import heartbeat, rdb_of, storage_of, study_id_of, tell_quietly, trial_id_of
+from maskcls_hpo.hpo._optuna import (
+    AskError,
+    ask_tracked,
+    heartbeat,
+    rdb_of,
+    storage_of,
+    study_id_of,
+    tell_quietly,
+    trial_id_of,
+)
 from maskcls_hpo.hpo.attrs import StudyAttrs, TrialAttrs
 from maskcls_hpo.hpo.objective import make_objective
 from maskcls_hpo.hpo.settings import WorkerSettings
 from maskcls_hpo.hpo.signals import Interrupted, deferred_interrupts, stop_requested, stop_signals
 from maskcls_hpo.hpo.slurm import slurm_task_of_env
+from maskcls_hpo.hpo.stale import fail_stale_trials, fail_trial
 from maskcls_hpo.hpo.storage import mask_password, open_storage, retry_db, seconds_since_db_error
 from maskcls_hpo.hpo.sweep import Sweep, load_sweep
 from maskcls_hpo.hpo.tracking import TrialTracker, check_mlflow
@@ -140,17 +148,10 @@ def _claim_slot(storage: optuna.storages.RDBStorage, study: optuna.Study, trial:
 
 def _fail_and_requeue(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
     """Mark a RUNNING trial FAIL with `reason` and queue a copy (same params) that resumes it later."""
-    with contextlib.suppress(Exception):
-        trial.set_user_attr(TrialAttrs.REASON, reason)
     try:
-        study.tell(trial, state=TrialState.FAIL)
-    except Exception as err:  # already finished by someone else
+        fail_trial(study, trial_id_of(trial), reason)
+    except Exception as err:  # noqa: BLE001 - e.g. the database is gone for good; a stale check fails it later
         log.warning("could not mark trial %d failed: %s", trial.number, mask_password(err))
-        return
-    frozen = storage_of(study).get_trial(trial_id_of(trial))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ExperimentalWarning)
-        optuna.storages.RetryHeartbeatStaleTrialCallback(inherit_intermediate_values=True)(study, frozen)
 
 
 def run_worker(
@@ -236,11 +237,10 @@ def run_worker(
             # right after this process saw the database go away: the other workers could not write their
             # heartbeats either, and their trials would look stale when they are not.
             if seconds_since_db_error() > settings.heartbeat.grace_period:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", ExperimentalWarning)
-                    # not retried as a whole: a repeat after "FAIL written, copy not queued yet" would never
-                    # queue the copy; each statement inside retries by itself
-                    optuna.storages.fail_stale_trials(study)
+                # not retried as a whole: a repeat after "FAIL written, copy not queued yet" would never
+                # queue the copy; each statement inside retries by itself. Trials without a heartbeat row
+                # count too (a worker killed between ask() and the first heartbeat): hpo/stale.py.
+                fail_stale_trials(study, settings.heartbeat.grace_period)
             counts = _retry_db(lambda: count_trials(storage, study_id_of(study)), "counting trials")
             if counts.finished >= n_trials:
                 report.stop_reason = f"study holds {counts.finished} finished trials (target {n_trials})"
@@ -248,15 +248,28 @@ def run_worker(
             if counts.finished + counts.running >= n_trials:
                 time.sleep(settings.poll_interval)  # the last slots are taken; a running trial may still fail
                 continue
-            with warnings.catch_warnings():
-                # NOTE Optuna warns that heartbeats are meant for Study.optimize; this loop runs the same
-                # heartbeat thread itself (see _run_one).
-                warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
-                trial = study.ask()
-            # NOTE no heartbeat is written here: a RUNNING trial without a heartbeat row is never stale (Optuna's
-            # _get_stale_trial_ids skips it), rows are written only by the heartbeat thread of _run_one, which
-            # starts after the claim, and a trial goes back to WAITING only before that. (An extra write here
-            # cost ~8% of the loop's throughput with short trials: benchmarks/b4_storage.py.)
+            try:
+                trial = ask_tracked(study)
+            except AskError as err:
+                # e.g. the sampler raised: the trial exists as RUNNING; fail it (no copy: it would fail again)
+                reason = mask_password(f"ask() failed: {err}")[:500]
+                log.error("trial id %d: %s", err.trial_id, reason)
+                with contextlib.suppress(Exception):
+                    fail_trial(study, err.trial_id, reason, queue_copy=False)
+                report.failed += 1
+                consecutive_failures += 1
+                if consecutive_failures >= settings.max_consecutive_failures:
+                    report.stop_reason = (
+                        f"stopped after {consecutive_failures} failed trials in a row "
+                        f"(last reason: {reason}); fix the cause, then launch again"
+                    )
+                    break
+                continue
+            # NOTE no heartbeat is written here: rows are written only by the heartbeat thread of _run_one,
+            # which starts after the claim. A worker killed in between leaves a RUNNING trial without a
+            # heartbeat row, which fail_stale_trials fails by its start time once it is older than the grace
+            # period. (An extra write here cost ~8% of the loop's throughput with short trials:
+            # benchmarks/b4_storage.py.)
             try:
                 claimed = _retry_db(lambda: _claim_slot(storage, study, trial, n_trials), "claiming")  # noqa: B023
             except (KeyboardInterrupt, Interrupted):
@@ -343,12 +356,33 @@ def _run_one(
         # The trial was declared stale (its heartbeat was late) while it still ran; a copy is queued.
         log.warning("trial %d was already finished by another process (stale heartbeat?); going on", trial.number)
         return STALE
-    except ValueError as err:  # e.g. a value Optuna refuses
-        log.warning("trial %d: %s; marking it FAIL", trial.number, err)
+    except Exception as err:  # noqa: BLE001 - e.g. a value Optuna refuses, or the sampler's after_trial raised
+        # NOTE Optuna stores the end state even when the sampler's after_trial raises (a GridSampler whose grid
+        # is used up calls Study.stop, which refuses outside Study.optimize): keep what was stored.
+        stored = _stored_state(study, trial)
+        if stored is not None and stored.is_finished():
+            log.warning(
+                "trial %d is stored as %s; telling it raised %s: %s",
+                trial.number,
+                stored.name,
+                type(err).__name__,
+                mask_password(err),
+            )
+            return stored
+        log.warning("trial %d: %s; marking it FAIL", trial.number, mask_password(err))
         with contextlib.suppress(Exception):
-            study.tell(trial, state=TrialState.FAIL)
+            trial.set_user_attr(TrialAttrs.REASON, mask_password(f"{type(err).__name__}: {err}")[:500])
+        with contextlib.suppress(Exception):
+            storage_of(study).set_trial_state_values(trial_id_of(trial), state=TrialState.FAIL)
         state = TrialState.FAIL
     return state
+
+
+def _stored_state(study: optuna.Study, trial: optuna.Trial) -> TrialState | None:
+    try:
+        return rdb_of(storage_of(study)).get_trial(trial_id_of(trial)).state
+    except Exception:  # noqa: BLE001 - cannot tell
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
