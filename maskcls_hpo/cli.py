@@ -350,6 +350,12 @@ def _load_study(storage: Optional[str], study_name: Optional[str], password_file
     return open_study(storage, study_name, password_file=str(password_file) if password_file is not None else None)
 
 
+def _at_least(option: str, value: Optional[float], low: float) -> None:
+    """Refuse `option` below `low` in one line (exit 1) before anything is opened or created."""
+    if value is not None and value < low:
+        fail(f"{option} must be at least {low:g}, got {value:g}")
+
+
 def _data_overrides(data_dir: Optional[Path]) -> dict:
     return {"data_dir": str(data_dir)} if data_dir is not None else {}
 
@@ -392,6 +398,7 @@ def launch_cmd(
     ),
 ) -> None:
     """Create or resume a study and run workers until it holds --n-trials finished trials."""
+    _at_least("--timeout", timeout, 0)
     _setup_logging()
     import contextlib
     import sys
@@ -511,10 +518,12 @@ def worker_cmd(
     heartbeat_interval: Optional[int] = typer.Option(None, help="Heartbeat interval in seconds (default 30)."),
     grace_period: Optional[int] = typer.Option(None, help="Seconds without heartbeat before a trial is stale (120)."),
     checkpoints: Optional[Path] = typer.Option(None, help=CHECKPOINTS_HELP),
-    max_consecutive_failures: int = typer.Option(5, help="Stop after this many failed trials in a row."),
+    max_consecutive_failures: int = typer.Option(5, min=1, help="Stop after this many failed trials in a row."),
     mlflow: Optional[str] = typer.Option(None, "--mlflow", help=MLFLOW_HELP),
 ) -> None:
     """Join a study as one worker (from another shell or machine) and run trials until the budget is met."""
+    _at_least("--n-trials", n_trials, 1)
+    _at_least("--timeout", timeout, 0)
     _setup_logging(verbose=True)
     from maskcls_hpo.hpo.storage import HeartbeatSettings
     from maskcls_hpo.hpo.sweep import load_sweep

@@ -240,7 +240,16 @@ def load_config(path: str | Path, section: str | None = None) -> TrainConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{path}: not a text file (not UTF-8 at byte {err.start}); give a YAML or JSON training config"
+        ) from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the config file: {err.strerror or err}") from None
+    if "\0" in text:
+        raise ConfigError(f"{path}: not a text file (it holds NUL bytes); give a YAML or JSON training config")
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as err:

@@ -664,7 +664,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
-        raise TrainingError(f"cannot read checkpoint '{path}': {err}", reason="bad checkpoint") from None
+        # NOTE torch's own message for a file that is not a checkpoint is several lines about weights_only
+        raise TrainingError(
+            f"cannot read checkpoint '{path}': not a PyTorch checkpoint file ({type(err).__name__})",
+            reason="bad checkpoint",
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise TrainingError(f"'{path}' is not a maskcls-hpo checkpoint ({CHECKPOINT_FORMAT})", reason="bad checkpoint")
     return ckpt

@@ -1,5 +1,6 @@
 """storage.py: URL resolution shared by every verb (C7), password masking (C6), schema check (C5)."""
 
+import re
 import sqlite3
 
 import optuna
@@ -148,3 +149,27 @@ def test_missing_database_message_names_the_source(monkeypatch, tmp_path, option
         resolve_storage_url(option, must_exist=True)
     assert said in str(info.value)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "postgresql+psycopg://maskcls:Pw-userinfo-1@127.0.0.1:5432/db",
+        "postgresql+psycopg://maskcls@127.0.0.1:5432/db?password=Pw-query-2",
+        "postgresql+psycopg://maskcls@127.0.0.1/db?sslmode=disable&password=Pw-query-3&application_name=x",
+        "postgresql://maskcls@127.0.0.1/db?password=Pw%40encoded-4",
+        "postgresql://maskcls@127.0.0.1/db?sslpassword=Pw-ssl-5",
+        "connection failed: host=127.0.0.1 user=maskcls password=Pw-conninfo-6 dbname=db",
+        "cannot open storage 'postgresql://maskcls@h/db?PASSWORD=Pw-upper-7': refused",
+    ],
+)
+def test_every_form_of_password_in_a_url_is_masked(text):
+    secret = re.search(r"Pw[-%\w]+", text).group(0)
+    masked = mask_password(text)
+    assert secret not in masked and "***" in masked
+    assert masked.replace("***", secret) == text  # nothing else changed
+
+
+def test_query_string_password_is_masked_in_display_url():
+    url = resolve_storage_url("postgresql://maskcls@127.0.0.1/db?password=Pw-display-8")
+    assert display_url(url) == "postgresql+psycopg://maskcls@127.0.0.1/db?password=***"

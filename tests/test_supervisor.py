@@ -111,3 +111,63 @@ def test_workers_killed_by_sigkill_are_reported_as_signal_9(tmp_path):
     finally:
         pool.stop(term_timeout=5)
         pool.close()
+
+
+def _environ(pid: int) -> str:
+    """What `ps eww PID` shows: the process's environment (NUL-separated in /proc)."""
+    return Path(f"/proc/{pid}/environ").read_bytes().replace(b"\0", b"\n").decode(errors="replace")
+
+
+def _files_text(root: Path) -> str:
+    return "\n".join(p.read_text(errors="replace") for p in root.rglob("*") if p.is_file())
+
+
+def test_no_password_in_worker_environment_or_files_with_a_password_file(tmp_path, monkeypatch):
+    secret = "Pw-file-9c1e"
+    pw_file = tmp_path / "pgpass"
+    pw_file.write_text(secret + "\n")
+    monkeypatch.setenv("MASKCLS_HPO_STORAGE", f"postgresql+psycopg://maskcls:{secret}@127.0.0.1:1/db")  # not passed on
+    settings = WorkerSettings(
+        sweep_path=SMOKE,
+        # what launch builds: the URL with the password filled in from the file (hpo/storage.py)
+        storage_url=f"postgresql+psycopg://maskcls:{secret}@127.0.0.1:1/nosuchdb",
+        password_file=str(pw_file),
+        study_name="s",
+        logs=tmp_path / "logs",
+    )
+    pool = LocalWorkers(settings, workers=1)
+    try:
+        (proc,) = pool.start()
+        env = _environ(proc.process.pid)
+        assert "PYTHONUNBUFFERED=1" in env  # the environment was read
+        assert secret not in env and "PGPASSWORD" not in env
+        pool.wait(poll_interval=0.1)  # the worker cannot connect (port 1) and says so in one masked line
+    finally:
+        pool.stop(term_timeout=5)
+        pool.close()
+    files = _files_text(tmp_path / "logs")
+    assert '"password_file"' in files and "error: " in files
+    assert secret not in files
+
+
+@pytest.mark.parametrize("where", ["userinfo", "query"])
+def test_password_inside_the_url_travels_as_pgpassword_only(tmp_path, where):
+    secret = f"Pw-{where}-77ab"
+    url = (
+        f"postgresql+psycopg://maskcls:{secret}@127.0.0.1:1/nosuchdb"
+        if where == "userinfo"
+        else f"postgresql+psycopg://maskcls@127.0.0.1:1/nosuchdb?password={secret}&connect_timeout=3"
+    )
+    settings = WorkerSettings(sweep_path=SMOKE, storage_url=url, study_name="s", logs=tmp_path / "logs")
+    pool = LocalWorkers(settings, workers=1)
+    try:
+        (proc,) = pool.start()
+        env = _environ(proc.process.pid)
+        assert f"PGPASSWORD={secret}" in env.splitlines()
+        assert env.count(secret) == 1  # nowhere else (no URL in the environment)
+    finally:
+        pool.stop(term_timeout=5)
+        pool.close()
+    assert secret not in _files_text(tmp_path / "logs")
+    stored = WorkerSettings.model_validate_json((tmp_path / "logs" / "s" / "worker-0.json").read_text())
+    assert "password" not in stored.storage_url and stored.storage_url.startswith("postgresql+psycopg://maskcls@")

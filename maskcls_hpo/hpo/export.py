@@ -262,12 +262,21 @@ def export_trials(
 
     Raises:
         ExportError: no COMPLETE trial (message counts the states), unknown trial number, a trial that is
-            not COMPLETE without `force`, bad format.
+            not COMPLETE without `force`, bad format, an `out` that is a folder, has no .yaml/.yml/.json
+            suffix, or whose folder does not exist (nothing written).
     """
     out = Path(out)
     fmt = (fmt or ("json" if out.suffix.lower() == ".json" else "yaml")).lower()
     if fmt not in ("yaml", "json"):
         raise ExportError(f"--format must be yaml or json, got {fmt!r}")
+    if out.is_dir():
+        raise ExportError(f"--out {out} is a folder; give a file name in it, e.g. --out {out / 'best.yaml'}")
+    if out.suffix.lower() not in (".yaml", ".yml", ".json"):
+        raise ExportError(f"--out {out}: give a file name ending in .yaml, .yml or .json (e.g. {out}.yaml)")
+    parent = out.parent
+    if not parent.is_dir():
+        what = "is not a folder" if parent.exists() else "does not exist"
+        raise ExportError(f"--out {out}: {parent} {what}; create the folder first or pick another --out")
     suffix = ".json" if fmt == "json" else (out.suffix if out.suffix.lower() in (".yaml", ".yml") else ".yaml")
     out = out.with_suffix(suffix)
     if trial_number is not None:

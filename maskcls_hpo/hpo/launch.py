@@ -38,8 +38,9 @@ from typing import Any
 import optuna
 import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.engine import make_url
 
-from maskcls_hpo.errors import LaunchError
+from maskcls_hpo.errors import LaunchError, StorageError
 from maskcls_hpo.hpo._optuna import finished_since, study_id_of
 from maskcls_hpo.hpo.attrs import StudyAttrs, TrialAttrs
 from maskcls_hpo.hpo.settings import WorkerSettings
@@ -70,6 +71,7 @@ __all__ = [
     "run_workers",
     "prepare_data",
     "prepare_study",
+    "check_join",
 ]
 
 
@@ -198,6 +200,18 @@ class SweepResult:
     task_states: dict[int, str] = field(default_factory=dict)
 
 
+def _samples_and_size(config: Any) -> tuple[Any, tuple[int, int]]:
+    """The training samples (every image checked) and the model's input size (H, W) of `config`."""
+    from maskcls_hpo.data import load_train
+    from maskcls_hpo.models import build_model, resolve_preprocessing
+
+    samples = load_train(config.data_dir, age_bins=config.age_bins, corrections=config.corrections)
+    backbone = build_model(config.model_copy(update={"pretrained": False}))
+    image_size, _, _ = resolve_preprocessing(config, backbone)
+    del backbone
+    return samples, image_size
+
+
 def prepare_data(config: Any) -> dict[str, Any]:
     """Check the dataset (every image verified) and the pretrained weights, build the cache once.
 
@@ -216,14 +230,10 @@ def prepare_data(config: Any) -> dict[str, Any]:
         DataError: every problem by path. PretrainedWeightsError: naming the model and the ways to get weights.
     """
     from maskcls_hpo.cache import build_cache
-    from maskcls_hpo.data import load_train
-    from maskcls_hpo.models import build_model, check_pretrained_available, resolve_preprocessing
+    from maskcls_hpo.models import check_pretrained_available
 
     check_pretrained_available(config)
-    samples = load_train(config.data_dir, age_bins=config.age_bins, corrections=config.corrections)
-    backbone = build_model(config.model_copy(update={"pretrained": False}))
-    image_size, _, _ = resolve_preprocessing(config, backbone)
-    del backbone
+    samples, image_size = _samples_and_size(config)
     cache = build_cache(
         samples["path"].tolist(),
         size=image_size,
@@ -240,6 +250,49 @@ def prepare_data(config: Any) -> dict[str, Any]:
             "launch_dir": str(Path.cwd()),
         },
     }
+
+
+def check_join(
+    sweep: Sweep,
+    storage_url: str,
+    study_name: str,
+    overrides: dict[str, Any] | None = None,
+    *,
+    check_data: bool = True,
+) -> None:
+    """The checks `launch` makes, for a worker that joins an existing study; nothing is created or changed.
+
+    In order: the database exists (an SQLite file is never created) and has the installed Optuna's schema;
+    the study exists; the sweep's search space is the stored one (C3); and, when `check_data` and the
+    study stored one, the data's fingerprint (paths, sizes, mtimes at the model's input size: the image
+    cache's key) is the one the study was launched on.
+
+    Raises:
+        StorageError: no database, another schema, no such study (the studies there are named).
+        SweepError: the search space differs. LaunchError: other data than the study's. DataError: bad data.
+    """
+    from maskcls_hpo.api import open_study
+    from maskcls_hpo.cache import fingerprint
+
+    try:
+        study = open_study(storage_url, study_name)
+    except StorageError as err:
+        raise StorageError(f"{err}; create the study first with `maskcls-hpo launch SWEEP --workers 0`") from None
+    sweep.check_study_compatible(study)
+    stored = study.user_attrs.get(StudyAttrs.FINGERPRINT)
+    if not check_data or not stored:
+        return
+    config = sweep.build_config({}, overrides)
+    samples, image_size = _samples_and_size(config)
+    found = fingerprint(samples["path"].tolist(), image_size, config.interpolation)
+    if found != stored:
+        was = study.user_attrs.get(StudyAttrs.DATASET) or {}
+        raise LaunchError(
+            f"the data in {config.data_dir} ({samples['person_id'].nunique()} persons, {len(samples)} images) is "
+            f"not the data study '{study_name}' was launched on ({was.get('data_dir', '?')}: "
+            f"{was.get('persons', '?')} persons, {was.get('images', '?')} images; fingerprints {found[:12]} vs "
+            f"{stored[:12]}); pass the same --data-dir as launch, or start a new study with --study NEW_NAME"
+        )
 
 
 def prepare_study(
@@ -450,6 +503,7 @@ def _settings(
     poll_interval: float,
     password_file: str | Path | None,
     mlflow: str | None,
+    watchdog: float | None = None,
 ) -> WorkerSettings:
     return WorkerSettings(
         sweep_path=loaded.path,
@@ -464,6 +518,8 @@ def _settings(
         poll_interval=poll_interval,
         password_file=str(password_file) if password_file is not None else None,
         mlflow_uri=mlflow,
+        check_data=False,  # launch checks the data and builds the cache itself (prepare_data)
+        **({"watchdog": watchdog} if watchdog is not None else {}),
     )
 
 
@@ -483,6 +539,7 @@ def prepare_sweep(
     logs: str | Path | None = None,
     password_file: str | Path | None = None,
     mlflow: str | None = None,
+    watchdog: float | None = None,
     poll_interval: float = 1.0,
     on_message: Callable[[str], None] | None = None,
     before_storage: Callable[[WorkerSettings], None] | None = None,
@@ -508,22 +565,39 @@ def prepare_sweep(
     loaded.build_config({}, extra)  # config keys checked before anything is opened
     heartbeat = HeartbeatSettings.from_env(heartbeat_interval, grace_period)
     settings = _settings(
-        loaded, url, name, n_trials, extra, heartbeat, timeout, checkpoints, logs, poll_interval, password_file, mlflow
+        loaded,
+        url,
+        name,
+        n_trials,
+        extra,
+        heartbeat,
+        timeout,
+        checkpoints,
+        logs,
+        poll_interval,
+        password_file,
+        mlflow,
+        watchdog,
     )
     if before_storage is not None:
         before_storage(settings)
     if workers > 0:
         check_connection_budget(url, workers)
     config = loaded.build_config({}, extra)
-    rdb = open_storage(url, heartbeat)
-    # The search space is compared before the (slow) data preparation, so a changed sweep refuses at once.
-    existing = set(optuna.get_all_study_names(rdb))  # summaries would load every trial
-    if name in existing:
-        loaded.check_study_compatible(optuna.load_study(study_name=name, storage=rdb))
+    # The search space is compared before the (slow) data preparation, so a changed sweep refuses at once. A
+    # new SQLite file is created only after the data checked out (a refused launch leaves nothing behind).
+    new_sqlite = make_url(url).get_backend_name() == "sqlite" and not Path(make_url(url).database or "").is_file()
+    rdb = None if new_sqlite else open_storage(url, heartbeat)
+    if rdb is not None:
+        existing = set(optuna.get_all_study_names(rdb))  # summaries would load every trial
+        if name in existing:
+            loaded.check_study_compatible(optuna.load_study(study_name=name, storage=rdb))
     if mlflow:
         check_mlflow(mlflow, name)
     say(f"checking data in {config.data_dir} and building the image cache ...")
     meta = prepare_data(config)
+    if rdb is None:
+        rdb = open_storage(url, heartbeat)
     study = prepare_study(loaded, rdb, name, n_trials, study_attrs=meta)
     counts = count_trials(rdb, study_id_of(study))
     result = SweepResult(
@@ -643,6 +717,7 @@ def run_sweep(
     logs: str | Path | None = None,
     password_file: str | Path | None = None,
     mlflow: str | None = None,
+    watchdog: float | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     on_message: Callable[[str], None] | None = None,
     poll_interval: float = 1.0,
@@ -669,6 +744,8 @@ def run_sweep(
         mlflow: MLflow tracking URI (e.g. ``sqlite:///mlflow.db``): each trial becomes an MLflow run
             (:mod:`maskcls_hpo.hpo.tracking`; needs ``maskcls-hpo[mlflow]``). TensorBoard scalars are
             written in any case (``tensorboard/<study>/`` beside an SQLite file) when tensorboard is installed.
+        watchdog: minimum seconds without a finished epoch before a trial counts as hung (default 600; 0
+            turns it off; see ``WorkerSettings.watchdog`` and hpo/watchdog.py).
         on_progress: called with a :class:`Progress` about every `poll_interval` seconds and once at the end.
         on_message: called with each one-line status message (e.g. ``print``).
         backend: ``"local"`` (processes here) or ``"slurm"`` (one array job; options in `slurm`, whose
@@ -682,8 +759,8 @@ def run_sweep(
 
     Raises:
         MaskclsError: before any trial: SweepError, StorageError, DataError, ConfigError,
-            PretrainedWeightsError (one line each, nothing stored changed by a refused launch except a
-            new empty study database), LaunchError (a worker process could not start; a Slurm cluster that
+            PretrainedWeightsError (one line each; a refused launch changes nothing stored and creates no
+            SQLite file), LaunchError (a worker process could not start; a Slurm cluster that
             cannot run the array; more workers than the PostgreSQL server's max_connections allows).
 
     Example::
@@ -715,6 +792,7 @@ def run_sweep(
         logs=logs,
         password_file=password_file,
         mlflow=mlflow,
+        watchdog=watchdog,
         poll_interval=poll_interval,
         on_message=on_message,
     )

@@ -15,9 +15,13 @@ from sqlalchemy.engine import URL, make_url
 
 from maskcls_hpo.hpo.storage import HeartbeatSettings, resolve_storage_url, storage_folder
 
-__all__ = ["WorkerSettings", "DEFAULT_MAX_CONSECUTIVE_FAILURES"]
+__all__ = ["WorkerSettings", "DEFAULT_MAX_CONSECUTIVE_FAILURES", "DEFAULT_WATCHDOG_S", "DEFAULT_WATCHDOG_FIRST_EPOCH_S"]
 
 DEFAULT_MAX_CONSECUTIVE_FAILURES = 5
+DEFAULT_WATCHDOG_S = 600.0
+"""Minimum seconds without a finished epoch before a trial counts as hung (``WorkerSettings.watchdog``)."""
+DEFAULT_WATCHDOG_FIRST_EPOCH_S = 3600.0
+"""Seconds a trial may take until its first epoch ends (``WorkerSettings.watchdog_first_epoch``)."""
 
 
 class WorkerSettings(BaseModel):
@@ -46,6 +50,15 @@ class WorkerSettings(BaseModel):
         password_file: file holding the PostgreSQL password (read by each worker; never copied).
         mlflow_uri: MLflow tracking URI: each trial is logged as an MLflow run (None: no MLflow); see
             :mod:`maskcls_hpo.hpo.tracking`. TensorBoard scalars go to :attr:`tensorboard_dir` always.
+        check_data: before any trial, compare the data's fingerprint with the one the study was launched on
+            (``hpo.launch.check_join``); launch's own workers skip it (launch has just checked the data).
+        watchdog: seconds; a trial with no epoch finished for ``max(watchdog, watchdog_factor x its slowest
+            epoch so far)`` (the first epoch: ``max(watchdog, watchdog_first_epoch)``) is hung: failed with
+            reason ``hung``, re-queued once, and the worker process exits with code 4 to be replaced. 0 turns
+            the watchdog off.
+        watchdog_factor: see `watchdog`.
+        watchdog_first_epoch: seconds allowed before the first epoch of a trial ends (model build, data
+            loading, the first epoch itself).
     """
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
@@ -66,6 +79,10 @@ class WorkerSettings(BaseModel):
     poll_interval: float = Field(default=1.0, gt=0)
     password_file: str | None = None
     mlflow_uri: str | None = None
+    check_data: bool = True
+    watchdog: float = Field(default=DEFAULT_WATCHDOG_S, ge=0)
+    watchdog_factor: float = Field(default=5.0, ge=1)
+    watchdog_first_epoch: float = Field(default=DEFAULT_WATCHDOG_FIRST_EPOCH_S, ge=0)
 
     @field_validator("heartbeat", mode="before")
     @classmethod
@@ -130,15 +147,20 @@ class WorkerSettings(BaseModel):
     def without_password(self) -> tuple[WorkerSettings, str | None]:
         """A copy whose URL carries no password, and that password (None when the URL had none).
 
-        The supervisor writes the copy to the worker's settings file and passes the password, when it came
-        inside the URL, as ``PGPASSWORD`` (libpq reads it); with a `password_file` the worker reads the file.
+        Both places a URL can hold a password are emptied: the user part (``user:pw@``) and the query string
+        (``?password=pw``). The supervisor writes the copy to the worker's settings file and passes the
+        password, when it came inside the URL, as ``PGPASSWORD`` (libpq reads it); with a `password_file` the
+        worker reads the file itself and no password travels at all.
         """
         url = make_url(self.storage_url)
         password = url.password if isinstance(url.password, str) else None
-        if password is None:
+        query = dict(url.query)
+        in_query = query.pop("password", None)
+        if password is None and isinstance(in_query, str):
+            password = in_query
+        if password is None and in_query is None:
             return self, None
-        # NOTE URL.set() ignores None, so the URL is rebuilt without its password
-        bare = URL.create(
-            url.drivername, url.username, None, url.host, url.port, url.database, url.query
-        ).render_as_string(hide_password=False)
+        # NOTE URL.set(password=None) keeps the password (set() skips None); build the URL anew
+        bare = URL.create(url.drivername, url.username, None, url.host, url.port, url.database, query)
+        bare = bare.render_as_string(hide_password=False)
         return self.model_copy(update={"storage_url": bare}), (None if self.password_file else password)

@@ -68,6 +68,11 @@ DB_RETRY_SECONDS = 600.0
 log = logging.getLogger("maskcls_hpo.hpo.storage")
 
 _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)(?P<tail>@)")
+# `?password=...` / `&sslpassword=...` in a URL's query string, and libpq's `password=...` conninfo keyword
+_KEY_PASSWORD = re.compile(
+    r"(?P<head>(?:^|[?&;\s'\"(,])(?:ssl)?pass(?:word|wd)?\s*=\s*)(?P<pw>[^&\s'\",)]*)", re.IGNORECASE
+)
+_QUERY_PASSWORD_KEYS = ("password", "sslpassword")
 _KNOWN_SECRETS: set[str] = set()
 
 
@@ -150,19 +155,21 @@ def _remember_secret(password: str | None) -> None:
 def mask_password(text: object) -> str:
     """Return `str(text)` with every URL password (and every password this process has seen) as `***`.
 
-    Works on URLs (`postgresql+psycopg://u:pw@h/db` -> `postgresql+psycopg://u:***@h/db`) and on free text
-    such as exception messages that quote a URL.
+    Works on URLs (`postgresql+psycopg://u:pw@h/db` -> `postgresql+psycopg://u:***@h/db`), on passwords in
+    a URL's query string (`?password=pw`, `&sslpassword=pw`, also URL-encoded: the raw text is replaced) and
+    libpq's `password=pw` keyword, and on free text such as exception messages that quote a URL.
     """
     out = _URL_PASSWORD.sub(lambda m: m.group("head") + "***" + m.group("tail"), str(text))
+    out = _KEY_PASSWORD.sub(lambda m: m.group("head") + ("***" if m.group("pw") else ""), out)
     for secret in _KNOWN_SECRETS:
         out = out.replace(secret, "***")
     return out
 
 
 def display_url(url: str | URL) -> str:
-    """The URL as it may be printed: password replaced by `***`."""
+    """The URL as it may be printed: every password (user part or query string) replaced by `***`."""
     if isinstance(url, URL):
-        return url.render_as_string(hide_password=True)
+        return mask_password(url.render_as_string(hide_password=True))
     return mask_password(url)
 
 
@@ -249,12 +256,16 @@ def resolve_storage(
         raw = "sqlite:///" + raw
     try:
         url = make_url(raw)
-    except ArgumentError:
+    except (ArgumentError, ValueError) as err:
+        why = "the port must be a number" if isinstance(err, ValueError) and "int()" in str(err) else "unparsable"
         raise StorageError(
-            f"cannot parse storage URL {mask_password(raw)!r} ({where}): use sqlite:///PATH, a path to an SQLite "
-            "file, or postgresql+psycopg://USER@HOST:PORT/DB"
+            f"cannot parse storage URL {mask_password(raw)!r} ({where}; {why}): use sqlite:///PATH, a path to an "
+            "SQLite file, or postgresql+psycopg://USER@HOST:PORT/DB"
         ) from None
     _remember_secret(url.password if isinstance(url.password, str) else None)
+    for key in _QUERY_PASSWORD_KEYS:
+        value = url.query.get(key)
+        _remember_secret(value if isinstance(value, str) else None)
     backend = url.get_backend_name()
     if backend in ("postgres", "postgresql"):
         url = url.set(drivername="postgresql+psycopg")

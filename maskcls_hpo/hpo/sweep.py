@@ -332,7 +332,17 @@ def load_sweep(path: str | Path) -> Sweep:
     path = Path(path)
     if not path.is_file():
         raise SweepError(f"{path}: sweep file not found (see sweeps/ for examples)")
-    source = path.read_text(encoding="utf-8")
+    try:
+        source = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise SweepError(
+            f"{path}: not a text file (not UTF-8 at byte {err.start}); a sweep file is Python source, "
+            "see sweeps/ for examples"
+        ) from None
+    except OSError as err:
+        raise SweepError(f"{path}: cannot read the sweep file: {err.strerror or err}") from None
+    if "\0" in source:
+        raise SweepError(f"{path}: not a text file (it holds NUL bytes); a sweep file is Python source, see sweeps/")
     try:
         code = compile(source, str(path), "exec")
     except SyntaxError as err:

@@ -49,6 +49,7 @@ from maskcls_hpo.hpo._optuna import (
     trial_id_of,
 )
 from maskcls_hpo.hpo.attrs import StudyAttrs, TrialAttrs
+from maskcls_hpo.hpo.launch import check_join
 from maskcls_hpo.hpo.objective import make_objective
 from maskcls_hpo.hpo.settings import WorkerSettings
 from maskcls_hpo.hpo.signals import Interrupted, deferred_interrupts, stop_requested, stop_signals
@@ -174,12 +175,15 @@ def run_worker(
         WorkerReport with this worker's counts and `stop_reason`.
 
     Raises:
-        StorageError, SweepError: before any trial, when the storage or sweep cannot be used.
+        StorageError, SweepError, LaunchError, DataError: before any trial and before anything is created,
+            when the storage, the study, the sweep or the data cannot be used (``hpo.launch.check_join``).
     """
     settings = settings.for_this_process()
     if sweep is None and settings.kind == "sweep":
         sweep = load_sweep(settings.sweep_path)
     url = settings.resolved_storage_url()
+    # launch's checks before anything is created: database, schema, study, search space, data
+    check_join(sweep, url, settings.study_name, settings.overrides, check_data=settings.check_data)
     storage = open_storage(url, settings.heartbeat)
     if sweep is None:  # a confirm study: its fold runs and configs are stored in the study and its source
         from maskcls_hpo.hpo.confirm import load_plan
