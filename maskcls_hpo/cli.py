@@ -318,6 +318,11 @@ READER_STUDY_HELP = "Study name (default: the only study in the storage)."
 CHECKPOINTS_HELP = (
     "Checkpoint root shared by all workers (default: checkpoints/ beside an SQLite file, else storage/checkpoints)."
 )
+WATCHDOG_HELP = (
+    "Seconds without a finished epoch before a trial counts as hung: failed (reason hung), re-queued once, and "
+    "its worker process replaced. The limit is the larger of this and 5x the trial's slowest epoch; the first "
+    "epoch gets at least an hour. Default 600; 0 turns the watchdog off."
+)
 
 # The options every storage-reading verb shares (one definition, used by launch/worker/status/export/...).
 # `--study-name` is Optuna's own spelling (`optuna trials --study-name`), accepted as an alias.
@@ -396,9 +401,11 @@ def launch_cmd(
     cancel_on_exit: bool = typer.Option(
         False, "--cancel-on-exit", help="Slurm: scancel the array on Ctrl-C without asking."
     ),
+    watchdog: Optional[float] = typer.Option(None, help=WATCHDOG_HELP),
 ) -> None:
     """Create or resume a study and run workers until it holds --n-trials finished trials."""
     _at_least("--timeout", timeout, 0)
+    _at_least("--watchdog", watchdog, 0)
     _setup_logging()
     import contextlib
     import sys
@@ -474,6 +481,7 @@ def launch_cmd(
             checkpoints=checkpoints,
             password_file=password_file,
             mlflow=mlflow,
+            watchdog=watchdog,
             on_progress=on_progress,
             on_message=say,
             backend=backend,
@@ -520,10 +528,12 @@ def worker_cmd(
     checkpoints: Optional[Path] = typer.Option(None, help=CHECKPOINTS_HELP),
     max_consecutive_failures: int = typer.Option(5, min=1, help="Stop after this many failed trials in a row."),
     mlflow: Optional[str] = typer.Option(None, "--mlflow", help=MLFLOW_HELP),
+    watchdog: Optional[float] = typer.Option(None, help=WATCHDOG_HELP),
 ) -> None:
     """Join a study as one worker (from another shell or machine) and run trials until the budget is met."""
     _at_least("--n-trials", n_trials, 1)
     _at_least("--timeout", timeout, 0)
+    _at_least("--watchdog", watchdog, 0)
     _setup_logging(verbose=True)
     from maskcls_hpo.hpo.storage import HeartbeatSettings
     from maskcls_hpo.hpo.sweep import load_sweep
@@ -555,6 +565,7 @@ def worker_cmd(
         worker_index=worker_index,
         checkpoints=checkpoints,
         mlflow_uri=mlflow,
+        **({"watchdog": watchdog} if watchdog is not None else {}),
     )
     try:
         report = run_worker(settings, sweep)

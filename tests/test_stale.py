@@ -21,10 +21,13 @@ from maskcls_hpo.hpo.storage import HeartbeatSettings, open_storage
 from maskcls_hpo.hpo.sweep import load_sweep
 from maskcls_hpo.hpo.worker import WorkerSettings, count_trials, run_worker
 
-pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
+    pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed"),
+]
 
 SMOKE = Path(__file__).resolve().parents[1] / "sweeps" / "smoke.py"
-HEARTBEAT = HeartbeatSettings(interval=1, grace_period=5)
+HEARTBEAT = HeartbeatSettings(interval=1, grace_period=20)  # live trials on busy cores never look stale
 
 
 def _study(tmp_path, n_trials=3):
@@ -116,11 +119,27 @@ def test_worker_fails_an_orphan_before_its_first_trial(tmp_path):
     assert sum(t.state == TrialState.RUNNING for t in trials) == 0
 
 
-def test_stale_trial_with_old_heartbeat_carries_a_reason(tmp_path):
+def test_restarted_trial_with_an_old_heartbeat_row_is_not_stale(tmp_path):
+    """A lost slot claim puts a trial back to WAITING with its heartbeat row; started again, it is alive."""
     url, sweep, study = _study(tmp_path)
     trial = study.ask()
     rdb = rdb_of(storage_of(study))
     rdb.record_heartbeat(trial._trial_id)
+    with rdb.engine.begin() as con:
+        con.execute(
+            sqlalchemy.text("UPDATE trial_heartbeats SET heartbeat = :t WHERE trial_id = :i"),
+            {"t": _utcnow() - dt.timedelta(seconds=3600), "i": trial._trial_id},
+        )
+    assert find_stale_trials(study, HEARTBEAT.grace_period) == []  # started just now
+
+
+def test_stale_trial_with_old_heartbeat_carries_a_reason(tmp_path):
+    url, sweep, study = _study(tmp_path)
+    number = _orphan(study, age_s=3600)
+    trial = study.trials[number]
+    rdb = rdb_of(storage_of(study))
+    rdb.record_heartbeat(trial._trial_id)
+    assert fail_stale_trials(study, HEARTBEAT.grace_period) == []  # a fresh heartbeat: alive
     with rdb.engine.begin() as con:
         con.execute(
             sqlalchemy.text("UPDATE trial_heartbeats SET heartbeat = :t WHERE trial_id = :i"),

@@ -146,7 +146,8 @@ def test_diverged_trial_is_pruned_with_its_reason_never_complete(tmp_path, tiny_
     """1 epoch at lr 1e3: the only epoch is also the last one; a diverged run must not become the best."""
     extra = """
 def suggest(trial):
-    return {"lr": trial.suggest_categorical("lr", [1000.0]), "batch_size": trial.suggest_categorical("batch_size", [16])}
+    return {"lr": trial.suggest_categorical("lr", [1000.0]),
+            "batch_size": trial.suggest_categorical("batch_size", [16])}
 """
     report, study = start(tmp_path, tiny_sweep(epochs=1, extra=extra), n_trials=1)
     (trial,) = study.trials
@@ -164,7 +165,8 @@ def test_grid_sampler_over_numpy_values_runs_and_stores_python_numbers(tmp_path,
 import numpy as np
 
 def suggest(trial):
-    return {"batch_size": trial.suggest_categorical("batch_size", [16, 32]), "lr": trial.suggest_float("lr", 1e-3, 1e-2)}
+    return {"batch_size": trial.suggest_categorical("batch_size", [16, 32]),
+            "lr": trial.suggest_float("lr", 1e-3, 1e-2)}
 
 def make_sampler(seed):
     return optuna.samplers.GridSampler({"batch_size": np.array([16, 32]), "lr": np.array([2e-3])}, seed=seed)

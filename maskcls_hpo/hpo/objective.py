@@ -63,6 +63,7 @@ def make_objective(
     worker: str = "",
     after_trial: Callable[[optuna.Trial, Any], None] | None = None,
     tracker: Any = None,
+    epoch_done: Callable[[float, bool], None] | None = None,
 ) -> Callable[[optuna.Trial], float]:
     """Build the objective for `study.tell`-style worker loops.
 
@@ -74,6 +75,8 @@ def make_objective(
         after_trial: called with (trial, TrainResult) after a finished run (used to upload artifacts).
         tracker: a :class:`~maskcls_hpo.hpo.tracking.TrialTracker`: each trial's params, every epoch (from
             the `on_epoch` hook) and its end state go to TensorBoard / MLflow; None tracks nothing.
+        epoch_done: called with the seconds of every finished epoch (and of each epoch restored on resume) and
+            whether it was the trial's last epoch: the worker's watchdog for hung trials (``hpo/watchdog.py``).
 
     Returns:
         ``objective(trial) -> float``: the best epoch's val macro F1 in [0, 1].
@@ -96,6 +99,9 @@ def make_objective(
         epoch_seconds: list[float] = list(trial.user_attrs.get(TrialAttrs.EPOCH_SECONDS, []))
         if resume is not None:
             epoch_seconds = _resume_records(trial, resume)
+        if epoch_done is not None:
+            for seconds in epoch_seconds:
+                epoch_done(seconds, False)
 
         def on_epoch(r: Any) -> None:
             if tracker is not None:
@@ -104,6 +110,8 @@ def make_objective(
                 _prune(trial, f"non-finite validation macro F1 at epoch {r.epoch}")
             trial.report(r.val_f1, r.epoch)
             epoch_seconds.append(round(float(r.seconds), 3))
+            if epoch_done is not None:
+                epoch_done(float(r.seconds), r.epoch >= config.epochs)
             trial.set_user_attr(TrialAttrs.EPOCH_SECONDS, epoch_seconds)
             trial.set_user_attr(TrialAttrs.IMAGES_PER_SECOND, round(float(r.images_per_second), 1))
             # NOTE the pruner is not asked after the last epoch: the work is done, and a trial pruned there

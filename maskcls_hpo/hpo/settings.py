@@ -15,9 +15,17 @@ from sqlalchemy.engine import URL, make_url
 
 from maskcls_hpo.hpo.storage import HeartbeatSettings, resolve_storage_url, storage_folder
 
-__all__ = ["WorkerSettings", "DEFAULT_MAX_CONSECUTIVE_FAILURES", "DEFAULT_WATCHDOG_S", "DEFAULT_WATCHDOG_FIRST_EPOCH_S"]
+__all__ = [
+    "WorkerSettings",
+    "DEFAULT_MAX_CONSECUTIVE_FAILURES",
+    "DEFAULT_WATCHDOG_S",
+    "EXIT_HUNG",
+    "DEFAULT_WATCHDOG_FIRST_EPOCH_S",
+]
 
 DEFAULT_MAX_CONSECUTIVE_FAILURES = 5
+EXIT_HUNG = 4
+"""Exit code of a worker process whose trial hung (``hpo/watchdog.py``); the supervisor starts a new one."""
 DEFAULT_WATCHDOG_S = 600.0
 """Minimum seconds without a finished epoch before a trial counts as hung (``WorkerSettings.watchdog``)."""
 DEFAULT_WATCHDOG_FIRST_EPOCH_S = 3600.0

@@ -4,9 +4,11 @@ Optuna's own ``fail_stale_trials`` only looks at trials that have a heartbeat ro
 ``study.ask()`` and its heartbeat's first write leaves a RUNNING trial without one, which Optuna never fails,
 and the study waits at its last slot forever. Here a RUNNING trial is stale when
 
-- it has a heartbeat row older than the grace period (by the database's clock, which stamps heartbeats), or
-- it has no heartbeat row and started (``datetime_start``, stamped in UTC by the asking process's clock) longer
-  ago than the grace period.
+- it started (``datetime_start``, stamped in UTC by the asking process's clock) longer ago than the grace
+  period, and
+- it has no heartbeat row, or its heartbeat row is older than the grace period (by the database's clock,
+  which stamps heartbeats). The start time counts too because a trial that went back to WAITING (a lost
+  slot claim) and was started again keeps its old heartbeat row.
 
 Each stale trial gets ``reason`` (``stale: ...``), becomes FAIL, and a copy with the same params and
 intermediate values is queued (WAITING) by the storage's ``RetryHeartbeatStaleTrialCallback``; the copy
@@ -80,12 +82,15 @@ def find_stale_trials(study: optuna.Study, grace_period: float) -> list[StaleTri
         rows = list(con.execute(query))
     out = []
     for trial_id, number, started, beat in rows:
+        started_age = (utc_now - started.replace(tzinfo=None)).total_seconds() if started is not None else None
+        if started_age is not None and started_age <= grace_period:
+            continue
         if beat is not None:
             age = (db_now - beat.replace(tzinfo=None)).total_seconds()
             if age > grace_period:
                 out.append(StaleTrial(trial_id, number, f"stale: no heartbeat for {age:.0f} s (worker died?)"))
-        elif started is not None:
-            age = (utc_now - started.replace(tzinfo=None)).total_seconds()
+        elif started_age is not None:
+            age = started_age
             if age > grace_period:
                 out.append(
                     StaleTrial(

@@ -4,7 +4,8 @@ Each process runs ``python -m maskcls_hpo.hpo.worker <logs>/<study>/worker-<i>.j
 :class:`~maskcls_hpo.hpo.settings.WorkerSettings` of the sweep, serialised whole, with its own
 ``worker_index``. The storage password never goes into that file or onto a command line: it stays in the
 password file the user named, or travels as ``PGPASSWORD`` in the worker's environment when it came inside
-the URL. GPUs are assigned round-robin through ``CUDA_VISIBLE_DEVICES`` (several workers per GPU allowed).
+the URL. GPUs are assigned round-robin through ``CUDA_VISIBLE_DEVICES`` (several workers per GPU allowed). A
+worker whose trial hung exits with ``EXIT_HUNG`` (hpo/watchdog.py) and is replaced by a new process.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from maskcls_hpo.errors import LaunchError
-from maskcls_hpo.hpo.settings import WorkerSettings
+from maskcls_hpo.hpo.settings import EXIT_HUNG, WorkerSettings
 
 __all__ = ["WorkerBackend", "LocalWorkers", "WorkerProcess", "worker_argv"]
 
@@ -120,6 +121,8 @@ class LocalWorkers:
         self.gpus = list(gpus or [])
         self.extra_env = dict(env or {})
         self.procs: list[WorkerProcess] = []
+        self.replaced = 0  # processes started anew after a hung trial
+        self._password: str | None = None
 
     def _env(self, index: int, password: str | None) -> dict[str, str]:
         env = {**os.environ, **self.extra_env, "PYTHONUNBUFFERED": "1"}
@@ -142,26 +145,47 @@ class LocalWorkers:
         """
         log_dir = self.settings.log_dir
         log_dir.mkdir(parents=True, exist_ok=True)
-        bare, password = self.settings.without_password()
+        bare, self._password = self.settings.without_password()
         try:
             for i in range(self.n):
                 path = log_dir / f"worker-{i}.json"
                 path.write_text(bare.model_copy(update={"worker_index": i}).model_dump_json(indent=1), encoding="utf-8")
-                log_path = log_dir / f"worker-{i}.log"
-                fh = open(log_path, "ab")  # noqa: SIM115 - closed in close()
-                try:
-                    proc = subprocess.Popen(
-                        worker_argv(path), env=self._env(i, password), stdout=fh, stderr=subprocess.STDOUT
-                    )
-                except OSError as err:
-                    fh.close()
-                    raise LaunchError(f"cannot start worker {i} ({sys.executable}): {err.strerror or err}") from None
-                self.procs.append(WorkerProcess(i, proc, log_path, path, fh))
+                self.procs.append(self._spawn(i, path, log_dir / f"worker-{i}.log"))
         except BaseException:
             self.stop()
             raise
         log.info("started %d workers (logs in %s)", self.n, log_dir)
         return self.procs
+
+    def _spawn(self, index: int, settings_path: Path, log_path: Path) -> WorkerProcess:
+        fh = open(log_path, "ab")  # noqa: SIM115 - closed in close()
+        try:
+            proc = subprocess.Popen(
+                worker_argv(settings_path), env=self._env(index, self._password), stdout=fh, stderr=subprocess.STDOUT
+            )
+        except OSError as err:
+            fh.close()
+            raise LaunchError(f"cannot start worker {index} ({sys.executable}): {err.strerror or err}") from None
+        return WorkerProcess(index, proc, log_path, settings_path, fh)
+
+    def replace_hung(self) -> int:
+        """Start a new process for every worker that exited with EXIT_HUNG (its trial hung); returns how many.
+
+        The hung trial was already failed (reason ``hung``) and re-queued by that worker's watchdog.
+        """
+        n = 0
+        for pos, p in enumerate(self.procs):
+            if p.returncode != EXIT_HUNG:
+                continue
+            if p._log is not None:
+                p._log.close()
+            with open(p.log_path, "a", encoding="utf-8") as fh:
+                fh.write(f"--- worker {p.index} exited after a hung trial (code {EXIT_HUNG}); a new process starts\n")
+            log.warning("worker %d exited after a hung trial; starting a new process", p.index)
+            self.procs[pos] = self._spawn(p.index, p.settings_path, p.log_path)
+            self.replaced += 1
+            n += 1
+        return n
 
     def alive(self) -> int:
         """How many worker processes are still running."""
@@ -174,10 +198,12 @@ class LocalWorkers:
     def wait(self, on_poll: Callable[[], bool | None] | None = None, poll_interval: float = 1.0) -> list[int]:
         """Wait until every worker has exited, calling `on_poll()` every `poll_interval` seconds.
 
+        A worker that exits because its trial hung (EXIT_HUNG) is replaced by a new process (:meth:`replace_hung`).
+
         Returns:
             the exit codes by worker index (negative: killed by that signal).
         """
-        while self.alive():
+        while self.replace_hung() or self.alive():
             if on_poll is not None:
                 on_poll()
             time.sleep(poll_interval)

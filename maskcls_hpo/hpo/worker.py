@@ -59,6 +59,7 @@ from maskcls_hpo.hpo.storage import mask_password, open_storage, retry_db, secon
 from maskcls_hpo.hpo.sweep import Sweep, load_sweep
 from maskcls_hpo.hpo.tracking import TrialTracker, check_mlflow
 from maskcls_hpo.hpo.trials import StudyCounts, count_trials
+from maskcls_hpo.hpo.watchdog import TrialWatchdog
 from maskcls_hpo.results.artifacts import TrialArtifactUploader
 
 __all__ = ["WorkerSettings", "WorkerReport", "StudyCounts", "count_trials", "run_worker", "main"]
@@ -82,7 +83,7 @@ class WorkerReport:
 
     @property
     def exit_code(self) -> int:
-        """Process exit code: 130 interrupted, 3 failure cap, else 0."""
+        """Process exit code: 130 interrupted, 3 failure cap, else 0 (4, EXIT_HUNG, comes from the watchdog)."""
         if self.stop_reason == "interrupted":
             return 130
         return 0 if self.ok else 3
@@ -198,6 +199,11 @@ def run_worker(
         raise LaunchError(f"study '{settings.study_name}' has no trial budget: pass --n-trials")
     worker_label = f"{socket.gethostname()}:{os.getpid()}/{settings.worker_index}"
     slurm = slurm_task_of_env()
+    watchdog = (
+        TrialWatchdog(study, settings.watchdog, settings.watchdog_factor, settings.watchdog_first_epoch)
+        if settings.watchdog > 0
+        else None
+    )
     # Every finished trial (COMPLETE, and PRUNED from its metrics.json) gets artifacts for the dashboard.
     if objective is None:
         if settings.mlflow_uri:
@@ -212,6 +218,7 @@ def run_worker(
                 worker=worker_label,
                 after_trial=uploader,
                 tracker=TrialTracker(settings.study_name, settings.tensorboard_dir, settings.mlflow_uri),
+                epoch_done=watchdog.epoch_done if watchdog is not None else None,
             ),
             checkpoint_root,
         )
@@ -269,18 +276,20 @@ def run_worker(
                     )
                     break
                 continue
-            # NOTE no heartbeat is written here: rows are written only by the heartbeat thread of _run_one,
-            # which starts after the claim. A worker killed in between leaves a RUNNING trial without a
-            # heartbeat row, which fail_stale_trials fails by its start time once it is older than the grace
-            # period. (An extra write here cost ~8% of the loop's throughput with short trials:
-            # benchmarks/b4_storage.py.)
+            # The heartbeat starts before the claim, so a RUNNING trial has a heartbeat row within moments of
+            # its start even on a starved machine; a row left by a claim that lost is harmless (a trial is
+            # stale only when both its heartbeat and its start are older than the grace period: hpo/stale.py).
+            beat = heartbeat(trial, study)
+            beat.__enter__()
             try:
                 claimed = _retry_db(lambda: _claim_slot(storage, study, trial, n_trials), "claiming")  # noqa: B023
             except (KeyboardInterrupt, Interrupted):
+                beat.__exit__(None, None, None)
                 storage.set_trial_state_values(trial_id_of(trial), state=TrialState.WAITING)
                 report.stop_reason = "interrupted"
                 break
             if not claimed:
+                beat.__exit__(None, None, None)
                 storage.set_trial_state_values(trial_id_of(trial), state=TrialState.WAITING)
                 time.sleep(settings.poll_interval)
                 continue
@@ -288,7 +297,7 @@ def run_worker(
                 trial.set_user_attr(TrialAttrs.SLURM_JOB_ID, slurm[0])
                 if slurm[1] is not None:
                     trial.set_user_attr(TrialAttrs.SLURM_TASK_ID, slurm[1])
-            state = _run_one(study, trial, objective)
+            state = _run_one(study, trial, objective, watchdog, beat)
             if state == STALE:
                 continue  # not this worker's failure: the trial's copy is queued and resumes elsewhere
             if state == TrialState.COMPLETE:
@@ -316,7 +325,11 @@ def run_worker(
 
 
 def _run_one(
-    study: optuna.Study, trial: optuna.Trial, objective: Callable[[optuna.Trial], float]
+    study: optuna.Study,
+    trial: optuna.Trial,
+    objective: Callable[[optuna.Trial], float],
+    watchdog: TrialWatchdog | None = None,
+    beat: Any = None,
 ) -> TrialState | str | None:
     """Run one trial under a heartbeat and tell its end state.
 
@@ -327,9 +340,16 @@ def _run_one(
     """
     value: float | None = None
     state = TrialState.COMPLETE
+    if watchdog is not None:
+        watchdog.start(trial)
     try:
-        with heartbeat(trial, study):
+        if beat is None:  # called without the loop's heartbeat
+            beat = heartbeat(trial, study)
+            beat.__enter__()
+        try:
             value = objective(trial)
+        finally:
+            beat.__exit__(None, None, None)
     except optuna.TrialPruned as err:
         state = TrialState.PRUNED
         log.info("trial %d pruned: %s", trial.number, err)
@@ -350,6 +370,9 @@ def _run_one(
         with contextlib.suppress(Exception):
             if TrialAttrs.REASON not in storage_of(study).get_trial(trial_id_of(trial)).user_attrs:
                 trial.set_user_attr(TrialAttrs.REASON, mask_password(f"{type(err).__name__}: {err}")[:500])
+    finally:
+        if watchdog is not None:
+            watchdog.stop()
     try:
         with deferred_interrupts():
             if state == TrialState.COMPLETE:
