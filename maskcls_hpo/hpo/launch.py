@@ -271,8 +271,8 @@ def check_join(
         StorageError: no database, another schema, no such study (the studies there are named).
         SweepError: the search space differs. LaunchError: other data than the study's. DataError: bad data.
     """
-    from maskcls_hpo.api import open_study
     from maskcls_hpo.cache import fingerprint
+    from maskcls_hpo.hpo.storage import open_study
 
     try:
         study = open_study(storage_url, study_name)
