@@ -114,8 +114,13 @@ def test_workers_killed_by_sigkill_are_reported_as_signal_9(tmp_path):
 
 
 def _environ(pid: int) -> str:
-    """What `ps eww PID` shows: the process's environment (NUL-separated in /proc)."""
-    return Path(f"/proc/{pid}/environ").read_bytes().replace(b"\0", b"\n").decode(errors="replace")
+    """What `ps eww PID` shows: the process's environment (NUL-separated in /proc), read once it is there."""
+    deadline = time.monotonic() + 10
+    while True:
+        text = Path(f"/proc/{pid}/environ").read_bytes().replace(b"\0", b"\n").decode(errors="replace")
+        if "PYTHONUNBUFFERED=1" in text or time.monotonic() > deadline:
+            return text
+        time.sleep(0.05)
 
 
 def _files_text(root: Path) -> str:
