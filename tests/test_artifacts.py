@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 from PIL import Image
 
 from maskcls_hpo.hpo.attrs import TrialAttrs, checkpoint_dir
-from maskcls_hpo.metrics import read_val_predictions, write_val_predictions
+from maskcls_hpo.metrics import evaluate_predictions, read_val_predictions, write_val_predictions
 from maskcls_hpo.results.artifacts import (
     ARTIFACT_FILES,
     OBJECTIVE_NAME,
@@ -245,6 +245,13 @@ def test_finished_trials_of_a_smoke_sweep_carry_their_artifacts(swept_study):
         assert support.sum() == predicted.sum() == 42
         right = np.rint(f1 * (support + predicted) / 2).sum()
         assert right / 42 == pytest.approx(t.user_attrs[TrialAttrs.ACCURACY], abs=1e-9)
+        # the best epoch's predictions of every val image, and the value's person-bootstrap interval around it
+        frame = read_val_predictions(io.BytesIO(read_artifact(store, metas["val_predictions.csv"])))
+        assert len(frame) == 42 and frame["person_id"].nunique() == 6
+        assert evaluate_predictions(frame["true_class"], frame["pred_class"])["f1"] == pytest.approx(t.value)
+        a = t.user_attrs
+        assert a[TrialAttrs.VAL_F1_CI_LOW] <= t.value <= a[TrialAttrs.VAL_F1_CI_HIGH]
+        assert a[TrialAttrs.BOOTSTRAP_RESAMPLES] == 1000 and a[TrialAttrs.VAL_PERSONS] == 6
 
 
 # --- Optuna's names: the objective `val_macro_f1`, artifacts by file name ----------------------------------

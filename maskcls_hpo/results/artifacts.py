@@ -450,7 +450,9 @@ def study_note(
         "",
         "Each finished trial carries artifacts: "
         + ", ".join(_md_code(f) for f in ARTIFACT_FILES)
-        + ". The objective is the best epoch's validation macro F1 over the 18 classes.",
+        + ". The objective is the best epoch's validation macro F1 over the 18 classes; the user attrs "
+        + f"{_md_code(TrialAttrs.VAL_F1_CI_LOW)} and {_md_code(TrialAttrs.VAL_F1_CI_HIGH)} give its 95% interval "
+        + "from a bootstrap over the validation persons (1000 resamples).",
     ]
     return "\n".join(lines) + "\n"
 
