@@ -627,12 +627,12 @@ def export_cmd(
     paths = export_trials(
         loaded, out, trial_number=trial, top=top, fmt=format, single_split=single_split, force=force, on_warning=warn
     )
-    if trial is None:
-        label = selection_ranking(loaded, single_split=single_split, limit=1).label  # the best trial only
-        console.print(f"ranking: {label}", highlight=False)
+    ranking = selection_ranking(loaded, single_split=single_split, limit=1) if trial is None else None  # the best only
+    if ranking is not None:
+        console.print(f"ranking: {ranking.label}", highlight=False)
     for p in paths:
         console.print(f"wrote {p}", highlight=False)
-    if trial is None:
+    if ranking is not None and ranking.confirm is None:  # a confirmed ranking says its own runner-up line
         from maskcls_hpo.hpo.noise import compare_runner_up
 
         comparison = compare_runner_up(loaded, storage_url=url)
