@@ -182,8 +182,14 @@ def main() -> int:
     print(f"(c) single-split best trial {c_trial}: eval macro F1 {np.mean([s['f1'] for s in c_scores]):.4f}")
 
     # (d) confirm + finalize
+    # NOTE the sweep's pruner can leave fewer COMPLETE trials than --top (6 trials, 3 epochs: 1 COMPLETE, 5 pruned
+    # in one run); confirm refuses that, so the benchmark confirms what there is and records it.
+    complete = sum(t.state == optuna.trial.TrialState.COMPLETE for t in finished)
+    top = min(args.top, complete)
+    if top < args.top:
+        print(f"only {complete} COMPLETE trial(s): confirming the top {top} instead of {args.top}")
     t = time.perf_counter()
-    confirmed = run_confirm("b5", args.top, args.folds, 1, storage=url, workers=args.workers, on_message=print)
+    confirmed = run_confirm("b5", top, args.folds, 1, storage=url, workers=args.workers, on_message=print)
     confirm_seconds = time.perf_counter() - t
     assert confirmed.reached, confirmed.message
     summary = confirmed.summary
@@ -205,12 +211,12 @@ def main() -> int:
     )
 
     # rank agreement over the K confirmed configs: each retrained on all persons with seed 42, scored alone
-    tau_run = finalize_study(study, work / "tau.csv", storage_url=url, seeds=1, top=args.top, folder=models_root)
+    tau_run = finalize_study(study, work / "tau.csv", storage_url=url, seeds=1, top=top, folder=models_root)
     eval_f1 = {m.trial: score(pred([m.folder / "model.pt"]), truth)["f1"] for m in tau_run.models}
     rows = sorted(summary.rows, key=lambda r: r.source_trial)
     ev = [eval_f1[r.source_trial] for r in rows]
-    tau_single = kendalltau([r.single_value for r in rows], ev)
-    tau_confirm = kendalltau([r.mean for r in rows], ev)
+    tau_single = kendalltau([r.single_value for r in rows], ev) if len(rows) >= 2 else None
+    tau_confirm = kendalltau([r.mean for r in rows], ev) if len(rows) >= 2 else None
 
     a_mean = float(np.mean([s["f1"] for s in a_scores]))
     hand_run_epochs = E
@@ -222,7 +228,7 @@ def main() -> int:
             "model": base.model,
             "epochs": E,
             "sweep_trials": args.trials,
-            "confirm": {"top": args.top, "folds": args.folds, "seeds": 1},
+            "confirm": {"top": top, "top_asked": args.top, "folds": args.folds, "seeds": 1},
             "finalize": {"seeds": 3, "tta": True},
             "workers": args.workers,
             "hand": HAND,
@@ -274,8 +280,8 @@ def main() -> int:
         "kendall_tau": {
             "configs": [r.source_trial for r in rows],
             "eval_f1_seed42": ev,
-            "single_split": {"tau": _finite(tau_single.statistic), "p": _finite(tau_single.pvalue)},
-            "confirm": {"tau": _finite(tau_confirm.statistic), "p": _finite(tau_confirm.pvalue)},
+            "single_split": _tau(tau_single),
+            "confirm": _tau(tau_confirm),
         },
         "targets": {
             "d_beats_a_by": TARGET_VS_A,
@@ -314,7 +320,7 @@ def main() -> int:
         ],
     )
     print(f"d - a {g['d_minus_a_mean']:+.4f}, d - b {g['d_minus_b']['diff']:+.4f}; met: {result['met']}")
-    print(f"Kendall tau single split {tau_single.statistic}, confirm {tau_confirm.statistic}; wrote {path}")
+    print(f"Kendall tau single split {_tau(tau_single)}, confirm {_tau(tau_confirm)}; wrote {path}")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     return 0
@@ -322,6 +328,11 @@ def main() -> int:
 
 def _finite(v: float) -> float | None:
     return float(v) if v is not None and math.isfinite(v) else None
+
+
+def _tau(result) -> dict | None:
+    """Kendall tau and its p-value (None with fewer than 2 configs)."""
+    return None if result is None else {"tau": _finite(result.statistic), "p": _finite(result.pvalue)}
 
 
 if __name__ == "__main__":
