@@ -126,8 +126,8 @@ def main() -> None:
         {
             "settings": {"trials": args.trials, "repeats": args.repeats, "target_ratio": TARGET_RATIO},
             "code": subprocess.run(
-                ["git", "-C", str(REPO), "log", "-1", "--format=%h %s"], capture_output=True, text=True
-            ).stdout.strip()[:100],
+                ["git", "-C", str(REPO), "log", "-1", "--format=%h"], capture_output=True, text=True
+            ).stdout.strip(),
             "seconds": seconds,
             "median_seconds": {k: median(v) for k, v in seconds.items()},
             "ratio_to_optuna_trials": ratios,
