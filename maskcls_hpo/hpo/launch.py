@@ -253,7 +253,7 @@ def prepare_data(config: Any) -> dict[str, Any]:
 
 
 def check_join(
-    sweep: Sweep,
+    sweep: Sweep | None,
     storage_url: str,
     study_name: str,
     overrides: dict[str, Any] | None = None,
@@ -265,7 +265,8 @@ def check_join(
     In order: the database exists (an SQLite file is never created) and has the installed Optuna's schema;
     the study exists; the sweep's search space is the stored one (C3); and, when `check_data` and the
     study stored one, the data's fingerprint (paths, sizes, mtimes at the model's input size: the image
-    cache's key) is the one the study was launched on.
+    cache's key) is the one the study was launched on. With `sweep` None (a confirm study, whose runs are
+    fixed params of stored configs) only the database and the study are checked.
 
     Raises:
         StorageError: no database, another schema, no such study (the studies there are named).
@@ -278,6 +279,8 @@ def check_join(
         study = open_study(storage_url, study_name)
     except StorageError as err:
         raise StorageError(f"{err}; create the study first with `maskcls-hpo launch SWEEP --workers 0`") from None
+    if sweep is None:  # a confirm study: its runs are fixed params of stored configs (hpo/confirm.py)
+        return
     sweep.check_study_compatible(study)
     stored = study.user_attrs.get(StudyAttrs.FINGERPRINT)
     if not check_data or not stored:
