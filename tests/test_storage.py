@@ -173,3 +173,17 @@ def test_every_form_of_password_in_a_url_is_masked(text):
 def test_query_string_password_is_masked_in_display_url():
     url = resolve_storage_url("postgresql://maskcls@127.0.0.1/db?password=Pw-display-8")
     assert display_url(url) == "postgresql+psycopg://maskcls@127.0.0.1/db?password=***"
+
+
+def test_the_default_study_skips_a_linked_confirm_study(tmp_path):
+    import optuna
+
+    from maskcls_hpo.hpo.storage import open_study
+
+    url = f"sqlite:///{tmp_path / 'two.db'}"
+    optuna.create_study(study_name="smoke", storage=url)
+    optuna.create_study(study_name="smoke-confirm", storage=url).set_user_attr("kind", "confirm")
+    assert open_study(url).study_name == "smoke"
+    optuna.create_study(study_name="other", storage=url)
+    with pytest.raises(StorageError, match=r"holds 3 studies \(smoke, smoke-confirm, other\); pass --study NAME"):
+        open_study(url)

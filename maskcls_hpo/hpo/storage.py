@@ -775,7 +775,7 @@ def open_study(storage: str | Path | None = None, study_name: str | None = None,
     Args:
         storage: URL or SQLite path (default: env ``MASKCLS_HPO_STORAGE``, else env ``OPTUNA_STORAGE``, else
             ``sqlite:///storage/maskcls_hpo.db``).
-        study_name: the study; None: the only study in the storage.
+        study_name: the study; None: the only study in the storage (a linked confirm study does not count).
 
     Raises:
         StorageError: no such database (nothing is created), no such study, or several studies and no name;
@@ -790,10 +790,18 @@ def open_study(storage: str | Path | None = None, study_name: str | None = None,
     except Exception as err:  # noqa: BLE001 - a database without Optuna's tables
         raise StorageError(f"cannot read studies from {resolved.shown}: {mask_password(err)}") from None
     if study_name is None:
-        if len(names) != 1:
+        candidates = names
+        if len(names) > 1:  # a linked confirm study (`S-confirm`) is not a candidate for the default
+            from maskcls_hpo.hpo.confirm import KIND_CONFIRM, ConfirmAttrs
+
+            linked = {
+                s.study_name for s in rdb.get_all_studies() if s.user_attrs.get(ConfirmAttrs.KIND) == KIND_CONFIRM
+            }
+            candidates = [n for n in names if n not in linked]
+        if len(candidates) != 1:
             listed = ", ".join(names) if names else "none"
             raise StorageError(f"storage {resolved.shown} holds {len(names)} studies ({listed}); pass --study NAME")
-        study_name = names[0]
+        study_name = candidates[0]
     if study_name not in names:
         raise StorageError(f"no study '{study_name}' in {resolved.shown} (studies: {', '.join(names) or 'none'})")
     return optuna.load_study(study_name=study_name, storage=rdb)
