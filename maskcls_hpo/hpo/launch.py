@@ -41,7 +41,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 
 from maskcls_hpo.errors import LaunchError, StorageError
-from maskcls_hpo.hpo._optuna import finished_since, study_id_of
+from maskcls_hpo.hpo._optuna import finished_since, rdb_of, storage_of, study_id_of
 from maskcls_hpo.hpo.attrs import StudyAttrs, TrialAttrs
 from maskcls_hpo.hpo.settings import WorkerSettings
 from maskcls_hpo.hpo.signals import Interrupted, stop_requested, stop_signals
@@ -272,13 +272,25 @@ def check_join(
         StorageError: no database, another schema, no such study (the studies there are named).
         SweepError: the search space differs. LaunchError: other data than the study's. DataError: bad data.
     """
-    from maskcls_hpo.cache import fingerprint
     from maskcls_hpo.hpo.storage import open_study
 
     try:
         study = open_study(storage_url, study_name)
     except StorageError as err:
         raise StorageError(f"{err}; create the study first with `maskcls-hpo launch SWEEP --workers 0`") from None
+    try:
+        _check_joined_study(study, sweep, study_name, overrides, check_data)
+    finally:
+        # NOTE the checks' own engine is closed here: a worker holds at most 2 connections (main + heartbeat)
+        rdb_of(storage_of(study)).engine.dispose()
+
+
+def _check_joined_study(
+    study: optuna.Study, sweep: Sweep | None, study_name: str, overrides: dict[str, Any] | None, check_data: bool
+) -> None:
+    """Search space and data fingerprint of :func:`check_join` (raises as it documents)."""
+    from maskcls_hpo.cache import fingerprint
+
     if sweep is None:  # a confirm study: its runs are fixed params of stored configs (hpo/confirm.py)
         return
     sweep.check_study_compatible(study)
