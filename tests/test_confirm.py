@@ -1,7 +1,7 @@
 """`confirm` (hpo/confirm.py): the K best configs re-trained on F person-grouped folds as a linked study.
 
 - end to end on SQLite with the CLI: 2 configs x 2 folds, each run once, means and the winner as printed,
-  `export` takes the confirmed winner and says so (`--single-split` does not);
+  `export` takes the confirmed winner and says so (`--single-split` does not), `status` names it;
 - with 2 worker processes on PostgreSQL;
 - a run whose worker is killed mid-run resumes from its checkpoint when `confirm` is run again;
 - bad input (too few COMPLETE trials, folds < 2, more folds than persons per stratum): one line, exit 1,
@@ -101,6 +101,13 @@ def test_confirm_end_to_end_then_export_takes_the_confirmed_winner(confirmed_sou
     args = ["export", "--study", "src", "--storage", str(db), "--out", str(single), "--single-split"]
     assert "ranking: single validation split" in runner.invoke(app, args).output
     assert yaml.safe_load(single.read_text())["trial"] == ranked[0].number
+
+    # status names the confirmed winner with the same figures (what export and finalize will use)
+    shown = runner.invoke(app, ["status", "--study", "src", "--storage", str(db)], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    assert f"confirm study 'src-confirm': winner: trial {winner} of 'src', mean val macro F1 {means[winner]:.4f}" in (
+        shown.output
+    )
 
 
 @pytest.mark.postgres

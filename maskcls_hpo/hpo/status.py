@@ -2,7 +2,9 @@
 
 The best trial is shown with the 95% person-bootstrap interval of its val macro F1 (user attrs
 `val_f1_ci_low`/`val_f1_ci_high`), and with a line saying whether the runner-up is within noise of it (a
-paired bootstrap on the shared validation persons: :mod:`maskcls_hpo.hpo.noise`).
+paired bootstrap on the shared validation persons: :mod:`maskcls_hpo.hpo.noise`). When the study has a
+linked confirm study (`maskcls-hpo confirm`), its winner and runner-up lines follow: the ranking that
+`export` and `finalize` use (:func:`maskcls_hpo.hpo.confirm.selection_ranking`).
 
 `status` fails stale trials itself (a RUNNING trial whose heartbeat is older than the grace period, or that
 has no heartbeat and started longer ago than that: hpo/stale.py), so a
@@ -24,6 +26,7 @@ from rich.table import Table
 
 from maskcls_hpo.hpo._optuna import rdb_models, rdb_of, storage_of, study_id_of, trial_id_of
 from maskcls_hpo.hpo.attrs import StudyAttrs, TrialAttrs, slurm_label
+from maskcls_hpo.hpo.confirm import find_confirm_study, format_summary, summarize_confirm
 from maskcls_hpo.hpo.export import ranked_complete_trials
 from maskcls_hpo.hpo.stale import fail_stale_trials
 from maskcls_hpo.hpo.trials import count_trials, trial_ids
@@ -74,6 +77,8 @@ def study_status(
          "stale_failed": [trial numbers failed as stale by this call],
          "best": {number, value, accuracy, ci_low, ci_high, params} | None,
          "runner_up": RunnerUpComparison.as_dict() | None (fewer than 2 COMPLETE trials, or nowhere to look),
+         "confirm": {study, finished, runs_finished, runs, winner (source trial number or None), lines} | None
+        (no linked confirm study; `lines` are the winner and runner-up lines that `confirm` prints),
          "running": [{number, last_epoch, heartbeat_age_s, worker, slurm}]}; `slurm` is the Slurm job and
         array task the trial runs in (``"12_1"``; None outside Slurm).
     """
@@ -124,7 +129,23 @@ def study_status(
         "stale_failed": stale,
         "best": best,
         "runner_up": _runner_up(study, storage_url, checkpoints),
+        "confirm": _confirm(study),
         "running": rows,
+    }
+
+
+def _confirm(study: optuna.Study) -> dict[str, Any] | None:
+    linked = find_confirm_study(study)
+    if linked is None:
+        return None
+    summary = summarize_confirm(linked)
+    return {
+        "study": linked.study_name,
+        "finished": summary.finished,
+        "runs_finished": summary.counts.finished,
+        "runs": summary.n_trials,
+        "winner": summary.winner.source_trial if summary.finished and summary.winner else None,
+        "lines": format_summary(summary)[1 + len(summary.rows) :],
     }
 
 
@@ -162,6 +183,18 @@ def print_status(
             console.print(s["runner_up"]["message"], highlight=False, soft_wrap=True)
     else:
         console.print("best: no COMPLETE trial yet", highlight=False)
+    if s["confirm"]:
+        cf = s["confirm"]
+        if cf["finished"]:
+            for line in cf["lines"]:
+                console.print(f"confirm study '{cf['study']}': {line}", highlight=False, soft_wrap=True)
+        else:
+            console.print(
+                f"confirm study '{cf['study']}': {cf['runs_finished']} of {cf['runs']} runs finished (run "
+                "`maskcls-hpo confirm` again to finish it; until then export and finalize use the single split)",
+                highlight=False,
+                soft_wrap=True,
+            )
     if s["stale_failed"]:
         console.print(f"stale trials failed and re-queued: {s['stale_failed']}", highlight=False)
     if s["running"]:
