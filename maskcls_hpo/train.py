@@ -792,6 +792,11 @@ def _finish(run: _Run) -> TrainResult:
 
 
 def _describe(r: EpochResult, epochs: int) -> str:
+    if math.isnan(r.val_f1) and math.isnan(r.val_loss):  # full_data: no validation persons, nothing to call best
+        return (
+            f"epoch {r.epoch}/{epochs}: train loss {r.train_loss:.4f} (all persons, no validation), lr {r.lr:.3g}, "
+            f"{r.seconds:.1f} s, {r.images_per_second:.0f} images/s"
+        )
     return (
         f"epoch {r.epoch}/{epochs}: train loss {r.train_loss:.4f}, val loss {r.val_loss:.4f}, "
         f"val macro F1 {r.val_f1:.4f}, accuracy {r.val_accuracy:.4f}, lr {r.lr:.3g}, {r.seconds:.1f} s, "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import math
 import weakref
 from dataclasses import asdict
@@ -291,8 +292,12 @@ def test_resume_refuses_a_checkpoint_of_another_model(demo_data_20, train_cache_
 # --- full data ------------------------------------------------------------------------------------------
 
 
-def test_full_data_trains_on_everyone_without_validation(demo_data_20, train_cache_dir, tmp_path):
-    result = train(small_config(demo_data_20, train_cache_dir, full_data=True, epochs=2), out_dir=tmp_path)
+def test_full_data_trains_on_everyone_without_validation(demo_data_20, train_cache_dir, tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="maskcls_hpo.train"):
+        result = train(small_config(demo_data_20, train_cache_dir, full_data=True, epochs=2), out_dir=tmp_path)
+    epoch_lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
+    assert len(epoch_lines) == 2 and all("(all persons, no validation)" in line for line in epoch_lines)
+    assert not any("nan" in line or "(best)" in line for line in epoch_lines), epoch_lines  # no val figures
     assert result.train_images == 140 and result.val_images == 0
     assert all(math.isnan(h.val_f1) and math.isnan(h.val_accuracy) for h in result.history)
     assert result.best_epoch == 2 and load_checkpoint(tmp_path / "best.pt")["epoch"] == 2
