@@ -44,6 +44,19 @@ def test_missing_sqlite_file_is_refused_without_creating_it(tmp_path):
     assert not missing.exists() and not missing.parent.exists()
 
 
+@pytest.mark.parametrize("must_exist", [True, False])
+def test_a_folder_as_sqlite_storage_is_refused_naming_the_database_files_in_it(tmp_path, must_exist):
+    folder = tmp_path / "storage"
+    folder.mkdir()
+    with pytest.raises(StorageError, match=r"is a folder, not an SQLite database file; pass the file, e\.g\."):
+        resolve_storage_url(str(folder), must_exist=must_exist)
+    (folder / "maskcls_hpo.db").write_bytes(b"")
+    (folder / "notes.txt").write_text("x")
+    with pytest.raises(StorageError, match=rf"the database files in it: {folder / 'maskcls_hpo.db'}$"):
+        resolve_storage_url(str(folder), must_exist=must_exist)
+    assert sorted(p.name for p in folder.iterdir()) == ["maskcls_hpo.db", "notes.txt"]  # nothing created
+
+
 def test_password_is_masked_everywhere():
     url = resolve_storage_url(f"postgresql+psycopg://maskcls:{SECRET}@127.0.0.1:5432/nosuchdb")
     assert display_url(url) == "postgresql+psycopg://maskcls:***@127.0.0.1:5432/nosuchdb"

@@ -283,6 +283,13 @@ def resolve_storage(
                 "give a file, e.g. sqlite:///storage/maskcls_hpo.db"
             )
         path = Path(db)
+        if path.is_dir():
+            found = sorted(str(f) for pattern in ("*.db", "*.sqlite", "*.sqlite3") for f in path.glob(pattern))
+            hint = f"the database files in it: {', '.join(found)}" if found else "e.g. sqlite:///storage/maskcls_hpo.db"
+            raise StorageError(
+                f"storage {path} ({where} {display_url(url)!r}) is a folder, not an SQLite database file; "
+                f"pass the file, {hint}"
+            )
         if must_exist and not path.is_file():
             raise StorageError(
                 f"no study database at {path} ({where} {display_url(url)!r}); "
