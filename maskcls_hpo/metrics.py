@@ -34,6 +34,7 @@ __all__ = [
     "person_bootstrap_weights",
     "bootstrap_macro_f1",
     "paired_bootstrap_difference",
+    "corrected_fold_interval",
     "macro_f1_from_counts",
     "VAL_PREDICTIONS_FILE",
     "prediction_columns",
@@ -263,6 +264,40 @@ def paired_bootstrap_difference(
     )
     estimate = _macro_f1(y_true, pred_a, NUM_CLASSES) - _macro_f1(y_true, pred_b, NUM_CLASSES)
     return _interval(estimate, diff, len(counts_a), seed)
+
+
+def corrected_fold_interval(differences: Any, folds: int, confidence: float = 0.95) -> tuple[float, float, float]:
+    """Interval of the mean of paired per-fold differences, corrected for folds that share training persons.
+
+    The K fold scores of a K-fold cross-validation are not independent (any two training sets share
+    (K-2)/(K-1) of the persons), so the plain t-interval ``t * s / sqrt(J)`` is too narrow. The corrected
+    resampled t-test of Nadeau & Bengio ("Inference for the Generalization Error", Machine Learning 52, 2003;
+    as used for k-fold CV by Bouckaert & Frank, PAKDD 2004) widens the variance of the mean to
+    ``(1/J + n_test/n_train) * s**2``, with ``n_test/n_train = 1/(K-1)`` for K folds.
+
+    Args:
+        differences: `(J,)` float, score(a) - score(b) per fold (J = K folds, or fewer when some are missing;
+            a fold scored with several seeds contributes its mean over the seeds).
+        folds: K, the number of folds the persons were split into (>= 2).
+        confidence: two-sided coverage, e.g. 0.95.
+
+    Returns:
+        (mean, low, high) of the difference.
+
+    Raises:
+        ValueError: fewer than 2 differences, a non-finite one, `folds` < 2 or `confidence` outside (0, 1).
+    """
+    from scipy import stats
+
+    d = np.asarray(differences, dtype=float)
+    if d.ndim != 1 or d.size < 2 or not np.isfinite(d).all():
+        raise ValueError(f"need at least 2 finite per-fold differences, got {d.tolist()}")
+    if folds < 2 or not 0.0 < confidence < 1.0:
+        raise ValueError(f"folds must be >= 2 and confidence in (0, 1), got folds={folds}, confidence={confidence}")
+    mean = float(d.mean())
+    se = float(d.std(ddof=1) * np.sqrt(1.0 / d.size + 1.0 / (folds - 1)))
+    half = float(stats.t.ppf(0.5 + confidence / 2.0, d.size - 1)) * se
+    return mean, mean - half, mean + half
 
 
 # --- per-image validation predictions ------------------------------------------------------------------

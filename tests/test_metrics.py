@@ -12,6 +12,7 @@ from maskcls_hpo.metrics import (
     _person_counts,
     bootstrap_macro_f1,
     combine_multi,
+    corrected_fold_interval,
     evaluate_predictions,
     macro_f1_from_counts,
     paired_bootstrap_difference,
@@ -116,6 +117,24 @@ def test_paired_bootstrap_difference_by_hand():
     assert d.contains(0.0)  # AA (1 in 4 resamples) cannot tell the two apart
     same = paired_bootstrap_difference([0, 1, 2], [0, 1, 1], [0, 1, 1], ["A", "B", "C"])
     assert (same.estimate, same.low, same.high, same.sd) == (0.0, 0.0, 0.0, 0.0)
+
+
+def test_corrected_fold_interval_by_hand():
+    # 3 folds, differences 0.01, 0.02, 0.03: mean 0.02, s = 0.01; the variance of the mean is widened from
+    # s^2 / 3 to (1/3 + 1/(3-1)) s^2 (Nadeau & Bengio); t(0.975, 2 dof) = 4.302653
+    mean, low, high = corrected_fold_interval([0.01, 0.02, 0.03], folds=3)
+    half = 4.302653 * 0.01 * (1 / 3 + 1 / 2) ** 0.5  # 0.039278
+    assert mean == pytest.approx(0.02) and (low, high) == pytest.approx((0.02 - half, 0.02 + half), abs=1e-6)
+    plain_half = 4.302653 * 0.01 / 3**0.5  # the uncorrected t-interval is narrower by sqrt(2.5)
+    assert (high - low) / (2 * plain_half) == pytest.approx(2.5**0.5, rel=1e-6)
+    # 2 folds: t(0.975, 1 dof) = 12.706205, factor sqrt(1/2 + 1)
+    _, low2, high2 = corrected_fold_interval([0.02, 0.04], folds=2)
+    half2 = 12.706205 * (0.02 / 2**0.5) * (1 / 2 + 1) ** 0.5  # s = 0.0141421 -> 0.220078
+    assert (low2, high2) == pytest.approx((0.03 - half2, 0.03 + half2), abs=1e-5)
+    with pytest.raises(ValueError, match="at least 2 finite"):
+        corrected_fold_interval([0.1], folds=2)
+    with pytest.raises(ValueError, match="folds must be >= 2"):
+        corrected_fold_interval([0.1, 0.2], folds=1)
 
 
 def test_bootstrap_refuses_bad_input():

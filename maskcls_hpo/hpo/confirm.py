@@ -42,6 +42,7 @@ from maskcls_hpo.hpo.settings import WorkerSettings
 from maskcls_hpo.hpo.signals import Interrupted, stop_signals
 from maskcls_hpo.hpo.storage import HeartbeatSettings, display_url, open_storage, resolve_storage_url
 from maskcls_hpo.hpo.trials import StudyCounts, count_trials
+from maskcls_hpo.metrics import corrected_fold_interval
 
 __all__ = [
     "confirm",
@@ -299,7 +300,8 @@ class ConfirmSummary:
         counts: trials by state; n_trials: the budget (F * R * K); finished: the budget is reached.
         winner: the best complete row (None when no config has all its runs).
         runner_up_diff: winner minus runner-up, mean over the folds both have (None without a runner-up);
-        runner_up_interval: a 95% t-interval (F-1 degrees of freedom) of that paired difference;
+        runner_up_interval: a 95% interval of that paired difference, the t-interval corrected for folds that
+            share training persons (:func:`maskcls_hpo.metrics.corrected_fold_interval`, Nadeau & Bengio 2003);
         within_noise: the interval contains 0.
     """
 
@@ -332,8 +334,6 @@ def summarize_confirm(study: optuna.Study) -> ConfirmSummary:
     Raises:
         ConfirmError: `study` is not a confirm study.
     """
-    from scipy import stats
-
     attrs = study.user_attrs
     if attrs.get(ConfirmAttrs.KIND) != KIND_CONFIRM:
         raise ConfirmError(f"study '{study.study_name}' is not a confirm study (made by `maskcls-hpo confirm`)")
@@ -368,9 +368,9 @@ def summarize_confirm(study: optuna.Study) -> ConfirmSummary:
         diff = np.array([a.fold_values[f] - b.fold_values[f] for f in common])
         summary.runner_up_diff = float(diff.mean())
         if len(diff) >= 2:
-            half = float(stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / math.sqrt(len(diff)))
-            summary.runner_up_interval = (summary.runner_up_diff - half, summary.runner_up_diff + half)
-            summary.within_noise = summary.runner_up_interval[0] <= 0.0
+            _, low, high = corrected_fold_interval(diff, folds)
+            summary.runner_up_interval = (low, high)
+            summary.within_noise = low <= 0.0
     return summary
 
 
