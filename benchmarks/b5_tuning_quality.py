@@ -8,21 +8,28 @@ a bootstrap over eval persons, ``metrics.bootstrap_macro_f1``), with the epochs 
     model per seed, 3 seeds, each trained on all train persons;
 (b) those 3 models ensembled with test-time flips;
 (c) the sweep's exported best (single validation split) retrained on all persons, 3 seeds, one model each;
+(c2) those 3 models ensembled with flips (finalize without confirm: d - c2 is what confirm itself adds);
 (d) sweep + confirm (top K on F folds) + finalize (the confirmed winner, 3 seeds, ensembled with flips).
+
+One run is one draw of persons, so the whole comparison is repeated on ``--repeats`` data seeds (seed r draws
+other UTKFace photos, other masks and eval ids, and sets the sweep's SEED = r); the JSON keeps every repeat and
+a summary (mean, min, max of each arm and gain; in how many repeats each target was met).
 
 Targets: (d) beats (a) by >= 0.05 and (b) by >= 0.02 eval macro F1, with at most 15x the epochs of one
 hand-tuned run. Also the rank agreement (Kendall tau, ``scipy.stats.kendalltau``) between the selection
 ranking and the eval ranking of the K confirmed configs (each retrained on all persons with seed 42), for the
 single-split val values and for the confirm means.
 
-    flock /tmp/maskcls-bench.lock .venv/bin/python benchmarks/b5_tuning_quality.py
-    .venv/bin/python benchmarks/b5_tuning_quality.py --persons 120 --eval-persons 40 --epochs 2 --trials 4   # quick
+    flock /tmp/maskcls-bench.lock .venv/bin/python benchmarks/b5_tuning_quality.py    # 5 repeats, ~3-4 min each
+    .venv/bin/python benchmarks/b5_tuning_quality.py --persons 120 --eval-persons 40 --epochs 2 --trials 4 \
+        --repeats 1   # quick
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import math
 import shutil
 import sys
@@ -42,13 +49,14 @@ SEEDS = (42, 43, 44)
 TARGET_VS_A, TARGET_VS_B, TARGET_EPOCHS = 0.05, 0.02, 15.0
 
 
-def write_sweep(work: Path, data_dir: Path, cache: Path, epochs: int) -> Path:
-    """sweeps/smoke.py with `epochs` epochs on `data_dir` (study name = file stem `b5`)."""
+def write_sweep(work: Path, data_dir: Path, cache: Path, epochs: int, seed: int = 0) -> Path:
+    """sweeps/smoke.py with `epochs` epochs on `data_dir` and ``SEED = seed`` (study name = file stem `b5`)."""
     text = (REPO / "sweeps" / "smoke.py").read_text(encoding="utf-8")
     for old, new in (
         ('"epochs": 4', f'"epochs": {epochs}'),
         ('"data_dir": "storage/demo"', f'"data_dir": {str(data_dir)!r}, "cache_dir": {str(cache)!r}'),
         ('"device": "auto"', '"device": "cpu"'),
+        ("SEED = 0", f"SEED = {seed}"),
     ):
         assert old in text, f"sweeps/smoke.py no longer contains {old!r}"
         text = text.replace(old, new)
@@ -57,14 +65,14 @@ def write_sweep(work: Path, data_dir: Path, cache: Path, epochs: int) -> Path:
     return path
 
 
-def eval_truth(data_dir: Path) -> pd.DataFrame:
-    """ImageID -> true class and person id (the demo's ImageID is sha1("seed/person/mask file"), seed 0)."""
+def eval_truth(data_dir: Path, seed: int = 0) -> pd.DataFrame:
+    """ImageID -> true class and person id (the demo's ImageID is sha1("seed/person/mask file"))."""
     from maskcls_hpo.labels import MASK_FILES
 
     answers = pd.read_csv(data_dir / "eval" / "answers.csv", dtype={"ImageID": str})
     sources = pd.read_csv(data_dir / "sources.csv", dtype={"id": str})
     person = {
-        hashlib.sha1(f"0/{pid}/{name}".encode()).hexdigest() + ".jpg": pid
+        hashlib.sha1(f"{seed}/{pid}/{name}".encode()).hexdigest() + ".jpg": pid
         for pid in sources.loc[sources["part"] == "eval", "id"]
         for name in MASK_FILES
     }
@@ -91,20 +99,12 @@ def paired(pred_a, pred_b, truth: pd.DataFrame) -> dict:
     return {"diff": ci.estimate, "low": ci.low, "high": ci.high}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", type=Path, default=REPO / "storage" / "b5")
-    parser.add_argument("--persons", type=int, default=300)
-    parser.add_argument("--eval-persons", type=int, default=100)
-    parser.add_argument("--size", default="36x48", help="demo image size WxH (the model input is 48x36 HxW)")
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--trials", type=int, default=8)
-    parser.add_argument("--top", type=int, default=3)
-    parser.add_argument("--folds", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--keep", action="store_true", help="keep the work folder (default: removed at the end)")
-    args = parser.parse_args()
+def run_repeat(args: argparse.Namespace, seed: int, work: Path) -> dict:
+    """One repeat of B5 on the demo data drawn with `seed` (persons, masks, eval ids) and the sweep's SEED = `seed`.
 
+    Returns the repeat's JSON record: settings that vary, the five arms, gains (paired person-bootstrap
+    intervals on the same eval images), Kendall tau and targets met.
+    """
     import optuna
     from scipy.stats import kendalltau
 
@@ -119,7 +119,6 @@ def main() -> int:
     from maskcls_hpo.train import train
 
     started = time.perf_counter()
-    work = args.work
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
@@ -127,15 +126,19 @@ def main() -> int:
     cache = work / "cache"
     w, h = (int(v) for v in args.size.split("x"))
     t0 = time.perf_counter()
-    write_demo_dataset(data, persons=args.persons, eval_persons=args.eval_persons, size=(w, h), faces=FACES)
-    print(f"demo data: {args.persons} train / {args.eval_persons} eval persons in {time.perf_counter() - t0:.0f} s")
-    truth = eval_truth(data)
-    sweep_path = write_sweep(work, data, cache, args.epochs)
+    write_demo_dataset(
+        data, persons=args.persons, eval_persons=args.eval_persons, size=(w, h), faces=FACES, seed=seed, progress=False
+    )
+    print(
+        f"[seed {seed}] demo data: {args.persons} train / {args.eval_persons} eval persons in "
+        f"{time.perf_counter() - t0:.0f} s"
+    )
+    truth = eval_truth(data, seed)
+    sweep_path = write_sweep(work, data, cache, args.epochs, seed)
     sweep = load_sweep(sweep_path)
     base = sweep.build_config({}, {})
     E = args.epochs
-    db = work / "b5.db"
-    url = resolve_storage_url(db)
+    url = resolve_storage_url(work / "b5.db")
 
     def run_full(config, folder: Path) -> tuple[Path, float]:
         t = time.perf_counter()
@@ -147,49 +150,55 @@ def main() -> int:
 
     # (a) hand-tuned, 3 seeds, all persons; (b) their ensemble with flips
     hand_models, hand_seconds, a_scores = [], 0.0, []
-    for seed in SEEDS:
-        config = config_from_mapping({**base.to_dict(), **HAND, "full_data": True, "seed": seed})
-        model, seconds = run_full(config, work / "hand" / f"seed_{seed}")
+    for s in SEEDS:
+        config = config_from_mapping({**base.to_dict(), **HAND, "full_data": True, "seed": s})
+        model, seconds = run_full(config, work / "hand" / f"seed_{s}")
         hand_models.append(model)
         hand_seconds += seconds
         a_scores.append(score(pred([model]), truth))
-        print(f"(a) hand seed {seed}: eval macro F1 {a_scores[-1]['f1']:.4f} ({seconds:.0f} s)")
+        print(f"[seed {seed}] (a) hand seed {s}: eval macro F1 {a_scores[-1]['f1']:.4f} ({seconds:.0f} s)")
     t = time.perf_counter()
     pred_b = pred(hand_models, tta=True)
     b_predict_seconds = time.perf_counter() - t
     b = score(pred_b, truth)
-    print(f"(b) hand 3 seeds + TTA: eval macro F1 {b['f1']:.4f}")
+    print(f"[seed {seed}] (b) hand 3 seeds + TTA: eval macro F1 {b['f1']:.4f}")
 
     # the sweep (shared by c and d)
     t = time.perf_counter()
-    swept = run_sweep(sweep_path, args.trials, storage=url, workers=args.workers, on_message=print)
+    swept = run_sweep(sweep_path, args.trials, storage=url, workers=args.workers)
     sweep_seconds = time.perf_counter() - t
     assert swept.reached, swept.message
     study = optuna.load_study(study_name="b5", storage=open_storage(url))
     finished = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
     sweep_epochs = sum(len(t.intermediate_values) for t in finished)
-    print(f"sweep: {len(finished)} trials, {sweep_epochs} epochs, {sweep_seconds:.0f} s")
+    complete = sum(t.state == optuna.trial.TrialState.COMPLETE for t in finished)
+    print(
+        f"[seed {seed}] sweep: {len(finished)} trials ({complete} complete), {sweep_epochs} epochs, "
+        f"{sweep_seconds:.0f} s"
+    )
 
-    # (c) the single-split best retrained on all persons, 3 seeds, one model each
+    # (c) the single-split best retrained on all persons, 3 seeds: one model each, and (c2) the 3 ensembled
+    # with flips: what finalize alone gives without confirm (d - c2 is what confirm adds)
     models_root = work / "finalize"
     t = time.perf_counter()
     c_run = finalize_study(
-        study, work / "c.csv", storage_url=url, seeds=3, single_split=True, folder=models_root, device="cpu"
+        study, work / "c.csv", storage_url=url, seeds=3, tta=True, single_split=True, folder=models_root, device="cpu"
     )
     c_seconds = time.perf_counter() - t
     c_scores = [score(pred([m.folder / "model.pt"]), truth) for m in c_run.models]
+    c2 = score(c_run.prediction, truth)
     c_trial = c_run.models[0].trial
-    print(f"(c) single-split best trial {c_trial}: eval macro F1 {np.mean([s['f1'] for s in c_scores]):.4f}")
+    c_mean = float(np.mean([s["f1"] for s in c_scores]))
+    print(f"[seed {seed}] (c) single-split best trial {c_trial}: eval macro F1 {c_mean:.4f}; (c2) + TTA {c2['f1']:.4f}")
 
     # (d) confirm + finalize
     # NOTE the sweep's pruner can leave fewer COMPLETE trials than --top (6 trials, 3 epochs: 1 COMPLETE, 5 pruned
     # in one run); confirm refuses that, so the benchmark confirms what there is and records it.
-    complete = sum(t.state == optuna.trial.TrialState.COMPLETE for t in finished)
     top = min(args.top, complete)
     if top < args.top:
-        print(f"only {complete} COMPLETE trial(s): confirming the top {top} instead of {args.top}")
+        print(f"[seed {seed}] only {complete} COMPLETE trial(s): confirming the top {top} instead of {args.top}")
     t = time.perf_counter()
-    confirmed = run_confirm("b5", top, args.folds, 1, storage=url, workers=args.workers, on_message=print)
+    confirmed = run_confirm("b5", top, args.folds, 1, storage=url, workers=args.workers)
     confirm_seconds = time.perf_counter() - t
     assert confirmed.reached, confirmed.message
     summary = confirmed.summary
@@ -198,7 +207,7 @@ def main() -> int:
     d_finalize_seconds = time.perf_counter() - t
     d = score(d_run.prediction, truth)
     winner = summary.winner.source_trial
-    print(f"(d) confirmed winner trial {winner}: eval macro F1 {d['f1']:.4f} ({d_run.ranking})")
+    print(f"[seed {seed}] (d) confirmed winner trial {winner}: eval macro F1 {d['f1']:.4f} ({d_run.ranking})")
     confirm_epochs = sum(
         len(t.intermediate_values)
         for t in optuna.load_study(study_name="b5-confirm", storage=open_storage(url)).get_trials(deepcopy=False)
@@ -219,51 +228,39 @@ def main() -> int:
     tau_confirm = kendalltau([r.mean for r in rows], ev) if len(rows) >= 2 else None
 
     a_mean = float(np.mean([s["f1"] for s in a_scores]))
-    hand_run_epochs = E
-    result = {
-        "settings": {
-            "persons": args.persons,
-            "eval_persons": args.eval_persons,
-            "image_size_hw": list(base.image_size),
-            "model": base.model,
-            "epochs": E,
-            "sweep_trials": args.trials,
-            "confirm": {"top": top, "top_asked": args.top, "folds": args.folds, "seeds": 1},
-            "finalize": {"seeds": 3, "tta": True},
-            "workers": args.workers,
-            "hand": HAND,
-            "bootstrap": "1000 resamples over eval persons, seed 0 (metrics.bootstrap_macro_f1)",
-        },
+    strip = lambda s: {k: v for k, v in s.items() if k != "labels"}  # noqa: E731
+    record = {
+        "seed": seed,
         "a_hand_single": {
-            "per_seed": [{k: v for k, v in s.items() if k != "labels"} for s in a_scores],
+            "per_seed": [strip(s) for s in a_scores],
             "mean_f1": a_mean,
             "epochs_per_model": E,
             "seconds": hand_seconds,
         },
-        "b_hand_ensemble_tta": {
-            **{k: v for k, v in b.items() if k != "labels"},
-            "epochs": 3 * E,
-            "seconds": hand_seconds + b_predict_seconds,
-        },
+        "b_hand_ensemble_tta": {**strip(b), "epochs": 3 * E, "seconds": hand_seconds + b_predict_seconds},
         "c_sweep_best_retrained": {
             "trial": c_trial,
-            "per_seed": [{k: v for k, v in s.items() if k != "labels"} for s in c_scores],
-            "mean_f1": float(np.mean([s["f1"] for s in c_scores])),
+            "per_seed": [strip(s) for s in c_scores],
+            "mean_f1": c_mean,
             "epochs_per_model": E,
+            "sweep_trials": {"finished": len(finished), "complete": complete},
             "sweep_epochs": sweep_epochs,
             "seconds": sweep_seconds + c_seconds,
         },
+        "c2_sweep_best_ensemble_tta": {**strip(c2), "trial": c_trial, "epochs": sweep_epochs + 3 * E},
         "d_sweep_confirm_finalize": {
-            **{k: v for k, v in d.items() if k != "labels"},
+            **strip(d),
             "winner": winner,
+            "winner_differs_from_single_split": winner != c_trial,
             "ranking": d_run.ranking,
+            "confirm": {"top": top, "top_asked": args.top, "folds": args.folds, "seeds": 1},
             "confirm_rows": [
                 {"trial": r.source_trial, "single": r.single_value, "mean": r.mean, "se": r.se, "folds": r.fold_values}
                 for r in summary.rows
             ],
             "runner_up_interval": summary.runner_up_interval,
             "epochs": {"sweep": sweep_epochs, "confirm": confirm_epochs, "finalize": 3 * E, "total": d_epochs},
-            "epochs_vs_one_hand_run": d_epochs / hand_run_epochs,
+            "epochs_vs_one_hand_run": d_epochs / E,
             "seconds": {
                 "sweep": sweep_seconds,
                 "confirm": confirm_seconds,
@@ -275,7 +272,8 @@ def main() -> int:
         "gain": {
             "d_minus_a_mean": d["f1"] - a_mean,
             "d_minus_b": paired(d_run.prediction, pred_b, truth),
-            "d_minus_c_mean": d["f1"] - float(np.mean([s["f1"] for s in c_scores])),
+            "d_minus_c_mean": d["f1"] - c_mean,
+            "d_minus_c2": paired(d_run.prediction, c_run.prediction, truth),
         },
         "kendall_tau": {
             "configs": [r.source_trial for r in rows],
@@ -283,47 +281,128 @@ def main() -> int:
             "single_split": _tau(tau_single),
             "confirm": _tau(tau_confirm),
         },
-        "targets": {
-            "d_beats_a_by": TARGET_VS_A,
-            "d_beats_b_by": TARGET_VS_B,
-            "max_epochs_vs_one_hand_run": TARGET_EPOCHS,
-        },
         "wall_seconds": time.perf_counter() - started,
     }
-    g = result["gain"]
-    result["met"] = {
+    g = record["gain"]
+    record["met"] = {
         "d_beats_a": g["d_minus_a_mean"] >= TARGET_VS_A,
         "d_beats_b": g["d_minus_b"]["diff"] >= TARGET_VS_B,
-        "epochs": d_epochs / hand_run_epochs <= TARGET_EPOCHS,
+        "epochs": d_epochs / E <= TARGET_EPOCHS,
     }
-    path = save_result("b5_tuning_quality", result)
-    print_table(
-        "B5 tuning quality (eval macro F1, person-bootstrap 95% interval)",
-        ["arm", "eval macro F1", "95% interval", "epochs", "wall s"],
-        [
-            ["(a) hand, 1 model (mean of 3 seeds)", a_mean, "-", E, hand_seconds / 3],
-            ["(b) hand 3 seeds + TTA", b["f1"], f"[{b['low']:.3f}, {b['high']:.3f}]", 3 * E, hand_seconds],
-            [
-                "(c) sweep best retrained (mean of 3)",
-                result["c_sweep_best_retrained"]["mean_f1"],
-                "-",
-                sweep_epochs + E,
-                sweep_seconds + c_seconds / 3,
-            ],
-            [
-                "(d) sweep + confirm + finalize",
-                d["f1"],
-                f"[{d['low']:.3f}, {d['high']:.3f}]",
-                d_epochs,
-                result["d_sweep_confirm_finalize"]["seconds"]["total"],
-            ],
-        ],
+    print(
+        f"[seed {seed}] d - a {g['d_minus_a_mean']:+.4f}, d - b {g['d_minus_b']['diff']:+.4f}, "
+        f"d - c2 {g['d_minus_c2']['diff']:+.4f}, epochs {d_epochs / E:.1f}x; met: {record['met']}; "
+        f"Kendall tau single split {_tau(tau_single)}, confirm {_tau(tau_confirm)}"
     )
-    print(f"d - a {g['d_minus_a_mean']:+.4f}, d - b {g['d_minus_b']['diff']:+.4f}; met: {result['met']}")
-    print(f"Kendall tau single split {_tau(tau_single)}, confirm {_tau(tau_confirm)}; wrote {path}")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
+    return record
+
+
+def summarize(repeats: list[dict]) -> dict:
+    """Across repeats: mean / min / max of each gain, how many repeats met each target, mean Kendall tau."""
+
+    def stats(values: list[float]) -> dict:
+        arr = np.asarray(values, dtype=float)
+        return {"mean": float(arr.mean()), "min": float(arr.min()), "max": float(arr.max()), "n": int(arr.size)}
+
+    def taus(kind: str) -> list[float]:
+        return [r["kendall_tau"][kind]["tau"] for r in repeats if (r["kendall_tau"][kind] or {}).get("tau") is not None]
+
+    gains = {
+        "d_minus_a": [r["gain"]["d_minus_a_mean"] for r in repeats],
+        "d_minus_b": [r["gain"]["d_minus_b"]["diff"] for r in repeats],
+        "d_minus_c2": [r["gain"]["d_minus_c2"]["diff"] for r in repeats],
+        "d_minus_c_mean": [r["gain"]["d_minus_c_mean"] for r in repeats],
+    }
+    arms = {
+        "a": [r["a_hand_single"]["mean_f1"] for r in repeats],
+        "b": [r["b_hand_ensemble_tta"]["f1"] for r in repeats],
+        "c": [r["c_sweep_best_retrained"]["mean_f1"] for r in repeats],
+        "c2": [r["c2_sweep_best_ensemble_tta"]["f1"] for r in repeats],
+        "d": [r["d_sweep_confirm_finalize"]["f1"] for r in repeats],
+    }
+    return {
+        "repeats": len(repeats),
+        "eval_f1": {k: stats(v) for k, v in arms.items()},
+        "gain": {k: stats(v) for k, v in gains.items()},
+        "d_minus_b_interval_excludes_0": sum(r["gain"]["d_minus_b"]["low"] > 0 for r in repeats),
+        "epochs_vs_one_hand_run": stats([r["d_sweep_confirm_finalize"]["epochs_vs_one_hand_run"] for r in repeats]),
+        "met_count": {k: sum(r["met"][k] for r in repeats) for k in repeats[0]["met"]},
+        "winner_differs_from_single_split": sum(
+            r["d_sweep_confirm_finalize"]["winner_differs_from_single_split"] for r in repeats
+        ),
+        "kendall_tau_mean": {
+            kind: (float(np.mean(taus(kind))) if taus(kind) else None) for kind in ("single_split", "confirm")
+        },
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=REPO / "storage" / "b5")
+    parser.add_argument("--persons", type=int, default=400)
+    parser.add_argument("--eval-persons", type=int, default=150)
+    parser.add_argument("--size", default="36x48", help="demo image size WxH (the model input is 48x36 HxW)")
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--top", type=int, default=3)
+    parser.add_argument("--folds", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5, help="data seeds 0..R-1 (new persons, masks, sweep seed)")
+    parser.add_argument("--keep", action="store_true", help="keep the work folders (default: removed at the end)")
+    args = parser.parse_args()
+
+    started = time.perf_counter()
+    repeats = []
+    for seed in range(args.repeats):
+        repeats.append(run_repeat(args, seed, args.work / f"seed_{seed}"))
+        summary = summarize(repeats)
+        result = {
+            "settings": {
+                "persons": args.persons,
+                "eval_persons": args.eval_persons,
+                "image_size_hw": [int(v) for v in reversed(args.size.split("x"))],
+                "model": "test_efficientnet",
+                "epochs": args.epochs,
+                "sweep_trials": args.trials,
+                "confirm": {"top": args.top, "folds": args.folds, "seeds": 1},
+                "finalize": {"seeds": 3, "tta": True},
+                "workers": args.workers,
+                "hand": HAND,
+                "data_seeds": list(range(args.repeats)),
+                "bootstrap": "1000 resamples over eval persons, seed 0 (metrics.bootstrap_macro_f1)",
+            },
+            "targets": {
+                "d_beats_a_by": TARGET_VS_A,
+                "d_beats_b_by": TARGET_VS_B,
+                "max_epochs_vs_one_hand_run": TARGET_EPOCHS,
+            },
+            "summary": summary,
+            "repeats": repeats,
+            "wall_seconds": time.perf_counter() - started,
+        }
+        path = save_result("b5_tuning_quality", result)  # rewritten after every repeat: a cut run keeps its repeats
+    s = summary
+    e = s["eval_f1"]
+    print_table(
+        f"B5 tuning quality over {s['repeats']} data seeds (eval macro F1: mean [min, max])",
+        ["arm", "eval macro F1", "epochs (x one hand run)"],
+        [
+            ["(a) hand, 1 model (mean of 3 seeds)", _span(e["a"]), 1],
+            ["(b) hand 3 seeds + TTA", _span(e["b"]), 3],
+            ["(c) sweep best retrained (mean of 3)", _span(e["c"]), "-"],
+            ["(c2) sweep best, 3 seeds + TTA", _span(e["c2"]), "-"],
+            ["(d) sweep + confirm + finalize", _span(e["d"]), _span(s["epochs_vs_one_hand_run"])],
+        ],
+    )
+    print(f"gains {json.dumps(s['gain'])}\nmet in {s['met_count']} of {s['repeats']}; tau {s['kendall_tau_mean']}")
+    print(f"wrote {path}")
     return 0
+
+
+def _span(st: dict) -> str:
+    return f"{st['mean']:.3f} [{st['min']:.3f}, {st['max']:.3f}]"
 
 
 def _finite(v: float) -> float | None:
