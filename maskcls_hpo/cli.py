@@ -18,7 +18,8 @@ from rich.console import Console
 __all__ = ["app"]
 
 app = typer.Typer(add_completion=True, no_args_is_help=True, help=__doc__.splitlines()[0])
-console = Console(stderr=True)
+# NOTE soft_wrap: a line is never broken at 80 columns when stderr is a file or a pipe (a log, CI, `2>&1 |`)
+console = Console(stderr=True, soft_wrap=True)
 
 
 def _print_version(value: bool) -> None:
@@ -495,11 +496,12 @@ def launch_cmd(
         say(result.message)
         return
     console.print()
-    say(result.message)
+    if result.reached:
+        say(result.message)
     if result.best_value is not None:
         say(f"best val macro F1 {result.best_value:.4f} (trial {result.best_trial})")
     if not result.reached:
-        fail(result.message)
+        fail(result.message)  # the one line saying why (not also printed as progress)
 
 
 @verb("worker")
@@ -681,14 +683,16 @@ def confirm_cmd(
         password_file=password_file,
         on_message=say,
     )
-    say(result.message)
+    failed = bool(result.worker_exit_codes) and not result.reached
+    if not failed:
+        say(result.message)
     if result.interrupted:
         raise typer.Exit(130)
     out = Console(highlight=False, soft_wrap=True)
     for line in format_summary(result.summary):
         out.print(line)
-    if result.worker_exit_codes and not result.reached:
-        fail(result.message)
+    if failed:
+        fail(result.message)  # the one line saying why (not also printed as progress)
 
 
 @verb("finalize")

@@ -140,3 +140,29 @@ def test_readme_option_table_matches_the_typer_app():
         assert "| yes | yes |" in rows[reader], rows[reader]
     for local in ("train", "score", "check-data", "demo-data"):
         assert "| - | - |" in rows[local], rows[local]
+
+
+ALWAYS_FAILING = """
+def suggest(trial):
+    lr = trial.suggest_float("lr", 1e-3, 1e-2, log=True)
+    if trial.number >= 0:  # real trials only (the dry run's recording trial has number -1)
+        return {"lr": lr + "0.1"}
+    return {"lr": lr}
+"""
+
+
+def test_a_launch_whose_trials_all_fail_says_why_once_without_wrapping(tmp_path, tiny_sweep):
+    """C1's failure cap through the CLI: exit 1, the 'did not reach' line exactly once, unbroken in a file."""
+    sweep = tiny_sweep(extra=ALWAYS_FAILING)
+    env = subprocess_env(COLUMNS="80")
+    env.pop("COLUMNS")  # stderr is a pipe: rich would wrap at 80 columns unless the console soft-wraps
+    done = run_cli(
+        "launch", str(sweep), "--n-trials", "3", "--workers", "1", "--storage", "t.db", cwd=tmp_path, env=env
+    )
+    assert done.returncode == 1, done.stderr[-2000:]
+    lines = [line for line in done.stderr.splitlines() if "did not reach 3 finished trials" in line]
+    assert len(lines) == 1, done.stderr[-3000:]
+    assert lines[0].startswith("error: the study did not reach 3 finished trials (0 finished, 5 failed)"), lines
+    assert len(lines[0]) > 80 and "stopped after 5 failed trials in a row" in lines[0]
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 't.db'}")
+    assert [t.state for t in study.trials] == [TrialState.FAIL] * 5
