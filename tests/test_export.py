@@ -205,6 +205,20 @@ def test_pruned_trial_by_number_needs_force(study, tmp_path):
     assert (doc["trial"], doc["state"]) == (1, "PRUNED")
 
 
+def test_forced_export_of_a_trial_that_never_trained_is_one_error_without_a_warning(study, tmp_path):
+    s, url = study
+    add(s, TrialState.COMPLETE, value=0.5)
+    s.add_trial(create_trial(state=TrialState.FAIL, params={}, distributions={}, user_attrs={"reason": "TypeError: x"}))
+    out = tmp_path / "t1.yaml"
+    result = CliRunner().invoke(app, ["export", "--storage", url, "--trial", "1", "--out", str(out), "--force"])
+    assert result.exit_code == 1 and not out.exists()
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines == [
+        "error: trial 1 of study 'smoke' has no stored config (it failed before training started, e.g. in the "
+        "sweep's suggest()); export another trial, or leave out --trial for the best"
+    ], result.output
+
+
 def test_exported_config_trains_from_another_folder(swept_study, tmp_path, monkeypatch):
     """The session's smoke study: its trials' cache_dir is `storage/cache` (relative to where launch ran);
     the export names the absolute folder, and `train --config /abs/best.yaml` runs from an unrelated folder."""

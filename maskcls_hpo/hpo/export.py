@@ -198,7 +198,10 @@ def trial_record(study: optuna.Study, trial: FrozenTrial, rank: int | None = Non
     """
     config = trial.user_attrs.get(TrialAttrs.CONFIG)
     if not isinstance(config, dict):
-        raise ExportError(f"trial {trial.number} of study '{study.study_name}' has no stored config")
+        raise ExportError(
+            f"trial {trial.number} of study '{study.study_name}' has no stored config (it failed before training "
+            "started, e.g. in the sweep's suggest()); export another trial, or leave out --trial for the best"
+        )
     config = config_from_mapping(config, source=f"study '{study.study_name}' trial {trial.number}").to_dict()
     config = absolute_config_paths(config, launch_dir_of(study, config))
     record = {
@@ -294,9 +297,12 @@ def export_trials(
                     f"trial {trial_number} of study '{study.study_name}' is {shown}: it was not trained to the end"
                     f"{value}; pass --force to export it anyway, or leave out --trial for the best COMPLETE trial"
                 )
+            record = trial_record(study, found)  # a trial that never trained has no config: refused, no warning
             if on_warning is not None:
                 on_warning(f"trial {trial_number} is {shown}, not COMPLETE: exported because of --force")
-        docs = [(out, trial_record(study, found))]
+            docs = [(out, record)]
+        else:
+            docs = [(out, trial_record(study, found))]
     else:
         if top is not None and top < 1:
             raise ExportError(f"--top must be at least 1, got {top}")
