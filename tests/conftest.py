@@ -138,6 +138,16 @@ def layout_helpers():
 
 # --- sweep-service fixtures -------------------------------------------------------------------------
 
+# Appended to a tiny sweep: every real trial fails with a TypeError in suggest() (a bug in user code, C1's
+# consecutive-failure cap); the dry run's recording trial (number -1) passes, so the sweep file loads.
+ALWAYS_FAILING_SUGGEST = """
+def suggest(trial):
+    lr = trial.suggest_float("lr", 1e-3, 1e-2, log=True)
+    if trial.number >= 0:  # real trials only (the dry run's recording trial has number -1)
+        return {"lr": lr + "0.1"}
+    return {"lr": lr}
+"""
+
 TINY_SWEEP = """
 import optuna
 

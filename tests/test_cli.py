@@ -11,7 +11,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import REPO_ROOT, free_port, maskcls_hpo_command, subprocess_env
+from conftest import ALWAYS_FAILING_SUGGEST, REPO_ROOT, free_port, maskcls_hpo_command, subprocess_env
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
@@ -142,18 +142,9 @@ def test_readme_option_table_matches_the_typer_app():
         assert "| - | - |" in rows[local], rows[local]
 
 
-ALWAYS_FAILING = """
-def suggest(trial):
-    lr = trial.suggest_float("lr", 1e-3, 1e-2, log=True)
-    if trial.number >= 0:  # real trials only (the dry run's recording trial has number -1)
-        return {"lr": lr + "0.1"}
-    return {"lr": lr}
-"""
-
-
 def test_a_launch_whose_trials_all_fail_says_why_once_without_wrapping(tmp_path, tiny_sweep):
     """C1's failure cap through the CLI: exit 1, the 'did not reach' line exactly once, unbroken in a file."""
-    sweep = tiny_sweep(extra=ALWAYS_FAILING)
+    sweep = tiny_sweep(extra=ALWAYS_FAILING_SUGGEST)
     env = subprocess_env(COLUMNS="80")
     env.pop("COLUMNS")  # stderr is a pipe: rich would wrap at 80 columns unless the console soft-wraps
     done = run_cli(

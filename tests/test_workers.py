@@ -8,6 +8,7 @@ import sys
 import optuna
 import pytest
 import yaml
+from conftest import ALWAYS_FAILING_SUGGEST
 from optuna.trial import TrialState
 
 from maskcls_hpo.config import load_config
@@ -115,14 +116,7 @@ def test_c1_all_pruned_still_stops(tmp_path, tiny_sweep):
 
 
 def test_c1_all_failing_stops_with_reason(tmp_path, tiny_sweep):
-    bug = """
-def suggest(trial):
-    lr = trial.suggest_float("lr", 1e-3, 1e-2, log=True)
-    if trial.number >= 0:  # real trials only (the dry run's recording trial has number -1)
-        return {"lr": lr + "0.1"}
-    return {"lr": lr}
-"""
-    report, study = start(tmp_path, tiny_sweep(extra=bug), n_trials=4, max_failures=3)
+    report, study = start(tmp_path, tiny_sweep(extra=ALWAYS_FAILING_SUGGEST), n_trials=4, max_failures=3)
     assert report.failed == 3 and report.complete == 0
     assert "stopped after 3 failed trials in a row" in report.stop_reason
     assert "TypeError" in report.stop_reason
