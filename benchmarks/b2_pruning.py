@@ -38,6 +38,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -160,10 +161,71 @@ def spearman_by_epoch(curves: list[list[float]]) -> list[float]:
     return [round(float(spearmanr([c[k] for c in curves], values).statistic), 3) for k in range(len(curves[0]))]
 
 
-def evaluate(curves_file: Path, replays: int, seed: int = 0) -> dict:
+def evaluate_pruner(key: str, curves: list[list[float]], orders: list[list[int]], eps: float) -> dict:
+    """Replay the pruner `key` of :func:`pruners` over `curves` once per order in `orders`; its figures."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    n, epochs, replays = len(curves), len(curves[0]), len(orders)
+    desc, make = pruners(epochs)[key]
+    values = [max(c) for c in curves]
+    best = max(values)
+    top = {i for i, v in enumerate(values) if v >= float(np.quantile(values, 0.9))}
+    grid = np.arange(0, n * epochs + 1)
+    t0 = time.perf_counter()
+    rs, rs_eps, shares, top_trials, top_pruned, reached = [], [], [], 0, 0, 0
+    curves_on_grid = np.full((replays, len(grid)), -1.0)  # -1: no COMPLETE trial yet
+    for r, order in enumerate(orders):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # WilcoxonPruner's and the experimental warnings
+            res = replay(curves, order, make, f"{key}-{r}")
+        pos_best = next(k for k, i in enumerate(order) if values[i] >= best)
+        pos_eps = next(k for k, i in enumerate(order) if values[i] >= best - eps)
+        ref, ref_eps = (pos_best + 1) * epochs, (pos_eps + 1) * epochs
+        spent = epochs_to(res["trace"], best - eps)
+        rs.append(spent / ref)
+        rs_eps.append(spent / ref_eps)
+        reached += math.isfinite(spent)
+        shares.append(res["epochs"] / (n * epochs))
+        top_trials += len(top)
+        top_pruned += len(top & set(res["pruned"]))
+        for spent_k, inc in res["trace"]:
+            if inc is not None:
+                curves_on_grid[r, spent_k:] = inc  # incumbent from then on (later trials overwrite)
+    finite = [x for x in rs if math.isfinite(x)]
+    out = {
+        "pruner": desc,
+        "R_median": _num(np.quantile(rs, 0.5, method="inverted_cdf")),
+        "R_p25_p75": [_num(np.quantile(rs, q, method="inverted_cdf")) for q in (0.25, 0.75)],
+        "R_mean_reached": round(statistics.mean(finite), 3) if finite else None,
+        "R_eps_median": _num(np.quantile(rs_eps, 0.5, method="inverted_cdf")),
+        "reached_share": round(reached / replays, 3),
+        "false_prune_rate_top_decile": round(top_pruned / top_trials, 3),
+        "epochs_share": round(float(np.mean(shares)), 3),
+        "seconds": round(time.perf_counter() - t0, 1),
+        "incumbent_grid": {
+            "epochs": grid[:: max(1, epochs // 2)].tolist(),
+            **{
+                q: [
+                    None if v < 0 else round(float(v), 4)
+                    for v in np.quantile(curves_on_grid, p, axis=0, method="inverted_cdf")[:: max(1, epochs // 2)]
+                ]
+                for q, p in (("p10", 0.1), ("median", 0.5), ("p90", 0.9))
+            },
+        },
+    }
+    out["target_met"] = (
+        None
+        if key == "none"
+        else out["R_median"] is not None
+        and out["R_median"] <= TARGET_R
+        and out["false_prune_rate_top_decile"] <= TARGET_FALSE_PRUNE
+    )
+    return out
+
+
+def evaluate(curves_file: Path, replays: int, seed: int = 0, jobs: int = 1) -> dict:
+    """Every pruner of :func:`pruners` replayed over one curve set (`jobs` processes, one pruner each)."""
     rec = json.loads(curves_file.read_text())
     curves = [c["f1"] for c in rec["configs"]]
     n, epochs = len(curves), len(curves[0])
@@ -172,70 +234,26 @@ def evaluate(curves_file: Path, replays: int, seed: int = 0) -> dict:
     best = max(values)
     top = {i for i, v in enumerate(values) if v >= float(np.quantile(values, 0.9))}
     rng = np.random.default_rng(seed)
-    orders = [list(rng.permutation(n)) for _ in range(replays)]
-    grid = np.arange(0, n * epochs + 1)
-    out = {}
-    for key, (desc, make) in pruners(epochs).items():
-        t0 = time.perf_counter()
-        rs, rs_eps, shares, top_trials, top_pruned, reached = [], [], [], 0, 0, 0
-        curves_on_grid = np.full((replays, len(grid)), -1.0)  # -1: no COMPLETE trial yet
-        for r, order in enumerate(orders):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # WilcoxonPruner's and the experimental warnings
-                res = replay(curves, order, make, f"{key}-{r}")
-            pos_best = next(k for k, i in enumerate(order) if values[i] >= best)
-            pos_eps = next(k for k, i in enumerate(order) if values[i] >= best - eps)
-            ref, ref_eps = (pos_best + 1) * epochs, (pos_eps + 1) * epochs
-            spent = epochs_to(res["trace"], best - eps)
-            rs.append(spent / ref)
-            rs_eps.append(spent / ref_eps)
-            reached += math.isfinite(spent)
-            shares.append(res["epochs"] / (n * epochs))
-            top_trials += len(top)
-            top_pruned += len(top & set(res["pruned"]))
-            for spent_k, inc in res["trace"]:
-                if inc is not None:
-                    curves_on_grid[r, spent_k:] = inc  # incumbent from then on (later trials overwrite)
-        finite = [x for x in rs if math.isfinite(x)]
-        out[key] = {
-            "pruner": desc,
-            "R_median": _num(np.quantile(rs, 0.5, method="inverted_cdf")),
-            "R_p25_p75": [_num(np.quantile(rs, q, method="inverted_cdf")) for q in (0.25, 0.75)],
-            "R_mean_reached": round(statistics.mean(finite), 3) if finite else None,
-            "R_eps_median": _num(np.quantile(rs_eps, 0.5, method="inverted_cdf")),
-            "reached_share": round(reached / replays, 3),
-            "false_prune_rate_top_decile": round(top_pruned / top_trials, 3),
-            "epochs_share": round(float(np.mean(shares)), 3),
-            "seconds": round(time.perf_counter() - t0, 1),
-            "incumbent_grid": {
-                "epochs": grid[:: max(1, epochs // 2)].tolist(),
-                **{
-                    q: [
-                        None if v < 0 else round(float(v), 4)
-                        for v in np.quantile(curves_on_grid, p, axis=0, method="inverted_cdf")[:: max(1, epochs // 2)]
-                    ]
-                    for q, p in (("p10", 0.1), ("median", 0.5), ("p90", 0.9))
-                },
-            },
-        }
-        out[key]["target_met"] = (
-            None
-            if key == "none"
-            else out[key]["R_median"] is not None
-            and out[key]["R_median"] <= TARGET_R
-            and out[key]["false_prune_rate_top_decile"] <= TARGET_FALSE_PRUNE
-        )
-        print(
-            f"  {key}: R median {out[key]['R_median']}, false prunes {out[key]['false_prune_rate_top_decile']}, "
-            f"epochs {out[key]['epochs_share']}",
-            flush=True,
-        )
+    orders = [[int(i) for i in rng.permutation(n)] for _ in range(replays)]
+    keys = list(pruners(epochs))
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        futures = {k: pool.submit(evaluate_pruner, k, curves, orders, eps) for k in keys}
+        out = {}
+        for key in keys:
+            out[key] = futures[key].result()
+            print(
+                f"  {key}: R median {out[key]['R_median']}, false prunes "
+                f"{out[key]['false_prune_rate_top_decile']}, epochs {out[key]['epochs_share']}",
+                flush=True,
+            )
     return {
         "curves_file": str(curves_file.relative_to(REPO)) if curves_file.is_relative_to(REPO) else str(curves_file),
         "data": rec["settings"].get("data"),
         "configs": n,
         "epochs_per_trial": epochs,
         "eps": eps,
+        "noise_runs": 1 + len(rec.get("noise", [])) // max(1, len(rec.get("noise_std") or [1])),
+        "noise_configs": len(rec.get("noise_std") or []),
         "best_value": best,
         "top_decile_configs": sorted(top),
         "replays": replays,
@@ -244,41 +262,54 @@ def evaluate(curves_file: Path, replays: int, seed: int = 0) -> dict:
     }
 
 
-def plot(sets: list[dict], path: Path) -> Path:
-    """Incumbent F1 vs epochs spent, median and 10-90% band over the replays, one panel per curve set."""
+def plot(sets: list[dict], path: Path, shipped: str | None = None) -> Path:
+    """Incumbent F1 vs epochs spent, median over the replays (10-90% band for no pruning and the shipped pruner),
+    one panel per curve set; the y axis shows the region around the target (best - eps, dashed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(sets), figsize=(6.5 * len(sets), 4.6), squeeze=False)
+    drawn = [k for k in sets[0]["pruners"] if k in PLOTTED or k == shipped]
+    palette = ["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
+    colours = dict(zip([k for k in drawn if k not in ("none", shipped)], palette * 2, strict=False))
+    colours.update({"none": "black", shipped: "tab:red"})
+    fig, axes = plt.subplots(1, len(sets), figsize=(6.5 * len(sets), 4.8), squeeze=False)
     for ax, s in zip(axes[0], sets, strict=True):
-        for key, p in s["pruners"].items():
-            if key not in PLOTTED:
-                continue
-            g = p["incumbent_grid"]
+        target = s["best_value"] - s["eps"]
+        for key in drawn:
+            g = s["pruners"][key]["incumbent_grid"]
             x = np.array(g["epochs"], dtype=float)
             med = np.array([np.nan if v is None else v for v in g["median"]])
-            lo = np.array([np.nan if v is None else v for v in g["p10"]])
-            hi = np.array([np.nan if v is None else v for v in g["p90"]])
-            style = {"lw": 2.4, "color": "black"} if key == "none" else {"lw": 1.4}
-            (line,) = ax.plot(x, med, label=key, **style)
-            ax.fill_between(x, lo, hi, alpha=0.08, color=line.get_color())
-        ax.axhline(s["best_value"] - s["eps"], ls="--", lw=0.8, color="grey")
+            style = {"lw": 2.6 if key == "none" else 2.4 if key == shipped else 1.4, "color": colours[key]}
+            label = f"{key} (shipped)" if key == shipped else key
+            (line,) = ax.plot(x, med, label=label, drawstyle="steps-post", **style)
+            if key in ("none", shipped):
+                lo = np.array([np.nan if v is None else v for v in g["p10"]])
+                hi = np.array([np.nan if v is None else v for v in g["p90"]])
+                ax.fill_between(x, lo, hi, alpha=0.12, color=line.get_color(), step="post")
+        ax.axhline(target, ls="--", lw=0.9, color="grey", label="target: best - eps")
+        ax.set_ylim(max(0.0, s["best_value"] - 4 * s["eps"]), s["best_value"] + 0.25 * s["eps"])
+        ax.set_xlim(0, s["configs"] * s["epochs_per_trial"])
         ax.set_xlabel("epochs spent (sum over trials)")
         ax.set_ylabel("incumbent val macro F1 (best COMPLETE trial)")
-        ax.set_title(f"{s['data']}: {s['configs']} configs x {s['epochs_per_trial']} epochs, {s['replays']} replays")
+        ax.set_title(
+            f"{s['data']}: {s['configs']} configs x {s['epochs_per_trial']} epochs, {s['replays']} replays",
+            fontsize=10,
+        )
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=8, loc="lower right")
+    fig.text(0.01, 0.005, "lines: median over replays; bands: 10-90% (no pruning, shipped)", fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
+    plt.close(fig)
     return path
 
 
-def choose(sets: list[dict]) -> str:
+def choose(sets: list[dict]) -> tuple[str | None, str]:
     """The pruner to ship: of those with a false-prune rate <= TARGET_FALSE_PRUNE on every curve set, the one
-    with the lowest mean R median; a sentence saying so (and whether it meets the R target)."""
+    with the lowest mean R median; (its name or None, a sentence saying so and whether it meets the R target)."""
     keys = [k for k in sets[0]["pruners"] if k != "none"]
     safe = [
         k
@@ -287,12 +318,12 @@ def choose(sets: list[dict]) -> str:
         and all(s["pruners"][k]["R_median"] is not None for s in sets)
     ]
     if not safe:
-        return f"No pruner kept the false-prune rate at or under {TARGET_FALSE_PRUNE:.0%} on every curve set."
+        return None, f"No pruner kept the false-prune rate at or under {TARGET_FALSE_PRUNE:.0%} on every curve set."
     best = min(safe, key=lambda k: statistics.mean(s["pruners"][k]["R_median"] for s in sets))
     rs = ", ".join(f"{s['pruners'][best]['R_median']}" for s in sets)
     fps = ", ".join(f"{100 * s['pruners'][best]['false_prune_rate_top_decile']:.0f}%" for s in sets)
     ok = all(s["pruners"][best]["R_median"] <= TARGET_R for s in sets)
-    return (
+    return best, (
         f"Shipped default (sweeps/*.py): `{best}` = `{sets[0]['pruners'][best]['pruner']}`, the lowest R among "
         f"the pruners with at most {TARGET_FALSE_PRUNE:.0%} false prunes on every set (R {rs}; false prunes "
         f"{fps}); R <= {TARGET_R}: {'met' if ok else 'not met'}."
@@ -310,15 +341,16 @@ def main() -> None:
     )
     ap.add_argument("--replays", type=int, default=200)
     ap.add_argument("--name", default="b2_pruning")
+    ap.add_argument("--jobs", type=int, default=1, help="processes (one pruner each at a time)")
     args = ap.parse_args()
     default = (RESULTS / "b2_curves_demo.json", RESULTS / "b2_curves_faces.json")
     files = args.curves or [p for p in default if p.is_file()]
     sets = []
     for f in files:
         print(f"{f.name}:", flush=True)
-        sets.append(evaluate(f, args.replays))
-    figure = plot(sets, RESULTS / f"{args.name}.png")
-    choice = choose(sets)
+        sets.append(evaluate(f, args.replays, jobs=args.jobs))
+    shipped, choice = choose(sets)
+    figure = plot(sets, RESULTS / f"{args.name}.png", shipped)
     result = {
         "settings": {
             "replays": args.replays,
@@ -327,6 +359,7 @@ def main() -> None:
         },
         "figure": str(figure.relative_to(REPO)),
         "choice": choice,
+        "shipped": shipped,
         "sets": sets,
     }
     path = save_result(args.name, result)
