@@ -277,7 +277,7 @@ def measure(
     mh = str(VENV / "maskcls-hpo")
     ours = {
         "status": [mh, "status", "--storage", url, "--study", "big"],
-        "export": [mh, "export", "--storage", url, "--study", "big", "--out", str(work / "b")],
+        "export": [mh, "export", "--storage", url, "--study", "big", "--out", str(work / "b.yaml")],
         "report": [mh, "report", "--storage", url, "--study", "big", "--out", str(work / "r.html")],
     }
     theirs = {
