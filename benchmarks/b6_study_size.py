@@ -229,6 +229,15 @@ def _timed(cmd: list[str], env: dict, cwd: Path, timeout: float) -> dict:
     return out
 
 
+def _plotlyjs_bytes() -> int | None:
+    """Bytes of plotly.js that a self-contained report inlines once (the part of its size no study changes)."""
+    try:
+        import plotly.offline
+    except ImportError:
+        return None
+    return len(plotly.offline.get_plotlyjs().encode())
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -393,6 +402,7 @@ def main() -> None:
             "before": str(args.before) if args.before else None,
             "targets": "status and export < 2x `optuna trials` at 10k trials; report < 5 MB at 10k trials, "
             "report time and memory growing no faster than linearly",
+            "plotlyjs_bytes": _plotlyjs_bytes(),
         },
         "sizes": results,
     }
