@@ -271,11 +271,42 @@ def tiny_demo(tmp_path_factory) -> Path:
     return out
 
 
-def write_sweep(folder: Path, name: str, data_dir: Path, epochs: int = 2, prune: bool = True) -> Path:
+SLOW_MODEL = """
+
+import time as _time
+
+import timm as _timm
+from timm.models import register_model as _register_model
+
+
+@_register_model
+def slow_test_efficientnet(pretrained=False, **kwargs):  # the test's model: test_efficientnet, slower
+    model = _timm.create_model("test_efficientnet", pretrained=False, **kwargs)
+    forward = model.forward
+
+    def slow_forward(x):
+        if model.training:
+            _time.sleep(BATCH_SLEEP)
+        return forward(x)
+
+    model.forward = slow_forward
+    return model
+
+
+BASE_CONFIG["model"] = "slow_test_efficientnet"
+"""
+
+
+def write_sweep(
+    folder: Path, name: str, data_dir: Path, epochs: int = 2, prune: bool = True, batch_sleep: float = 0.0
+) -> Path:
     """`sweeps/smoke.py` with `epochs` epochs on `data_dir`, saved as `<folder>/<name>.py` (study `name`).
 
     `prune=False` replaces the Hyperband pruner with Optuna's `NopPruner`, so every trial runs all its epochs
     (a trial then lasts long enough to be killed in the middle). `epochs` must be >= 2 (smoke's `t_max`).
+    `batch_sleep` > 0 makes every training batch that many seconds slower (a test_efficientnet whose forward
+    sleeps), so a test that must catch a trial in its middle epochs has a window of seconds, not a fraction of
+    one, on a fast machine as on a busy one.
     """
     text = SMOKE.read_text(encoding="utf-8")
     for old, new in (
@@ -286,6 +317,8 @@ def write_sweep(folder: Path, name: str, data_dir: Path, epochs: int = 2, prune:
         text = text.replace(old, new)
     if not prune:
         text += "\n\ndef make_pruner(config):  # the test's override\n    return optuna.pruners.NopPruner()\n"
+    if batch_sleep > 0:
+        text += SLOW_MODEL.replace("BATCH_SLEEP", repr(float(batch_sleep)))
     path = Path(folder) / f"{name}.py"
     path.write_text(text, encoding="utf-8")
     return path

@@ -87,7 +87,7 @@ def _check_resumed(killed, copy, epochs: int, log_text: str, cwd: Path, study: s
 @pytest.mark.postgres
 def test_sigkill_mid_trial_is_retried_and_resumes(pg_database, tiny_demo, tmp_path):
     epochs = 6
-    sweep = write_sweep(tmp_path, "killed", tiny_demo, epochs=epochs, prune=False)
+    sweep = write_sweep(tmp_path, "killed", tiny_demo, epochs=epochs, prune=False, batch_sleep=0.25)
     launch = cli_background(
         ["launch", str(sweep), "--n-trials", "3", "--workers", "2", "--storage", pg_database, *KILL_HEARTBEAT],
         cwd=tmp_path,
@@ -124,7 +124,7 @@ def test_sigkill_mid_trial_is_retried_and_resumes(pg_database, tiny_demo, tmp_pa
 def test_status_fails_stale_trial_without_any_worker(tiny_demo, tmp_path):
     epochs = 4
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    sweep = write_sweep(tmp_path, "orphan", tiny_demo, epochs=epochs, prune=False)
+    sweep = write_sweep(tmp_path, "orphan", tiny_demo, epochs=epochs, prune=False, batch_sleep=0.25)
     launch = cli_background(["launch", str(sweep), "--n-trials", "1", "--storage", url, *KILL_HEARTBEAT], cwd=tmp_path)
     try:
         victim = wait_for(

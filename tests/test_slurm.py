@@ -168,7 +168,8 @@ def _interrupt_mid_trial(how: str, workers: int, n_trials: int, tiny_demo, tmp_p
     """
     epochs, study = 6, f"{how}d"
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    sweep = write_sweep(tmp_path, study, tiny_demo, epochs=epochs, prune=False)
+    # 0.25 s per training batch: epochs 2..4 of a trial last seconds, so the poll below cannot miss them
+    sweep = write_sweep(tmp_path, study, tiny_demo, epochs=epochs, prune=False, batch_sleep=0.25)
     args = ["launch", str(sweep), "--backend", "slurm", "--workers", str(workers), "--n-trials", str(n_trials)]
     launch = cli_background([*args, "--storage", url, *HEARTBEAT], cwd=tmp_path)
     try:
@@ -249,7 +250,7 @@ def test_scontrol_requeue_mid_trial_resumes_and_the_task_rejoins(slurm_cluster, 
 def test_ctrl_c_with_cancel_on_exit_then_detach(slurm_cluster, tiny_demo, tmp_path):
     epochs, study = 6, "again"
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    sweep = write_sweep(tmp_path, study, tiny_demo, epochs=epochs, prune=False)
+    sweep = write_sweep(tmp_path, study, tiny_demo, epochs=epochs, prune=False, batch_sleep=0.25)
     args = ["launch", str(sweep), "--backend", "slurm", "--workers", "1", "--n-trials", "2", "--storage", url]
     args += HEARTBEAT
     launch = cli_background([*args, "--cancel-on-exit"], cwd=tmp_path)
