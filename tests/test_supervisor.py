@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from maskcls_hpo.errors import LaunchError
 from maskcls_hpo.hpo import supervisor
 from maskcls_hpo.hpo.settings import WorkerSettings
 from maskcls_hpo.hpo.storage import HeartbeatSettings
@@ -176,3 +178,67 @@ def test_password_inside_the_url_travels_as_pgpassword_only(tmp_path, where):
     assert secret not in _files_text(tmp_path / "logs")
     stored = WorkerSettings.model_validate_json((tmp_path / "logs" / "s" / "worker-0.json").read_text())
     assert "password" not in stored.storage_url and stored.storage_url.startswith("postgresql+psycopg://maskcls@")
+
+
+# A standby worker as `launch` starts it, with nothing to import: says something while "importing", then waits.
+STANDBY = (
+    "import sys; print('importing', flush=True); from maskcls_hpo.hpo.worker import standby; "
+    "told = standby(imports=()); print('told', told[0].name, flush=True); sys.exit(7)"
+)
+
+
+def test_standby_workers_wait_for_their_settings_then_log_where_they_are_told(tmp_path, monkeypatch):
+    monkeypatch.setattr(supervisor, "standby_argv", lambda: [sys.executable, "-c", STANDBY])
+    pool = LocalWorkers(_settings(tmp_path, logs=tmp_path / "logs"), workers=2)
+    try:
+        pool.standby()
+        assert not (tmp_path / "logs").exists()  # nothing written while on standby
+        assert [p.returncode for p in pool.procs] == [None, None]  # waiting for their line
+        pool.start()
+        assert pool.wait(poll_interval=0.1) == [7, 7]
+    finally:
+        pool.stop(term_timeout=5)
+        pool.close()
+    for i in range(2):
+        # what it said on standby comes first in its log, then what it said once told its settings file
+        log = (tmp_path / "logs" / "s" / f"worker-{i}.log").read_text().splitlines()
+        assert log == ["importing", f"told worker-{i}.json"]
+        assert json.loads((tmp_path / "logs" / "s" / f"worker-{i}.json").read_text())["worker_index"] == i
+
+
+def test_standby_workers_of_a_refused_launch_end_and_leave_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(supervisor, "standby_argv", lambda: [sys.executable, "-c", STANDBY])
+    pool = LocalWorkers(_settings(tmp_path, logs=tmp_path / "logs"), workers=2)
+    try:
+        pool.standby()
+        codes = pool.stop(term_timeout=20)
+    finally:
+        pool.close()
+    assert all(code is not None for code in codes)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_standby_worker_that_died_is_named_when_the_workers_are_told_to_start(tmp_path, monkeypatch):
+    script = "import sys; print('ImportError: no module named torch', flush=True); sys.exit(1)"
+    monkeypatch.setattr(supervisor, "standby_argv", lambda: [sys.executable, "-c", script])
+    pool = LocalWorkers(_settings(tmp_path, logs=tmp_path / "logs"), workers=1)
+    try:
+        pool.standby()
+        pool.procs[0].process.wait()
+        with pytest.raises(LaunchError) as info:
+            pool.start()
+    finally:
+        pool.close()
+    assert str(info.value) == "worker 0 ended while starting (exit code 1): ImportError: no module named torch"
+
+
+def test_wait_for_exit_wakes_when_one_process_exits(tmp_path):
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    quick = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    try:
+        supervisor.wait_for_exit([sleeper, quick], timeout=120)
+        # it returned because `quick` ended (the sleeper still runs), not because the timeout passed
+        assert quick.wait(timeout=30) == 3 and sleeper.poll() is None
+    finally:
+        sleeper.kill()
+        sleeper.wait()

@@ -6,16 +6,27 @@ Each process runs ``python -m maskcls_hpo.hpo.worker <logs>/<study>/worker-<i>.j
 password file the user named, or travels as ``PGPASSWORD`` in the worker's environment when it came inside
 the URL. GPUs are assigned round-robin through ``CUDA_VISIBLE_DEVICES`` (several workers per GPU allowed). A
 worker whose trial hung exits with ``EXIT_HUNG`` (hpo/watchdog.py) and is replaced by a new process.
+
+`launch` starts its workers early, while it still checks the data (:meth:`LocalWorkers.standby`): each process
+(``python -m maskcls_hpo.hpo.worker --standby``) imports torch, timm and the training code, then waits for one
+line on its stdin. :meth:`LocalWorkers.start` writes the settings files and sends each the line (its settings
+file and log file: from then on it is an ordinary worker); :meth:`LocalWorkers.stop` before that ends them
+(a refused launch). A standby worker touches no file, database or folder of the user's until its line arrives
+(its output goes to an unlinked temporary file, which it copies into its log when told), so a refused launch
+leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import select
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +36,7 @@ from typing import IO, Protocol
 from maskcls_hpo.errors import LaunchError
 from maskcls_hpo.hpo.settings import EXIT_HUNG, WorkerSettings
 
-__all__ = ["WorkerBackend", "LocalWorkers", "WorkerProcess", "worker_argv"]
+__all__ = ["WorkerBackend", "LocalWorkers", "WorkerProcess", "worker_argv", "standby_argv", "wait_for_exit"]
 
 log = logging.getLogger("maskcls_hpo.supervisor")
 
@@ -73,15 +84,51 @@ def worker_argv(settings_file: Path) -> list[str]:
     return [sys.executable, "-m", "maskcls_hpo.hpo.worker", str(settings_file)]
 
 
+def standby_argv() -> list[str]:
+    """argv of one standby worker process: it imports, then reads its settings and log file from stdin."""
+    return [sys.executable, "-m", "maskcls_hpo.hpo.worker", "--standby"]
+
+
+def wait_for_exit(processes: Sequence[subprocess.Popen], timeout: float) -> None:
+    """Sleep up to `timeout` seconds, waking as soon as one of `processes` exits (at once if one has already).
+
+    Uses Linux pidfds (``os.pidfd_open``); where they are missing it looks every 50 ms. Reaps nothing: call
+    ``poll()`` afterwards.
+    """
+    deadline = time.monotonic() + max(0.0, timeout)
+    fds: list[int] = []
+    try:
+        for p in processes:
+            if p.returncode is not None:
+                return
+            try:
+                fds.append(os.pidfd_open(p.pid))
+            except ProcessLookupError:  # exited (and reaped) since
+                return
+        if fds:
+            select.select(fds, [], [], max(0.0, deadline - time.monotonic()))
+            return
+    except (AttributeError, OSError):  # no pidfd here (old kernel, not Linux): look every 50 ms
+        while time.monotonic() < deadline and all(p.poll() is None for p in processes):
+            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+        return
+    finally:
+        for fd in fds:
+            os.close(fd)
+    time.sleep(max(0.0, deadline - time.monotonic()))  # no process to wait for
+
+
 @dataclass
 class WorkerProcess:
     """One started worker: its index, process, log file and settings file."""
 
     index: int
     process: subprocess.Popen
-    log_path: Path
-    settings_path: Path
+    log_path: Path | None
+    settings_path: Path | None
     _log: IO[bytes] | None = field(default=None, repr=False)
+    standby: bool = False
+    """Started by :meth:`LocalWorkers.standby` and not told its settings yet (its log is `_log`, a temp file)."""
 
     @property
     def returncode(self) -> int | None:
@@ -137,11 +184,46 @@ class LocalWorkers:
             env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.n))
         return env
 
-    def start(self) -> list[WorkerProcess]:
-        """Write each worker's settings file and start the processes.
+    def standby(self) -> list[WorkerProcess]:
+        """Start the K processes now, before the study exists; :meth:`start` later tells each its settings.
+
+        Each runs ``python -m maskcls_hpo.hpo.worker --standby``: it imports torch, timm and the training code
+        and waits for one line on its stdin. Until then it writes nothing but its own output, which goes to an
+        unlinked temporary file (the worker copies it to the top of its log when :meth:`start` tells it where).
+        :meth:`stop` ends the processes of a launch that is refused meanwhile; nothing of theirs stays behind.
 
         Raises:
             LaunchError: a process could not be started (the ones already started are stopped).
+        """
+        _, self._password = self.settings.without_password()
+        try:
+            for i in range(self.n):
+                out = tempfile.TemporaryFile(prefix="maskcls-hpo-worker-")
+                try:
+                    proc = subprocess.Popen(
+                        standby_argv(),
+                        env=self._env(i, self._password),
+                        stdin=subprocess.PIPE,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                    )
+                except OSError as err:
+                    out.close()
+                    raise LaunchError(f"cannot start worker {i} ({sys.executable}): {err.strerror or err}") from None
+                self.procs.append(WorkerProcess(i, proc, None, None, out, standby=True))
+        except BaseException:
+            self.stop()
+            self.close()
+            raise
+        log.debug("started %d workers on standby (they import torch while the data is checked)", self.n)
+        return self.procs
+
+    def start(self) -> list[WorkerProcess]:
+        """Write each worker's settings file and start the processes (or tell the standby ones to begin).
+
+        Raises:
+            LaunchError: a process could not be started, or a standby one ended before it was told to begin
+                (the ones already started are stopped).
         """
         log_dir = self.settings.log_dir
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -150,12 +232,36 @@ class LocalWorkers:
             for i in range(self.n):
                 path = log_dir / f"worker-{i}.json"
                 path.write_text(bare.model_copy(update={"worker_index": i}).model_dump_json(indent=1), encoding="utf-8")
-                self.procs.append(self._spawn(i, path, log_dir / f"worker-{i}.log"))
+                log_path = log_dir / f"worker-{i}.log"
+                if i < len(self.procs) and self.procs[i].standby:
+                    self._release(self.procs[i], path, log_path)
+                else:
+                    self.procs.append(self._spawn(i, path, log_path))
         except BaseException:
             self.stop()
             raise
         log.info("started %d workers (logs in %s)", self.n, log_dir)
         return self.procs
+
+    def _release(self, p: WorkerProcess, settings_path: Path, log_path: Path) -> None:
+        """Tell a standby worker its settings and log file (it carries its output so far into that log)."""
+        assert p._log is not None
+        line = json.dumps({"settings": str(settings_path), "log": str(log_path), "carry_output": True}) + "\n"
+        try:
+            if p.process.poll() is not None:
+                raise BrokenPipeError
+            assert p.process.stdin is not None
+            p.process.stdin.write(line.encode("utf-8"))
+            p.process.stdin.close()
+        except (BrokenPipeError, OSError):
+            p.process.wait()
+            last = _read_all(p._log).decode("utf-8", errors="replace").strip().splitlines()
+            raise LaunchError(
+                f"worker {p.index} ended while starting (exit code {p.process.returncode}): "
+                f"{last[-1].strip() if last else 'no output'}"
+            ) from None
+        p._log.close()  # the worker keeps its own handle until it has copied what it wrote there
+        p._log, p.log_path, p.settings_path, p.standby = None, log_path, settings_path, False
 
     def _spawn(self, index: int, settings_path: Path, log_path: Path) -> WorkerProcess:
         fh = open(log_path, "ab")  # noqa: SIM115 - closed in close()
@@ -196,7 +302,7 @@ class LocalWorkers:
         return None
 
     def wait(self, on_poll: Callable[[], bool | None] | None = None, poll_interval: float = 1.0) -> list[int]:
-        """Wait until every worker has exited, calling `on_poll()` every `poll_interval` seconds.
+        """Wait until every worker has exited, calling `on_poll()` every `poll_interval` seconds and when one exits.
 
         A worker that exits because its trial hung (EXIT_HUNG) is replaced by a new process (:meth:`replace_hung`).
 
@@ -206,7 +312,8 @@ class LocalWorkers:
         while self.replace_hung() or self.alive():
             if on_poll is not None:
                 on_poll()
-            time.sleep(poll_interval)
+            # NOTE wakes as soon as a worker exits: the last one's exit ends the launch without a poll's delay
+            wait_for_exit([p.process for p in self.procs if p.returncode is None], poll_interval)
         return self.returncodes()
 
     def returncodes(self) -> list[int]:
@@ -241,11 +348,14 @@ class LocalWorkers:
         return [p.returncode for p in self.procs]
 
     def close(self) -> None:
-        """Close the log files (the processes are not touched)."""
+        """Close the log files and standby pipes (the processes are not touched)."""
         for p in self.procs:
             if p._log is not None:
                 p._log.close()
                 p._log = None
+            if p.process.stdin is not None and not p.process.stdin.closed:
+                with contextlib.suppress(OSError):
+                    p.process.stdin.close()
 
     def __enter__(self) -> LocalWorkers:
         self.start()
@@ -268,6 +378,21 @@ class LocalWorkers:
             if code is not None and code < 0:
                 lines.append(f"worker {p.index} was killed by signal {-code}")
                 continue
-            text = p.log_path.read_text(errors="replace").strip().splitlines() if p.log_path.is_file() else []
+            if p.log_path is None and p._log is not None:  # still on standby: its output is in a temp file
+                text = _read_all(p._log).decode("utf-8", errors="replace").strip().splitlines()
+            else:
+                has_log = p.log_path is not None and p.log_path.is_file()
+                text = p.log_path.read_text(errors="replace").strip().splitlines() if has_log else []
             lines.append(text[-1].strip() if text else f"worker {p.index}: no log")
         return "; ".join(lines) or "see the worker logs"
+
+
+def _read_all(fh: IO[bytes]) -> bytes:
+    """Everything in the file behind `fh`, read with pread (the offset a child process shares is not moved)."""
+    fd, chunks, offset = fh.fileno(), [], 0
+    while True:
+        chunk = os.pread(fd, 1 << 16, offset)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        offset += len(chunk)
