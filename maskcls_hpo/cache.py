@@ -43,7 +43,7 @@ try:  # NOTE: fcntl is POSIX only; without it concurrent builders may both decod
 except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["ImageCache", "build_cache", "decode_image", "fingerprint", "BatchLoader", "INTERPOLATIONS"]
+__all__ = ["ImageCache", "build_cache", "find_cache", "decode_image", "fingerprint", "BatchLoader", "INTERPOLATIONS"]
 
 INTERPOLATIONS = {
     "bilinear": Image.Resampling.BILINEAR,
@@ -173,6 +173,29 @@ def _default_workers() -> int:
     except AttributeError:  # pragma: no cover - not Linux
         cpus = os.cpu_count() or 1
     return max(1, min(32, cpus))
+
+
+def find_cache(
+    paths: Sequence[str | Path],
+    size: tuple[int, int],
+    cache_dir: str | Path = "storage/cache",
+    interpolation: str = "bilinear",
+) -> ImageCache | None:
+    """The finished cache of ``paths`` at ``size=(H, W)``, or None when there is none; creates nothing.
+
+    A cache exists only when every one of its images was decoded, and its fingerprint changes with any file's
+    size or mtime, so a found cache means these very files all decode (callers may skip decoding them again).
+
+    Raises:
+        DataError: naming every file that does not exist. ValueError: empty ``paths``, bad ``size``.
+    """
+    if len(paths) == 0:
+        raise ValueError("find_cache needs at least one image path")
+    height, width = _check_size(size)
+    key = fingerprint(paths, (height, width), interpolation)
+    cache_dir = Path(cache_dir)
+    images = _open_existing(cache_dir / f"{key}.u8", cache_dir / f"{key}.json", (len(paths), 3, height, width))
+    return None if images is None else ImageCache(images, key, 0, cache_dir / f"{key}.u8")
 
 
 def build_cache(

@@ -123,8 +123,9 @@ def test_bad_input_is_one_line_and_creates_nothing(name, tmp_path, study_db, tin
     errors = [line for line in lines if line.startswith("error: ")]
     assert len(errors) == 1 and lines[-1] == errors[0], result.stderr  # one error line, the last one
     assert words in errors[0], errors[0]
-    # before it at most launch's progress line ("checking data in DIR ...", wrapped by the terminal width)
-    assert "Traceback" not in result.output and len(lines) <= 4, result.stderr
+    # before it at most launch's first frame ("[0:00] starting 1 worker(s)": its workers start while the data
+    # is checked) and its progress line ("checking data in DIR ...", wrapped by the terminal width)
+    assert "Traceback" not in result.output and len(lines) <= 5, result.stderr
     created = _tree(tmp_path) - before
     # the study database's own WAL/SHM files may appear when a reader opened it; nothing else may
     assert {c for c in created if not c.startswith("study.db-")} == set(), created

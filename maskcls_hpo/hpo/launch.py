@@ -40,7 +40,7 @@ import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 
-from maskcls_hpo.errors import LaunchError, StorageError
+from maskcls_hpo.errors import DataError, LaunchError, StorageError
 from maskcls_hpo.hpo._optuna import finished_since, rdb_of, storage_of, study_id_of
 from maskcls_hpo.hpo.attrs import StudyAttrs, TrialAttrs
 from maskcls_hpo.hpo.settings import WorkerSettings
@@ -200,23 +200,36 @@ class SweepResult:
     task_states: dict[int, str] = field(default_factory=dict)
 
 
-def _samples_and_size(config: Any) -> tuple[Any, tuple[int, int]]:
-    """The training samples (every image checked) and the model's input size (H, W) of `config`."""
-    from maskcls_hpo.data import load_train
+def _input_size(config: Any) -> tuple[int, int]:
+    """The model's input size (H, W) for `config`: its `image_size`, else what timm says for the model."""
+    if config.image_size is not None:
+        # NOTE resolve_preprocessing returns a set image_size unchanged; no model is built (and torch / timm are
+        # not imported) just to learn it: a launch's workers import them meanwhile.
+        return int(config.image_size[0]), int(config.image_size[1])
     from maskcls_hpo.models import build_model, resolve_preprocessing
 
-    samples = load_train(config.data_dir, age_bins=config.age_bins, corrections=config.corrections)
     backbone = build_model(config.model_copy(update={"pretrained": False}))
     image_size, _, _ = resolve_preprocessing(config, backbone)
     del backbone
-    return samples, image_size
+    return image_size
+
+
+def _samples_and_size(config: Any, verify: bool = True) -> tuple[Any, tuple[int, int]]:
+    """The training samples (every image decoded as a check when `verify`) and the model's input size (H, W)."""
+    from maskcls_hpo.data import load_train
+
+    samples = load_train(config.data_dir, age_bins=config.age_bins, corrections=config.corrections, verify=verify)
+    return samples, _input_size(config)
 
 
 def prepare_data(config: Any) -> dict[str, Any]:
-    """Check the dataset (every image verified) and the pretrained weights, build the cache once.
+    """Check the dataset and the pretrained weights, build the cache once.
 
-    Runs in the launching process before any worker starts, so a bad dataset or missing weights is one
-    message instead of a failure in every trial, and every worker finds the cache ready.
+    Runs in the launching process before any trial starts, so a bad dataset or missing weights is one message
+    instead of a failure in every trial, and every worker finds the cache ready. The layout, the csv and every
+    file's presence are checked each time; every image is decoded as a check only when the cache must be built
+    (a finished cache of the same files, by path, size and mtime, proves they all decode:
+    :func:`~maskcls_hpo.cache.find_cache`).
 
     Args:
         config: the sweep's base :class:`~maskcls_hpo.config.TrainConfig` (with overrides).
@@ -229,18 +242,23 @@ def prepare_data(config: Any) -> dict[str, Any]:
     Raises:
         DataError: every problem by path. PretrainedWeightsError: naming the model and the ways to get weights.
     """
-    from maskcls_hpo.cache import build_cache
-    from maskcls_hpo.models import check_pretrained_available
+    from maskcls_hpo.cache import build_cache, find_cache
+    from maskcls_hpo.data import check_train
 
-    check_pretrained_available(config)
-    samples, image_size = _samples_and_size(config)
-    cache = build_cache(
-        samples["path"].tolist(),
-        size=image_size,
-        cache_dir=config.cache_dir,
-        progress=True,
-        interpolation=config.interpolation,
-    )
+    if config.pretrained is not False:  # NOTE `pretrained: false` has nothing to check (and needs no timm here)
+        from maskcls_hpo.models import check_pretrained_available
+
+        check_pretrained_available(config)
+    samples, image_size = _samples_and_size(config, verify=False)
+    paths = samples["path"].tolist()
+    cache = find_cache(paths, image_size, config.cache_dir, config.interpolation)
+    if cache is None:
+        problems = check_train(config.data_dir)  # every image decoded: each unreadable one named, nothing written
+        if problems:
+            raise DataError(problems)
+        cache = build_cache(
+            paths, size=image_size, cache_dir=config.cache_dir, progress=True, interpolation=config.interpolation
+        )
     return {
         StudyAttrs.FINGERPRINT: cache.fingerprint,
         StudyAttrs.DATASET: {
@@ -298,7 +316,7 @@ def _check_joined_study(
     if not check_data or not stored:
         return
     config = sweep.build_config({}, overrides)
-    samples, image_size = _samples_and_size(config)
+    samples, image_size = _samples_and_size(config, verify=False)  # the fingerprint needs the files, not pixels
     found = fingerprint(samples["path"].tolist(), image_size, config.interpolation)
     if found != stored:
         was = study.user_attrs.get(StudyAttrs.DATASET) or {}
@@ -485,6 +503,8 @@ class PreparedSweep:
         result: the result so far (counts before any worker ran, best value, log folder).
         epochs: the sweep's epochs per trial (for the live view's ETA).
         storage_shown: the storage URL (password masked) and where it came from, for messages.
+        started: ``time.monotonic()`` when this launch's workers were started on standby (None: not yet);
+            the live view's elapsed time counts from it.
     """
 
     sweep: Sweep
@@ -494,6 +514,7 @@ class PreparedSweep:
     result: SweepResult
     epochs: int | None = None
     storage_shown: str = ""
+    started: float | None = None
 
     @property
     def n_trials(self) -> int:
@@ -558,13 +579,16 @@ def prepare_sweep(
     poll_interval: float = 1.0,
     on_message: Callable[[str], None] | None = None,
     before_storage: Callable[[WorkerSettings], None] | None = None,
+    before_data: Callable[[WorkerSettings, StudyCounts], None] | None = None,
 ) -> PreparedSweep:
     """Steps 1-4 of `launch` (module docstring): check everything once, build the cache, create/resume the study.
 
     Args: as :func:`run_sweep`; `workers` is only used for the connection check (PostgreSQL: 2 connections per
     worker, :func:`~maskcls_hpo.hpo.storage.check_connection_budget`). `before_storage(settings)` runs after
     the sweep file is loaded and before the storage is opened or anything is written (the Slurm backend checks
-    the cluster there).
+    the cluster there). `before_data(settings, counts)` runs once the storage and the search space checked out
+    and before the data check (`counts`: the study's trials, all zero for a new study); nothing is written
+    yet (`run_sweep` starts its standby workers there).
 
     Raises:
         MaskclsError: as :func:`run_sweep`, before any worker starts.
@@ -603,12 +627,17 @@ def prepare_sweep(
     # new SQLite file is created only after the data checked out (a refused launch leaves nothing behind).
     new_sqlite = make_url(url).get_backend_name() == "sqlite" and not Path(make_url(url).database or "").is_file()
     rdb = None if new_sqlite else open_storage(url, heartbeat)
+    counts_before = StudyCounts()
     if rdb is not None:
         existing = set(optuna.get_all_study_names(rdb))  # summaries would load every trial
         if name in existing:
-            loaded.check_study_compatible(optuna.load_study(study_name=name, storage=rdb))
+            found = optuna.load_study(study_name=name, storage=rdb)
+            loaded.check_study_compatible(found)
+            counts_before = count_trials(rdb, study_id_of(found))
     if mlflow:
         check_mlflow(mlflow, name)
+    if before_data is not None:
+        before_data(settings, counts_before)
     say(f"checking data in {config.data_dir} and building the image cache ...")
     meta = prepare_data(config)
     if rdb is None:
@@ -642,7 +671,7 @@ def run_workers(
     result = prepared.result
     result.backend = backend.kind
     rdb, study, n_trials = prepared.storage, prepared.study, prepared.n_trials
-    started = time.monotonic()
+    started = prepared.started if prepared.started is not None else time.monotonic()
     reader = ProgressReader(rdb, study, n_trials, default_epochs=prepared.epochs, started=started)
 
     def poll(phase: str | None = None) -> bool:
@@ -819,8 +848,30 @@ def run_sweep(
         if options.dry_run:
             raise _DryRun(settings)
 
+    standby: list[LocalWorkers] = []
+    standby_started: list[float] = []
+
+    def start_standby(settings: WorkerSettings, counts: StudyCounts) -> None:
+        """Start the local workers now (they import torch while the data is checked) and show the first frame."""
+        if counts.finished >= n_trials:
+            return  # nothing to do: no worker is needed
+        pool = LocalWorkers(settings, workers, gpus=gpus)
+        standby.append(pool)
+        pool.standby()
+        standby_started.append(time.monotonic())
+        if on_progress is not None:
+            first = Progress(settings.study_name, n_trials, counts, None, [], 0.0, workers=workers, phase="starting")
+            on_progress(first)
+
+    local_early = options is None and workers > 0
     try:
-        prepared = prepare_sweep(sweep, n_trials, before_storage=check_slurm if options else None, **common)
+        prepared = prepare_sweep(
+            sweep,
+            n_trials,
+            before_storage=check_slurm if options else None,
+            before_data=start_standby if local_early else None,
+            **common,
+        )
     except _DryRun as dry:
         assert options is not None
         script, _ = SlurmWorkers(dry.settings, options).write_files()
@@ -840,6 +891,10 @@ def run_sweep(
             f"then sbatch {script}"
         )
         return result
+    except BaseException:
+        # a refused launch (or Ctrl-C during the checks): the standby workers go; they created nothing
+        _discard(standby)
+        raise
     result = prepared.result
     result.backend = backend
     name = prepared.settings.study_name
@@ -847,6 +902,7 @@ def run_sweep(
     shown = prepared.storage_shown or result.storage
     say(f"study '{name}' on {shown}: {result.counts.finished} finished of {n_trials}; {where}")
     if result.reached:
+        _discard(standby)
         result.message = f"nothing to do: the study already holds {result.counts.finished} finished trials"
         return result
     if workers == 0:
@@ -856,9 +912,11 @@ def run_sweep(
         )
         return result
     if options is None:
+        if standby:
+            prepared.started = standby_started[0]
         return run_workers(
             prepared,
-            LocalWorkers(prepared.settings, workers, gpus=gpus),
+            standby[0] if standby else LocalWorkers(prepared.settings, workers, gpus=gpus),
             on_progress=on_progress,
             poll_interval=poll_interval,
         )
@@ -878,6 +936,15 @@ def run_sweep(
         confirm_cancel=confirm_cancel,
         poll_interval=max(poll_interval, 2.0),
     )
+
+
+def _discard(pools: list[LocalWorkers]) -> None:
+    """Stop standby workers that will not be needed (they have written nothing) and release their pipes."""
+    for pool in pools:
+        try:
+            pool.stop(term_timeout=10.0)
+        finally:
+            pool.close()
 
 
 class _DryRun(Exception):
