@@ -38,9 +38,29 @@ SAFE_HEARTBEAT = ["--heartbeat-interval", "1", "--grace-period", "15"]
 RESUME_LINE = re.compile(r"trial (\d+) resumes from (\S+) \(epoch (\d+)\); training continues at epoch (\d+)")
 
 
+def _study_stored(url: str, study: str) -> bool:
+    """Whether `study` exists, asked with plain SQL.
+
+    NOTE not through Optuna's RDBStorage: on a database whose tables `launch` is creating at that moment it
+    stamps `alembic_version` itself and one of the two fails (PostgreSQL: duplicate key in
+    pg_type_typname_nsp_index); by the time the study exists, `launch` has set the tables up.
+    """
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as con:
+            query = sqlalchemy.text("SELECT 1 FROM studies WHERE study_name = :name")
+            return con.execute(query, {"name": study}).first() is not None
+    except sqlalchemy.exc.SQLAlchemyError:  # no tables yet
+        return False
+    finally:
+        engine.dispose()
+
+
 def _running_with_epochs(url: str, study: str, min_epochs: int, max_epochs: int):
     """The first RUNNING trial that has reported between min_epochs and max_epochs epochs, else None."""
     if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).is_file():
+        return None
+    if not _study_stored(url, study):
         return None
     try:
         trials = load_trials(url, study)
