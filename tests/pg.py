@@ -366,8 +366,26 @@ def cli_background(
 
 
 def load_trials(url: str, study: str):
-    """All trials of `study` (FrozenTrial, by number) read with plain Optuna, no heartbeat."""
+    """All trials of `study` (FrozenTrial, by number) read with plain Optuna, no heartbeat.
+
+    Raises LookupError while the study does not exist yet: NOTE Optuna's RDBStorage is opened only after a plain
+    SQL look, because on a database whose tables `launch` is creating at that moment it stamps `alembic_version`
+    itself and one of the two fails (PostgreSQL: duplicate key in pg_type_typname_nsp_index).
+    """
     import optuna
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as con:
+            query = sqlalchemy.text("SELECT 1 FROM studies WHERE study_name = :name")
+            found = con.execute(query, {"name": study}).first() is not None
+    except sqlalchemy.exc.SQLAlchemyError:  # no tables yet
+        found = False
+    finally:
+        engine.dispose()
+    if not found:
+        raise LookupError(f"no study {study!r} yet")
 
     storage = optuna.storages.RDBStorage(url, skip_table_creation=True)
     try:
