@@ -75,7 +75,9 @@ def test_every_dashboard_load_during_the_sweep_succeeded(swept_study):
     assert len(detail_polls) >= 10  # the study page was read many times while the sweep ran
     # The dashboard was read while trials were running, and again after all 3 had finished.
     assert any("Running" in states for states in poller.states)
-    assert len(poller.states[-1]) == 3 and "Running" not in poller.states[-1]
+    # exactly 3 finished; a trial that lost the race for the last slot stays WAITING by design (hpo/worker.py)
+    last = poller.states[-1]
+    assert sum(state in ("Complete", "Pruned") for state in last) == 3 and "Running" not in last, last
     # The dashboard is still up after the sweep.
     assert http_get(swept_study.dashboard.base + "/dashboard")[0] == 200
 
