@@ -6,7 +6,7 @@ each replay is one sweep of one worker over all recorded configs in a random ord
 sampler this is exact: its draws are independent of the results, so a sweep is a random order of draws). The
 real Optuna pruner decides: an in-memory study per replay, ``study.ask()`` per trial, the recorded values
 reported epoch by epoch with ``trial.report(f1, epoch)``, ``trial.should_prune()`` after each but the last
-(as ``hpo/objective.py`` asks), and ``study.tell`` with PRUNED (the epochs so far are spent) or COMPLETE
+(as ``hpo/trial/_objective.py`` asks), and ``study.tell`` with PRUNED (the epochs so far are spent) or COMPLETE
 with the trial's value (its best epoch's F1, what the objective returns). TPE is not replayed (its draws
 depend on the results, and the recorded set is not a dense lookup table for it).
 
@@ -126,7 +126,7 @@ def replay(curves: list[list[float]], order: list[int], make_pruner: Callable[[]
         for epoch, value in enumerate(f1, 1):
             trial.report(value, epoch)
             spent += 1
-            if epoch < len(f1) and trial.should_prune():  # not after the last epoch, as hpo/objective.py
+            if epoch < len(f1) and trial.should_prune():  # not after the last epoch, as hpo/trial/_objective.py
                 done = False
                 break
         if done:

@@ -40,8 +40,7 @@ def draw_configs(n: int, epochs: int, seed: int = 0) -> list[dict]:
     """
     import optuna
 
-    from maskcls_hpo.hpo.spaces import mask_classifier_space
-    from maskcls_hpo.hpo.sweep import load_sweep
+    from maskcls_hpo.hpo.trial import load_sweep, mask_classifier_space
 
     sweep = load_sweep(REPO / "sweeps" / "smoke.py")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -76,7 +75,7 @@ def draw_configs(n: int, epochs: int, seed: int = 0) -> list[dict]:
 
 def train_curve(params: dict, data_dir: Path, cache_dir: Path, epochs: int, seed: int) -> dict:
     """Train the smoke sweep's config + ``params`` for ``epochs`` epochs; the per-epoch val macro F1 and seconds."""
-    from maskcls_hpo.hpo.sweep import load_sweep
+    from maskcls_hpo.hpo.trial import load_sweep
     from maskcls_hpo.train import train
 
     sweep = load_sweep(REPO / "sweeps" / "smoke.py")

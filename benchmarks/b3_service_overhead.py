@@ -36,7 +36,7 @@ from common import REPO, demo_dataset, median, print_table, ratio, save_result  
 
 DIRECT = """
 import json, sys, time
-from maskcls_hpo.hpo.sweep import load_sweep
+from maskcls_hpo.hpo.trial import load_sweep
 from maskcls_hpo.train import train
 sweep = load_sweep(sys.argv[1])
 config = sweep.build_config(sweep.known_good[0], {"data_dir": sys.argv[2]})
@@ -129,8 +129,8 @@ def main() -> None:
     cli = str(Path(python).with_name("maskcls-hpo"))
     work = Path(tempfile.mkdtemp(prefix="b3-"))
     # build (or find) the cache once, as `launch` would, so neither side pays for decoding
-    from maskcls_hpo.hpo.launch import prepare_data
-    from maskcls_hpo.hpo.sweep import load_sweep
+    from maskcls_hpo.hpo.trial import load_sweep
+    from maskcls_hpo.hpo.workers import prepare_data
 
     sweep = load_sweep(args.sweep)
     cwd = os.getcwd()

@@ -94,7 +94,7 @@ def _after(name, module):
                             ("prepare_data", "data check"), ("prepare_study", "study prepare"),
                             ("check_join", "check_join")):
             _wrap(module, attr, label)
-    elif name == "maskcls_hpo.hpo.supervisor":
+    elif name == "maskcls_hpo.hpo.workers":
         cls = module.LocalWorkers
         for attr, label in (("standby", "workers spawn (standby)"), ("start", "workers start"),
                             ("wait", "workers wait")):
@@ -119,7 +119,7 @@ def _after(name, module):
         cls.__call__ = first_line
 
 
-_WATCH = {"torch", "timm", "maskcls_hpo.hpo.launch", "maskcls_hpo.hpo.supervisor", "maskcls_hpo.data",
+_WATCH = {"torch", "timm", "maskcls_hpo.hpo.launch", "maskcls_hpo.hpo.workers", "maskcls_hpo.data",
           "maskcls_hpo.cache", "maskcls_hpo.train", "maskcls_hpo.hpo.progress"}
 
 
@@ -196,8 +196,8 @@ def main() -> None:
     ap.add_argument("--name", default="b3_timeline")
     args = ap.parse_args()
     demo_dataset(args.data, args.persons, (96, 128))
-    from maskcls_hpo.hpo.launch import prepare_data
-    from maskcls_hpo.hpo.sweep import load_sweep
+    from maskcls_hpo.hpo.trial import load_sweep
+    from maskcls_hpo.hpo.workers import prepare_data
 
     cwd = os.getcwd()
     os.chdir(REPO)

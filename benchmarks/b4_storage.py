@@ -58,8 +58,8 @@ class _Count(logging.Handler):
 def _child(kind: str, url: str, study: str, n_total: int, n_own: int, index: int, queue) -> None:
     import optuna
 
-    from maskcls_hpo.hpo.storage import HeartbeatSettings, open_storage
-    from maskcls_hpo.hpo.sweep import load_sweep
+    from maskcls_hpo.hpo.store import HeartbeatSettings, open_storage
+    from maskcls_hpo.hpo.trial import load_sweep
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     counter = _Count()
@@ -68,7 +68,7 @@ def _child(kind: str, url: str, study: str, n_total: int, n_own: int, index: int
     try:
         sweep = load_sweep(SWEEP)
         if kind == "project":
-            from maskcls_hpo.hpo.worker import WorkerSettings, run_worker
+            from maskcls_hpo.hpo.workers import WorkerSettings, run_worker
 
             settings = WorkerSettings(
                 sweep_path=SWEEP,
@@ -115,8 +115,8 @@ def one_run(kind: str, backend: str, workers: int, n_trials: int, tmp: Path) -> 
     import optuna
 
     from maskcls_hpo.hpo._optuna import rdb_of
-    from maskcls_hpo.hpo.storage import HeartbeatSettings, open_storage
-    from maskcls_hpo.hpo.sweep import load_sweep
+    from maskcls_hpo.hpo.store import HeartbeatSettings, open_storage
+    from maskcls_hpo.hpo.trial import load_sweep
 
     url, pg_name = _fresh_url(backend, tmp)
     try:
@@ -173,7 +173,7 @@ def one_run(kind: str, backend: str, workers: int, n_trials: int, tmp: Path) -> 
 def main() -> None:
     import optuna  # noqa: F401 - imported before forking, so the children start at once
 
-    import maskcls_hpo.hpo.worker  # noqa: F401
+    import maskcls_hpo.hpo.workers  # noqa: F401
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=4)
@@ -229,7 +229,7 @@ def main() -> None:
             "objective": f"suggest x, report {STEPS} steps, return x^2 (no training)",
             "sampler": "RandomSampler(seed + worker index)",
             "pruner": "NopPruner",
-            "storage": "maskcls_hpo.hpo.storage.open_storage (heartbeat 30 s)",
+            "storage": "maskcls_hpo.hpo.store.open_storage (heartbeat 30 s)",
             "repeats": args.repeats,
             "processes": "multiprocessing fork; throughput from the trials' timestamps",
         },

@@ -110,11 +110,10 @@ def run_repeat(args: argparse.Namespace, seed: int, work: Path) -> dict:
 
     from maskcls_hpo.config import config_from_mapping
     from maskcls_hpo.demo import write_demo_dataset
-    from maskcls_hpo.hpo.confirm import run_confirm
-    from maskcls_hpo.hpo.finalize import finalize_study
     from maskcls_hpo.hpo.launch import run_sweep
-    from maskcls_hpo.hpo.storage import open_storage, resolve_storage_url
-    from maskcls_hpo.hpo.sweep import load_sweep
+    from maskcls_hpo.hpo.select import finalize_study, run_confirm
+    from maskcls_hpo.hpo.store import open_storage, resolve_storage_url
+    from maskcls_hpo.hpo.trial import load_sweep
     from maskcls_hpo.predict import predict
     from maskcls_hpo.train import train
 

@@ -66,9 +66,9 @@ class _Count(logging.Handler):
 def _child(url: str, study: str, n_trials: int, index: int, pool: dict | None, queue) -> None:
     import optuna
 
-    from maskcls_hpo.hpo import storage as storage_module
-    from maskcls_hpo.hpo.storage import HeartbeatSettings
-    from maskcls_hpo.hpo.worker import WorkerSettings, run_worker
+    from maskcls_hpo.hpo.store import _rdb as storage_module
+    from maskcls_hpo.hpo.store import HeartbeatSettings
+    from maskcls_hpo.hpo.workers import WorkerSettings, run_worker
 
     if pool is not None:  # the earlier pool sizes, for the side-by-side figure
         original = storage_module.engine_kwargs
@@ -137,7 +137,7 @@ def measure(admin_conninfo: str, port: int, server_log: Path | None, workers: in
     import psycopg
 
     from maskcls_hpo.hpo._optuna import rdb_of
-    from maskcls_hpo.hpo.storage import HeartbeatSettings, check_connection_budget, open_storage
+    from maskcls_hpo.hpo.store import HeartbeatSettings, check_connection_budget, open_storage
 
     dbname = f"maskcls_b5_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(admin_conninfo, autocommit=True) as con:
@@ -207,7 +207,7 @@ def measure(admin_conninfo: str, port: int, server_log: Path | None, workers: in
 def main() -> None:
     import optuna  # noqa: F401 - imported before forking, so the children start at once
 
-    import maskcls_hpo.hpo.worker  # noqa: F401
+    import maskcls_hpo.hpo.workers  # noqa: F401
 
     sys.path.insert(0, str(REPO / "tests"))
     from pg import PrivateServer

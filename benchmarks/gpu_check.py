@@ -166,10 +166,9 @@ def smoke_sweep(work: Path, data_dir: str, on_gpu: bool, cap_bytes: int) -> dict
 
     from maskcls_hpo.hpo.attrs import TrialAttrs
     from maskcls_hpo.hpo.launch import prepare_study
-    from maskcls_hpo.hpo.objective import make_objective
-    from maskcls_hpo.hpo.storage import HeartbeatSettings, open_storage
-    from maskcls_hpo.hpo.sweep import load_sweep
-    from maskcls_hpo.hpo.worker import WorkerSettings, run_worker
+    from maskcls_hpo.hpo.store import HeartbeatSettings, open_storage
+    from maskcls_hpo.hpo.trial import load_sweep, make_objective
+    from maskcls_hpo.hpo.workers import WorkerSettings, run_worker
 
     sweep = load_sweep(HERE / "sweeps" / "gpu_smoke.py")
     url = f"sqlite:///{work / 'smoke.db'}"
@@ -486,12 +485,10 @@ def concurrency(
 ) -> dict:
     import optuna
 
-    from maskcls_hpo.hpo.launch import prepare_data, prepare_study
-    from maskcls_hpo.hpo.settings import WorkerSettings
-    from maskcls_hpo.hpo.storage import HeartbeatSettings, open_storage
-    from maskcls_hpo.hpo.supervisor import LocalWorkers
-    from maskcls_hpo.hpo.sweep import load_sweep
-    from maskcls_hpo.hpo.trials import count_trials
+    from maskcls_hpo.hpo.launch import prepare_study
+    from maskcls_hpo.hpo.store import HeartbeatSettings, count_trials, open_storage
+    from maskcls_hpo.hpo.trial import load_sweep
+    from maskcls_hpo.hpo.workers import LocalWorkers, WorkerSettings, prepare_data
 
     sweep = load_sweep(HERE / "sweeps" / sweep_file)
     config = sweep.build_config({}, {"data_dir": data_dir})

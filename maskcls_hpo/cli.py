@@ -52,7 +52,7 @@ def fail(message: str, code: int = 1) -> NoReturn:
 def _report(err: Exception) -> NoReturn:
     """The one place where a user-fixable error becomes output: each problem on its own line, then a summary."""
     from maskcls_hpo.errors import DataError
-    from maskcls_hpo.hpo.storage import mask_password
+    from maskcls_hpo.hpo.store import mask_password
 
     problems = getattr(err, "problems", None)
     if isinstance(err, DataError) and problems and len(problems) > 1:
@@ -341,7 +341,7 @@ def _setup_logging(verbose: bool = False) -> None:
 
 def _resolve_storage(storage: Optional[str], must_exist: bool = False, password_file: Optional[Path] = None):
     """--storage, env MASKCLS_HPO_STORAGE, env OPTUNA_STORAGE or the default -> ``ResolvedStorage`` (url, source)."""
-    from maskcls_hpo.hpo.storage import resolve_storage
+    from maskcls_hpo.hpo.store import resolve_storage
 
     return resolve_storage(
         storage, must_exist=must_exist, password_file=str(password_file) if password_file is not None else None
@@ -351,7 +351,7 @@ def _resolve_storage(storage: Optional[str], must_exist: bool = False, password_
 def _load_study(storage: Optional[str], study_name: Optional[str], password_file: Optional[Path] = None):
     """Open an existing study for readers (status/export/report): one clear line (naming where the storage
     came from) when the database or the study is not there."""
-    from maskcls_hpo.hpo.storage import open_study
+    from maskcls_hpo.hpo.store import open_study
 
     return open_study(storage, study_name, password_file=str(password_file) if password_file is not None else None)
 
@@ -415,8 +415,8 @@ def launch_cmd(
     from rich.live import Live
 
     from maskcls_hpo.hpo.launch import run_sweep
-    from maskcls_hpo.hpo.progress import ProgressLines, progress_table
-    from maskcls_hpo.hpo.slurm import SlurmOptions
+    from maskcls_hpo.hpo.workers import SlurmOptions
+    from maskcls_hpo.results.live import ProgressLines, progress_table
 
     if backend not in ("local", "slurm"):
         fail(f"--backend {backend!r} is not known; use local or slurm")
@@ -537,9 +537,9 @@ def worker_cmd(
     _at_least("--timeout", timeout, 0)
     _at_least("--watchdog", watchdog, 0)
     _setup_logging(verbose=True)
-    from maskcls_hpo.hpo.storage import HeartbeatSettings
-    from maskcls_hpo.hpo.sweep import load_sweep
-    from maskcls_hpo.hpo.worker import WorkerSettings, run_worker
+    from maskcls_hpo.hpo.store import HeartbeatSettings
+    from maskcls_hpo.hpo.trial import load_sweep
+    from maskcls_hpo.hpo.workers import WorkerSettings, run_worker
 
     url = _resolve_storage(storage, password_file=password_file).url
     if worker_index is None:
@@ -590,7 +590,7 @@ def status_cmd(
     study: ReaderStudyOption = None,
 ) -> None:
     """Trial counts by state, the best trial, running trials with their last heartbeat, stale trials."""
-    from maskcls_hpo.hpo.status import print_status
+    from maskcls_hpo.results.status import print_status
 
     url = _resolve_storage(storage, must_exist=True, password_file=password_file).url
     print_status(_load_study(storage, study, password_file), console, storage_url=url)
@@ -617,8 +617,7 @@ def export_cmd(
     The best is the confirmed winner when `maskcls-hpo confirm` finished a confirm study of this study. Paths in
     the file (data_dir, cache_dir) are absolute, so `train --config FILE` works from any folder.
     """
-    from maskcls_hpo.hpo.confirm import selection_ranking
-    from maskcls_hpo.hpo.export import export_trials
+    from maskcls_hpo.hpo.select import export_trials, selection_ranking
 
     url = _resolve_storage(storage, must_exist=True, password_file=password_file).url
     loaded = _load_study(storage, study, password_file)
@@ -635,7 +634,7 @@ def export_cmd(
     for p in paths:
         console.print(f"wrote {p}", highlight=False)
     if ranking is not None and ranking.confirm is None:  # a confirmed ranking says its own runner-up line
-        from maskcls_hpo.hpo.noise import compare_runner_up
+        from maskcls_hpo.hpo.select import compare_runner_up
 
         comparison = compare_runner_up(loaded, storage_url=url)
         if comparison is not None:
@@ -663,7 +662,7 @@ def confirm_cmd(
 ) -> None:
     """Re-train the --top best configs on --folds folds (x --seeds) as a linked study; print mean, s.e., winner."""
     _setup_logging()
-    from maskcls_hpo.hpo.confirm import format_summary, run_confirm
+    from maskcls_hpo.hpo.select import format_summary, run_confirm
 
     say = functools.partial(console.print, highlight=False, soft_wrap=True)
     result = run_confirm(
@@ -712,7 +711,7 @@ def finalize_cmd(
 ) -> None:
     """Retrain the winner (confirmed, else best) on all persons with --seeds seeds, ensemble, write the submission."""
     _setup_logging()
-    from maskcls_hpo.hpo.finalize import finalize_study
+    from maskcls_hpo.hpo.select import finalize_study
 
     url = _resolve_storage(storage, must_exist=True, password_file=password_file).url
     loaded = _load_study(storage, study, password_file)
@@ -795,7 +794,7 @@ def report_cmd(
     study: ReaderStudyOption = None,
 ) -> None:
     """Write one HTML page with Optuna's plots (history, intermediate values, importances, ...) and the top trials."""
-    from maskcls_hpo.results.artifacts import open_artifact_store
+    from maskcls_hpo.hpo.trial import open_artifact_store
     from maskcls_hpo.results.report import write_report
 
     url = _resolve_storage(storage, must_exist=True, password_file=password_file).url
@@ -835,8 +834,8 @@ def predict_cmd(
     import numpy as np
 
     from maskcls_hpo.data import DataError
-    from maskcls_hpo.hpo.export import study_checkpoints
-    from maskcls_hpo.hpo.storage import storage_folder
+    from maskcls_hpo.hpo.select import study_checkpoints
+    from maskcls_hpo.hpo.store import storage_folder
     from maskcls_hpo.labels import NUM_CLASSES
     from maskcls_hpo.predict import PredictError, predict
 

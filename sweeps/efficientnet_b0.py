@@ -5,8 +5,7 @@ Starts from the hand-tuned setting: Adam, StepLR, batch 64, dropout 0.5 at full 
 
 import optuna
 
-from maskcls_hpo.hpo.spaces import mask_classifier_space
-from maskcls_hpo.hpo.sweep import startup_trials
+from maskcls_hpo.hpo.trial import mask_classifier_space, startup_trials
 
 SEED = 2021
 

@@ -5,8 +5,7 @@ Used by `make demo`, the tests and the benchmarks. The same search space as the 
 
 import optuna
 
-from maskcls_hpo.hpo.spaces import mask_classifier_space
-from maskcls_hpo.hpo.sweep import startup_trials
+from maskcls_hpo.hpo.trial import mask_classifier_space, startup_trials
 
 SEED = 0
 

@@ -7,8 +7,7 @@ cache, or set "pretrained" to a weights file (see README, "Pretrained weights of
 
 import optuna
 
-from maskcls_hpo.hpo.spaces import mask_classifier_space
-from maskcls_hpo.hpo.sweep import startup_trials
+from maskcls_hpo.hpo.trial import mask_classifier_space, startup_trials
 
 SEED = 2021
 

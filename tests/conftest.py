@@ -400,7 +400,7 @@ def swept_study(tmp_path_factory, tiny_demo):
     import subprocess
 
     from maskcls_hpo.hpo._optuna import rdb_of
-    from maskcls_hpo.hpo.storage import open_storage, resolve_storage_url
+    from maskcls_hpo.hpo.store import open_storage, resolve_storage_url
 
     root = tmp_path_factory.mktemp("swept")
     db = root / "storage" / "maskcls_hpo.db"
@@ -479,9 +479,9 @@ def confirm_source(tmp_path_factory, tiny_demo):
     database into `folder` and returns its path. Also: `.sweep` (the sweep file), `.data` (the dataset),
     `.cache` (the shared image cache folder), `.study` ("src")."""
     from maskcls_hpo.hpo.launch import prepare_study
-    from maskcls_hpo.hpo.storage import HeartbeatSettings, open_storage
-    from maskcls_hpo.hpo.sweep import load_sweep
-    from maskcls_hpo.hpo.worker import WorkerSettings, run_worker
+    from maskcls_hpo.hpo.store import HeartbeatSettings, open_storage
+    from maskcls_hpo.hpo.trial import load_sweep
+    from maskcls_hpo.hpo.workers import WorkerSettings, run_worker
 
     root = tmp_path_factory.mktemp("confirm_source")
     cache = root / "cache"

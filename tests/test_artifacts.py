@@ -16,13 +16,10 @@ from optuna.artifacts import get_all_artifact_meta
 from optuna.trial import TrialState
 from PIL import Image
 
-from maskcls_hpo.hpo.attrs import TrialAttrs, checkpoint_dir
-from maskcls_hpo.metrics import evaluate_predictions, read_val_predictions, write_val_predictions
-from maskcls_hpo.results.artifacts import (
+from maskcls_hpo.hpo.attrs import OBJECTIVE_NAME, TrialAttrs, checkpoint_dir
+from maskcls_hpo.hpo.trial import (
     ARTIFACT_FILES,
-    OBJECTIVE_NAME,
     TrialArtifactUploader,
-    class_labels,
     open_artifact_store,
     save_study_note,
     study_note,
@@ -30,6 +27,8 @@ from maskcls_hpo.results.artifacts import (
     write_confusion_png,
     write_per_class_f1_csv,
 )
+from maskcls_hpo.labels import class_labels
+from maskcls_hpo.metrics import evaluate_predictions, read_val_predictions, write_val_predictions
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -157,7 +156,7 @@ def test_an_upload_error_never_fails_the_trial(sqlite_study, tmp_path, caplog):
     uploader = TrialArtifactUploader("sqlite:///unused.db", root=blocker)
     trial = study.ask()
     trial.set_user_attr(TrialAttrs.CONFIG, {"model": "m"})
-    with caplog.at_level(logging.WARNING, logger="maskcls_hpo.results.artifacts"):
+    with caplog.at_level(logging.WARNING, logger="maskcls_hpo.hpo.trial._artifacts"):
         assert uploader.upload(trial, hand_confusion(), [0.1] * 18, 1, 0.1) == []
     assert f"trial {trial.number}: artifacts not uploaded to {blocker}" in caplog.text
     study.tell(trial, 0.1)

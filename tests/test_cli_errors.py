@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 from maskcls_hpo.cli import app
 from maskcls_hpo.hpo.launch import prepare_study
-from maskcls_hpo.hpo.storage import open_storage
-from maskcls_hpo.hpo.sweep import load_sweep
+from maskcls_hpo.hpo.store import open_storage
+from maskcls_hpo.hpo.trial import load_sweep
 
 SMOKE = Path(__file__).resolve().parents[1] / "sweeps" / "smoke.py"
 

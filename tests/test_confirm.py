@@ -1,4 +1,4 @@
-"""`confirm` (hpo/confirm.py): the K best configs re-trained on F person-grouped folds as a linked study.
+"""`confirm` (hpo/select/_confirm.py): the K best configs re-trained on F person-grouped folds as a linked study.
 
 - end to end on SQLite with the CLI: 2 configs x 2 folds, each run once, means and the winner as printed,
   `export` takes the confirmed winner and says so (`--single-split` does not), `status` names it;
@@ -29,7 +29,8 @@ from pg import load_trials, wait_for, worker_pid
 from typer.testing import CliRunner
 
 from maskcls_hpo.cli import app
-from maskcls_hpo.hpo.confirm import ConfirmAttrs, summarize_confirm
+from maskcls_hpo.hpo.attrs import ConfirmAttrs
+from maskcls_hpo.hpo.select import summarize_confirm
 
 FAST_HEARTBEAT = ["--heartbeat-interval", "1", "--grace-period", "8"]
 

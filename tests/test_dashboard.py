@@ -20,7 +20,7 @@ import pytest
 from conftest import DashboardProcess, http_get, maskcls_hpo_command, subprocess_env
 from optuna.trial import TrialState
 
-from maskcls_hpo.results.artifacts import ARTIFACT_FILES
+from maskcls_hpo.hpo.trial import ARTIFACT_FILES
 from maskcls_hpo.results.dashboard import dashboard_address, is_loopback
 
 CHROMIUM = "/usr/bin/chromium"
@@ -75,7 +75,7 @@ def test_every_dashboard_load_during_the_sweep_succeeded(swept_study):
     assert len(detail_polls) >= 10  # the study page was read many times while the sweep ran
     # The dashboard was read while trials were running, and again after all 3 had finished.
     assert any("Running" in states for states in poller.states)
-    # exactly 3 finished; a trial that lost the race for the last slot stays WAITING by design (hpo/worker.py)
+    # exactly 3 finished; a trial that lost the race for the last slot stays WAITING by design (hpo/workers/_loop.py)
     last = poller.states[-1]
     assert sum(state in ("Complete", "Pruned") for state in last) == 3 and "Running" not in last, last
     # The dashboard is still up after the sweep.

@@ -12,8 +12,9 @@ from typer.testing import CliRunner
 
 from maskcls_hpo.cli import app
 from maskcls_hpo.config import TrainConfig, load_config
-from maskcls_hpo.hpo.export import ExportError, export_trials
-from maskcls_hpo.hpo.storage import open_storage, resolve_storage_url
+from maskcls_hpo.errors import ExportError
+from maskcls_hpo.hpo.select import export_trials
+from maskcls_hpo.hpo.store import open_storage, resolve_storage_url
 
 DISTS = {"lr": FloatDistribution(1e-4, 1e-1, log=True), "batch_size": CategoricalDistribution([16, 32])}
 
@@ -88,9 +89,8 @@ def test_sql_ranking_and_counts_equal_optunas_trials_on_300_trials(tmp_path):
     import random
     from collections import Counter
 
-    from maskcls_hpo.hpo.export import ranked_complete_trials, trial_by_number
-    from maskcls_hpo.hpo.status import study_status
-    from maskcls_hpo.hpo.trials import count_trials, top_complete_trial_ids
+    from maskcls_hpo.hpo.store import count_trials, ranked_complete_trials, top_complete_trial_ids, trial_by_number
+    from maskcls_hpo.results.status import study_status
 
     url = resolve_storage_url(str(tmp_path / "big.db"))
     s = optuna.create_study(study_name="big", storage=open_storage(url), direction="maximize")
@@ -181,7 +181,7 @@ def test_export_versions_come_from_package_metadata_without_torch():
     from importlib.metadata import version
 
     code = (
-        "import sys; from maskcls_hpo.hpo.export import _versions; v = _versions(); "
+        "import sys; from maskcls_hpo.hpo.select._export import _versions; v = _versions(); "
         "print(v['torch'], v['timm'], 'torch' in sys.modules, 'timm' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()

@@ -27,9 +27,9 @@ from optuna.trial import TrialState
 from pg import cli, cli_background, load_trials, wait_for, worker_logs, worker_pid, write_sweep
 
 from maskcls_hpo.hpo.launch import prepare_study
-from maskcls_hpo.hpo.storage import HeartbeatSettings, is_transient_db_error, open_storage
-from maskcls_hpo.hpo.sweep import load_sweep
-from maskcls_hpo.hpo.worker import WorkerSettings, run_worker
+from maskcls_hpo.hpo.store import HeartbeatSettings, is_transient_db_error, open_storage
+from maskcls_hpo.hpo.trial import load_sweep
+from maskcls_hpo.hpo.workers import WorkerSettings, run_worker
 
 # Short heartbeats keep the tests fast; the grace period stays well above a heartbeat that is late because the
 # 2 CPU cores are busy (a live trial must never look stale).
@@ -208,7 +208,7 @@ def test_worker_goes_on_when_its_trial_was_failed_as_stale(tmp_path, caplog):
         checkpoints=tmp_path / "ckpt",
         poll_interval=0.1,
     )
-    with caplog.at_level("WARNING", logger="maskcls_hpo.worker"):
+    with caplog.at_level("WARNING", logger="maskcls_hpo.hpo.workers._loop"):
         report = run_worker(settings, sweep, objective=objective)
     assert (report.complete, report.failed) == (3, 0)
     assert report.stop_reason == "study holds 3 finished trials (target 3)"
@@ -220,7 +220,7 @@ def test_worker_goes_on_when_its_trial_was_failed_as_stale(tmp_path, caplog):
 
 
 def test_sqlite_four_workers_and_a_polling_reader_never_locked(tiny_demo, tmp_path):
-    from maskcls_hpo.hpo.status import study_status
+    from maskcls_hpo.results.status import study_status
 
     db = tmp_path / "many.db"
     url = f"sqlite:///{db}"

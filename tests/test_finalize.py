@@ -1,4 +1,4 @@
-"""`finalize` (hpo/finalize.py): the winner retrained on all persons with N seeds, ensembled, the submission.
+"""`finalize` (hpo/select/_finalize.py): the winner retrained on all persons with N seeds, ensembled, the submission.
 
 - after `confirm` (the confirmed winner) on the tiny demo set: 2 seeds with TTA, one row per eval image, the
   models and configs kept, the manifest saying which ranking chose them; a second run reuses the models;
@@ -23,7 +23,7 @@ from maskcls_hpo.cli import app
 def test_finalize_after_confirm_writes_the_submission_and_keeps_the_models(confirmed_source, confirm_source, tmp_path):
     import optuna
 
-    from maskcls_hpo.hpo.confirm import summarize_confirm
+    from maskcls_hpo.hpo.select import summarize_confirm
 
     assert confirmed_source.rc == 0, confirmed_source.stderr[-3000:]
     db = confirmed_source.copy(tmp_path)

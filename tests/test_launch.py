@@ -13,11 +13,11 @@ import pytest
 import maskcls_hpo as m
 from maskcls_hpo import data
 from maskcls_hpo.errors import DataError, MaskclsError, SweepError
-from maskcls_hpo.hpo import launch
+from maskcls_hpo.hpo import launch, workers
 from maskcls_hpo.hpo.attrs import TrialAttrs
-from maskcls_hpo.hpo.storage import open_storage
-from maskcls_hpo.hpo.supervisor import LocalWorkers
-from maskcls_hpo.hpo.sweep import load_sweep
+from maskcls_hpo.hpo.store import open_storage
+from maskcls_hpo.hpo.trial import load_sweep
+from maskcls_hpo.hpo.workers import LocalWorkers
 
 
 def test_run_sweep_reaches_exactly_four_finished_trials(tmp_path, tiny_sweep):
@@ -148,12 +148,12 @@ def test_images_are_decoded_as_a_check_only_when_the_cache_is_built(tmp_path, ti
     verify = data.verify_image
     monkeypatch.setattr(data, "verify_image", lambda path: decoded.append(str(path)) or verify(path))
     config = sweep.build_config({})
-    meta = launch.prepare_data(config)  # no cache yet: every image is decoded as a check, then cached
+    meta = workers.prepare_data(config)  # no cache yet: every image is decoded as a check, then cached
     assert len(decoded) == 24 * 7 and meta["dataset"]["images"] == 24 * 7
     decoded.clear()
-    again = launch.prepare_data(config)  # the same files are cached: the cache proves they decode
+    again = workers.prepare_data(config)  # the same files are cached: the cache proves they decode
     assert decoded == [] and again == meta
     url = f"sqlite:///{tmp_path / 'join.db'}"
     launch.prepare_study(sweep, open_storage(url), "tiny", 2, study_attrs=meta)
-    launch.check_join(sweep, url, "tiny", check_data=True)  # a joining worker compares fingerprints only
+    workers.check_join(sweep, url, "tiny", check_data=True)  # a joining worker compares fingerprints only
     assert decoded == []

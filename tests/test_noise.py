@@ -1,4 +1,4 @@
-"""hpo/noise.py: the best trial against the runner-up, a paired person bootstrap on the shared val split.
+"""hpo/select/_noise.py: the best trial against the runner-up, a paired person bootstrap on the shared val split.
 
 Studies are built by hand (SQLite, `create_trial`) with known per-image predictions written where the workers
 write them (``<checkpoints>/<study>/trial_<n>/val_predictions.csv``) or uploaded as artifacts, so the figures
@@ -16,10 +16,10 @@ from typer.testing import CliRunner
 from maskcls_hpo.cli import app
 from maskcls_hpo.config import TrainConfig
 from maskcls_hpo.hpo.attrs import TrialAttrs, checkpoint_dir
-from maskcls_hpo.hpo.noise import compare_runner_up
-from maskcls_hpo.hpo.storage import open_storage, resolve_storage_url, storage_folder
+from maskcls_hpo.hpo.select import compare_runner_up
+from maskcls_hpo.hpo.store import open_storage, resolve_storage_url, storage_folder
+from maskcls_hpo.hpo.trial import open_artifact_store, upload_trial_artifacts
 from maskcls_hpo.metrics import evaluate_predictions, write_val_predictions
-from maskcls_hpo.results.artifacts import open_artifact_store, upload_trial_artifacts
 
 pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed:UserWarning")  # ask/tell by hand
 

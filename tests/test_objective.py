@@ -1,4 +1,4 @@
-"""hpo/objective.py: what a trial reports, when the pruner is asked, and the user attrs a finished trial carries.
+"""hpo/trial/_objective.py: what a trial reports, when the pruner is asked, and the user attrs a finished trial carries.
 
 Real training runs (test_resnet on the session's tiny demo set, CPU) in-process, one study in SQLite.
 """
@@ -10,8 +10,7 @@ import pytest
 from optuna.trial import TrialState
 
 from maskcls_hpo.hpo.attrs import TrialAttrs, checkpoint_dir
-from maskcls_hpo.hpo.objective import make_objective
-from maskcls_hpo.hpo.sweep import load_sweep
+from maskcls_hpo.hpo.trial import load_sweep, make_objective
 from maskcls_hpo.metrics import bootstrap_macro_f1, read_val_predictions
 
 # A pruner that would prune every trial at every epoch it is asked about, and records those epochs.

@@ -25,7 +25,7 @@ from maskcls_hpo.config import TrainConfig, load_config
 from maskcls_hpo.data import DataError
 from maskcls_hpo.demo import write_demo_dataset
 from maskcls_hpo.hpo.attrs import TrialAttrs, checkpoint_dir
-from maskcls_hpo.hpo.export import export_trials, study_checkpoints
+from maskcls_hpo.hpo.select import export_trials, study_checkpoints
 from maskcls_hpo.models import build_model
 from maskcls_hpo.predict import (
     PredictError,

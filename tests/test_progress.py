@@ -5,10 +5,9 @@ from __future__ import annotations
 import optuna
 from rich.console import Console
 
-from maskcls_hpo.hpo.launch import FinishedTrial, Progress, ProgressReader, RunningTrial
-from maskcls_hpo.hpo.progress import ProgressLines, clock, progress_table
-from maskcls_hpo.hpo.storage import open_storage, resolve_storage_url
-from maskcls_hpo.hpo.trials import StudyCounts
+from maskcls_hpo.hpo.store import StudyCounts, open_storage, resolve_storage_url
+from maskcls_hpo.hpo.workers import FinishedTrial, Progress, ProgressReader, RunningTrial
+from maskcls_hpo.results.live import ProgressLines, clock, progress_table
 
 
 def snap(elapsed, counts, running=(), finished=(), best=None, best_trial=None, phase="running", workers=2, eta=None):

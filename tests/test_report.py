@@ -204,7 +204,7 @@ def test_big_sqlite_study_draws_the_top_trials_and_stays_small(tmp_path, monkeyp
     import plotly.offline
 
     import maskcls_hpo.results.report as report
-    from maskcls_hpo.hpo.storage import open_storage, resolve_storage_url
+    from maskcls_hpo.hpo.store import open_storage, resolve_storage_url
 
     monkeypatch.setattr(report, "PLOT_TOP", 10)
     monkeypatch.setattr(report, "IMPORTANCE_SAMPLE", 50)
@@ -252,7 +252,7 @@ def test_big_sqlite_study_draws_the_top_trials_and_stays_small(tmp_path, monkeyp
 def test_best_trial_section_inlines_its_confusion_matrix_and_per_class_f1(tmp_path):
     import base64
 
-    from maskcls_hpo.results.artifacts import open_artifact_store, upload_trial_artifacts
+    from maskcls_hpo.hpo.trial import open_artifact_store, upload_trial_artifacts
 
     study = make_study()
     best = study.ask(
@@ -308,7 +308,7 @@ def ended_study() -> optuna.Study:
 def test_pruning_reasons_per_trial_and_by_kind(where, tmp_path):
     study = ended_study()
     if where == "sqlite":  # the same trials in SQLite: reasons read by one SQL query, not every trial loaded
-        from maskcls_hpo.hpo.storage import open_storage, resolve_storage_url
+        from maskcls_hpo.hpo.store import open_storage, resolve_storage_url
 
         stored = optuna.create_study(storage=open_storage(resolve_storage_url(tmp_path / "e.db")), direction="maximize")
         stored.add_trials(study.trials)

@@ -1,8 +1,8 @@
-"""WorkerSettings (hpo/settings.py): what a worker's settings file may hold."""
+"""WorkerSettings (hpo/workers/_options.py): what a worker's settings file may hold."""
 
 from __future__ import annotations
 
-from maskcls_hpo.hpo.settings import WorkerSettings
+from maskcls_hpo.hpo.workers import WorkerSettings
 
 
 def test_without_password_drops_it_from_the_url_and_hands_it_over():

@@ -1,4 +1,4 @@
-"""`launch --backend slurm` on the real single-node Slurm cluster that scripts/test-env.sh starts (hpo/slurm.py).
+"""`launch --backend slurm` on the real single-node Slurm cluster (scripts/test-env.sh starts it; hpo/workers/_slurm.py).
 
 - A smoke sweep as one array job of 2 tasks, on SQLite and on PostgreSQL: exactly 6 finished trials, none
   RUNNING, both tasks COMPLETED (``scontrol show job``; gone from ``squeue``), each trial marked with its
@@ -28,7 +28,7 @@ import pytest
 from optuna.trial import TrialState
 from pg import cli, cli_background, load_trials, wait_for, write_sweep
 
-from maskcls_hpo.hpo.slurm import SlurmOptions, sbatch_script
+from maskcls_hpo.hpo.workers import SlurmOptions, sbatch_script
 
 HEARTBEAT = ["--heartbeat-interval", "2", "--grace-period", "8"]
 JOB_LINE = re.compile(r"submitted Slurm array job (\d+)")
@@ -92,7 +92,7 @@ def test_sbatch_script_has_the_array_resources_and_outputs(tmp_path):
     assert "--gres=gpu:2" in directives and "--partition=gpu" in directives and "--time=02:00:00" in directives
     assert directives[-2:] == ["--qos=short", "--mem=8G"]
     assert f"--output={tmp_path / 'logs' / 'worker-%A_%a.log'}" in directives
-    assert text.rstrip().endswith(f"exec /py -m maskcls_hpo.hpo.worker {tmp_path / 's.json'}")
+    assert text.rstrip().endswith(f"exec /py -m maskcls_hpo.hpo.workers {tmp_path / 's.json'}")
     no_gpu = sbatch_script(SlurmOptions(workers=1), tmp_path / "s.json", tmp_path, "st", "x", tmp_path, "/py")
     assert "--array=0-0" in no_gpu and "--gres" not in no_gpu
 

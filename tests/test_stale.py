@@ -1,4 +1,4 @@
-"""Stale trials (hpo/stale.py): a RUNNING trial without a heartbeat row, an exception inside ask(), the reason.
+"""Stale trials (hpo/store/_stale.py): a RUNNING trial without a heartbeat row, an exception inside ask(), the reason.
 
 No training: a no-op objective on the real SQLite storage, so each test takes about a second.
 """
@@ -15,11 +15,10 @@ from optuna.trial import TrialState
 
 from maskcls_hpo.hpo._optuna import rdb_of, storage_of
 from maskcls_hpo.hpo.launch import prepare_study
-from maskcls_hpo.hpo.stale import fail_stale_trials, find_stale_trials
-from maskcls_hpo.hpo.status import study_status
-from maskcls_hpo.hpo.storage import HeartbeatSettings, open_storage
-from maskcls_hpo.hpo.sweep import load_sweep
-from maskcls_hpo.hpo.worker import WorkerSettings, count_trials, run_worker
+from maskcls_hpo.hpo.store import HeartbeatSettings, count_trials, fail_stale_trials, find_stale_trials, open_storage
+from maskcls_hpo.hpo.trial import load_sweep
+from maskcls_hpo.hpo.workers import WorkerSettings, run_worker
+from maskcls_hpo.results.status import study_status
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),

@@ -6,11 +6,10 @@ import sqlite3
 import optuna
 import pytest
 
-from maskcls_hpo.hpo.storage import (
+from maskcls_hpo.errors import StorageError, StorageSchemaError
+from maskcls_hpo.hpo.store import (
     DEFAULT_STORAGE,
     HeartbeatSettings,
-    StorageError,
-    StorageSchemaError,
     check_schema,
     display_url,
     mask_password,
@@ -120,7 +119,7 @@ def test_schema_of_another_optuna_version_is_refused_and_untouched(tmp_path):
 
 
 def test_storage_source_order(monkeypatch):
-    from maskcls_hpo.hpo.storage import resolve_storage
+    from maskcls_hpo.hpo.store import resolve_storage
 
     monkeypatch.delenv("MASKCLS_HPO_STORAGE", raising=False)
     monkeypatch.delenv("OPTUNA_STORAGE", raising=False)
@@ -191,7 +190,7 @@ def test_query_string_password_is_masked_in_display_url():
 def test_the_default_study_skips_a_linked_confirm_study(tmp_path):
     import optuna
 
-    from maskcls_hpo.hpo.storage import open_study
+    from maskcls_hpo.hpo.store import open_study
 
     url = f"sqlite:///{tmp_path / 'two.db'}"
     optuna.create_study(study_name="smoke", storage=url)

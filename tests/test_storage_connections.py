@@ -1,4 +1,4 @@
-"""PostgreSQL connection discipline (hpo/storage.py): at most 2 connections per worker process, and a launch
+"""PostgreSQL connection discipline (hpo/store/): at most 2 connections per worker process, and a launch
 that would need more than the server's max_connections refused before anything starts.
 
 A private server (tests/pg.py `PrivateServer`) with ``max_connections=20`` and ``log_connections=on``; 8 worker
@@ -16,7 +16,7 @@ import pytest
 from pg import PrivateServer, cli, write_sweep
 
 from maskcls_hpo.errors import LaunchError
-from maskcls_hpo.hpo.storage import CONNECTIONS_PER_PROCESS, check_connection_budget, engine_kwargs
+from maskcls_hpo.hpo.store import CONNECTIONS_PER_PROCESS, check_connection_budget, engine_kwargs
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))

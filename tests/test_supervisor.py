@@ -1,4 +1,4 @@
-"""hpo/supervisor.py: worker processes get the settings whole, and a worker that ignores SIGTERM is killed."""
+"""hpo/workers/_local.py: worker processes get the settings whole, and a worker that ignores SIGTERM is killed."""
 
 from __future__ import annotations
 
@@ -12,10 +12,9 @@ from pathlib import Path
 import pytest
 
 from maskcls_hpo.errors import LaunchError
-from maskcls_hpo.hpo import supervisor
-from maskcls_hpo.hpo.settings import WorkerSettings
-from maskcls_hpo.hpo.storage import HeartbeatSettings
-from maskcls_hpo.hpo.supervisor import LocalWorkers
+from maskcls_hpo.hpo.workers import _local as supervisor
+from maskcls_hpo.hpo.store import HeartbeatSettings
+from maskcls_hpo.hpo.workers import LocalWorkers, WorkerSettings
 
 SMOKE = Path(__file__).resolve().parents[1] / "sweeps" / "smoke.py"
 
@@ -136,7 +135,7 @@ def test_no_password_in_worker_environment_or_files_with_a_password_file(tmp_pat
     monkeypatch.setenv("MASKCLS_HPO_STORAGE", f"postgresql+psycopg://maskcls:{secret}@127.0.0.1:1/db")  # not passed on
     settings = WorkerSettings(
         sweep_path=SMOKE,
-        # what launch builds: the URL with the password filled in from the file (hpo/storage.py)
+        # what launch builds: the URL with the password filled in from the file (hpo/store/)
         storage_url=f"postgresql+psycopg://maskcls:{secret}@127.0.0.1:1/nosuchdb",
         password_file=str(pw_file),
         study_name="s",
@@ -182,7 +181,7 @@ def test_password_inside_the_url_travels_as_pgpassword_only(tmp_path, where):
 
 # A standby worker as `launch` starts it, with nothing to import: says something while "importing", then waits.
 STANDBY = (
-    "import sys; print('importing', flush=True); from maskcls_hpo.hpo.worker import standby; "
+    "import sys; print('importing', flush=True); from maskcls_hpo.hpo.workers._main import standby; "
     "told = standby(imports=()); print('told', told[0].name, flush=True); sys.exit(7)"
 )
 

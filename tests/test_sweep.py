@@ -5,9 +5,10 @@ from pathlib import Path
 import optuna
 import pytest
 
+from maskcls_hpo.errors import SweepError
 from maskcls_hpo.hpo._optuna import tpe_startup_trials
 from maskcls_hpo.hpo.launch import prepare_study
-from maskcls_hpo.hpo.sweep import SweepError, budget_warnings, load_sweep, median_pruner, startup_trials
+from maskcls_hpo.hpo.trial import budget_warnings, load_sweep, median_pruner, startup_trials
 
 SWEEP = """
 import optuna

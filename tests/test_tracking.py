@@ -1,4 +1,4 @@
-"""Experiment tracking (hpo/tracking.py): TensorBoard scalars and hparams per trial, an MLflow run per trial."""
+"""Experiment tracking (hpo/trial/_tracking.py): TensorBoard scalars and hparams per trial, an MLflow run per trial."""
 
 from __future__ import annotations
 
@@ -7,10 +7,9 @@ import pytest
 
 from maskcls_hpo.errors import LaunchError
 from maskcls_hpo.hpo.launch import prepare_study
-from maskcls_hpo.hpo.storage import open_storage, resolve_storage_url
-from maskcls_hpo.hpo.sweep import load_sweep
-from maskcls_hpo.hpo.tracking import SCALARS, check_mlflow, trial_log_dir
-from maskcls_hpo.hpo.worker import WorkerSettings, run_worker
+from maskcls_hpo.hpo.store import open_storage, resolve_storage_url
+from maskcls_hpo.hpo.trial import SCALARS, check_mlflow, load_sweep, trial_log_dir
+from maskcls_hpo.hpo.workers import WorkerSettings, run_worker
 
 # Two trials with known params (queued), so that the logged params can be checked by hand.
 QUEUED = """
@@ -99,7 +98,7 @@ def test_bad_mlflow_uri_is_one_line(tmp_path):
 
 
 def test_a_broken_tracking_backend_never_fails_a_trial(tmp_path, caplog):
-    from maskcls_hpo.hpo.tracking import TrialTracker
+    from maskcls_hpo.hpo.trial import TrialTracker
     from maskcls_hpo.train import EpochResult
 
     blocker = tmp_path / "file"

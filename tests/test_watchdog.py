@@ -1,4 +1,4 @@
-"""The watchdog for hung trials (hpo/watchdog.py) with real worker processes under LocalWorkers."""
+"""The watchdog for hung trials (hpo/workers/_watchdog.py) with real worker processes under LocalWorkers."""
 
 from __future__ import annotations
 
@@ -9,11 +9,9 @@ import pytest
 from optuna.trial import TrialState
 
 from maskcls_hpo.hpo.launch import prepare_study
-from maskcls_hpo.hpo.settings import EXIT_HUNG
-from maskcls_hpo.hpo.storage import HeartbeatSettings, open_storage, resolve_storage_url
-from maskcls_hpo.hpo.supervisor import LocalWorkers
-from maskcls_hpo.hpo.sweep import load_sweep
-from maskcls_hpo.hpo.worker import WorkerSettings, count_trials
+from maskcls_hpo.hpo.store import HeartbeatSettings, count_trials, open_storage, resolve_storage_url
+from maskcls_hpo.hpo.trial import load_sweep
+from maskcls_hpo.hpo.workers import EXIT_HUNG, LocalWorkers, WorkerSettings
 
 # A backbone whose forward blocks for good in the first training step after a validation pass (= epoch 2),
 # once: the marker file is removed before blocking, so the re-queued copy (a new process) runs through.

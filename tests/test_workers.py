@@ -12,11 +12,11 @@ from conftest import ALWAYS_FAILING_SUGGEST
 from optuna.trial import TrialState
 
 from maskcls_hpo.config import load_config
-from maskcls_hpo.hpo.export import export_trials
 from maskcls_hpo.hpo.launch import prepare_study
-from maskcls_hpo.hpo.storage import open_storage, resolve_storage_url
-from maskcls_hpo.hpo.sweep import load_sweep
-from maskcls_hpo.hpo.worker import WorkerSettings, count_trials, run_worker
+from maskcls_hpo.hpo.select import export_trials
+from maskcls_hpo.hpo.store import count_trials, open_storage, resolve_storage_url
+from maskcls_hpo.hpo.trial import load_sweep
+from maskcls_hpo.hpo.workers import WorkerSettings, run_worker
 
 ALWAYS_PRUNE = """
 class AlwaysPrune(optuna.pruners.BasePruner):

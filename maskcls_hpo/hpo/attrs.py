@@ -17,6 +17,11 @@ __all__ = [
     "checkpoint_dir",
     "checkpoint_of",
     "slurm_label",
+    "ConfirmAttrs",
+    "KIND_CONFIRM",
+    "PARAM_SOURCE",
+    "PARAM_FOLD",
+    "PARAM_SEED",
 ]
 
 OBJECTIVE_NAME = "val_macro_f1"
@@ -57,7 +62,7 @@ class TrialAttrs:
     VAL_F1_BOOTSTRAP_SD = "val_f1_bootstrap_sd"
     BOOTSTRAP_RESAMPLES = "bootstrap_resamples"
     VAL_PERSONS = "val_persons"
-    ARTIFACTS = "artifacts"  # {file name: artifact id} of the uploaded artifacts (results/artifacts.py)
+    ARTIFACTS = "artifacts"  # {file name: artifact id} of the uploaded artifacts (hpo/trial/_artifacts.py)
     SLURM_JOB_ID = "slurm_job_id"
     """The Slurm job the trial ran in: the array job's id for an array task (what ``squeue`` shows before ``_``)."""
     SLURM_TASK_ID = "slurm_task_id"
@@ -81,3 +86,24 @@ def checkpoint_dir(root: Path, trial_number: int) -> Path:
 def checkpoint_of(checkpoints: Path, study_name: str, trial_number: int) -> Path:
     """`best.pt` of a trial: ``<checkpoints>/<study>/trial_<number>/best.pt`` (used by export/predict)."""
     return checkpoint_dir(Path(checkpoints) / study_name, trial_number) / "best.pt"
+
+
+# --- confirm studies (maskcls_hpo.hpo.select) --------------------------------------------------
+
+PARAM_SOURCE = "source_trial"
+PARAM_FOLD = "fold"
+PARAM_SEED = "seed_index"
+KIND_CONFIRM = "confirm"
+
+
+class ConfirmAttrs:
+    """Study user attrs of a confirm study (besides ``n_trials``, ``data_fingerprint``, ``dataset``)."""
+
+    KIND = "kind"  # "confirm"
+    SOURCE = "confirm_of"  # the source study's name
+    TOP = "top"
+    FOLDS = "folds"
+    SEEDS = "seeds"
+    SOURCE_TRIALS = "source_trials"  # trial numbers in the source study, best first (single-split ranking)
+    SOURCE_VALUES = "source_values"  # their single-split val macro F1, same order
+    SPLIT_SEED = "split_seed"  # seed of the fold assignment

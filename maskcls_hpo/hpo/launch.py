@@ -9,15 +9,15 @@ trial starts):
 3. check the dataset (every problem by path: C9) and the pretrained weights (offline: C8), and build the
    decoded-image cache once, shared by every worker process;
 4. create or resume the study, store its budget, enqueue the sweep's known-good settings;
-5. run K workers through a backend (:class:`~maskcls_hpo.hpo.supervisor.WorkerBackend`): local processes
-   (:class:`~maskcls_hpo.hpo.supervisor.LocalWorkers`) or one Slurm array job
-   (:class:`~maskcls_hpo.hpo.slurm.SlurmWorkers`), and follow them until the study holds `n_trials` finished
+5. run K workers through a backend (:class:`~maskcls_hpo.hpo.workers.WorkerBackend`): local processes
+   (:class:`~maskcls_hpo.hpo.workers.LocalWorkers`) or one Slurm array job
+   (:class:`~maskcls_hpo.hpo.workers.SlurmWorkers`), and follow them until the study holds `n_trials` finished
    trials (C1), calling `on_progress` with a :class:`Progress` snapshot.
 
 Steps 1-4 are :func:`prepare_sweep`, step 5 is :func:`run_workers`; :func:`run_sweep` does both. With the
 Slurm backend the cluster is checked (commands, partition, GPUs, SQLite on one node) before step 2, and a
 PostgreSQL server's ``max_connections`` against the workers' needs
-(:func:`~maskcls_hpo.hpo.storage.check_connection_budget`) before step 2 as well, so a refused launch
+(:func:`~maskcls_hpo.hpo.store.check_connection_budget`) before step 2 as well, so a refused launch
 submits nothing and changes nothing stored.
 
 Step 4 logs a warning when the sweep's sampler or pruner wastes the budget (``sweep.budget_warnings``: random
@@ -26,7 +26,6 @@ start-up trials that leave fewer than half of `n_trials` to TPE, a pruner warm-u
 
 from __future__ import annotations
 
-import datetime
 import logging
 import signal
 import time
@@ -37,131 +36,36 @@ from typing import Any
 
 import optuna
 import sqlalchemy
-from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 
-from maskcls_hpo.errors import DataError, LaunchError, StorageError
-from maskcls_hpo.hpo._optuna import finished_since, rdb_of, storage_of, study_id_of
-from maskcls_hpo.hpo.attrs import StudyAttrs, TrialAttrs
-from maskcls_hpo.hpo.settings import WorkerSettings
+from maskcls_hpo.errors import LaunchError
+from maskcls_hpo.hpo._optuna import study_id_of
+from maskcls_hpo.hpo.attrs import StudyAttrs
 from maskcls_hpo.hpo.signals import Interrupted, stop_requested, stop_signals
-from maskcls_hpo.hpo.slurm import SlurmOptions, SlurmWorkers, check_cluster
-from maskcls_hpo.hpo.storage import (
+from maskcls_hpo.hpo.store import (
     HeartbeatSettings,
+    StudyCounts,
+    best_of,
     check_connection_budget,
+    count_trials,
     display_url,
     open_storage,
     resolve_storage,
 )
-from maskcls_hpo.hpo.supervisor import LocalWorkers, WorkerBackend
-from maskcls_hpo.hpo.sweep import Sweep, budget_warnings, load_sweep
-from maskcls_hpo.hpo.tracking import check_mlflow
-from maskcls_hpo.hpo.trials import StudyCounts, count_trials
-from maskcls_hpo.results.artifacts import save_study_note, study_note
+from maskcls_hpo.hpo.trial import Sweep, budget_warnings, check_mlflow, load_sweep, save_study_note, study_note
+from maskcls_hpo.hpo.workers import (
+    LocalWorkers,
+    Progress,
+    ProgressReader,
+    SlurmOptions,
+    SlurmWorkers,
+    WorkerBackend,
+    WorkerSettings,
+    check_cluster,
+    prepare_data,
+)
 
-__all__ = [
-    "Progress",
-    "RunningTrial",
-    "FinishedTrial",
-    "ProgressReader",
-    "SweepResult",
-    "PreparedSweep",
-    "run_sweep",
-    "prepare_sweep",
-    "run_workers",
-    "prepare_data",
-    "prepare_study",
-    "check_join",
-]
-
-
-@dataclass
-class RunningTrial:
-    """One RUNNING trial in a :class:`Progress` snapshot.
-
-    Attributes:
-        number: the trial number.
-        epoch: last reported epoch (1-based; 0 before the first report).
-        epochs: epochs the trial trains (its config user attr, else the sweep's); None when unknown.
-        value: val macro F1 of the last reported epoch (None before the first).
-        values: every reported epoch -> val macro F1 (the trial's intermediate values).
-        elapsed: seconds since the trial started (None when the storage has no start time).
-        eta: seconds until its last epoch at the pace of its epochs so far (None before the first epoch);
-            a pruner may end it earlier.
-    """
-
-    number: int
-    epoch: int
-    epochs: int | None
-    value: float | None
-    values: dict[int, float]
-    elapsed: float | None
-    eta: float | None
-
-
-@dataclass
-class FinishedTrial:
-    """A trial that finished (COMPLETE, PRUNED or FAIL) since the previous :class:`Progress` snapshot.
-
-    Attributes:
-        number, state: the trial and its end state (``"COMPLETE"``, ``"PRUNED"``, ``"FAIL"``).
-        value: its value (val macro F1; None unless COMPLETE). epoch: last reported epoch (0: none).
-        epochs: epochs it was meant to train (None when unknown). values: epoch -> val macro F1.
-        reason: its `reason` user attr ("" when none). seconds: start to end (None when unknown).
-    """
-
-    number: int
-    state: str
-    value: float | None
-    epoch: int
-    epochs: int | None
-    values: dict[int, float]
-    reason: str
-    seconds: float | None
-
-
-log = logging.getLogger("maskcls_hpo.hpo.launch")
-
-
-@dataclass
-class Progress:
-    """A snapshot of a running sweep, for live views (:mod:`maskcls_hpo.hpo.progress`).
-
-    Attributes:
-        study_name, n_trials: the study and its budget (finished trials).
-        counts: trials by state.
-        best: best COMPLETE value so far (val macro F1), None before the first; best_trial: its number.
-        running: each RUNNING trial (:class:`RunningTrial`), by trial number.
-        elapsed: seconds since the workers started.
-        workers: worker processes of this launch still alive.
-        phase: ``"starting"`` (workers alive, none has started a trial yet: they are importing torch),
-            ``"running"``, ``"interrupted"`` (the final snapshot after Ctrl-C / SIGTERM: workers stopped)
-            or ``"done"`` (the final snapshot after the workers exited).
-        finished: trials that finished since the previous snapshot (:class:`FinishedTrial`, by end time).
-        eta: seconds until the budget is reached at this launch's pace so far (None before this launch
-            finished a trial).
-        tasks: the Slurm array's tasks by state (e.g. ``{"RUNNING": 2}``); None for local workers.
-        job: the Slurm array job id (None for local workers).
-    """
-
-    study_name: str
-    n_trials: int
-    counts: StudyCounts
-    best: float | None
-    running: list[RunningTrial]
-    elapsed: float
-    best_trial: int | None = None
-    workers: int = 0
-    phase: str = "running"
-    finished: list[FinishedTrial] = field(default_factory=list)
-    eta: float | None = None
-    tasks: dict[str, int] | None = None
-    job: str | None = None
-
-    @property
-    def final(self) -> bool:
-        """True for the last snapshot of a launch (no trial of it runs any more)."""
-        return self.phase in ("interrupted", "done")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -200,134 +104,6 @@ class SweepResult:
     task_states: dict[int, str] = field(default_factory=dict)
 
 
-def _input_size(config: Any) -> tuple[int, int]:
-    """The model's input size (H, W) for `config`: its `image_size`, else what timm says for the model."""
-    if config.image_size is not None:
-        # NOTE resolve_preprocessing returns a set image_size unchanged; no model is built (and torch / timm are
-        # not imported) just to learn it: a launch's workers import them meanwhile.
-        return int(config.image_size[0]), int(config.image_size[1])
-    from maskcls_hpo.models import build_model, resolve_preprocessing
-
-    backbone = build_model(config.model_copy(update={"pretrained": False}))
-    image_size, _, _ = resolve_preprocessing(config, backbone)
-    del backbone
-    return image_size
-
-
-def _samples_and_size(config: Any, verify: bool = True) -> tuple[Any, tuple[int, int]]:
-    """The training samples (every image decoded as a check when `verify`) and the model's input size (H, W)."""
-    from maskcls_hpo.data import load_train
-
-    samples = load_train(config.data_dir, age_bins=config.age_bins, corrections=config.corrections, verify=verify)
-    return samples, _input_size(config)
-
-
-def prepare_data(config: Any) -> dict[str, Any]:
-    """Check the dataset and the pretrained weights, build the cache once.
-
-    Runs in the launching process before any trial starts, so a bad dataset or missing weights is one message
-    instead of a failure in every trial, and every worker finds the cache ready. The layout, the csv and every
-    file's presence are checked each time; every image is decoded as a check only when the cache must be built
-    (a finished cache of the same files, by path, size and mtime, proves they all decode:
-    :func:`~maskcls_hpo.cache.find_cache`).
-
-    Args:
-        config: the sweep's base :class:`~maskcls_hpo.config.TrainConfig` (with overrides).
-
-    Returns:
-        ``{"data_fingerprint": the cache fingerprint, "dataset": {"data_dir", "persons", "images",
-        "launch_dir"}}`` (`data_dir` absolute; `launch_dir` the current folder, against which `export` makes the
-        trials' relative paths absolute).
-
-    Raises:
-        DataError: every problem by path. PretrainedWeightsError: naming the model and the ways to get weights.
-    """
-    from maskcls_hpo.cache import build_cache, find_cache
-    from maskcls_hpo.data import check_train
-
-    if config.pretrained is not False:  # NOTE `pretrained: false` has nothing to check (and needs no timm here)
-        from maskcls_hpo.models import check_pretrained_available
-
-        check_pretrained_available(config)
-    samples, image_size = _samples_and_size(config, verify=False)
-    paths = samples["path"].tolist()
-    cache = find_cache(paths, image_size, config.cache_dir, config.interpolation)
-    if cache is None:
-        problems = check_train(config.data_dir)  # every image decoded: each unreadable one named, nothing written
-        if problems:
-            raise DataError(problems)
-        cache = build_cache(
-            paths, size=image_size, cache_dir=config.cache_dir, progress=True, interpolation=config.interpolation
-        )
-    return {
-        StudyAttrs.FINGERPRINT: cache.fingerprint,
-        StudyAttrs.DATASET: {
-            "data_dir": str(Path(config.data_dir).resolve()),
-            "persons": int(samples["person_id"].nunique()),
-            "images": int(len(samples)),
-            "launch_dir": str(Path.cwd()),
-        },
-    }
-
-
-def check_join(
-    sweep: Sweep | None,
-    storage_url: str,
-    study_name: str,
-    overrides: dict[str, Any] | None = None,
-    *,
-    check_data: bool = True,
-) -> None:
-    """The checks `launch` makes, for a worker that joins an existing study; nothing is created or changed.
-
-    In order: the database exists (an SQLite file is never created) and has the installed Optuna's schema;
-    the study exists; the sweep's search space is the stored one (C3); and, when `check_data` and the
-    study stored one, the data's fingerprint (paths, sizes, mtimes at the model's input size: the image
-    cache's key) is the one the study was launched on. With `sweep` None (a confirm study, whose runs are
-    fixed params of stored configs) only the database and the study are checked.
-
-    Raises:
-        StorageError: no database, another schema, no such study (the studies there are named).
-        SweepError: the search space differs. LaunchError: other data than the study's. DataError: bad data.
-    """
-    from maskcls_hpo.hpo.storage import open_study
-
-    try:
-        study = open_study(storage_url, study_name)
-    except StorageError as err:
-        raise StorageError(f"{err}; create the study first with `maskcls-hpo launch SWEEP --workers 0`") from None
-    try:
-        _check_joined_study(study, sweep, study_name, overrides, check_data)
-    finally:
-        # NOTE the checks' own engine is closed here: a worker holds at most 2 connections (main + heartbeat)
-        rdb_of(storage_of(study)).engine.dispose()
-
-
-def _check_joined_study(
-    study: optuna.Study, sweep: Sweep | None, study_name: str, overrides: dict[str, Any] | None, check_data: bool
-) -> None:
-    """Search space and data fingerprint of :func:`check_join` (raises as it documents)."""
-    from maskcls_hpo.cache import fingerprint
-
-    if sweep is None:  # a confirm study: its runs are fixed params of stored configs (hpo/confirm.py)
-        return
-    sweep.check_study_compatible(study)
-    stored = study.user_attrs.get(StudyAttrs.FINGERPRINT)
-    if not check_data or not stored:
-        return
-    config = sweep.build_config({}, overrides)
-    samples, image_size = _samples_and_size(config, verify=False)  # the fingerprint needs the files, not pixels
-    found = fingerprint(samples["path"].tolist(), image_size, config.interpolation)
-    if found != stored:
-        was = study.user_attrs.get(StudyAttrs.DATASET) or {}
-        raise LaunchError(
-            f"the data in {config.data_dir} ({samples['person_id'].nunique()} persons, {len(samples)} images) is "
-            f"not the data study '{study_name}' was launched on ({was.get('data_dir', '?')}: "
-            f"{was.get('persons', '?')} persons, {was.get('images', '?')} images; fingerprints {found[:12]} vs "
-            f"{stored[:12]}); pass the same --data-dir as launch, or start a new study with --study NEW_NAME"
-        )
-
-
 def prepare_study(
     sweep: Sweep,
     storage: optuna.storages.BaseStorage,
@@ -339,7 +115,7 @@ def prepare_study(
 
     Checks the sweep's search space against the stored one (C3), stores the trial budget and metadata as
     study user attrs, and enqueues the sweep's KNOWN_GOOD settings (skip_if_exists). Logs a warning for each
-    of :func:`~maskcls_hpo.hpo.sweep.budget_warnings` (the sampler's start-up sized to `n_trials`).
+    of :func:`~maskcls_hpo.hpo.trial.budget_warnings` (the sampler's start-up sized to `n_trials`).
 
     Raises:
         SweepError: the search space differs from the stored one (nothing is changed in that case).
@@ -363,134 +139,6 @@ def prepare_study(
     for line in budget_warnings(sweep, int(n_trials)):
         log.warning("%s", line)
     return study
-
-
-def best_of(study: optuna.Study) -> tuple[float | None, int | None]:
-    """(best COMPLETE value, its trial number), or (None, None) before the first COMPLETE trial."""
-    try:
-        best = study.best_trial
-    except ValueError:
-        return None, None
-    return float(best.value), best.number
-
-
-class ProgressReader:
-    """Builds :class:`Progress` snapshots of one study with a few cheap reads per call.
-
-    Per call: one ``GROUP BY`` count (:func:`~maskcls_hpo.hpo.trials.count_trials`), the RUNNING trials only
-    (``get_trials(states=(RUNNING,))``), the best trial, and the ids of trials that finished in the last
-    minute (one SQL query over the study's trial rows), of which only those not seen before are read whole. It never
-    loads every trial of the study, so it stays cheap for studies with thousands of trials.
-
-    Args:
-        storage: the study's storage; study: the study.
-        n_trials: the budget; default_epochs: epochs of a trial whose config attr is not stored yet.
-        started: ``time.monotonic()`` when the workers started (snapshots' `elapsed` counts from it).
-    """
-
-    # trials that finished up to this long before the previous snapshot are looked for again (slow commits,
-    # workers on other machines with a slightly different clock); the numbers already reported are skipped
-    WINDOW = datetime.timedelta(seconds=60)
-
-    def __init__(
-        self,
-        storage: optuna.storages.BaseStorage,
-        study: optuna.Study,
-        n_trials: int,
-        default_epochs: int | None = None,
-        started: float | None = None,
-    ):
-        self.storage, self.study, self.n_trials, self.default_epochs = storage, study, n_trials, default_epochs
-        self.started = time.monotonic() if started is None else started
-        self._since = datetime.datetime.now().astimezone()
-        self._reported: set[int] = set()
-        self._start_finished = count_trials(storage, study_id_of(study)).finished
-        self._trial_started = False
-        self._polled = False
-
-    def _epochs(self, t: FrozenTrial) -> int | None:
-        config = t.user_attrs.get(TrialAttrs.CONFIG)
-        if isinstance(config, dict) and isinstance(config.get("epochs"), int):
-            return int(config["epochs"])
-        return self.default_epochs
-
-    def _running(self, now: datetime.datetime) -> list[RunningTrial]:
-        now = now.replace(tzinfo=None)  # FrozenTrial times are naive local
-        out = []
-        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            values = {int(k): float(v) for k, v in sorted(t.intermediate_values.items())}
-            epoch = max(values, default=0)
-            epochs = self._epochs(t)
-            elapsed = (now - t.datetime_start).total_seconds() if t.datetime_start is not None else None
-            seconds = t.user_attrs.get(TrialAttrs.EPOCH_SECONDS) or []
-            pace = sum(seconds) / len(seconds) if seconds else (elapsed / epoch if epoch and elapsed else None)
-            eta = pace * max(epochs - epoch, 0) if pace is not None and epochs is not None else None
-            out.append(RunningTrial(t.number, epoch, epochs, values.get(epoch), values, elapsed, eta))
-        return sorted(out, key=lambda r: r.number)
-
-    def _finished(self, now: datetime.datetime) -> list[FinishedTrial]:
-        since = self._since - (self.WINDOW if self._polled else datetime.timedelta(0))
-        self._polled = True
-        rows = [
-            (trial_id, number)
-            for trial_id, number in finished_since(self.storage, study_id_of(self.study), since)
-            if number not in self._reported
-        ]
-        self._since = now
-        out = []
-        for trial_id, number in rows:
-            t = self.storage.get_trial(trial_id)
-            self._reported.add(number)
-            values = {int(k): float(v) for k, v in sorted(t.intermediate_values.items())}
-            seconds = (
-                (t.datetime_complete - t.datetime_start).total_seconds()
-                if t.datetime_start is not None and t.datetime_complete is not None
-                else None
-            )
-            out.append(
-                FinishedTrial(
-                    number,
-                    t.state.name,
-                    float(t.value) if t.state == TrialState.COMPLETE and t.value is not None else None,
-                    max(values, default=0),
-                    self._epochs(t),
-                    values,
-                    str(t.user_attrs.get(TrialAttrs.REASON, "")),
-                    seconds,
-                )
-            )
-        return out
-
-    def snapshot(self, workers: int = 0, phase: str | None = None) -> Progress:
-        """The study now. `workers`: this launch's live worker processes; `phase`: "interrupted" or "done"
-        for the final snapshot (no trial is listed as running then), else derived ("starting" / "running").
-        """
-        now = datetime.datetime.now().astimezone()
-        counts = count_trials(self.storage, study_id_of(self.study))
-        running = self._running(now) if phase is None else []
-        finished = self._finished(now)
-        self._trial_started = self._trial_started or bool(running) or bool(finished)
-        if phase is None:
-            phase = "starting" if workers and not self._trial_started else "running"
-        best, best_number = best_of(self.study)
-        elapsed = time.monotonic() - self.started
-        done_here = counts.finished - self._start_finished
-        eta = None
-        if done_here > 0 and elapsed > 0 and phase == "running":
-            eta = max(self.n_trials - counts.finished, 0) * elapsed / done_here
-        return Progress(
-            self.study.study_name,
-            self.n_trials,
-            counts,
-            best,
-            running,
-            elapsed,
-            best_trial=best_number,
-            workers=workers,
-            phase=phase,
-            finished=finished,
-            eta=eta,
-        )
 
 
 @dataclass
@@ -584,7 +232,7 @@ def prepare_sweep(
     """Steps 1-4 of `launch` (module docstring): check everything once, build the cache, create/resume the study.
 
     Args: as :func:`run_sweep`; `workers` is only used for the connection check (PostgreSQL: 2 connections per
-    worker, :func:`~maskcls_hpo.hpo.storage.check_connection_budget`). `before_storage(settings)` runs after
+    worker, :func:`~maskcls_hpo.hpo.store.check_connection_budget`). `before_storage(settings)` runs after
     the sweep file is loaded and before the storage is opened or anything is written (the Slurm backend checks
     the cluster there). `before_data(settings, counts)` runs once the storage and the search space checked out
     and before the data check (`counts`: the study's trials, all zero for a new study); nothing is written
@@ -772,7 +420,7 @@ def run_sweep(
     """Run a sweep as `maskcls-hpo launch` does: prepare once, then `workers` workers until `n_trials` finished.
 
     Args:
-        sweep: a sweep file (e.g. ``"sweeps/smoke.py"``) or a loaded :class:`~maskcls_hpo.hpo.sweep.Sweep`.
+        sweep: a sweep file (e.g. ``"sweeps/smoke.py"``) or a loaded :class:`~maskcls_hpo.hpo.trial.Sweep`.
         n_trials: finished (COMPLETE + PRUNED) trials the study should hold, across all workers and launches.
         storage: URL or SQLite path (default: env ``MASKCLS_HPO_STORAGE``, else env ``OPTUNA_STORAGE``, else
             ``sqlite:///storage/maskcls_hpo.db``).
@@ -786,10 +434,10 @@ def run_sweep(
         checkpoints, logs: folders (default beside the SQLite file, else under ``storage/``).
         password_file: PostgreSQL password file (the password never goes onto a command line).
         mlflow: MLflow tracking URI (e.g. ``sqlite:///mlflow.db``): each trial becomes an MLflow run
-            (:mod:`maskcls_hpo.hpo.tracking`; needs ``maskcls-hpo[mlflow]``). TensorBoard scalars are
+            (:mod:`maskcls_hpo.hpo.trial`; needs ``maskcls-hpo[mlflow]``). TensorBoard scalars are
             written in any case (``tensorboard/<study>/`` beside an SQLite file) when tensorboard is installed.
         watchdog: minimum seconds without a finished epoch before a trial counts as hung (default 600; 0
-            turns it off; see ``WorkerSettings.watchdog`` and hpo/watchdog.py).
+            turns it off; see ``WorkerSettings.watchdog`` and hpo/workers/_watchdog.py).
         on_progress: called with a :class:`Progress` about every `poll_interval` seconds and once at the end.
         on_message: called with each one-line status message (e.g. ``print``).
         backend: ``"local"`` (processes here) or ``"slurm"`` (one array job; options in `slurm`, whose

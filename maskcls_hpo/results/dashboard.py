@@ -3,7 +3,7 @@
 The storage URL is resolved like every other verb's (problem C7: no `--storage`, a path, or `sqlite:///path`
 open the same database) and must already exist: a reader never creates an empty database. The schema is
 checked first (C5), and every printed URL has its password masked (C6). The artifact store is the folder
-that the workers upload to (:func:`maskcls_hpo.hpo.storage.artifact_dir`), so each trial's confusion matrix,
+that the workers upload to (:func:`maskcls_hpo.hpo.store.artifact_dir`), so each trial's confusion matrix,
 per-class F1 and config are listed on its page.
 
 The app is optuna-dashboard's own WSGI app (:func:`optuna_dashboard.wsgi`), served the way
@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from maskcls_hpo.errors import DashboardError
-from maskcls_hpo.hpo.storage import StorageError, display_url, mask_password, open_storage
+from maskcls_hpo.errors import DashboardError, StorageError
+from maskcls_hpo.hpo.store import display_url, mask_password, open_storage
 
 __all__ = [
     "DashboardError",
@@ -44,7 +44,7 @@ __all__ = [
     "is_loopback",
 ]
 
-log = logging.getLogger("maskcls_hpo.results.dashboard")
+log = logging.getLogger(__name__)
 
 READ_METHODS = frozenset({"GET", "HEAD"})
 """HTTP methods a read-only dashboard serves; optuna-dashboard's reads are all GET."""
@@ -88,7 +88,7 @@ class Dashboard:
 
     Attributes:
         app: the WSGI application (a Bottle app).
-        storage_url: the resolved storage URL (print it with :func:`maskcls_hpo.hpo.storage.display_url`).
+        storage_url: the resolved storage URL (print it with :func:`maskcls_hpo.hpo.store.display_url`).
         studies: names of the studies in the storage when the app was made (new ones appear live).
         artifact_dir: folder of the ``FileSystemArtifactStore``.
         writable: False when every write is refused (:class:`ReadOnly`), True with `allow_writes`.
@@ -131,8 +131,8 @@ def dashboard_app(
     """Open the storage (no table creation), check it, and build optuna-dashboard's app.
 
     Args:
-        storage_url: a resolved URL (:func:`maskcls_hpo.hpo.storage.resolve_storage_url` with `must_exist`).
-        artifact_root: artifact folder; default :func:`maskcls_hpo.hpo.storage.artifact_dir` of the URL.
+        storage_url: a resolved URL (:func:`maskcls_hpo.hpo.store.resolve_storage_url` with `must_exist`).
+        artifact_root: artifact folder; default :func:`maskcls_hpo.hpo.store.artifact_dir` of the URL.
         allow_writes: serve optuna-dashboard's write requests (delete study, upload artifact, edit note, tell
             trial, ...); default False: they are answered 403 by :class:`ReadOnly`.
         study: a study that must exist (its id goes to :attr:`Dashboard.study_id`).
@@ -145,7 +145,7 @@ def dashboard_app(
     import optuna
     import optuna_dashboard
 
-    from maskcls_hpo.results.artifacts import open_artifact_store
+    from maskcls_hpo.hpo.trial import open_artifact_store
 
     try:
         storage = open_storage(storage_url, create=False)

@@ -32,12 +32,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from maskcls_hpo.hpo._optuna import storage_of
 from maskcls_hpo.hpo.attrs import OBJECTIVE_LABEL, TrialAttrs
-from maskcls_hpo.hpo.export import ranked_complete_trials
-from maskcls_hpo.hpo.storage import mask_password
+from maskcls_hpo.hpo.store import mask_password, ranked_complete_trials
 
 __all__ = ["write_report", "report_html", "report_figures", "ReportFigure", "StudyDigest", "TARGET_NAME", "PLOT_TOP"]
 
-log = logging.getLogger("maskcls_hpo.results.report")
+log = logging.getLogger(__name__)
 
 TARGET_NAME = OBJECTIVE_LABEL
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
@@ -85,7 +84,7 @@ class StudyDigest:
 
         plot_top = PLOT_TOP if plot_top is None else plot_top
         importance_sample = IMPORTANCE_SAMPLE if importance_sample is None else importance_sample
-        from maskcls_hpo.hpo.export import uses_sql
+        from maskcls_hpo.hpo.store import uses_sql
 
         self.plot_top = plot_top
         self.top = ranked_complete_trials(study, limit=plot_top)
@@ -450,7 +449,7 @@ def _best_section(study: optuna.Study, digest: StudyDigest, store: Any) -> str:
     """Section "best trial": its numbers, interval, per-task F1, confusion matrix image and per-class F1 table.
 
     The image and the table are the trial's ``confusion_matrix.png`` and ``per_class_f1.csv`` artifacts
-    (:mod:`maskcls_hpo.results.artifacts`), read from `store`; a note says so when they are missing.
+    (:mod:`maskcls_hpo.hpo.trial`), read from `store`; a note says so when they are missing.
     """
     import base64
 
@@ -523,7 +522,7 @@ def _ended_trials(study: optuna.Study, latest: int) -> tuple[list[tuple[TrialSta
     """
     import json
 
-    from maskcls_hpo.hpo.export import uses_sql
+    from maskcls_hpo.hpo.store import uses_sql
 
     ended_states = (TrialState.PRUNED, TrialState.FAIL)
     if not uses_sql(study):
@@ -623,7 +622,7 @@ def report_html(study: optuna.Study, top: int = 10, artifact_store: Any = None) 
 
     Args:
         top: rows of the top-trials table (best COMPLETE trials by val macro F1).
-        artifact_store: the study's Optuna artifact store (:func:`maskcls_hpo.results.artifacts.open_artifact_store`),
+        artifact_store: the study's Optuna artifact store (:func:`maskcls_hpo.hpo.trial.open_artifact_store`),
             where the best trial's confusion matrix and per-class F1 are read; None leaves a note instead.
     """
     import plotly

@@ -1,14 +1,14 @@
 """Local worker processes: start K workers on a prepared study, watch them, stop them cleanly.
 
-Each process runs ``python -m maskcls_hpo.hpo.worker <logs>/<study>/worker-<i>.json``: the
-:class:`~maskcls_hpo.hpo.settings.WorkerSettings` of the sweep, serialised whole, with its own
+Each process runs ``python -m maskcls_hpo.hpo.workers <logs>/<study>/worker-<i>.json``: the
+:class:`~maskcls_hpo.hpo.workers.WorkerSettings` of the sweep, serialised whole, with its own
 ``worker_index``. The storage password never goes into that file or onto a command line: it stays in the
 password file the user named, or travels as ``PGPASSWORD`` in the worker's environment when it came inside
 the URL. GPUs are assigned round-robin through ``CUDA_VISIBLE_DEVICES`` (several workers per GPU allowed). A
-worker whose trial hung exits with ``EXIT_HUNG`` (hpo/watchdog.py) and is replaced by a new process.
+worker whose trial hung exits with ``EXIT_HUNG`` (hpo/workers/_watchdog.py) and is replaced by a new process.
 
 `launch` starts its workers early, while it still checks the data (:meth:`LocalWorkers.standby`): each process
-(``python -m maskcls_hpo.hpo.worker --standby``) imports torch, timm and the training code, then waits for one
+(``python -m maskcls_hpo.hpo.workers --standby``) imports torch, timm and the training code, then waits for one
 line on its stdin. :meth:`LocalWorkers.start` writes the settings files and sends each the line (its settings
 file and log file: from then on it is an ordinary worker); :meth:`LocalWorkers.stop` before that ends them
 (a refused launch). A standby worker touches no file, database or folder of the user's until its line arrives
@@ -31,62 +31,22 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO
 
 from maskcls_hpo.errors import LaunchError
-from maskcls_hpo.hpo.settings import EXIT_HUNG, WorkerSettings
+from maskcls_hpo.hpo.workers._options import EXIT_HUNG, WorkerSettings
 
-__all__ = ["WorkerBackend", "LocalWorkers", "WorkerProcess", "worker_argv", "standby_argv", "wait_for_exit"]
-
-log = logging.getLogger("maskcls_hpo.supervisor")
-
-
-class WorkerBackend(Protocol):
-    """Where the workers of a prepared study run: `launch` starts them, follows them and stops them through this.
-
-    Implementations: :class:`LocalWorkers` (processes on this machine) and
-    :class:`maskcls_hpo.hpo.slurm.SlurmWorkers` (one Slurm array job).
-    """
-
-    kind: str
-    """"local", "slurm"."""
-    n: int
-    """How many workers."""
-
-    def start(self) -> object:
-        """Start (or submit) the workers. Raises LaunchError when they cannot start."""
-
-    def alive(self) -> int:
-        """How many workers have not ended (a queued Slurm task counts)."""
-
-    def wait(self, on_poll: Callable[[], bool | None] | None = None, poll_interval: float = 1.0) -> list[int]:
-        """Wait until every worker has ended, calling `on_poll()` between looks; exit codes by worker index.
-
-        `on_poll` returns True once the study holds its budget and no trial runs (a backend may then drop
-        workers that have not started).
-        """
-
-    def stop(self) -> list[int | None]:
-        """Stop every worker cleanly (SIGTERM: the running trial is failed and re-queued); exit codes."""
-
-    def close(self) -> None:
-        """Release what the backend holds here (log files); the workers are not touched."""
-
-    def states(self) -> dict[str, int] | None:
-        """Workers by state for the live view (e.g. ``{"RUNNING": 2}``), or None when there is nothing to add."""
-
-    def last_lines(self, indices: Sequence[int] | None = None) -> str:
-        """One line per worker in `indices` saying why it ended."""
+log = logging.getLogger(__name__)
 
 
 def worker_argv(settings_file: Path) -> list[str]:
     """argv of one worker process reading `settings_file`."""
-    return [sys.executable, "-m", "maskcls_hpo.hpo.worker", str(settings_file)]
+    return [sys.executable, "-m", "maskcls_hpo.hpo.workers", str(settings_file)]
 
 
 def standby_argv() -> list[str]:
     """argv of one standby worker process: it imports, then reads its settings and log file from stdin."""
-    return [sys.executable, "-m", "maskcls_hpo.hpo.worker", "--standby"]
+    return [sys.executable, "-m", "maskcls_hpo.hpo.workers", "--standby"]
 
 
 def wait_for_exit(processes: Sequence[subprocess.Popen], timeout: float) -> None:
@@ -187,7 +147,7 @@ class LocalWorkers:
     def standby(self) -> list[WorkerProcess]:
         """Start the K processes now, before the study exists; :meth:`start` later tells each its settings.
 
-        Each runs ``python -m maskcls_hpo.hpo.worker --standby``: it imports torch, timm and the training code
+        Each runs ``python -m maskcls_hpo.hpo.workers --standby``: it imports torch, timm and the training code
         and waits for one line on its stdin. Until then it writes nothing but its own output, which goes to an
         unlinked temporary file (the worker copies it to the top of its log when :meth:`start` tells it where).
         :meth:`stop` ends the processes of a launch that is refused meanwhile; nothing of theirs stays behind.

@@ -10,8 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["LOSSES", "mask_classifier_space"]
-
 LOSSES = ("cross_entropy", "label_smoothing", "focal", "f1")
 
 

@@ -7,7 +7,7 @@ trials' best-epoch predictions on the same drawn persons. When the 95% interval 
 runner-up) contains 0, the validation set cannot tell the two apart: the runner-up is "within noise".
 
 The predictions come from each trial's ``val_predictions.csv`` (beside its checkpoints, else its artifact;
-:func:`maskcls_hpo.results.artifacts.load_val_predictions`). `status` and `export` print
+:func:`maskcls_hpo.hpo.trial.load_val_predictions`). `status` and `export` print
 :attr:`RunnerUpComparison.message`.
 """
 
@@ -19,10 +19,8 @@ from typing import Any
 
 import optuna
 
-from maskcls_hpo.hpo.export import ranked_complete_trials
+from maskcls_hpo.hpo.store import ranked_complete_trials
 from maskcls_hpo.metrics import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, BootstrapInterval, paired_bootstrap_difference
-
-__all__ = ["RunnerUpComparison", "compare_runner_up", "compare_trials"]
 
 
 @dataclass(frozen=True)
@@ -113,14 +111,14 @@ def compare_runner_up(
         None when the study has fewer than 2 COMPLETE trials, else a :class:`RunnerUpComparison` (with
         `difference` None and a `reason` when a trial's predictions are missing).
     """
-    from maskcls_hpo.results.artifacts import load_val_predictions
+    from maskcls_hpo.hpo.trial import load_val_predictions
 
     ranked = ranked_complete_trials(study, limit=2)  # one ranked SQL query; loads these two trials only
     if len(ranked) < 2:
         return None
     best, runner_up = ranked[0], ranked[1]
     if checkpoints is None and storage_url is not None:
-        from maskcls_hpo.hpo.storage import storage_folder
+        from maskcls_hpo.hpo.store import storage_folder
 
         checkpoints = storage_folder(storage_url, "checkpoints")
     frames = [load_val_predictions(study, t, checkpoints, storage_url, artifact_root) for t in (best, runner_up)]

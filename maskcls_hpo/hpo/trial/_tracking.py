@@ -1,12 +1,12 @@
 """Experiment tracking of trials: TensorBoard scalars for every trial, an MLflow run per trial with `--mlflow`.
 
-The objective (:func:`maskcls_hpo.hpo.objective.make_objective`) feeds a :class:`TrialTracker` every
+The objective (:func:`maskcls_hpo.hpo.trial.make_objective`) feeds a :class:`TrialTracker` every
 epoch's :class:`~maskcls_hpo.train.EpochResult` from its `on_epoch` hook (one :class:`TrialRun` per trial)
 and :meth:`TrialTracker.wrap` ends each run with the trial's state; `train.py` knows nothing of it.
 
 TensorBoard (needs the ``tensorboard`` package; without it nothing is written and a sweep runs as before):
 one folder per trial, ``<tensorboard root>/<study>/trial_<number:05d>/`` (the root is ``tensorboard/``
-beside an SQLite database, see :func:`maskcls_hpo.hpo.storage.storage_folder`), with per epoch (step =
+beside an SQLite database, see :func:`maskcls_hpo.hpo.store.storage_folder`), with per epoch (step =
 epoch, 1-based) the scalars ``train/loss``, ``val/loss``, ``val/macro_f1``, ``val/accuracy``, ``lr`` and
 ``epoch/seconds``, and the trial's params as hparams (TensorBoard's HPARAMS tab; its metrics are
 ``val/macro_f1`` (last epoch) and ``best/val_macro_f1``, the trial's value, written when it completes).
@@ -37,11 +37,9 @@ from typing import Any
 import optuna
 
 from maskcls_hpo.errors import LaunchError
-from maskcls_hpo.hpo.storage import mask_password
+from maskcls_hpo.hpo.store import mask_password
 
-__all__ = ["TrialTracker", "TrialRun", "check_mlflow", "tensorboard_available", "trial_log_dir", "SCALARS"]
-
-log = logging.getLogger("maskcls_hpo.hpo.tracking")
+log = logging.getLogger(__name__)
 
 SCALARS = {
     "train/loss": "train_loss",

@@ -10,7 +10,7 @@ finished epoch (or since it started). The limit is
 
 Past the limit the trial is failed with reason ``hung: ...``, a copy is queued to resume from its last
 checkpoint (once: a copy of a trial that already hung is not queued again), and the worker process exits
-with :data:`~maskcls_hpo.hpo.settings.EXIT_HUNG`: the stuck thread cannot be stopped from inside, so the
+with :data:`~maskcls_hpo.hpo.workers.EXIT_HUNG`: the stuck thread cannot be stopped from inside, so the
 process is replaced (``LocalWorkers`` starts a new one; a plain `maskcls-hpo worker` exits with that code
 for its service manager to restart). See "Faults" in docs/ARCHITECTURE.md.
 """
@@ -28,12 +28,10 @@ import optuna
 
 from maskcls_hpo.hpo._optuna import storage_of, study_id_of, trial_id_of
 from maskcls_hpo.hpo.attrs import TrialAttrs
-from maskcls_hpo.hpo.settings import EXIT_HUNG
-from maskcls_hpo.hpo.stale import fail_trial
+from maskcls_hpo.hpo.store import fail_trial
+from maskcls_hpo.hpo.workers._options import EXIT_HUNG
 
-__all__ = ["TrialWatchdog", "EXIT_HUNG"]
-
-log = logging.getLogger("maskcls_hpo.hpo.watchdog")
+log = logging.getLogger(__name__)
 
 
 class TrialWatchdog:

@@ -29,10 +29,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from maskcls_hpo.hpo._optuna import rdb_models, rdb_of, storage_of, study_id_of
 from maskcls_hpo.hpo.attrs import TrialAttrs
+from maskcls_hpo.hpo.store._queries import db_now
 
-__all__ = ["StaleTrial", "find_stale_trials", "fail_stale_trials", "fail_trial", "requeue"]
-
-log = logging.getLogger("maskcls_hpo.hpo.stale")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -42,15 +41,6 @@ class StaleTrial:
     trial_id: int
     number: int
     reason: str
-
-
-def _db_now(engine: sqlalchemy.engine.Engine) -> dt.datetime:
-    """The database's clock as a naive datetime (what Optuna's heartbeat rows are stamped with)."""
-    with engine.connect() as con:
-        value = con.execute(sqlalchemy.select(sqlalchemy.func.now())).scalar()
-    if isinstance(value, str):
-        value = dt.datetime.fromisoformat(value)
-    return value.replace(tzinfo=None)
 
 
 def find_stale_trials(study: optuna.Study, grace_period: float) -> list[StaleTrial]:
@@ -76,7 +66,7 @@ def find_stale_trials(study: optuna.Study, grace_period: float) -> list[StaleTri
         .where(models.TrialModel.state == TrialState.RUNNING)
         .order_by(models.TrialModel.number)
     )
-    db_now = _db_now(engine)
+    now = db_now(engine)
     utc_now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)  # datetime_start: the asker's clock, UTC
     with engine.connect() as con:
         rows = list(con.execute(query))
@@ -86,7 +76,7 @@ def find_stale_trials(study: optuna.Study, grace_period: float) -> list[StaleTri
         if started_age is not None and started_age <= grace_period:
             continue
         if beat is not None:
-            age = (db_now - beat.replace(tzinfo=None)).total_seconds()
+            age = (now - beat.replace(tzinfo=None)).total_seconds()
             if age > grace_period:
                 out.append(StaleTrial(trial_id, number, f"stale: no heartbeat for {age:.0f} s (worker died?)"))
         elif started_age is not None:

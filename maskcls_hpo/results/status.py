@@ -2,12 +2,12 @@
 
 The best trial is shown with the 95% person-bootstrap interval of its val macro F1 (user attrs
 `val_f1_ci_low`/`val_f1_ci_high`), and with a line saying whether the runner-up is within noise of it (a
-paired bootstrap on the shared validation persons: :mod:`maskcls_hpo.hpo.noise`). When the study has a
+paired bootstrap on the shared validation persons: :mod:`maskcls_hpo.hpo.select`). When the study has a
 linked confirm study (`maskcls-hpo confirm`), its winner and runner-up lines follow: the ranking that
-`export` and `finalize` use (:func:`maskcls_hpo.hpo.confirm.selection_ranking`).
+`export` and `finalize` use (:func:`maskcls_hpo.hpo.select.selection_ranking`).
 
 `status` fails stale trials itself (a RUNNING trial whose heartbeat is older than the grace period, or that
-has no heartbeat and started longer ago than that: hpo/stale.py), so a
+has no heartbeat and started longer ago than that: hpo/store/_stale.py), so a
 study whose workers all died is cleaned up by just looking at it: the stale trial becomes FAIL and a copy
 with the same params is queued (WAITING) to resume from its checkpoint.
 """
@@ -26,10 +26,8 @@ from rich.table import Table
 
 from maskcls_hpo.hpo._optuna import rdb_models, rdb_of, storage_of, study_id_of, trial_id_of
 from maskcls_hpo.hpo.attrs import StudyAttrs, TrialAttrs, slurm_label
-from maskcls_hpo.hpo.confirm import find_confirm_study, format_summary, summarize_confirm
-from maskcls_hpo.hpo.export import ranked_complete_trials
-from maskcls_hpo.hpo.stale import fail_stale_trials
-from maskcls_hpo.hpo.trials import count_trials, trial_ids
+from maskcls_hpo.hpo.select import find_confirm_study, format_summary, summarize_confirm
+from maskcls_hpo.hpo.store import count_trials, fail_stale_trials, ranked_complete_trials, trial_ids
 
 __all__ = ["study_status", "print_status", "last_heartbeats"]
 
@@ -70,7 +68,7 @@ def study_status(
 
     Args:
         storage_url, checkpoints: where the trials' `val_predictions.csv` are found for the runner-up
-            comparison (:func:`maskcls_hpo.hpo.noise.compare_runner_up`); without either there is none.
+            comparison (:func:`maskcls_hpo.hpo.select.compare_runner_up`); without either there is none.
 
     Returns:
         {"study", "n_trials", "counts": {complete, pruned, failed, running, waiting, finished},
@@ -152,7 +150,7 @@ def _confirm(study: optuna.Study) -> dict[str, Any] | None:
 def _runner_up(study: optuna.Study, storage_url: str | None, checkpoints: str | Path | None) -> dict[str, Any] | None:
     if storage_url is None and checkpoints is None:
         return None
-    from maskcls_hpo.hpo.noise import compare_runner_up
+    from maskcls_hpo.hpo.select import compare_runner_up
 
     comparison = compare_runner_up(study, storage_url=storage_url, checkpoints=checkpoints)
     return comparison.as_dict() if comparison is not None else None

@@ -13,19 +13,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 from sqlalchemy.engine import URL, make_url
 
-from maskcls_hpo.hpo.storage import HeartbeatSettings, resolve_storage_url, storage_folder
-
-__all__ = [
-    "WorkerSettings",
-    "DEFAULT_MAX_CONSECUTIVE_FAILURES",
-    "DEFAULT_WATCHDOG_S",
-    "EXIT_HUNG",
-    "DEFAULT_WATCHDOG_FIRST_EPOCH_S",
-]
+from maskcls_hpo.hpo.store import HeartbeatSettings, resolve_storage_url, storage_folder
 
 DEFAULT_MAX_CONSECUTIVE_FAILURES = 5
 EXIT_HUNG = 4
-"""Exit code of a worker process whose trial hung (``hpo/watchdog.py``); the supervisor starts a new one."""
+"""Exit code of a worker process whose trial hung (``hpo/workers/_watchdog.py``); the supervisor starts a new one."""
 DEFAULT_WATCHDOG_S = 600.0
 """Minimum seconds without a finished epoch before a trial counts as hung (``WorkerSettings.watchdog``)."""
 DEFAULT_WATCHDOG_FIRST_EPOCH_S = 3600.0
@@ -37,7 +29,7 @@ class WorkerSettings(BaseModel):
 
     Attributes:
         kind: "sweep" (trials sampled from the sweep file) or "confirm" (the queued fold runs of a confirm
-            study, :mod:`maskcls_hpo.hpo.confirm`: the configs come from the source study, no sweep file).
+            study, :mod:`maskcls_hpo.hpo.select`: the configs come from the source study, no sweep file).
         sweep_path: the sweep file (required for kind "sweep").
         storage_url: the storage URL; in a settings file written for a worker process the password is
             left out (it comes from `password_file`, or env ``PGPASSWORD`` set by the supervisor).
@@ -52,12 +44,12 @@ class WorkerSettings(BaseModel):
             worker index instead (``SLURM_ARRAY_TASK_ID`` for the tasks of a Slurm array: one settings file
             for all of them).
         checkpoints: root folder of checkpoints (``<checkpoints>/<study>/trial_<n>/``); None: ``checkpoints/``
-            beside an SQLite file, else ``storage/checkpoints`` (:func:`maskcls_hpo.hpo.storage.storage_folder`).
+            beside an SQLite file, else ``storage/checkpoints`` (:func:`maskcls_hpo.hpo.store.storage_folder`).
         logs: folder of worker logs (``<logs>/<study>/worker-<i>.log``); None: ``logs/`` likewise.
         poll_interval: seconds between looks at the study while waiting for running trials.
         password_file: file holding the PostgreSQL password (read by each worker; never copied).
         mlflow_uri: MLflow tracking URI: each trial is logged as an MLflow run (None: no MLflow); see
-            :mod:`maskcls_hpo.hpo.tracking`. TensorBoard scalars go to :attr:`tensorboard_dir` always.
+            :mod:`maskcls_hpo.hpo.trial`. TensorBoard scalars go to :attr:`tensorboard_dir` always.
         check_data: before any trial, compare the data's fingerprint with the one the study was launched on
             (``hpo.launch.check_join``); launch's own workers skip it (launch has just checked the data).
         watchdog: seconds; a trial with no epoch finished for ``max(watchdog, watchdog_factor x its slowest
@@ -125,7 +117,7 @@ class WorkerSettings(BaseModel):
     @property
     def tensorboard_dir(self) -> Path:
         """``<tensorboard>/<study>``: the trials' TensorBoard folders (``tensorboard/`` beside an SQLite file,
-        else ``storage/tensorboard``; :func:`maskcls_hpo.hpo.storage.storage_folder`)."""
+        else ``storage/tensorboard``; :func:`maskcls_hpo.hpo.store.storage_folder`)."""
         return storage_folder(self.storage_url, "tensorboard") / self.study_name
 
     def for_this_process(self, environ: dict[str, str] | None = None) -> WorkerSettings:

@@ -2,7 +2,7 @@
 
 Each finished trial gets four files, uploaded with Optuna's artifact API
 (:func:`optuna.artifacts.upload_artifact`) into a :class:`optuna.artifacts.FileSystemArtifactStore` whose
-folder comes from the storage URL (:func:`maskcls_hpo.hpo.storage.artifact_dir`), so `dashboard` (same URL
+folder comes from the storage URL (:func:`maskcls_hpo.hpo.store.artifact_dir`), so `dashboard` (same URL
 resolution) finds them:
 
 - ``confusion_matrix.png``: the best epoch's 18 x 18 validation confusion matrix (rows true, columns
@@ -43,27 +43,11 @@ import optuna
 
 from maskcls_hpo.hpo.attrs import OBJECTIVE_NAME, TrialAttrs, checkpoint_dir
 from maskcls_hpo.hpo.signals import deferred_interrupts
-from maskcls_hpo.hpo.storage import artifact_dir, mask_password
+from maskcls_hpo.hpo.store import artifact_dir, mask_password
 from maskcls_hpo.labels import GENDER_SHORT, MASK_NAMES, NUM_CLASSES, age_band_names, class_labels, decode_label
 from maskcls_hpo.metrics import VAL_PREDICTIONS_FILE, read_val_predictions
 
-__all__ = [
-    "ARTIFACT_FILES",
-    "NUM_CLASSES",
-    "OBJECTIVE_NAME",
-    "class_labels",
-    "open_artifact_store",
-    "write_confusion_png",
-    "write_per_class_f1_csv",
-    "write_config_yaml",
-    "upload_trial_artifacts",
-    "TrialArtifactUploader",
-    "load_val_predictions",
-    "study_note",
-    "save_study_note",
-]
-
-log = logging.getLogger("maskcls_hpo.results.artifacts")
+log = logging.getLogger(__name__)
 
 CONFUSION_PNG = "confusion_matrix.png"
 PER_CLASS_CSV = "per_class_f1.csv"
@@ -86,7 +70,7 @@ def _parts(y: int, ages: Sequence[str]) -> tuple[str, str, str]:
 
 
 def open_artifact_store(storage_url: str, root: str | Path | None = None, create: bool = True):
-    """Optuna's ``FileSystemArtifactStore`` on :func:`maskcls_hpo.hpo.storage.artifact_dir` of `storage_url`.
+    """Optuna's ``FileSystemArtifactStore`` on :func:`maskcls_hpo.hpo.store.artifact_dir` of `storage_url`.
 
     Args:
         create: make the folder when it is missing (the store itself never does).
@@ -381,7 +365,7 @@ def load_val_predictions(
 
     Looked for first beside the trial's checkpoints, ``<checkpoints>/<study>/trial_<n>/val_predictions.csv``
     (when `checkpoints` is given), then as the trial's ``val_predictions.csv`` artifact in the artifact store
-    of `storage_url` (:func:`maskcls_hpo.hpo.storage.artifact_dir`; when `storage_url` is given).
+    of `storage_url` (:func:`maskcls_hpo.hpo.store.artifact_dir`; when `storage_url` is given).
     """
     from maskcls_hpo.hpo._optuna import storage_of
 

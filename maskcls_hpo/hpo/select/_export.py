@@ -28,95 +28,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from maskcls_hpo.config import config_from_mapping, save_config
 from maskcls_hpo.errors import ExportError, PredictError
-from maskcls_hpo.hpo._optuna import rdb_of, storage_of, study_id_of
 from maskcls_hpo.hpo.attrs import StudyAttrs, TrialAttrs, checkpoint_dir
-from maskcls_hpo.hpo.storage import mask_password
-from maskcls_hpo.hpo.trials import count_trials, top_complete_trial_ids
-
-__all__ = [
-    "export_best",
-    "ExportError",
-    "export_trials",
-    "trial_record",
-    "ranked_complete_trials",
-    "trial_by_number",
-    "state_counts_text",
-    "uses_sql",
-    "state_summary",
-    "study_checkpoints",
-    "launch_dir_of",
-    "absolute_config_paths",
-]
-
-
-def state_summary(trials: list[FrozenTrial]) -> str:
-    """`3 pruned, 1 failed` style count of trial states (states with 0 trials omitted)."""
-    names = [
-        ("complete", TrialState.COMPLETE),
-        ("pruned", TrialState.PRUNED),
-        ("failed", TrialState.FAIL),
-        ("running", TrialState.RUNNING),
-        ("waiting", TrialState.WAITING),
-    ]
-    parts = [f"{sum(t.state == s for t in trials)} {n}" for n, s in names if any(t.state == s for t in trials)]
-    return ", ".join(parts) or "no trials"
-
-
-def uses_sql(study: optuna.Study) -> bool:
-    """The study lives in an SQL database (``RDBStorage``, possibly behind Optuna's cache)."""
-    return isinstance(rdb_of(storage_of(study)), optuna.storages.RDBStorage)
-
-
-def ranked_complete_trials(study: optuna.Study, limit: int | None = None) -> list[FrozenTrial]:
-    """COMPLETE trials with a finite value, best first (ties: lower trial number first).
-
-    Args:
-        limit: at most this many (the best ones). With an SQL storage and a `limit`, one ranked SQL query
-            finds them and only those trials are loaded (``hpo.trials.top_complete_trial_ids``); otherwise
-            every COMPLETE trial is loaded and sorted.
-    """
-    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    if limit is not None and uses_sql(study):
-        storage = storage_of(study)
-        ids = top_complete_trial_ids(storage, study_id_of(study), limit, maximize=maximize)
-        return [storage.get_trial(tid) for tid in ids]
-    done = [
-        t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.value is not None and math.isfinite(t.value)
-    ]
-    sign = -1.0 if maximize else 1.0
-    ranked = sorted(done, key=lambda t: (sign * t.value, t.number))
-    return ranked if limit is None else ranked[:limit]
-
-
-def trial_by_number(study: optuna.Study, number: int) -> FrozenTrial | None:
-    """The study's trial with this number (loaded alone), or None."""
-    storage = storage_of(study)
-    try:
-        tid = storage.get_trial_id_from_study_id_trial_number(study_id_of(study), number)
-    except KeyError:
-        return None
-    return storage.get_trial(tid)
-
-
-def state_counts_text(study: optuna.Study) -> str:
-    """`3 pruned, 1 failed` style count of trial states, counted in SQL where the storage is a database."""
-    if not uses_sql(study):
-        return state_summary(study.get_trials(deepcopy=False))
-    c = count_trials(storage_of(study), study_id_of(study))
-    parts = [
-        f"{n} {name}"
-        for name, n in (
-            ("complete", c.complete),
-            ("pruned", c.pruned),
-            ("failed", c.failed),
-            ("running", c.running),
-            ("waiting", c.waiting),
-        )
-        if n
-    ]
-    return ", ".join(parts) or "no trials"
+from maskcls_hpo.hpo.store import mask_password, ranked_complete_trials, state_counts_text, trial_by_number
 
 
 def _plain(value: Any) -> Any:
@@ -253,7 +166,7 @@ def export_trials(
     """Write the export file(s) and return their paths.
 
     The best trial is the confirmed winner when a finished confirm study is linked to `study`
-    (:func:`maskcls_hpo.hpo.confirm.selection_ranking`), else the best single-split value; each file says
+    (:func:`maskcls_hpo.hpo.select.selection_ranking`), else the best single-split value; each file says
     which ranking chose it (``ranking``) and, for a confirmed config, its fold results (``confirm``).
 
     Args:
@@ -306,7 +219,7 @@ def export_trials(
     else:
         if top is not None and top < 1:
             raise ExportError(f"--top must be at least 1, got {top}")
-        from maskcls_hpo.hpo.confirm import selection_ranking
+        from maskcls_hpo.hpo.select._ranking import selection_ranking
 
         ranking = selection_ranking(study, single_split=single_split, limit=1 if top is None else top)
         ranked = ranking.trials
@@ -401,7 +314,7 @@ def export_best(
     Raises:
         StorageError: see :func:`open_study`. ExportError: no COMPLETE trial, unknown trial, bad format.
     """
-    from maskcls_hpo.hpo.storage import open_study
+    from maskcls_hpo.hpo.store import open_study
 
     study = open_study(storage, study_name, password_file=password_file)
     return export_trials(study, Path(out), trial_number=trial_number, top=top, fmt=fmt, force=force)

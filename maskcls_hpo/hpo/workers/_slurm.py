@@ -3,12 +3,12 @@
 `launch --backend slurm --workers K` prepares the study on the submitting machine exactly as a local launch
 does, then :class:`SlurmWorkers` writes two files under the study's logs folder and submits the script:
 
-- ``slurm-worker.json``: the sweep's :class:`~maskcls_hpo.hpo.settings.WorkerSettings`, written once, with no
+- ``slurm-worker.json``: the sweep's :class:`~maskcls_hpo.hpo.workers.WorkerSettings`, written once, with no
   password in it (``WorkerSettings.without_password``); every task reads it and takes its ``worker_index``
   from ``SLURM_ARRAY_TASK_ID``;
 - ``slurm-array.sbatch``: ``#SBATCH --array=0-(K-1)``, ``--requeue``, ``--cpus-per-task``, ``--gres=gpu:G``
   when G > 0, output per task in ``worker-%A_%a.log`` (appended across requeues), then
-  ``exec python -m maskcls_hpo.hpo.worker slurm-worker.json``. A person can read and resubmit it
+  ``exec python -m maskcls_hpo.hpo.workers slurm-worker.json``. A person can read and resubmit it
   (``sbatch FILE``; the study must exist: ``launch --workers 0`` prepares it).
 
 A password that came inside the storage URL travels as ``PGPASSWORD`` in the environment of ``sbatch``,
@@ -37,23 +37,10 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 
 from maskcls_hpo.errors import LaunchError
-from maskcls_hpo.hpo.settings import WorkerSettings
-from maskcls_hpo.hpo.storage import display_url
+from maskcls_hpo.hpo.store import display_url
+from maskcls_hpo.hpo.workers._options import WorkerSettings
 
-__all__ = [
-    "SlurmOptions",
-    "SlurmTask",
-    "SlurmWorkers",
-    "slurm_task_of_env",
-    "check_cluster",
-    "sbatch_script",
-    "task_states",
-    "TERMINAL_STATES",
-    "SCRIPT_NAME",
-    "SETTINGS_NAME",
-]
-
-log = logging.getLogger("maskcls_hpo.hpo.slurm")
+log = logging.getLogger(__name__)
 
 SCRIPT_NAME = "slurm-array.sbatch"
 SETTINGS_NAME = "slurm-worker.json"
@@ -309,7 +296,7 @@ def sbatch_script(
         'export OMP_NUM_THREADS="${SLURM_CPUS_PER_TASK:-1}"',
         'echo "maskcls-hpo task ${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID} on $(hostname) '
         '(restart ${SLURM_RESTART_COUNT:-0}) $(date -Is)"',
-        f"exec {shlex.quote(python)} -m maskcls_hpo.hpo.worker {shlex.quote(str(settings_file))}",
+        f"exec {shlex.quote(python)} -m maskcls_hpo.hpo.workers {shlex.quote(str(settings_file))}",
         "",
     ]
     return "\n".join(lines)

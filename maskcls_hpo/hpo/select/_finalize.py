@@ -1,7 +1,7 @@
 """`finalize`: from a study to a submission file in one step.
 
 Takes the winner of study S (the confirmed winner when a finished linked confirm study exists, else the
-best COMPLETE trial: :func:`maskcls_hpo.hpo.confirm.selection_ranking`), retrains it on *all* persons
+best COMPLETE trial: :func:`maskcls_hpo.hpo.select.selection_ranking`), retrains it on *all* persons
 (``full_data``) with N seeds, or the top K configs with N seeds each, ensembles the models
 (:func:`maskcls_hpo.predict.ensemble`, optionally with test-time flips), predicts the eval set and writes
 the submission. The models and their configs are kept under ``<storage folder>/finalize/<study>/``
@@ -24,11 +24,9 @@ from typing import Any
 from maskcls_hpo.config import TrainConfig, config_from_mapping, load_config, save_config
 from maskcls_hpo.errors import ConfirmError
 from maskcls_hpo.hpo.attrs import TrialAttrs
-from maskcls_hpo.hpo.storage import storage_folder
+from maskcls_hpo.hpo.store import storage_folder
 
-__all__ = ["finalize", "FinalizeResult", "FinalModel", "finalize_study", "final_configs"]
-
-log = logging.getLogger("maskcls_hpo.finalize")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -71,14 +69,14 @@ class FinalizeResult:
 def final_configs(study, seeds: int = 1, top: int = 1, single_split: bool = False, data_dir: str | Path | None = None):
     """The configs `finalize` trains: ``(ranking, [(trial number, TrainConfig), ...])``.
 
-    Each of the `top` best trials (by :func:`~maskcls_hpo.hpo.confirm.selection_ranking`) with seeds
+    Each of the `top` best trials (by :func:`~maskcls_hpo.hpo.select.selection_ranking`) with seeds
     ``seed, seed + 1, ..., seed + seeds - 1``, ``full_data`` on, fold settings off.
 
     Raises:
         ConfirmError: seeds or top < 1, fewer COMPLETE trials than `top`, a trial without a stored config.
     """
-    from maskcls_hpo.hpo.confirm import selection_ranking
-    from maskcls_hpo.hpo.export import state_counts_text
+    from maskcls_hpo.hpo.select._ranking import selection_ranking
+    from maskcls_hpo.hpo.store import state_counts_text
 
     if seeds < 1:
         raise ConfirmError(f"--seeds must be at least 1, got {seeds}")
@@ -242,7 +240,7 @@ def finalize(
         import maskcls_hpo as m
         m.finalize("smoke", "submission.csv", storage="storage/nb.db", seeds=3, tta=True)
     """
-    from maskcls_hpo.hpo.storage import open_study, resolve_storage_url
+    from maskcls_hpo.hpo.store import open_study, resolve_storage_url
 
     url = resolve_storage_url(storage, must_exist=True, password_file=password_file)
     study = open_study(url, study_name, password_file=password_file)

@@ -1,4 +1,4 @@
-"""Live views of a running sweep, drawn from :class:`~maskcls_hpo.hpo.launch.Progress` snapshots.
+"""Live views of a running sweep, drawn from :class:`~maskcls_hpo.hpo.workers.Progress` snapshots.
 
 Two renderers, picked by `launch` (``console.is_terminal``):
 
@@ -18,7 +18,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from maskcls_hpo.hpo.launch import FinishedTrial, Progress
+from maskcls_hpo.hpo.workers import FinishedTrial, Progress
 
 __all__ = ["progress_table", "ProgressLines", "clock"]
 

@@ -50,17 +50,6 @@ from maskcls_hpo.config import ConfigError, TrainConfig, config_from_mapping
 from maskcls_hpo.errors import SweepError
 from maskcls_hpo.hpo._optuna import percentile_warmup_steps, tpe_startup_trials
 
-__all__ = [
-    "Sweep",
-    "SweepError",
-    "load_sweep",
-    "RecordingTrial",
-    "describe_distribution",
-    "startup_trials",
-    "median_pruner",
-    "budget_warnings",
-]
-
 OPTUNA_STARTUP_TRIALS = 10
 """Optuna's TPE default of random start-up trials: used when the trial budget is unknown."""
 
@@ -247,14 +236,14 @@ def budget_warnings(sweep: Sweep, n_trials: int) -> list[str]:
             f"{sweep.path}: the sampler starts with {startup} random trials of a {n_trials}-trial budget, so only "
             f"{max(n_trials - startup, 0)} are chosen by TPE; size it to the budget with "
             f"make_sampler(seed, n_trials) and n_startup_trials=startup_trials(n_trials) "
-            f"(maskcls_hpo.hpo.sweep; {startup_trials(n_trials)} for {n_trials} trials)"
+            f"(maskcls_hpo.hpo.trial; {startup_trials(n_trials)} for {n_trials} trials)"
         )
     warmup = percentile_warmup_steps(sweep.make_pruner())
     if warmup == 1:
         lines.append(
             f"{sweep.path}: the pruner has n_warmup_steps=1, which prunes at epoch 1 (epochs count from 1), so "
             f"there is no warm-up; for W epochs of warm-up use n_warmup_steps=W+1, or "
-            f"maskcls_hpo.hpo.sweep.median_pruner(warmup_epochs=W)"
+            f"maskcls_hpo.hpo.trial.median_pruner(warmup_epochs=W)"
         )
     return lines
 

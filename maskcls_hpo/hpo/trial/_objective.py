@@ -30,12 +30,10 @@ import optuna
 
 from maskcls_hpo.hpo._optuna import storage_of, trial_id_of
 from maskcls_hpo.hpo.attrs import TrialAttrs, checkpoint_dir
-from maskcls_hpo.hpo.storage import mask_password, to_native
-from maskcls_hpo.hpo.sweep import Sweep
+from maskcls_hpo.hpo.store import mask_password, to_native
+from maskcls_hpo.hpo.trial._sweep import Sweep
 
-__all__ = ["make_objective", "resume_checkpoint"]
-
-log = logging.getLogger("maskcls_hpo.hpo.objective")
+log = logging.getLogger(__name__)
 
 
 def resume_checkpoint(root: Path, trial: optuna.trial.BaseTrial | optuna.trial.FrozenTrial) -> Path | None:
@@ -73,10 +71,10 @@ def make_objective(
         overrides: run-time config keys applied on top of the sweep (e.g. `data_dir`, `device`).
         worker: a label stored on the trial (host:pid/index).
         after_trial: called with (trial, TrainResult) after a finished run (used to upload artifacts).
-        tracker: a :class:`~maskcls_hpo.hpo.tracking.TrialTracker`: each trial's params, every epoch (from
+        tracker: a :class:`~maskcls_hpo.hpo.trial.TrialTracker`: each trial's params, every epoch (from
             the `on_epoch` hook) and its end state go to TensorBoard / MLflow; None tracks nothing.
         epoch_done: called with the seconds of every finished epoch (and of each epoch restored on resume) and
-            whether it was the trial's last epoch: the worker's watchdog for hung trials (``hpo/watchdog.py``).
+            whether it was the trial's last epoch: the worker's watchdog for hung trials (``hpo/workers/_watchdog.py``).
 
     Returns:
         ``objective(trial) -> float``: the best epoch's val macro F1 in [0, 1].

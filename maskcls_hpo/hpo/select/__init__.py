@@ -1,0 +1,54 @@
+"""Choose, confirm and ship the winner: confirm studies, the ranking, export, finalize and the noise check.
+
+One of the two use cases (the other is :mod:`maskcls_hpo.hpo.launch`); neither imports the other.
+"""
+
+from maskcls_hpo.hpo.select._confirm import ConfirmResult, confirm, prepare_confirm, run_confirm
+from maskcls_hpo.hpo.select._export import (
+    PATH_KEYS,
+    absolute_config_paths,
+    export_best,
+    export_trials,
+    launch_dir_of,
+    study_checkpoints,
+    trial_record,
+)
+from maskcls_hpo.hpo.select._finalize import FinalizeResult, FinalModel, final_configs, finalize, finalize_study
+from maskcls_hpo.hpo.select._noise import RunnerUpComparison, compare_runner_up, compare_trials
+from maskcls_hpo.hpo.select._ranking import Ranking, selection_ranking
+from maskcls_hpo.hpo.select._summary import (
+    ConfirmRow,
+    ConfirmSummary,
+    find_confirm_study,
+    format_summary,
+    summarize_confirm,
+)
+
+__all__ = [
+    "absolute_config_paths",
+    "compare_runner_up",
+    "compare_trials",
+    "confirm",
+    "ConfirmResult",
+    "ConfirmRow",
+    "ConfirmSummary",
+    "export_best",
+    "export_trials",
+    "final_configs",
+    "finalize",
+    "finalize_study",
+    "FinalizeResult",
+    "FinalModel",
+    "find_confirm_study",
+    "format_summary",
+    "launch_dir_of",
+    "PATH_KEYS",
+    "prepare_confirm",
+    "Ranking",
+    "run_confirm",
+    "RunnerUpComparison",
+    "selection_ranking",
+    "study_checkpoints",
+    "summarize_confirm",
+    "trial_record",
+]

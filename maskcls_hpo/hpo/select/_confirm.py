@@ -1,0 +1,337 @@
+"""`confirm`: re-train the K best COMPLETE configs of a study on F person-grouped folds (x R seeds).
+
+One validation split of a few hundred persons cannot tell the top configs of a sweep apart (README,
+"Trustworthy winner"). `confirm` re-trains each of the K best COMPLETE configs of study S on every fold of
+a person-grouped, gender x age band stratified K-fold (:func:`maskcls_hpo.data.assign_folds`, one fold
+assignment for all configs, so their fold scores are paired) and ranks the configs by their mean val macro
+F1 over the folds.
+
+The runs are the trials of a *linked study* in the same storage (default name ``S-confirm``), queued with
+fixed params ``source_trial`` (the trial number in S), ``fold`` (0..F-1) and ``seed_index`` (0..R-1). The
+ordinary worker loop (:func:`maskcls_hpo.hpo.workers.run_worker` with ``WorkerSettings(kind="confirm")``)
+runs them, so a confirm gets what a sweep gets: K*F*R finished trials exactly, parallel workers and GPUs,
+heartbeats, a killed run resumed from its last checkpoint, artifacts and the dashboard. A run that fails
+is queued again with the same params (a sweep would sample a new config instead). The study's user attrs
+link it back to S and record K, F, R, the source trial numbers and their single-split values.
+
+Run ``seed_index`` r of source trial n trains the stored config of trial n with ``seed + r``,
+``folds=F``, ``fold=f`` and ``split_seed`` fixed (the source config's split seed), no pruning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import sqlalchemy
+
+from maskcls_hpo.config import config_from_mapping
+from maskcls_hpo.errors import ConfirmError
+from maskcls_hpo.hpo._optuna import study_id_of
+from maskcls_hpo.hpo.attrs import KIND_CONFIRM, PARAM_FOLD, PARAM_SEED, PARAM_SOURCE, ConfirmAttrs, StudyAttrs
+from maskcls_hpo.hpo.select._summary import ConfirmSummary, summarize_confirm
+from maskcls_hpo.hpo.signals import Interrupted, stop_signals
+from maskcls_hpo.hpo.store import HeartbeatSettings, count_trials, display_url, open_storage, resolve_storage_url
+from maskcls_hpo.hpo.trial import ConfirmPlan, confirm_study_name, load_plan, missing_runs, source_configs
+from maskcls_hpo.hpo.workers import WorkerSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ConfirmResult:
+    """What :func:`run_confirm` did: the summary, the worker exit codes, wall seconds and a closing line."""
+
+    summary: ConfirmSummary
+    storage: str
+    seconds: float = 0.0
+    worker_exit_codes: list[int] = field(default_factory=list)
+    interrupted: bool = False
+    message: str = ""
+    log_dir: Path | None = None
+
+    @property
+    def reached(self) -> bool:
+        return self.summary.finished
+
+
+def _check_existing(study: optuna.Study, source: str, top: int, folds: int, seeds: int) -> None:
+    a = study.user_attrs
+    if a.get(ConfirmAttrs.KIND) != KIND_CONFIRM or a.get(ConfirmAttrs.SOURCE) != source:
+        raise ConfirmError(
+            f"study '{study.study_name}' exists and is not the confirm study of '{source}'; pass another --name"
+        )
+    stored = (int(a[ConfirmAttrs.TOP]), int(a[ConfirmAttrs.FOLDS]), int(a[ConfirmAttrs.SEEDS]))
+    if stored != (top, folds, seeds):
+        raise ConfirmError(
+            f"confirm study '{study.study_name}' was made with --top {stored[0]} --folds {stored[1]} --seeds "
+            f"{stored[2]}; run it again with those to resume it, or pass --name NEW for another confirm"
+        )
+
+
+def prepare_confirm(
+    storage: optuna.storages.BaseStorage,
+    source_name: str,
+    top: int,
+    folds: int,
+    seeds: int = 1,
+    name: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> tuple[optuna.Study, ConfirmPlan]:
+    """Check everything, then create (or resume) the confirm study and queue its missing runs.
+
+    Order: the source study and its COMPLETE trials, the counts (top, folds, seeds), an existing confirm
+    study's settings, the configs, the data (folds vs persons per stratum, every image) and the image cache;
+    only then is anything written. So every refusal leaves the storage as it was.
+
+    Raises:
+        StorageError: no source study. ConfirmError: fewer COMPLETE trials than `top`, folds < 2, seeds < 1,
+            an existing confirm study made with other counts. DataError: more folds than persons in a gender x
+            age band stratum, or a broken dataset. ConfigError: a bad override.
+    """
+    from maskcls_hpo.data import check_folds, load_train
+    from maskcls_hpo.hpo.store import ranked_complete_trials, state_counts_text
+    from maskcls_hpo.hpo.trial import save_study_note
+    from maskcls_hpo.hpo.workers import prepare_data
+
+    try:
+        source = optuna.load_study(study_name=source_name, storage=storage)
+    except KeyError:
+        names = optuna.get_all_study_names(storage)
+        raise ConfirmError(f"no study '{source_name}' (studies: {', '.join(names) or 'none'})") from None
+    if source.user_attrs.get(ConfirmAttrs.KIND) == KIND_CONFIRM:
+        raise ConfirmError(f"study '{source_name}' is itself a confirm study; pass the sweep's study")
+    if top < 1:
+        raise ConfirmError(f"--top must be at least 1, got {top}")
+    if seeds < 1:
+        raise ConfirmError(f"--seeds must be at least 1, got {seeds}")
+    if folds < 2:
+        raise ConfirmError(f"--folds must be at least 2 (one fold validates, the others train), got {folds}")
+    ranked = ranked_complete_trials(source, limit=top)
+    if len(ranked) < top:
+        raise ConfirmError(
+            f"study '{source_name}' has {len(ranked)} COMPLETE trial(s), --top asks for {top} "
+            f"({state_counts_text(source)}); lower --top or run more trials"
+        )
+    name = name or confirm_study_name(source_name)
+    existing = set(optuna.get_all_study_names(storage))
+    if name in existing:
+        study = optuna.load_study(study_name=name, storage=storage)
+        _check_existing(study, source_name, top, folds, seeds)
+        plan = load_plan(storage, name)
+    else:
+        chosen = ranked[:top]
+        configs = source_configs(source, [t.number for t in chosen])
+        first = config_from_mapping({**configs[chosen[0].number], **(overrides or {})}, source="confirm")
+        plan = ConfirmPlan(
+            study_name=name,
+            source_study=source_name,
+            sources=[t.number for t in chosen],
+            configs=configs,
+            folds=folds,
+            seeds=seeds,
+            split_seed=first.effective_split_seed,
+        )
+        study = None
+    # every config must build (bad overrides refuse here), and the data must hold `folds` persons per stratum
+    checked = set()
+    for params in plan.runs():
+        config = plan.build_config(params, overrides)
+        key = (config.data_dir, tuple(config.age_bins), config.corrections)
+        if key not in checked:
+            checked.add(key)
+            samples = load_train(
+                config.data_dir, age_bins=config.age_bins, corrections=config.corrections, verify=False
+            )
+            check_folds(samples, folds)
+    meta = prepare_data(plan.build_config(plan.runs()[0], overrides))
+    if study is None:
+        study = optuna.create_study(
+            study_name=name,
+            storage=storage,
+            direction="maximize",
+            sampler=plan.make_sampler(),
+            pruner=plan.make_pruner(),
+        )
+        values = {t.number: float(t.value) for t in ranked}
+        attrs = {
+            ConfirmAttrs.KIND: KIND_CONFIRM,
+            ConfirmAttrs.SOURCE: source_name,
+            ConfirmAttrs.TOP: top,
+            ConfirmAttrs.FOLDS: folds,
+            ConfirmAttrs.SEEDS: seeds,
+            ConfirmAttrs.SOURCE_TRIALS: plan.sources,
+            ConfirmAttrs.SOURCE_VALUES: [values[n] for n in plan.sources],
+            ConfirmAttrs.SPLIT_SEED: plan.split_seed,
+            StudyAttrs.N_TRIALS: top * folds * seeds,
+            **meta,
+        }
+        for key, value in attrs.items():
+            study.set_user_attr(key, value)
+        save_study_note(study, _note(plan, attrs))
+    for params in missing_runs(study, plan):
+        study.enqueue_trial(params)
+    return study, plan
+
+
+def _note(plan: ConfirmPlan, attrs: dict[str, Any]) -> str:
+    sources = ", ".join(f"{n} ({v:.4f})" for n, v in zip(plan.sources, attrs[ConfirmAttrs.SOURCE_VALUES], strict=True))
+    return (
+        f"## Confirm study `{plan.study_name}`\n\n"
+        f"- re-trains the {len(plan.sources)} best COMPLETE configs of study `{plan.source_study}` "
+        f"(trials, single-split val macro F1: {sources})\n"
+        f"- on {plan.folds} person-grouped folds stratified by gender x age band (split seed {plan.split_seed})"
+        f" x {plan.seeds} seed(s): {attrs[StudyAttrs.N_TRIALS]} runs\n"
+        f"- params: `{PARAM_SOURCE}` (trial in the source study), `{PARAM_FOLD}`, `{PARAM_SEED}` "
+        f"(seed = the config's seed + index)\n"
+        f"- the value of a run is its best epoch's val macro F1 on the held-out fold\n"
+    )
+
+
+def run_confirm(
+    study_name: str,
+    top: int,
+    folds: int,
+    seeds: int = 1,
+    *,
+    storage: str | Path | None = None,
+    name: str | None = None,
+    workers: int = 1,
+    gpus: Sequence[str] | None = None,
+    data_dir: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    timeout: float | None = None,
+    heartbeat_interval: int | None = None,
+    grace_period: int | None = None,
+    checkpoints: str | Path | None = None,
+    logs: str | Path | None = None,
+    password_file: str | Path | None = None,
+    on_message: Callable[[str], None] | None = None,
+    poll_interval: float = 1.0,
+) -> ConfirmResult:
+    """Confirm the `top` best COMPLETE configs of `study_name` on `folds` folds x `seeds` seeds.
+
+    Creates (or resumes) the linked study ``<study_name>-confirm`` (or `name`) and runs `workers` local
+    worker processes until it holds top * folds * seeds finished trials; `workers=0` only prepares it (join
+    with ``maskcls-hpo worker --confirm --study NAME``). Run it again after a crash or Ctrl-C: finished runs
+    are kept, killed ones resume from their last checkpoint.
+
+    Args:
+        storage: URL or SQLite path of the source study (the confirm study goes beside it).
+        data_dir: overrides the configs' data_dir; overrides: further config keys (e.g. ``epochs`` in tests).
+        other arguments: as :func:`maskcls_hpo.hpo.launch.run_sweep`.
+
+    Returns:
+        ConfirmResult with the :class:`ConfirmSummary` (per-config mean, standard error, winner).
+
+    Raises:
+        MaskclsError: before anything is stored (see :func:`prepare_confirm`); LaunchError when a worker
+            process cannot start.
+    """
+    from maskcls_hpo.hpo.workers import LocalWorkers
+
+    say = on_message or (lambda _line: None)
+    extra = dict(overrides or {})
+    if data_dir is not None:
+        extra["data_dir"] = str(data_dir)
+    url = resolve_storage_url(
+        storage, must_exist=True, password_file=str(password_file) if password_file is not None else None
+    )
+    heartbeat = HeartbeatSettings.from_env(heartbeat_interval, grace_period)
+    rdb = open_storage(url, heartbeat, create=False)
+    study, plan = prepare_confirm(rdb, study_name, top, folds, seeds, name=name, overrides=extra)
+    settings = WorkerSettings(
+        kind="confirm",
+        storage_url=url,
+        study_name=study.study_name,
+        n_trials=top * folds * seeds,
+        overrides=extra,
+        heartbeat=heartbeat,
+        timeout=timeout,
+        checkpoints=Path(checkpoints) if checkpoints is not None else None,
+        logs=Path(logs) if logs is not None else None,
+        poll_interval=poll_interval,
+        password_file=str(password_file) if password_file is not None else None,
+    )
+    summary = summarize_confirm(study)
+    result = ConfirmResult(summary, display_url(url), log_dir=settings.log_dir)
+    c = summary.counts
+    say(
+        f"confirm study '{study.study_name}' on {display_url(url)}: trials {plan.sources} of '{study_name}' on "
+        f"{folds} folds x {seeds} seed(s); {c.finished} of {summary.n_trials} runs finished; {workers} worker(s)"
+    )
+    if summary.finished:
+        result.message = f"nothing to do: all {summary.n_trials} runs are finished"
+        return result
+    if workers == 0:
+        result.message = (
+            f"study '{study.study_name}' is ready; start workers with: maskcls-hpo worker --confirm "
+            f"--study {study.study_name}"
+        )
+        return result
+    started = time.monotonic()
+    pool = LocalWorkers(settings, workers, gpus=gpus)
+    last = [-1]
+
+    def poll() -> None:
+        with contextlib.suppress(sqlalchemy.exc.SQLAlchemyError):
+            done = count_trials(rdb, study_id_of(study)).finished
+            if done != last[0]:
+                last[0] = done
+                say(f"{done} of {summary.n_trials} runs finished")
+
+    try:
+        with stop_signals():
+            pool.start()
+            result.worker_exit_codes = pool.wait(on_poll=poll, poll_interval=poll_interval)
+    except (KeyboardInterrupt, Interrupted):
+        result.worker_exit_codes = [code if code is not None else -9 for code in pool.stop()]
+        result.interrupted = True
+    finally:
+        pool.close()
+    result.seconds = time.monotonic() - started
+    result.summary = summarize_confirm(study)
+    c = result.summary.counts
+    if result.interrupted:
+        result.message = f"interrupted: {c.finished} of {summary.n_trials} runs finished; run confirm again to resume"
+    elif result.reached:
+        result.message = (
+            f"{c.finished} runs finished ({c.complete} complete, {c.pruned} pruned), {c.failed} failed in "
+            f"{result.seconds:,.0f} s; worker logs in {settings.log_dir}"
+        )
+    else:
+        bad = [i for i, code in enumerate(result.worker_exit_codes) if code != 0]
+        result.message = (
+            f"the confirm study did not reach {summary.n_trials} finished runs ({c.finished} finished, {c.failed} "
+            f"failed); {pool.last_lines(bad)}; run confirm again to resume"
+        )
+    return result
+
+
+def confirm(study_name: str, top: int = 3, folds: int = 5, seeds: int = 1, **kwargs: Any) -> ConfirmResult:
+    """Re-train the `top` best COMPLETE configs of a study on `folds` person-grouped folds x `seeds` seeds.
+
+    The Python API of `maskcls-hpo confirm` (``maskcls_hpo.confirm``): :func:`run_confirm` with its keyword
+    arguments (`storage`, `workers`, `gpus`, `data_dir`, ...). Resumable: call it again after a crash.
+
+    Returns:
+        ConfirmResult; ``.summary.rows`` holds each config's mean val macro F1 over the folds and its standard
+        error, ``.summary.winner`` the best config.
+
+    Raises:
+        MaskclsError: fewer COMPLETE trials than `top`, folds < 2, more folds than persons in a gender x age
+            band stratum, ... (nothing stored is changed).
+
+    Example::
+
+        import maskcls_hpo as m
+        r = m.confirm("smoke", top=3, folds=3, storage="storage/nb.db", workers=2)
+        print(r.summary.winner.source_trial, r.summary.winner.mean, r.summary.winner.se)
+    """
+    return run_confirm(study_name, top, folds, seeds, **kwargs)

@@ -1,0 +1,66 @@
+"""The ranking export and finalize use: the confirmed ranking once a confirm study finished, else the single split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from maskcls_hpo.hpo.select._summary import ConfirmSummary, find_confirm_study, summarize_confirm
+
+
+@dataclass
+class Ranking:
+    """The ranking that `export` and `finalize` pick configs by.
+
+    Attributes:
+        label: ``confirmed on 5 folds (study S-confirm)`` or ``single validation split``, plus why a confirm
+            study was not used when there is one.
+        trials: source-study trials, best first (confirmed configs first in their confirmed order, then the
+            remaining COMPLETE trials by their single-split value).
+        confirm: the confirm summary used (None for the single-split ranking).
+    """
+
+    label: str
+    trials: list[FrozenTrial]
+    confirm: ConfirmSummary | None = None
+
+    @property
+    def confirmed(self) -> bool:
+        return self.confirm is not None
+
+
+def selection_ranking(source: optuna.Study, single_split: bool = False, limit: int | None = None) -> Ranking:
+    """Rank the COMPLETE trials of `source`: by a finished linked confirm study, else by the single split.
+
+    Args:
+        single_split: ignore any confirm study.
+        limit: at most this many trials (the best; see ``export.ranked_complete_trials``).
+    """
+    from maskcls_hpo.hpo.store import ranked_complete_trials, trial_by_number
+
+    if single_split:
+        return Ranking("single validation split", ranked_complete_trials(source, limit=limit))
+    linked = find_confirm_study(source)
+    if linked is None:
+        return Ranking("single validation split", ranked_complete_trials(source, limit=limit))
+    summary = summarize_confirm(linked)
+    if not summary.finished or summary.winner is None:
+        c = summary.counts
+        return Ranking(
+            f"single validation split (confirm study '{linked.study_name}' is not finished: {c.finished} of "
+            f"{summary.n_trials} runs; run `maskcls-hpo confirm` again to finish it)",
+            ranked_complete_trials(source, limit=limit),
+        )
+    confirmed = []
+    for r in summary.rows:
+        t = trial_by_number(source, r.source_trial) if r.complete else None
+        if t is not None and t.state == TrialState.COMPLETE:
+            confirmed.append(t)
+    numbers = {t.number for t in confirmed}
+    wanted = None if limit is None else limit + len(numbers)
+    rest = [t for t in ranked_complete_trials(source, limit=wanted) if t.number not in numbers]
+    trials = confirmed + rest
+    label = f"{summary.label} (study '{linked.study_name}')"
+    return Ranking(label, trials if limit is None else trials[:limit], summary)

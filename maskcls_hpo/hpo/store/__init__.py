@@ -1,0 +1,111 @@
+"""Where a study lives and how it is read: storage URLs, secrets, the RDB storage, retries, queries, stale trials.
+
+The bottom layer of :mod:`maskcls_hpo.hpo`: it imports only Optuna, SQLAlchemy and the base modules
+(``hpo._optuna``, ``hpo.attrs``). Everything that touches the study database goes through here: `launch`, the
+workers, `status`, `export` and the dashboard open storages with :func:`open_storage` / :func:`open_study`,
+count trials with :func:`count_trials` and rank them with :func:`ranked_complete_trials`.
+"""
+
+from maskcls_hpo.hpo.store._queries import (
+    FINISHED,
+    SLOT_STATES,
+    StudyCounts,
+    best_of,
+    count_trials,
+    db_now,
+    ranked_complete_trials,
+    state_counts_text,
+    state_summary,
+    top_complete_trial_ids,
+    trial_by_number,
+    trial_ids,
+    uses_sql,
+)
+from maskcls_hpo.hpo.store._rdb import (
+    CONNECTIONS_PER_PROCESS,
+    ENV_GRACE_PERIOD,
+    ENV_HEARTBEAT_INTERVAL,
+    SQLITE_BUSY_TIMEOUT_S,
+    HeartbeatSettings,
+    application_name,
+    check_connection_budget,
+    check_schema,
+    engine_kwargs,
+    open_storage,
+    to_native,
+)
+from maskcls_hpo.hpo.store._retry import (
+    DB_RETRY_SECONDS,
+    ENV_DB_RETRY_SECONDS,
+    is_transient_db_error,
+    retry_db,
+    seconds_since_db_error,
+)
+from maskcls_hpo.hpo.store._secrets import display_url, first_line, mask_password
+from maskcls_hpo.hpo.store._stale import StaleTrial, fail_stale_trials, fail_trial, find_stale_trials, requeue
+from maskcls_hpo.hpo.store._study import open_study
+from maskcls_hpo.hpo.store._url import (
+    DEFAULT_STORAGE,
+    ENV_OPTUNA_STORAGE,
+    ENV_PASSWORD_FILE,
+    ENV_STORAGE,
+    ResolvedStorage,
+    artifact_dir,
+    describe_source,
+    resolve_storage,
+    resolve_storage_url,
+    storage_folder,
+    storage_source,
+)
+
+__all__ = [
+    "application_name",
+    "artifact_dir",
+    "best_of",
+    "check_connection_budget",
+    "check_schema",
+    "CONNECTIONS_PER_PROCESS",
+    "count_trials",
+    "db_now",
+    "DB_RETRY_SECONDS",
+    "DEFAULT_STORAGE",
+    "describe_source",
+    "display_url",
+    "engine_kwargs",
+    "ENV_DB_RETRY_SECONDS",
+    "ENV_GRACE_PERIOD",
+    "ENV_HEARTBEAT_INTERVAL",
+    "ENV_OPTUNA_STORAGE",
+    "ENV_PASSWORD_FILE",
+    "ENV_STORAGE",
+    "fail_stale_trials",
+    "fail_trial",
+    "find_stale_trials",
+    "FINISHED",
+    "first_line",
+    "HeartbeatSettings",
+    "is_transient_db_error",
+    "mask_password",
+    "open_storage",
+    "open_study",
+    "ranked_complete_trials",
+    "requeue",
+    "resolve_storage",
+    "resolve_storage_url",
+    "ResolvedStorage",
+    "retry_db",
+    "seconds_since_db_error",
+    "SLOT_STATES",
+    "SQLITE_BUSY_TIMEOUT_S",
+    "StaleTrial",
+    "state_counts_text",
+    "state_summary",
+    "storage_folder",
+    "storage_source",
+    "StudyCounts",
+    "to_native",
+    "top_complete_trial_ids",
+    "trial_by_number",
+    "trial_ids",
+    "uses_sql",
+]

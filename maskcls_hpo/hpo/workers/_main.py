@@ -1,0 +1,124 @@
+"""Entry point of a worker process: ``python -m maskcls_hpo.hpo.workers SETTINGS.json | --standby``."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from maskcls_hpo.errors import MaskclsError
+from maskcls_hpo.hpo.store import mask_password
+from maskcls_hpo.hpo.workers._loop import run_worker
+from maskcls_hpo.hpo.workers._options import WorkerSettings
+
+# What a trial imports: a standby worker (launch's workers, started before the data check) imports these while
+# it waits, so the first trial starts without the import time. A missing optional one is skipped.
+STANDBY_IMPORTS = (
+    "torch",
+    "timm",
+    "sklearn.metrics",
+    "maskcls_hpo.train",
+    "maskcls_hpo.hpo.trial._objective",
+    "matplotlib.figure",
+    "torch.utils.tensorboard",
+)
+
+
+def standby(stdin: Any = None, imports: tuple[str, ...] = STANDBY_IMPORTS) -> tuple[Path, Path] | None:
+    """Import what a trial needs, then wait for the launcher's line on `stdin`: the settings and log file.
+
+    The line is JSON ``{"settings": PATH, "log": PATH, "carry_output": BOOL}``; the process's stdout and stderr
+    are then pointed at the log file (appended), after copying into it what they received so far when
+    `carry_output` (the supervisor gives a standby worker a temporary file as its output until then). End of
+    input (the launcher was refused, stopped or died) returns None: the worker ends without touching any file
+    of the user's. Nothing is opened or created before the line.
+
+    Returns:
+        (settings file, log file), or None at end of input.
+    """
+    import importlib
+
+    for name in imports:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+    line = (stdin or sys.stdin).readline()
+    if not line.strip():
+        return None
+    told = json.loads(line)
+    log_path, settings_path = Path(told["log"]), Path(told["settings"])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    if told.get("carry_output"):
+        offset = 0
+        with contextlib.suppress(OSError):  # output that cannot be read back (a terminal): nothing to carry
+            while chunk := os.pread(1, 1 << 16, offset):
+                offset += len(chunk)
+                while chunk:
+                    chunk = chunk[os.write(fd, chunk) :]
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    return settings_path, log_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of a worker process: ``python -m maskcls_hpo.hpo.worker SETTINGS.json``.
+
+    The settings file holds one :class:`WorkerSettings` as JSON (written by the supervisor; no password in
+    it: see ``WorkerSettings.storage_url``). Prints the worker's summary line. ``--standby`` instead of the
+    file: import first, then read the settings and log file from stdin (:func:`standby`; how `launch`
+    starts its workers while it checks the data).
+
+    Returns:
+        0 when the study reached its budget (or the timeout) or a standby worker was not needed, 3 after the
+        failure cap, 130 when interrupted, 1 on an error a user can fix (one line on stderr).
+    """
+    from maskcls_hpo.hpo.logs import setup_logging
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m maskcls_hpo.hpo.worker SETTINGS.json | --standby", file=sys.stderr)
+        return 2
+    if args[0] == "--standby":
+        try:
+            told = standby()
+        except KeyboardInterrupt:
+            return 130
+        if told is None:
+            return 0
+        args = [str(told[0])]
+    setup_logging(verbose=True)
+    try:
+        settings = WorkerSettings.model_validate_json(Path(args[0]).read_text(encoding="utf-8")).for_this_process()
+        report = run_worker(settings)
+    except MaskclsError as err:
+        print(f"error: {mask_password(err)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("worker interrupted", file=sys.stderr)
+        return 130
+    print(
+        f"worker {settings.worker_index}: {report.complete} complete, {report.pruned} pruned, {report.failed} "
+        f"failed; {report.stop_reason}",
+        flush=True,
+    )
+    return report.exit_code
+
+
+def exit_now(code: int) -> None:
+    """End this worker process with `code` at once: flush the logs and stdio, skip the interpreter's teardown.
+
+    NOTE a worker's work is stored when :func:`main` returns (trials told, checkpoints, artifacts and
+    TensorBoard files closed); tearing down torch, timm, scikit-learn and matplotlib after that takes seconds
+    (about 3 s on a busy 2-core machine, B3) that `launch` would wait for before it notices the end of the run.
+    """
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
