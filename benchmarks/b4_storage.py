@@ -68,7 +68,7 @@ def _child(kind: str, url: str, study: str, n_total: int, n_own: int, index: int
     try:
         sweep = load_sweep(SWEEP)
         if kind == "project":
-            from maskcls_hpo.hpo.workers import WorkerSettings, run_worker
+            from maskcls_hpo.hpo.workers import RunOptions, WorkerSettings, run_worker
 
             settings = WorkerSettings(
                 sweep_path=SWEEP,
@@ -76,7 +76,7 @@ def _child(kind: str, url: str, study: str, n_total: int, n_own: int, index: int
                 study_name=study,
                 n_trials=n_total,
                 worker_index=index,
-                heartbeat=HeartbeatSettings(),
+                options=RunOptions(heartbeat=HeartbeatSettings()),
             )
             report = run_worker(settings, sweep=sweep, objective=objective)
             out.update(complete=report.complete, failed=report.failed, stop_reason=report.stop_reason)

@@ -114,6 +114,7 @@ def run_repeat(args: argparse.Namespace, seed: int, work: Path) -> dict:
     from maskcls_hpo.hpo.select import finalize_study, run_confirm
     from maskcls_hpo.hpo.store import open_storage, resolve_storage_url
     from maskcls_hpo.hpo.trial import load_sweep
+    from maskcls_hpo.hpo.workers import RunOptions
     from maskcls_hpo.predict import predict
     from maskcls_hpo.train import train
 
@@ -181,7 +182,14 @@ def run_repeat(args: argparse.Namespace, seed: int, work: Path) -> dict:
     models_root = work / "finalize"
     t = time.perf_counter()
     c_run = finalize_study(
-        study, work / "c.csv", storage_url=url, seeds=3, tta=True, single_split=True, folder=models_root, device="cpu"
+        study,
+        work / "c.csv",
+        storage_url=url,
+        seeds=3,
+        tta=True,
+        single_split=True,
+        folder=models_root,
+        options=RunOptions(device="cpu"),
     )
     c_seconds = time.perf_counter() - t
     c_scores = [score(pred([m.folder / "model.pt"]), truth) for m in c_run.models]
@@ -202,7 +210,9 @@ def run_repeat(args: argparse.Namespace, seed: int, work: Path) -> dict:
     assert confirmed.reached, confirmed.message
     summary = confirmed.summary
     t = time.perf_counter()
-    d_run = finalize_study(study, work / "d.csv", storage_url=url, seeds=3, tta=True, folder=models_root, device="cpu")
+    d_run = finalize_study(
+        study, work / "d.csv", storage_url=url, seeds=3, tta=True, folder=models_root, options=RunOptions(device="cpu")
+    )
     d_finalize_seconds = time.perf_counter() - t
     d = score(d_run.prediction, truth)
     winner = summary.winner.source_trial

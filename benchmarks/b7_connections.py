@@ -66,9 +66,9 @@ class _Count(logging.Handler):
 def _child(url: str, study: str, n_trials: int, index: int, pool: dict | None, queue) -> None:
     import optuna
 
-    from maskcls_hpo.hpo.store import _rdb as storage_module
     from maskcls_hpo.hpo.store import HeartbeatSettings
-    from maskcls_hpo.hpo.workers import WorkerSettings, run_worker
+    from maskcls_hpo.hpo.store import _rdb as storage_module
+    from maskcls_hpo.hpo.workers import RunOptions, WorkerSettings, run_worker
 
     if pool is not None:  # the earlier pool sizes, for the side-by-side figure
         original = storage_module.engine_kwargs
@@ -91,8 +91,7 @@ def _child(url: str, study: str, n_trials: int, index: int, pool: dict | None, q
             study_name=study,
             n_trials=n_trials,
             worker_index=index,
-            heartbeat=HeartbeatSettings(interval=1, grace_period=20),
-            poll_interval=0.2,
+            options=RunOptions(heartbeat=HeartbeatSettings(interval=1, grace_period=20), poll_interval=0.2),
         )
         report = run_worker(settings, objective=objective)
         out.update(complete=report.complete, failed=report.failed, stop_reason=report.stop_reason)

@@ -168,7 +168,7 @@ def smoke_sweep(work: Path, data_dir: str, on_gpu: bool, cap_bytes: int) -> dict
     from maskcls_hpo.hpo.launch import prepare_study
     from maskcls_hpo.hpo.store import HeartbeatSettings, open_storage
     from maskcls_hpo.hpo.trial import load_sweep, make_objective
-    from maskcls_hpo.hpo.workers import WorkerSettings, run_worker
+    from maskcls_hpo.hpo.workers import RunOptions, WorkerSettings, run_worker
 
     sweep = load_sweep(HERE / "sweeps" / "gpu_smoke.py")
     url = f"sqlite:///{work / 'smoke.db'}"
@@ -219,9 +219,7 @@ def smoke_sweep(work: Path, data_dir: str, on_gpu: bool, cap_bytes: int) -> dict
         storage_url=url,
         study_name=name,
         n_trials=3,
-        overrides=overrides,
-        checkpoints=work / "ckpt",
-        poll_interval=0.2,
+        options=RunOptions(overrides=overrides, checkpoints=work / "ckpt", poll_interval=0.2),
     )
     try:
         report = run_worker(settings, sweep=sweep, objective=objective)
@@ -488,7 +486,7 @@ def concurrency(
     from maskcls_hpo.hpo.launch import prepare_study
     from maskcls_hpo.hpo.store import HeartbeatSettings, count_trials, open_storage
     from maskcls_hpo.hpo.trial import load_sweep
-    from maskcls_hpo.hpo.workers import LocalWorkers, WorkerSettings, prepare_data
+    from maskcls_hpo.hpo.workers import LocalWorkers, RunOptions, WorkerSettings, prepare_data
 
     sweep = load_sweep(HERE / "sweeps" / sweep_file)
     config = sweep.build_config({}, {"data_dir": data_dir})
@@ -509,11 +507,13 @@ def concurrency(
             storage_url=url,
             study_name=name,
             n_trials=n_trials,
-            overrides={"data_dir": data_dir},
-            timeout=max(10.0, left - 25),
-            checkpoints=work / "ckpt",
-            logs=work / "logs",
-            poll_interval=0.5,
+            options=RunOptions(
+                overrides={"data_dir": data_dir},
+                timeout=max(10.0, left - 25),
+                checkpoints=work / "ckpt",
+                logs=work / "logs",
+                poll_interval=0.5,
+            ),
         )
         with LocalWorkers(settings, workers, gpus=gpus) as pool:
             codes = pool.wait(poll_interval=0.5)

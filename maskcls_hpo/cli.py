@@ -7,8 +7,10 @@ printed as one line and exit with code 1.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, Optional
 
@@ -325,12 +327,34 @@ WATCHDOG_HELP = (
     "epoch gets at least an hour. Default 600; 0 turns the watchdog off."
 )
 
-# The options every storage-reading verb shares (one definition, used by launch/worker/status/export/...).
-# `--study-name` is Optuna's own spelling (`optuna trials --study-name`), accepted as an alias.
+# The options every storage-reading verb shares, and every option of RunOptions (hpo/workers/_options.py): each is
+# declared once here and used by every verb that takes it. `--study-name` is Optuna's own spelling
+# (`optuna trials --study-name`), accepted as an alias. Values are checked by the API (RunOptions.from_flags),
+# not here: the CLI parses and prints.
 StorageOption = Annotated[Optional[str], typer.Option(help=STORAGE_HELP)]
 PasswordFileOption = Annotated[Optional[Path], typer.Option("--password-file", help=PASSWORD_FILE_HELP)]
 StudyOption = Annotated[Optional[str], typer.Option("--study", "--study-name", help=STUDY_HELP)]
 ReaderStudyOption = Annotated[Optional[str], typer.Option("--study", "--study-name", help=READER_STUDY_HELP)]
+WorkersOption = Annotated[
+    int, typer.Option(help="Worker processes here (0: only prepare the study; run `maskcls-hpo worker` elsewhere).")
+]
+GpusOption = Annotated[Optional[str], typer.Option(help="Comma-separated GPU ids, assigned round-robin (e.g. 0,1).")]
+DataDirOption = Annotated[
+    Optional[Path], typer.Option("--data-dir", help="Dataset root (overrides the configs' data_dir).")
+]
+TimeoutOption = Annotated[Optional[float], typer.Option(help="Seconds after which workers start no new trial.")]
+HeartbeatOption = Annotated[Optional[int], typer.Option(help="Heartbeat interval in seconds (default 30).")]
+GraceOption = Annotated[Optional[int], typer.Option(help="Seconds without heartbeat before a trial is stale (120).")]
+CheckpointsOption = Annotated[Optional[Path], typer.Option(help=CHECKPOINTS_HELP)]
+MlflowOption = Annotated[Optional[str], typer.Option("--mlflow", help=MLFLOW_HELP)]
+WatchdogOption = Annotated[Optional[float], typer.Option(help=WATCHDOG_HELP)]
+MaxFailuresOption = Annotated[
+    Optional[int],
+    typer.Option("--max-consecutive-failures", help="A worker stops after this many failed trials in a row (5)."),
+]
+DeviceOption = Annotated[
+    Optional[str], typer.Option(help="auto (CUDA when visible), cpu, cuda or cuda:N (default: the configs').")
+]
 
 
 def _setup_logging(verbose: bool = False) -> None:
@@ -356,40 +380,96 @@ def _load_study(storage: Optional[str], study_name: Optional[str], password_file
     return open_study(storage, study_name, password_file=str(password_file) if password_file is not None else None)
 
 
-def _at_least(option: str, value: Optional[float], low: float) -> None:
-    """Refuse `option` below `low` in one line (exit 1) before anything is opened or created."""
-    if value is not None and value < low:
-        fail(f"{option} must be at least {low:g}, got {value:g}")
+def _run_options(params: dict[str, Any]):
+    """The verb's RunOptions flags (its parameters named as ``RunOptions.from_flags`` keywords) -> RunOptions."""
+    from maskcls_hpo.hpo.workers import FLAGS, RunOptions
+
+    return RunOptions.from_flags(**{k: v for k, v in params.items() if k in FLAGS})
 
 
-def _data_overrides(data_dir: Optional[Path]) -> dict:
-    return {"data_dir": str(data_dir)} if data_dir is not None else {}
+def _given(ctx: typer.Context, *names: str) -> list[str]:
+    """The flags among `names` (parameter names) that the user typed (not left at their default)."""
+    sources = {n: ctx.get_parameter_source(n) for n in names}
+    return [n for n, source in sources.items() if source is not None and source.name != "DEFAULT"]
+
+
+def _events(on_progress: Callable[[Any], None] | None, stop_live: Callable[[], None] | None = None):
+    """The live view's callbacks: messages on stderr, progress frames, and a yes/no prompt on a terminal."""
+    from maskcls_hpo.hpo.workers import SweepEvents
+
+    def ask(question: str) -> bool:
+        if stop_live is not None:
+            stop_live()
+        try:
+            return typer.confirm(question, default=False, err=True)
+        except (KeyboardInterrupt, EOFError, typer.Abort):  # a second Ctrl-C: leave it alone
+            return False
+
+    say = functools.partial(console.print, highlight=False, soft_wrap=True)
+    return SweepEvents(on_progress=on_progress, on_message=say, ask=ask if console.is_terminal else None)
+
+
+@contextlib.contextmanager
+def _live_view() -> Iterator[Any]:
+    """A terminal gets a table redrawn in place; a file (output redirected) one plain line per epoch and trial."""
+    from maskcls_hpo.results.live import live_view
+
+    with live_view(console) as (on_progress, stop):
+        yield _events(on_progress, stop)
+
+
+def _finish_run(result: Any) -> None:
+    """The closing lines of `launch` / `confirm`: the message, the exit code (130 interrupted, 1 short)."""
+    say = functools.partial(console.print, highlight=False, soft_wrap=True)
+    if result.interrupted:
+        say(result.message)
+        raise typer.Exit(130)
+    if not result.worker_exit_codes:  # nothing to do, or --workers 0
+        say(result.message)
+        return
+    console.print()
+    if result.reached:
+        say(result.message)
+    best = getattr(result, "best_value", None)
+    if best is not None:
+        say(f"best val macro F1 {best:.4f} (trial {result.best_trial})")
+
+
+SLURM_FLAGS = (
+    "gpus_per_worker",
+    "cpus_per_task",
+    "partition",
+    "time_limit",
+    "sbatch_arg",
+    "detach",
+    "dry_run",
+    "cancel_on_exit",
+)
 
 
 @verb("launch")
 def launch_cmd(
+    ctx: typer.Context,
     sweep_file: Path = typer.Argument(..., help="Sweep file, e.g. sweeps/smoke.py."),
-    n_trials: int = typer.Option(
-        20, "--n-trials", min=1, help="Finished (COMPLETE + PRUNED) trials the study should hold."
-    ),
-    workers: int = typer.Option(
-        1, min=0, help="Worker processes here (0: only prepare the study; run `maskcls-hpo worker` elsewhere)."
-    ),
-    gpus: Optional[str] = typer.Option(None, help="Comma-separated GPU ids, assigned round-robin (e.g. 0,1)."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Dataset root (overrides the sweep's data_dir)."),
-    timeout: Optional[float] = typer.Option(None, help="Seconds after which workers start no new trial."),
+    n_trials: int = typer.Option(20, "--n-trials", help="Finished (COMPLETE + PRUNED) trials the study should hold."),
+    workers: WorkersOption = 1,
+    gpus: GpusOption = None,
+    data_dir: DataDirOption = None,
+    timeout: TimeoutOption = None,
     storage: StorageOption = None,
     password_file: PasswordFileOption = None,
     study: StudyOption = None,
-    heartbeat_interval: Optional[int] = typer.Option(None, help="Heartbeat interval in seconds (default 30)."),
-    grace_period: Optional[int] = typer.Option(None, help="Seconds without heartbeat before a trial is stale (120)."),
-    checkpoints: Optional[Path] = typer.Option(None, help=CHECKPOINTS_HELP),
-    mlflow: Optional[str] = typer.Option(None, "--mlflow", help=MLFLOW_HELP),
+    heartbeat_interval: HeartbeatOption = None,
+    grace_period: GraceOption = None,
+    checkpoints: CheckpointsOption = None,
+    mlflow: MlflowOption = None,
+    max_consecutive_failures: MaxFailuresOption = None,
+    device: DeviceOption = None,
     backend: str = typer.Option(
         "local", help="Where the workers run: local (processes here) or slurm (one Slurm array job of --workers tasks)."
     ),
-    gpus_per_worker: int = typer.Option(0, "--gpus-per-worker", min=0, help="Slurm: GPUs per task (--gres=gpu:G)."),
-    cpus_per_task: int = typer.Option(1, "--cpus-per-task", min=1, help="Slurm: CPUs per task."),
+    gpus_per_worker: int = typer.Option(0, "--gpus-per-worker", help="Slurm: GPUs per task (--gres=gpu:G)."),
+    cpus_per_task: int = typer.Option(1, "--cpus-per-task", help="Slurm: CPUs per task."),
     partition: Optional[str] = typer.Option(None, help="Slurm: partition (default: the cluster's default)."),
     time_limit: Optional[str] = typer.Option(None, "--time", help="Slurm: time limit per task, HH:MM:SS."),
     sbatch_arg: Optional[list[str]] = typer.Option(
@@ -402,105 +482,33 @@ def launch_cmd(
     cancel_on_exit: bool = typer.Option(
         False, "--cancel-on-exit", help="Slurm: scancel the array on Ctrl-C without asking."
     ),
-    watchdog: Optional[float] = typer.Option(None, help=WATCHDOG_HELP),
+    watchdog: WatchdogOption = None,
 ) -> None:
     """Create or resume a study and run workers until it holds --n-trials finished trials."""
-    _at_least("--timeout", timeout, 0)
-    _at_least("--watchdog", watchdog, 0)
-    _setup_logging()
-    import contextlib
-    import sys
-
-    import click
-    from rich.live import Live
-
     from maskcls_hpo.hpo.launch import run_sweep
-    from maskcls_hpo.hpo.workers import SlurmOptions
-    from maskcls_hpo.results.live import ProgressLines, progress_table
+    from maskcls_hpo.hpo.workers import make_backend
 
-    if backend not in ("local", "slurm"):
-        fail(f"--backend {backend!r} is not known; use local or slurm")
-    slurm_only = {
-        "--gpus-per-worker": gpus_per_worker != 0,
-        "--cpus-per-task": cpus_per_task != 1,
-        "--partition": partition is not None,
-        "--time": time_limit is not None,
-        "--sbatch-arg": bool(sbatch_arg),
-        "--detach": detach,
-        "--dry-run": dry_run,
-        "--cancel-on-exit": cancel_on_exit,
-    }
-    given = [name for name, on in slurm_only.items() if on]
-    if backend == "local" and given:
-        fail(f"{', '.join(given)} only apply to --backend slurm")
-    slurm = SlurmOptions(
-        workers=workers,
+    options = _run_options(locals())
+    chosen = make_backend(
+        backend,
+        given=_given(ctx, *SLURM_FLAGS, "gpus"),
+        gpus=gpus,
         gpus_per_worker=gpus_per_worker,
         cpus_per_task=cpus_per_task,
         partition=partition,
         time=time_limit,
-        sbatch_args=list(sbatch_arg or []),
+        sbatch_args=tuple(sbatch_arg or ()),
         detach=detach,
         dry_run=dry_run,
         cancel_on_exit=True if cancel_on_exit else (None if sys.stdin.isatty() else False),
     )
-    say = functools.partial(console.print, highlight=False)
-    # A terminal gets a table redrawn in place; a file (output redirected) one plain line per epoch and trial.
-    if console.is_terminal:
-        view = live = Live(console=console, refresh_per_second=2, transient=False, auto_refresh=False)
-
-        def on_progress(p) -> None:
-            live.update(progress_table(p), refresh=True)
-    else:
-        view, lines = contextlib.nullcontext(), ProgressLines()
-
-        def on_progress(p) -> None:
-            for line in lines(p):
-                console.print(line, markup=False, highlight=False, soft_wrap=True)
-
-    with view:
-
-        def confirm(question: str) -> bool:
-            if console.is_terminal:
-                live.stop()
-            try:
-                return typer.confirm(question, default=False, err=True)
-            except (KeyboardInterrupt, EOFError, click.exceptions.Abort):  # a second Ctrl-C: leave it alone
-                return False
-
+    _setup_logging()
+    with _live_view() as events:
         result = run_sweep(
-            sweep_file,
-            n_trials,
-            storage=storage,
-            study_name=study,
-            workers=workers,
-            gpus=[g.strip() for g in gpus.split(",") if g.strip()] if gpus else None,
-            overrides=_data_overrides(data_dir),
-            timeout=timeout,
-            heartbeat_interval=heartbeat_interval,
-            grace_period=grace_period,
-            checkpoints=checkpoints,
-            password_file=password_file,
-            mlflow=mlflow,
-            watchdog=watchdog,
-            on_progress=on_progress,
-            on_message=say,
-            backend=backend,
-            slurm=slurm if backend == "slurm" else None,
-            confirm_cancel=confirm,
+            sweep_file, n_trials, workers=workers, study_name=study, options=options, backend=chosen, events=events
         )
-    if result.interrupted:
-        say(result.message)
-        raise typer.Exit(130)
-    if not result.worker_exit_codes:  # nothing to do, or --workers 0
-        say(result.message)
-        return
-    console.print()
-    if result.reached:
-        say(result.message)
-    if result.best_value is not None:
-        say(f"best val macro F1 {result.best_value:.4f} (trial {result.best_trial})")
-    if not result.reached:
+    _finish_run(result)
+    if not result.reached and result.worker_exit_codes:
         fail(result.message)  # the one line saying why (not also printed as progress)
 
 
@@ -515,8 +523,8 @@ def worker_cmd(
         help="Join a confirm study (`maskcls-hpo confirm --workers 0`): its runs need no sweep file.",
     ),
     n_trials: Optional[int] = typer.Option(None, "--n-trials", help="Target finished trials (default: the study's)."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Dataset root (overrides the sweep's data_dir)."),
-    timeout: Optional[float] = typer.Option(None, help="Seconds after which the worker starts no new trial."),
+    data_dir: DataDirOption = None,
+    timeout: TimeoutOption = None,
     storage: StorageOption = None,
     password_file: PasswordFileOption = None,
     study: StudyOption = None,
@@ -525,60 +533,27 @@ def worker_cmd(
         help="Index of this worker: offsets the sampler seed (default: a random one, so that workers started "
         "alike on several machines or as compose replicas sample different params).",
     ),
-    heartbeat_interval: Optional[int] = typer.Option(None, help="Heartbeat interval in seconds (default 30)."),
-    grace_period: Optional[int] = typer.Option(None, help="Seconds without heartbeat before a trial is stale (120)."),
-    checkpoints: Optional[Path] = typer.Option(None, help=CHECKPOINTS_HELP),
-    max_consecutive_failures: int = typer.Option(5, min=1, help="Stop after this many failed trials in a row."),
-    mlflow: Optional[str] = typer.Option(None, "--mlflow", help=MLFLOW_HELP),
-    watchdog: Optional[float] = typer.Option(None, help=WATCHDOG_HELP),
+    heartbeat_interval: HeartbeatOption = None,
+    grace_period: GraceOption = None,
+    checkpoints: CheckpointsOption = None,
+    max_consecutive_failures: MaxFailuresOption = None,
+    mlflow: MlflowOption = None,
+    device: DeviceOption = None,
+    watchdog: WatchdogOption = None,
 ) -> None:
     """Join a study as one worker (from another shell or machine) and run trials until the budget is met."""
-    _at_least("--n-trials", n_trials, 1)
-    _at_least("--timeout", timeout, 0)
-    _at_least("--watchdog", watchdog, 0)
+    from maskcls_hpo.hpo.workers import join_worker
+
+    options = _run_options(locals())
     _setup_logging(verbose=True)
-    from maskcls_hpo.hpo.store import HeartbeatSettings
-    from maskcls_hpo.hpo.trial import load_sweep
-    from maskcls_hpo.hpo.workers import WorkerSettings, run_worker
-
-    url = _resolve_storage(storage, password_file=password_file).url
-    if worker_index is None:
-        import secrets
-
-        worker_index = 1000 + secrets.randbelow(1_000_000)
-    if confirm:
-        if study is None:
-            fail("--confirm needs --study NAME (the confirm study, e.g. SWEEP-confirm)")
-        sweep = None
-    elif sweep_file is None:
-        fail("pass the sweep file (or --confirm --study NAME to join a confirm study)")
-    else:
-        sweep = load_sweep(sweep_file)
-    settings = WorkerSettings(
-        kind="confirm" if confirm else "sweep",
-        sweep_path=sweep_file,
-        storage_url=url,
-        study_name=study or sweep.name,
-        n_trials=n_trials,
-        overrides=_data_overrides(data_dir),
-        heartbeat=HeartbeatSettings.from_env(heartbeat_interval, grace_period),
-        timeout=timeout,
-        max_consecutive_failures=max_consecutive_failures,
-        worker_index=worker_index,
-        checkpoints=checkpoints,
-        mlflow_uri=mlflow,
-        **({"watchdog": watchdog} if watchdog is not None else {}),
-    )
     try:
-        report = run_worker(settings, sweep)
+        report = join_worker(
+            sweep_file, options, study_name=study, confirm=confirm, n_trials=n_trials, worker_index=worker_index
+        )
     except KeyboardInterrupt:
         console.print("worker interrupted")
         raise typer.Exit(130) from None
-    console.print(
-        f"worker {worker_index}: {report.complete} complete, {report.pruned} pruned, {report.failed} failed; "
-        f"{report.stop_reason}",
-        highlight=False,
-    )
+    console.print(report.summary_line(), highlight=False)
     if report.exit_code:
         raise typer.Exit(report.exit_code)
 
@@ -649,48 +624,44 @@ def confirm_cmd(
     top: int = typer.Option(3, "--top", help="How many of the best COMPLETE configs to re-train."),
     folds: int = typer.Option(5, "--folds", help="Person-grouped folds (stratified by gender x age band)."),
     seeds: int = typer.Option(1, "--seeds", help="Seeds per fold."),
-    workers: int = typer.Option(1, min=0, help="Worker processes here (0: only prepare the confirm study)."),
-    gpus: Optional[str] = typer.Option(None, help="Comma-separated GPU ids, assigned round-robin (e.g. 0,1)."),
+    workers: WorkersOption = 1,
+    gpus: GpusOption = None,
     name: Optional[str] = typer.Option(None, help="Name of the confirm study (default STUDY-confirm)."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Dataset root (overrides the configs')."),
-    timeout: Optional[float] = typer.Option(None, help="Seconds after which workers start no new run."),
+    data_dir: DataDirOption = None,
+    timeout: TimeoutOption = None,
     storage: StorageOption = None,
     password_file: PasswordFileOption = None,
-    heartbeat_interval: Optional[int] = typer.Option(None, help="Heartbeat interval in seconds (default 30)."),
-    grace_period: Optional[int] = typer.Option(None, help="Seconds without heartbeat before a run is stale (120)."),
-    checkpoints: Optional[Path] = typer.Option(None, help=CHECKPOINTS_HELP),
+    heartbeat_interval: HeartbeatOption = None,
+    grace_period: GraceOption = None,
+    checkpoints: CheckpointsOption = None,
+    mlflow: MlflowOption = None,
+    max_consecutive_failures: MaxFailuresOption = None,
+    device: DeviceOption = None,
+    watchdog: WatchdogOption = None,
 ) -> None:
     """Re-train the --top best configs on --folds folds (x --seeds) as a linked study; print mean, s.e., winner."""
-    _setup_logging()
     from maskcls_hpo.hpo.select import format_summary, run_confirm
+    from maskcls_hpo.hpo.workers import LocalBackend
 
-    say = functools.partial(console.print, highlight=False, soft_wrap=True)
-    result = run_confirm(
-        study,
-        top,
-        folds,
-        seeds,
-        storage=storage,
-        name=name,
-        workers=workers,
-        gpus=[g.strip() for g in gpus.split(",") if g.strip()] if gpus else None,
-        data_dir=data_dir,
-        timeout=timeout,
-        heartbeat_interval=heartbeat_interval,
-        grace_period=grace_period,
-        checkpoints=checkpoints,
-        password_file=password_file,
-        on_message=say,
-    )
-    failed = bool(result.worker_exit_codes) and not result.reached
-    if not failed:
-        say(result.message)
-    if result.interrupted:
-        raise typer.Exit(130)
+    options = _run_options(locals())
+    _setup_logging()
+    with _live_view() as events:
+        result = run_confirm(
+            study,
+            top,
+            folds,
+            seeds,
+            name=name,
+            workers=workers,
+            options=options,
+            backend=LocalBackend.from_flag(gpus),
+            events=events,
+        )
+    _finish_run(result)
     out = Console(highlight=False, soft_wrap=True)
     for line in format_summary(result.summary):
         out.print(line)
-    if failed:
+    if not result.reached and result.worker_exit_codes:
         fail(result.message)  # the one line saying why (not also printed as progress)
 
 
@@ -701,39 +672,25 @@ def finalize_cmd(
     seeds: int = typer.Option(1, "--seeds", help="Seeds per config (models in the ensemble)."),
     top: int = typer.Option(1, "--top", help="How many of the best configs (confirmed ranking when there is one)."),
     tta: bool = typer.Option(False, "--tta", help="Average each model with its horizontally flipped input."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Dataset root with train/ and eval/."),
+    data_dir: DataDirOption = None,
     single_split: bool = typer.Option(
         False, "--single-split", help="Rank by the single validation split even when a confirm study is finished."
     ),
-    device: str = typer.Option("auto", help="auto (CUDA when visible), cpu or cuda."),
+    device: DeviceOption = None,
     storage: StorageOption = None,
     password_file: PasswordFileOption = None,
 ) -> None:
     """Retrain the winner (confirmed, else best) on all persons with --seeds seeds, ensemble, write the submission."""
-    _setup_logging()
-    from maskcls_hpo.hpo.select import finalize_study
+    from maskcls_hpo.hpo.select import finalize
 
-    url = _resolve_storage(storage, must_exist=True, password_file=password_file).url
-    loaded = _load_study(storage, study, password_file)
+    options = _run_options(locals())
+    _setup_logging()
     say = functools.partial(console.print, highlight=False, soft_wrap=True)
-    result = finalize_study(
-        loaded,
-        out,
-        storage_url=url,
-        seeds=seeds,
-        top=top,
-        tta=tta,
-        data_dir=data_dir,
-        single_split=single_split,
-        device=device,
-        on_message=say,
+    result = finalize(
+        study, out, seeds=seeds, top=top, tta=tta, single_split=single_split, options=options, on_message=say
     )
-    trained = sum(not m.reused for m in result.models)
-    say(
-        f"wrote {result.out}: {len(result.prediction.labels)} rows from {len(result.models)} model(s) "
-        f"({trained} trained, {len(result.models) - trained} reused; tta {'on' if tta else 'off'}); "
-        f"ranking: {result.ranking}; models and configs in {result.folder}"
-    )
+    for line in result.summary_lines():
+        say(line)
 
 
 # --- dashboard and report -------------------------------------------------------------------------

@@ -481,7 +481,7 @@ def confirm_source(tmp_path_factory, tiny_demo):
     from maskcls_hpo.hpo.launch import prepare_study
     from maskcls_hpo.hpo.store import HeartbeatSettings, open_storage
     from maskcls_hpo.hpo.trial import load_sweep
-    from maskcls_hpo.hpo.workers import WorkerSettings, run_worker
+    from maskcls_hpo.hpo.workers import RunOptions, WorkerSettings, run_worker
 
     root = tmp_path_factory.mktemp("confirm_source")
     cache = root / "cache"
@@ -493,7 +493,10 @@ def confirm_source(tmp_path_factory, tiny_demo):
     heartbeat = HeartbeatSettings(interval=5, grace_period=60)
     prepare_study(sweep, open_storage(url, heartbeat), "src", n_trials=2)
     settings = WorkerSettings(
-        sweep_path=sweep_path, storage_url=url, study_name="src", heartbeat=heartbeat, checkpoints=root / "checkpoints"
+        sweep_path=sweep_path,
+        storage_url=url,
+        study_name="src",
+        options=RunOptions(heartbeat=heartbeat, checkpoints=root / "checkpoints"),
     )
     report = run_worker(settings, sweep)
     assert report.complete == 2, report

@@ -62,8 +62,8 @@ def _cases(tmp: Path, db: Path) -> dict[str, tuple[list[str], str]]:
         "export into a file": (["export", *st, "--out", str(tmp / "afile" / "best.yaml")], "is not a folder"),
         "export --out a folder": (["export", *st, "--out", str(tmp / "outdir")], "is a folder"),
         "export --out without suffix": (["export", *st, "--out", str(tmp / "best")], "ending in .yaml"),
-        "worker --n-trials -1": (["worker", str(SMOKE), *st, "--n-trials", "-1"], "--n-trials must be at least 1"),
-        "worker --timeout -5": (["worker", str(SMOKE), *st, "--timeout", "-5"], "--timeout must be at least 0"),
+        "worker --n-trials -1": (["worker", str(SMOKE), *st, "--n-trials", "-1"], "--n-trials must be between 1 and"),
+        "worker --timeout -5": (["worker", str(SMOKE), *st, "--timeout", "-5"], "--timeout must be a number"),
         "launch --timeout -5": (["launch", str(SMOKE), "--storage", new_db, "--timeout", "-5"], "--timeout must be"),
         "predict on a non-checkpoint": (
             ["predict", "--checkpoint", str(tmp / "junk.pt"), "--data-dir", "DEMO", "--out", str(tmp / "s.csv")],

@@ -192,9 +192,9 @@ def test_confirm_bad_input_is_one_line_and_changes_nothing(confirm_source, tmp_p
     runner = CliRunner()
     cases = [
         (["--top", "3", "--folds", "2"], "study 'src' has 2 COMPLETE trial(s), --top asks for 3"),
-        (["--top", "2", "--folds", "1"], "--folds must be at least 2"),
+        (["--top", "2", "--folds", "1"], "--folds must be between 2 and"),
         (["--top", "2", "--folds", "9"], "9 folds but stratum"),
-        (["--top", "2", "--folds", "2", "--seeds", "0"], "--seeds must be at least 1"),
+        (["--top", "2", "--folds", "2", "--seeds", "0"], "--seeds must be between 1 and"),
     ]
     for args, message in cases:
         result = runner.invoke(app, ["confirm", "--study", "src", "--storage", str(db), *args])

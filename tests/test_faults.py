@@ -29,7 +29,7 @@ from pg import cli, cli_background, load_trials, wait_for, worker_logs, worker_p
 from maskcls_hpo.hpo.launch import prepare_study
 from maskcls_hpo.hpo.store import HeartbeatSettings, is_transient_db_error, open_storage
 from maskcls_hpo.hpo.trial import load_sweep
-from maskcls_hpo.hpo.workers import WorkerSettings, run_worker
+from maskcls_hpo.hpo.workers import RunOptions, WorkerSettings, run_worker
 
 # Short heartbeats keep the tests fast; the grace period stays well above a heartbeat that is late because the
 # 2 CPU cores are busy (a live trial must never look stale).
@@ -204,9 +204,7 @@ def test_worker_goes_on_when_its_trial_was_failed_as_stale(tmp_path, caplog):
         sweep_path=sweep_path,
         storage_url=url,
         study_name="stale",
-        heartbeat=heartbeat,
-        checkpoints=tmp_path / "ckpt",
-        poll_interval=0.1,
+        options=RunOptions(heartbeat=heartbeat, checkpoints=tmp_path / "ckpt", poll_interval=0.1),
     )
     with caplog.at_level("WARNING", logger="maskcls_hpo.hpo.workers._loop"):
         report = run_worker(settings, sweep, objective=objective)

@@ -17,7 +17,8 @@ from maskcls_hpo.hpo import launch, workers
 from maskcls_hpo.hpo.attrs import TrialAttrs
 from maskcls_hpo.hpo.store import open_storage
 from maskcls_hpo.hpo.trial import load_sweep
-from maskcls_hpo.hpo.workers import LocalWorkers
+from maskcls_hpo.hpo.workers import LocalWorkers, SweepEvents
+from maskcls_hpo.hpo.workers import _local as local_workers
 
 
 def test_run_sweep_reaches_exactly_four_finished_trials(tmp_path, tiny_sweep):
@@ -30,8 +31,7 @@ def test_run_sweep_reaches_exactly_four_finished_trials(tmp_path, tiny_sweep):
         4,
         storage=db,
         workers=2,
-        on_message=messages.append,
-        on_progress=snapshots.append,
+        events=SweepEvents(on_progress=snapshots.append, on_message=messages.append),
         poll_interval=0.2,
     )
     assert result.reached and not result.interrupted
@@ -74,7 +74,7 @@ def _record_pools(monkeypatch) -> list[LocalWorkers]:
             super().__init__(*args, **kwargs)
             pools.append(self)
 
-    monkeypatch.setattr(launch, "LocalWorkers", Recording)
+    monkeypatch.setattr(local_workers, "LocalWorkers", Recording)  # what LocalBackend makes
     return pools
 
 
@@ -100,7 +100,12 @@ def test_workers_start_before_the_data_check_and_take_trials_once_the_study_is_r
 
     monkeypatch.setattr(launch, "prepare_data", prepare_data)
     result = m.run_sweep(
-        sweep, 3, storage=db, workers=2, poll_interval=0.2, on_progress=lambda p: events.append(("frame", p.phase))
+        sweep,
+        3,
+        storage=db,
+        workers=2,
+        poll_interval=0.2,
+        events=SweepEvents(on_progress=lambda p: events.append(("frame", p.phase))),
     )
     assert events[0] == ("frame", "starting")  # the first frame comes before the data check
     assert events[1][0] == "data check" and len(events[1][1]) == 2 and events[1][2] == [None, None]
@@ -133,7 +138,9 @@ def test_a_refused_data_check_stops_the_started_workers_and_creates_nothing(
     frames = []
     before = _tree(tmp_path)
     with pytest.raises(DataError) as info:
-        m.run_sweep(sweep, 2, storage=tmp_path / "x.db", workers=2, data_dir=copy, on_progress=frames.append)
+        m.run_sweep(
+            sweep, 2, storage=tmp_path / "x.db", workers=2, data_dir=copy, events=SweepEvents(on_progress=frames.append)
+        )
     assert str(broken) in str(info.value) and "unreadable image" in str(info.value)
     assert [f.phase for f in frames] == ["starting"]  # the workers had been started ...
     assert len(pools) == 1 and len(pools[0].procs) == 2

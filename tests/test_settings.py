@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from maskcls_hpo.hpo.workers import WorkerSettings
 
 
@@ -13,7 +15,10 @@ def test_without_password_drops_it_from_the_url_and_hands_it_over():
     assert bare.storage_url == "postgresql+psycopg://maskcls@db:5432/hpo?sslmode=require"
     assert password == "s3cret" and "s3cret" not in bare.model_dump_json()
     # with a password file the worker reads the file itself: nothing to pass on
-    bare, password = s.model_copy(update={"password_file": "/run/secrets/pg"}).without_password()
+    with_file = s.model_copy(
+        update={"options": s.options.model_copy(update={"password_file": Path("/run/secrets/pg")})}
+    )
+    bare, password = with_file.without_password()
     assert password is None and "s3cret" not in bare.model_dump_json()
 
 

@@ -1,4 +1,6 @@
-"""`launch --backend slurm` on the real single-node Slurm cluster (scripts/test-env.sh starts it; hpo/workers/_slurm.py).
+"""`launch --backend slurm` on the real single-node Slurm cluster (scripts/test-env.sh starts it).
+
+The code under test: hpo/workers/_slurm.py.
 
 - A smoke sweep as one array job of 2 tasks, on SQLite and on PostgreSQL: exactly 6 finished trials, none
   RUNNING, both tasks COMPLETED (``scontrol show job``; gone from ``squeue``), each trial marked with its
@@ -28,7 +30,7 @@ import pytest
 from optuna.trial import TrialState
 from pg import cli, cli_background, load_trials, wait_for, write_sweep
 
-from maskcls_hpo.hpo.workers import SlurmOptions, sbatch_script
+from maskcls_hpo.hpo.workers import SlurmBackend, sbatch_script
 
 HEARTBEAT = ["--heartbeat-interval", "2", "--grace-period", "8"]
 JOB_LINE = re.compile(r"submitted Slurm array job (\d+)")
@@ -83,17 +85,15 @@ def _running_in_slurm(url: str, study: str, min_epochs: int, max_epochs: int):
 
 
 def test_sbatch_script_has_the_array_resources_and_outputs(tmp_path):
-    options = SlurmOptions(
-        workers=3, gpus_per_worker=2, partition="gpu", time="02:00:00", sbatch_args=["--qos=short", "--mem=8G"]
-    )
-    text = sbatch_script(options, tmp_path / "s.json", tmp_path / "logs", "st", "sqlite:///x.db", tmp_path, "/py")
+    options = SlurmBackend(gpus_per_worker=2, partition="gpu", time="02:00:00", sbatch_args=("--qos=short", "--mem=8G"))
+    text = sbatch_script(options, 3, tmp_path / "s.json", tmp_path / "logs", "st", "sqlite:///x.db", tmp_path, "/py")
     directives = [line.removeprefix("#SBATCH ") for line in text.splitlines() if line.startswith("#SBATCH ")]
     assert "--array=0-2" in directives and "--requeue" in directives
     assert "--gres=gpu:2" in directives and "--partition=gpu" in directives and "--time=02:00:00" in directives
     assert directives[-2:] == ["--qos=short", "--mem=8G"]
     assert f"--output={tmp_path / 'logs' / 'worker-%A_%a.log'}" in directives
     assert text.rstrip().endswith(f"exec /py -m maskcls_hpo.hpo.workers {tmp_path / 's.json'}")
-    no_gpu = sbatch_script(SlurmOptions(workers=1), tmp_path / "s.json", tmp_path, "st", "x", tmp_path, "/py")
+    no_gpu = sbatch_script(SlurmBackend(), 1, tmp_path / "s.json", tmp_path, "st", "x", tmp_path, "/py")
     assert "--array=0-0" in no_gpu and "--gres" not in no_gpu
 
 

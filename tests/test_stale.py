@@ -17,7 +17,7 @@ from maskcls_hpo.hpo._optuna import rdb_of, storage_of
 from maskcls_hpo.hpo.launch import prepare_study
 from maskcls_hpo.hpo.store import HeartbeatSettings, count_trials, fail_stale_trials, find_stale_trials, open_storage
 from maskcls_hpo.hpo.trial import load_sweep
-from maskcls_hpo.hpo.workers import WorkerSettings, run_worker
+from maskcls_hpo.hpo.workers import RunOptions, WorkerSettings, run_worker
 from maskcls_hpo.results.status import study_status
 
 pytestmark = [
@@ -84,7 +84,10 @@ def test_running_trial_without_heartbeat_is_failed_by_start_time_and_requeued(tm
 
     # a worker finishes the study at exactly the budget, the copy included
     settings = WorkerSettings(
-        sweep_path=SMOKE, storage_url=url, study_name="s", heartbeat=HEARTBEAT, checkpoints=tmp_path / "c"
+        sweep_path=SMOKE,
+        storage_url=url,
+        study_name="s",
+        options=RunOptions(heartbeat=HEARTBEAT, checkpoints=tmp_path / "c"),
     )
     report = run_worker(settings, sweep, objective=_objective(sweep))
     c = count_trials(storage_of(study), study._study_id)
@@ -106,9 +109,7 @@ def test_worker_fails_an_orphan_before_its_first_trial(tmp_path):
         storage_url=url,
         study_name="s",
         n_trials=n_trials,
-        heartbeat=HEARTBEAT,
-        checkpoints=tmp_path / "c",
-        timeout=60,  # a regression must not hang the suite: it ends as "timeout", and the asserts fail
+        options=RunOptions(heartbeat=HEARTBEAT, checkpoints=tmp_path / "c", timeout=60),
     )
     report = run_worker(settings, sweep, objective=_objective(sweep))
     assert report.stop_reason == f"study holds {n_trials} finished trials (target {n_trials})"
@@ -162,9 +163,7 @@ def test_exception_inside_ask_leaves_no_running_trial(tmp_path):
         sweep_path=SMOKE,
         storage_url=url,
         study_name="s",
-        heartbeat=HEARTBEAT,
-        checkpoints=tmp_path / "c",
-        max_consecutive_failures=2,
+        options=RunOptions(heartbeat=HEARTBEAT, checkpoints=tmp_path / "c", max_consecutive_failures=2),
     )
     report = run_worker(settings, sweep, objective=_objective(sweep))
     assert report.failed == 2 and "stopped after 2 failed trials in a row" in report.stop_reason

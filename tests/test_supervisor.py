@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from maskcls_hpo.errors import LaunchError
-from maskcls_hpo.hpo.workers import _local as supervisor
 from maskcls_hpo.hpo.store import HeartbeatSettings
-from maskcls_hpo.hpo.workers import LocalWorkers, WorkerSettings
+from maskcls_hpo.hpo.workers import LocalWorkers, RunOptions, WorkerSettings
+from maskcls_hpo.hpo.workers import _local as supervisor
 
 SMOKE = Path(__file__).resolve().parents[1] / "sweeps" / "smoke.py"
 
@@ -37,8 +37,7 @@ def _settings(tmp_path, **kw) -> WorkerSettings:
         storage_url=f"sqlite:///{tmp_path / 'study.db'}",
         study_name="s",
         n_trials=3,
-        heartbeat=HeartbeatSettings(interval=2, grace_period=9),
-        **kw,
+        options=RunOptions(heartbeat=HeartbeatSettings(interval=2, grace_period=9), **kw),
     )
 
 
@@ -48,16 +47,18 @@ def test_settings_travel_whole_and_without_the_password(tmp_path):
         storage_url="postgresql+psycopg://maskcls:S3cr3tTok3n@127.0.0.1:5432/db",
         study_name="s",
         n_trials=7,
-        overrides={"data_dir": "/data"},
-        heartbeat=HeartbeatSettings(interval=3, grace_period=12),
-        logs=tmp_path / "logs",
+        options=RunOptions(
+            overrides={"data_dir": "/data"},
+            heartbeat=HeartbeatSettings(interval=3, grace_period=12),
+            logs=tmp_path / "logs",
+        ),
     )
     bare, password = s.without_password()
     assert password == "S3cr3tTok3n"
     text = bare.model_dump_json()
     assert "S3cr3tTok3n" not in text
     back = WorkerSettings.model_validate_json(text)
-    assert back.heartbeat == HeartbeatSettings(interval=3, grace_period=12)
+    assert back.options.heartbeat == HeartbeatSettings(interval=3, grace_period=12)
     assert back.n_trials == 7 and back.overrides == {"data_dir": "/data"}
     assert back.storage_url == "postgresql+psycopg://maskcls@127.0.0.1:5432/db"
     assert back.log_dir == tmp_path / "logs" / "s"
@@ -100,7 +101,10 @@ def test_zero_workers_is_refused():
 
 def test_workers_killed_by_sigkill_are_reported_as_signal_9(tmp_path):
     settings = WorkerSettings(
-        sweep_path=SMOKE, storage_url=f"sqlite:///{tmp_path / 's.db'}", study_name="s", logs=tmp_path / "logs"
+        sweep_path=SMOKE,
+        storage_url=f"sqlite:///{tmp_path / 's.db'}",
+        study_name="s",
+        options=RunOptions(logs=tmp_path / "logs"),
     )
     pool = LocalWorkers(settings, workers=2)
     try:
@@ -135,11 +139,9 @@ def test_no_password_in_worker_environment_or_files_with_a_password_file(tmp_pat
     monkeypatch.setenv("MASKCLS_HPO_STORAGE", f"postgresql+psycopg://maskcls:{secret}@127.0.0.1:1/db")  # not passed on
     settings = WorkerSettings(
         sweep_path=SMOKE,
-        # what launch builds: the URL with the password filled in from the file (hpo/store/)
         storage_url=f"postgresql+psycopg://maskcls:{secret}@127.0.0.1:1/nosuchdb",
-        password_file=str(pw_file),
         study_name="s",
-        logs=tmp_path / "logs",
+        options=RunOptions(password_file=str(pw_file), logs=tmp_path / "logs"),
     )
     pool = LocalWorkers(settings, workers=1)
     try:
@@ -164,7 +166,9 @@ def test_password_inside_the_url_travels_as_pgpassword_only(tmp_path, where):
         if where == "userinfo"
         else f"postgresql+psycopg://maskcls@127.0.0.1:1/nosuchdb?password={secret}&connect_timeout=3"
     )
-    settings = WorkerSettings(sweep_path=SMOKE, storage_url=url, study_name="s", logs=tmp_path / "logs")
+    settings = WorkerSettings(
+        sweep_path=SMOKE, storage_url=url, study_name="s", options=RunOptions(logs=tmp_path / "logs")
+    )
     pool = LocalWorkers(settings, workers=1)
     try:
         (proc,) = pool.start()

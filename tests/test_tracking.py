@@ -9,7 +9,7 @@ from maskcls_hpo.errors import LaunchError
 from maskcls_hpo.hpo.launch import prepare_study
 from maskcls_hpo.hpo.store import open_storage, resolve_storage_url
 from maskcls_hpo.hpo.trial import SCALARS, check_mlflow, load_sweep, trial_log_dir
-from maskcls_hpo.hpo.workers import WorkerSettings, run_worker
+from maskcls_hpo.hpo.workers import RunOptions, WorkerSettings, run_worker
 
 # Two trials with known params (queued), so that the logged params can be checked by hand.
 QUEUED = """
@@ -30,9 +30,9 @@ def tracked_sweep(tmp_path, tiny_sweep):
         storage_url=url,
         study_name="t",
         n_trials=2,
-        checkpoints=tmp_path / "ckpt",
-        poll_interval=0.1,
-        mlflow_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        options=RunOptions(
+            checkpoints=tmp_path / "ckpt", poll_interval=0.1, mlflow=f"sqlite:///{tmp_path / 'mlflow.db'}"
+        ),
     )
     report = run_worker(settings, sweep)
     assert (report.complete, report.failed) == (2, 0)
@@ -75,7 +75,7 @@ def check_tensorboard(study, settings):
 def check_mlflow_runs(study, settings):
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=settings.mlflow_uri)
+    client = MlflowClient(tracking_uri=settings.options.mlflow)
     experiment = client.get_experiment_by_name("t")
     runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
     assert sorted(runs) == ["trial_0", "trial_1"]

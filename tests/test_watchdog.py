@@ -11,7 +11,7 @@ from optuna.trial import TrialState
 from maskcls_hpo.hpo.launch import prepare_study
 from maskcls_hpo.hpo.store import HeartbeatSettings, count_trials, open_storage, resolve_storage_url
 from maskcls_hpo.hpo.trial import load_sweep
-from maskcls_hpo.hpo.workers import EXIT_HUNG, LocalWorkers, WorkerSettings
+from maskcls_hpo.hpo.workers import EXIT_HUNG, LocalWorkers, RunOptions, Watchdog, WorkerSettings
 
 # A backbone whose forward blocks for good in the first training step after a validation pass (= epoch 2),
 # once: the marker file is removed before blocking, so the re-queued copy (a new process) runs through.
@@ -59,12 +59,13 @@ def test_trial_hung_in_epoch_2_is_failed_requeued_once_and_its_worker_replaced(t
         storage_url=url,
         study_name="hang",
         n_trials=2,
-        heartbeat=heartbeat,
-        checkpoints=tmp_path / "ckpt",
-        logs=tmp_path / "logs",
-        poll_interval=0.2,
-        watchdog=4,  # limit in epoch 2: max(4 s, 2 x epoch 1)
-        watchdog_factor=2,
+        options=RunOptions(
+            heartbeat=heartbeat,
+            checkpoints=tmp_path / "ckpt",
+            logs=tmp_path / "logs",
+            poll_interval=0.2,
+            watchdog=Watchdog(seconds=4, factor=2),
+        ),
     )
     pool = LocalWorkers(settings, workers=1)
     deadline = time.monotonic() + 420  # nothing may wait forever

@@ -16,7 +16,7 @@ from maskcls_hpo.hpo.launch import prepare_study
 from maskcls_hpo.hpo.select import export_trials
 from maskcls_hpo.hpo.store import count_trials, open_storage, resolve_storage_url
 from maskcls_hpo.hpo.trial import load_sweep
-from maskcls_hpo.hpo.workers import WorkerSettings, run_worker
+from maskcls_hpo.hpo.workers import RunOptions, WorkerSettings, run_worker
 
 ALWAYS_PRUNE = """
 class AlwaysPrune(optuna.pruners.BasePruner):
@@ -58,9 +58,7 @@ def start(tmp_path, sweep_path, n_trials, max_failures=5):
         storage_url=url,
         study_name="t",
         n_trials=n_trials,
-        checkpoints=tmp_path / "ckpt",
-        poll_interval=0.1,
-        max_consecutive_failures=max_failures,
+        options=RunOptions(checkpoints=tmp_path / "ckpt", poll_interval=0.1, max_consecutive_failures=max_failures),
     )
     report = run_worker(settings, sweep)
     return report, optuna.load_study(study_name="t", storage=open_storage(url))
@@ -242,8 +240,7 @@ def _signal_worker(tmp_path, tiny_sweep, during_upload: bool):
         storage_url=url,
         study_name="sig",
         n_trials=5,
-        checkpoints=tmp_path / "ckpt",
-        poll_interval=0.1,
+        options=RunOptions(checkpoints=tmp_path / "ckpt", poll_interval=0.1),
     )
     report = run_worker(settings, sweep, objective=objective)
     return report, optuna.load_study(study_name="sig", storage=open_storage(url)).trials

@@ -14,13 +14,17 @@ failed and re-queued their trials, and the view says how many wait to resume.
 
 from __future__ import annotations
 
-from rich.console import Group
+import contextlib
+from collections.abc import Callable, Iterator
+
+from rich.console import Console, Group
+from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
 from maskcls_hpo.hpo.workers import FinishedTrial, Progress
 
-__all__ = ["progress_table", "ProgressLines", "clock"]
+__all__ = ["progress_table", "ProgressLines", "clock", "live_view"]
 
 
 def clock(seconds: float | None) -> str:
@@ -172,3 +176,27 @@ class ProgressLines:
             if p.phase == "interrupted":
                 lines.append(f"{stamp} {_end_line(p)}")
         return lines
+
+
+@contextlib.contextmanager
+def live_view(console: Console) -> Iterator[tuple[Callable[[Progress], None], Callable[[], None] | None]]:
+    """The view `launch` and `confirm` show while they follow their workers, on `console`.
+
+    A terminal gets :func:`progress_table` redrawn in place; a file (output redirected) gets :class:`ProgressLines`.
+
+    Yields:
+        ``(on_progress, stop)``: the callback that draws a snapshot, and (on a terminal) one that stops the live
+        table so that a question can be asked below it (None for a file).
+    """
+    if console.is_terminal:
+        live = Live(console=console, refresh_per_second=2, transient=False, auto_refresh=False)
+        with live:
+            yield (lambda p: live.update(progress_table(p), refresh=True)), live.stop
+        return
+    lines = ProgressLines()
+
+    def print_lines(p: Progress) -> None:
+        for line in lines(p):
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    yield print_lines, None

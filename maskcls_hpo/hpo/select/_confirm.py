@@ -20,26 +20,39 @@ Run ``seed_index`` r of source trial n trains the stored config of trial n with 
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import time
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import optuna
-import sqlalchemy
+from optuna.trial import FrozenTrial
 
 from maskcls_hpo.config import config_from_mapping
+from maskcls_hpo.data import check_folds, load_train
 from maskcls_hpo.errors import ConfirmError
-from maskcls_hpo.hpo._optuna import study_id_of
 from maskcls_hpo.hpo.attrs import KIND_CONFIRM, PARAM_FOLD, PARAM_SEED, PARAM_SOURCE, ConfirmAttrs, StudyAttrs
 from maskcls_hpo.hpo.select._summary import ConfirmSummary, summarize_confirm
-from maskcls_hpo.hpo.signals import Interrupted, stop_signals
-from maskcls_hpo.hpo.store import HeartbeatSettings, count_trials, display_url, open_storage, resolve_storage_url
-from maskcls_hpo.hpo.trial import ConfirmPlan, confirm_study_name, load_plan, missing_runs, source_configs
-from maskcls_hpo.hpo.workers import WorkerSettings
+from maskcls_hpo.hpo.store import display_url, open_storage, ranked_complete_trials, state_counts_text
+from maskcls_hpo.hpo.trial import (
+    ConfirmPlan,
+    confirm_study_name,
+    load_plan,
+    missing_runs,
+    save_study_note,
+    source_configs,
+)
+from maskcls_hpo.hpo.workers import (
+    Backend,
+    LocalBackend,
+    ProgressReader,
+    RunOptions,
+    SweepEvents,
+    WorkerSettings,
+    follow,
+    prepare_data,
+    run_options,
+)
 
 log = logging.getLogger(__name__)
 
@@ -95,24 +108,8 @@ def prepare_confirm(
             an existing confirm study made with other counts. DataError: more folds than persons in a gender x
             age band stratum, or a broken dataset. ConfigError: a bad override.
     """
-    from maskcls_hpo.data import check_folds, load_train
-    from maskcls_hpo.hpo.store import ranked_complete_trials, state_counts_text
-    from maskcls_hpo.hpo.trial import save_study_note
-    from maskcls_hpo.hpo.workers import prepare_data
-
-    try:
-        source = optuna.load_study(study_name=source_name, storage=storage)
-    except KeyError:
-        names = optuna.get_all_study_names(storage)
-        raise ConfirmError(f"no study '{source_name}' (studies: {', '.join(names) or 'none'})") from None
-    if source.user_attrs.get(ConfirmAttrs.KIND) == KIND_CONFIRM:
-        raise ConfirmError(f"study '{source_name}' is itself a confirm study; pass the sweep's study")
-    if top < 1:
-        raise ConfirmError(f"--top must be at least 1, got {top}")
-    if seeds < 1:
-        raise ConfirmError(f"--seeds must be at least 1, got {seeds}")
-    if folds < 2:
-        raise ConfirmError(f"--folds must be at least 2 (one fold validates, the others train), got {folds}")
+    source = _source_study(storage, source_name)
+    _check_counts(top, folds, seeds)
     ranked = ranked_complete_trials(source, limit=top)
     if len(ranked) < top:
         raise ConfirmError(
@@ -120,26 +117,69 @@ def prepare_confirm(
             f"({state_counts_text(source)}); lower --top or run more trials"
         )
     name = name or confirm_study_name(source_name)
-    existing = set(optuna.get_all_study_names(storage))
-    if name in existing:
+    study: optuna.Study | None = None
+    if name in set(optuna.get_all_study_names(storage)):
         study = optuna.load_study(study_name=name, storage=storage)
         _check_existing(study, source_name, top, folds, seeds)
         plan = load_plan(storage, name)
     else:
-        chosen = ranked[:top]
-        configs = source_configs(source, [t.number for t in chosen])
-        first = config_from_mapping({**configs[chosen[0].number], **(overrides or {})}, source="confirm")
-        plan = ConfirmPlan(
-            study_name=name,
-            source_study=source_name,
-            sources=[t.number for t in chosen],
-            configs=configs,
-            folds=folds,
-            seeds=seeds,
-            split_seed=first.effective_split_seed,
-        )
-        study = None
-    # every config must build (bad overrides refuse here), and the data must hold `folds` persons per stratum
+        plan = _new_plan(source, ranked[:top], name, folds, seeds, overrides)
+    meta = _check_data(plan, overrides)
+    if study is None:
+        study = _create(storage, plan, ranked, meta)
+    for params in missing_runs(study, plan):
+        study.enqueue_trial(params)
+    return study, plan
+
+
+def _source_study(storage: optuna.storages.BaseStorage, source_name: str) -> optuna.Study:
+    """The sweep's study whose configs are confirmed (not itself a confirm study)."""
+    try:
+        source = optuna.load_study(study_name=source_name, storage=storage)
+    except KeyError:
+        names = optuna.get_all_study_names(storage)
+        raise ConfirmError(f"no study '{source_name}' (studies: {', '.join(names) or 'none'})") from None
+    if source.user_attrs.get(ConfirmAttrs.KIND) == KIND_CONFIRM:
+        raise ConfirmError(f"study '{source_name}' is itself a confirm study; pass the sweep's study")
+    return source
+
+
+def _check_counts(top: int, folds: int, seeds: int) -> None:
+    """--top, --folds and --seeds within bounds (one line naming the flag)."""
+    if not 1 <= top <= 1000:
+        raise ConfirmError(f"--top must be between 1 and 1000, got {top}")
+    if not 1 <= seeds <= 1000:
+        raise ConfirmError(f"--seeds must be between 1 and 1000, got {seeds}")
+    if not 2 <= folds <= 1000:
+        raise ConfirmError(f"--folds must be between 2 and 1000 (one fold validates, the others train), got {folds}")
+
+
+def _new_plan(
+    source: optuna.Study,
+    chosen: list[FrozenTrial],
+    name: str,
+    folds: int,
+    seeds: int,
+    overrides: dict[str, Any] | None,
+) -> ConfirmPlan:
+    """The plan of a new confirm study of the `chosen` trials (their stored configs)."""
+    configs = source_configs(source, [t.number for t in chosen])
+    first = config_from_mapping({**configs[chosen[0].number], **(overrides or {})}, source="confirm")
+    return ConfirmPlan(
+        study_name=name,
+        source_study=source.study_name,
+        sources=[t.number for t in chosen],
+        configs=configs,
+        folds=folds,
+        seeds=seeds,
+        split_seed=first.effective_split_seed,
+    )
+
+
+def _check_data(plan: ConfirmPlan, overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """Every run's config builds (bad overrides refuse here), the data holds `folds` persons per stratum, and the
+    data check of `launch` (:func:`~maskcls_hpo.hpo.workers.prepare_data`: every image, the cache); its study attrs.
+    """
     checked = set()
     for params in plan.runs():
         config = plan.build_config(params, overrides)
@@ -149,35 +189,38 @@ def prepare_confirm(
             samples = load_train(
                 config.data_dir, age_bins=config.age_bins, corrections=config.corrections, verify=False
             )
-            check_folds(samples, folds)
-    meta = prepare_data(plan.build_config(plan.runs()[0], overrides))
-    if study is None:
-        study = optuna.create_study(
-            study_name=name,
-            storage=storage,
-            direction="maximize",
-            sampler=plan.make_sampler(),
-            pruner=plan.make_pruner(),
-        )
-        values = {t.number: float(t.value) for t in ranked}
-        attrs = {
-            ConfirmAttrs.KIND: KIND_CONFIRM,
-            ConfirmAttrs.SOURCE: source_name,
-            ConfirmAttrs.TOP: top,
-            ConfirmAttrs.FOLDS: folds,
-            ConfirmAttrs.SEEDS: seeds,
-            ConfirmAttrs.SOURCE_TRIALS: plan.sources,
-            ConfirmAttrs.SOURCE_VALUES: [values[n] for n in plan.sources],
-            ConfirmAttrs.SPLIT_SEED: plan.split_seed,
-            StudyAttrs.N_TRIALS: top * folds * seeds,
-            **meta,
-        }
-        for key, value in attrs.items():
-            study.set_user_attr(key, value)
-        save_study_note(study, _note(plan, attrs))
-    for params in missing_runs(study, plan):
-        study.enqueue_trial(params)
-    return study, plan
+            check_folds(samples, plan.folds)
+    return prepare_data(plan.build_config(plan.runs()[0], overrides))
+
+
+def _create(
+    storage: optuna.storages.BaseStorage, plan: ConfirmPlan, ranked: list[FrozenTrial], meta: dict[str, Any]
+) -> optuna.Study:
+    """Create the confirm study with its attrs (the link to the source, K, F, R, the budget) and its note."""
+    study = optuna.create_study(
+        study_name=plan.study_name,
+        storage=storage,
+        direction="maximize",
+        sampler=plan.make_sampler(),
+        pruner=plan.make_pruner(),
+    )
+    values = {t.number: float(t.value) for t in ranked if t.value is not None}
+    attrs = {
+        ConfirmAttrs.KIND: KIND_CONFIRM,
+        ConfirmAttrs.SOURCE: plan.source_study,
+        ConfirmAttrs.TOP: len(plan.sources),
+        ConfirmAttrs.FOLDS: plan.folds,
+        ConfirmAttrs.SEEDS: plan.seeds,
+        ConfirmAttrs.SOURCE_TRIALS: plan.sources,
+        ConfirmAttrs.SOURCE_VALUES: [values[n] for n in plan.sources],
+        ConfirmAttrs.SPLIT_SEED: plan.split_seed,
+        StudyAttrs.N_TRIALS: len(plan.runs()),
+        **meta,
+    }
+    for key, value in attrs.items():
+        study.set_user_attr(key, value)
+    save_study_note(study, _note(plan, attrs))
+    return study
 
 
 def _note(plan: ConfirmPlan, attrs: dict[str, Any]) -> str:
@@ -200,71 +243,51 @@ def run_confirm(
     folds: int,
     seeds: int = 1,
     *,
-    storage: str | Path | None = None,
     name: str | None = None,
     workers: int = 1,
-    gpus: Sequence[str] | None = None,
-    data_dir: str | Path | None = None,
-    overrides: dict[str, Any] | None = None,
-    timeout: float | None = None,
-    heartbeat_interval: int | None = None,
-    grace_period: int | None = None,
-    checkpoints: str | Path | None = None,
-    logs: str | Path | None = None,
-    password_file: str | Path | None = None,
-    on_message: Callable[[str], None] | None = None,
-    poll_interval: float = 1.0,
+    options: RunOptions | None = None,
+    backend: Backend | None = None,
+    events: SweepEvents | None = None,
+    **flags: Any,
 ) -> ConfirmResult:
     """Confirm the `top` best COMPLETE configs of `study_name` on `folds` folds x `seeds` seeds.
 
-    Creates (or resumes) the linked study ``<study_name>-confirm`` (or `name`) and runs `workers` local
-    worker processes until it holds top * folds * seeds finished trials; `workers=0` only prepares it (join
-    with ``maskcls-hpo worker --confirm --study NAME``). Run it again after a crash or Ctrl-C: finished runs
-    are kept, killed ones resume from their last checkpoint.
+    Creates (or resumes) the linked study ``<study_name>-confirm`` (or `name`) and runs `workers` workers
+    (through `backend`, local processes by default) until it holds top * folds * seeds finished trials;
+    `workers=0` only prepares it (join with ``maskcls-hpo worker --confirm --study NAME``). Run it again after a
+    crash or Ctrl-C: finished runs are kept, killed ones resume from their last checkpoint.
 
     Args:
-        storage: URL or SQLite path of the source study (the confirm study goes beside it).
-        data_dir: overrides the configs' data_dir; overrides: further config keys (e.g. ``epochs`` in tests).
-        other arguments: as :func:`maskcls_hpo.hpo.launch.run_sweep`.
+        options: how the runs are trained (:class:`~maskcls_hpo.hpo.workers.RunOptions`: the source study's
+            storage, heartbeat, data_dir, overrides such as ``epochs`` in tests, timeout, checkpoints, mlflow,
+            watchdog, ...), or give them as `flags` (not both).
+        backend, events: as :func:`maskcls_hpo.hpo.launch.run_sweep`.
 
     Returns:
         ConfirmResult with the :class:`ConfirmSummary` (per-config mean, standard error, winner).
 
     Raises:
-        MaskclsError: before anything is stored (see :func:`prepare_confirm`); LaunchError when a worker
-            process cannot start.
+        MaskclsError: before anything is stored (see :func:`prepare_confirm`); LaunchError for a bad option or
+            a worker process that cannot start.
     """
-    from maskcls_hpo.hpo.workers import LocalWorkers
-
-    say = on_message or (lambda _line: None)
-    extra = dict(overrides or {})
-    if data_dir is not None:
-        extra["data_dir"] = str(data_dir)
-    url = resolve_storage_url(
-        storage, must_exist=True, password_file=str(password_file) if password_file is not None else None
-    )
-    heartbeat = HeartbeatSettings.from_env(heartbeat_interval, grace_period)
-    rdb = open_storage(url, heartbeat, create=False)
-    study, plan = prepare_confirm(rdb, study_name, top, folds, seeds, name=name, overrides=extra)
-    settings = WorkerSettings(
-        kind="confirm",
-        storage_url=url,
-        study_name=study.study_name,
-        n_trials=top * folds * seeds,
-        overrides=extra,
-        heartbeat=heartbeat,
-        timeout=timeout,
-        checkpoints=Path(checkpoints) if checkpoints is not None else None,
-        logs=Path(logs) if logs is not None else None,
-        poll_interval=poll_interval,
-        password_file=str(password_file) if password_file is not None else None,
+    if workers < 0:
+        raise ConfirmError(f"--workers must be 0 or more, got {workers}")
+    opts = run_options(options, flags)
+    events = events or SweepEvents()
+    backend = backend if backend is not None else LocalBackend()
+    url = opts.resolve_storage(must_exist=True).url
+    rdb = open_storage(url, opts.heartbeat, create=False)
+    study, plan = prepare_confirm(rdb, study_name, top, folds, seeds, name=name, overrides=opts.config_overrides())
+    settings = WorkerSettings.for_study(
+        study.study_name, opts, storage_url=url, kind="confirm", n_trials=len(plan.runs())
     )
     summary = summarize_confirm(study)
     result = ConfirmResult(summary, display_url(url), log_dir=settings.log_dir)
     c = summary.counts
-    say(
+    events.say(
         f"confirm study '{study.study_name}' on {display_url(url)}: trials {plan.sources} of '{study_name}' on "
-        f"{folds} folds x {seeds} seed(s); {c.finished} of {summary.n_trials} runs finished; {workers} worker(s)"
+        f"{folds} folds x {seeds} seed(s); {c.finished} of {summary.n_trials} runs finished; "
+        f"{backend.describe(workers)}"
     )
     if summary.finished:
         result.message = f"nothing to do: all {summary.n_trials} runs are finished"
@@ -275,50 +298,46 @@ def run_confirm(
             f"--study {study.study_name}"
         )
         return result
-    started = time.monotonic()
-    pool = LocalWorkers(settings, workers, gpus=gpus)
-    last = [-1]
-
-    def poll() -> None:
-        with contextlib.suppress(sqlalchemy.exc.SQLAlchemyError):
-            done = count_trials(rdb, study_id_of(study)).finished
-            if done != last[0]:
-                last[0] = done
-                say(f"{done} of {summary.n_trials} runs finished")
-
-    try:
-        with stop_signals():
-            pool.start()
-            result.worker_exit_codes = pool.wait(on_poll=poll, poll_interval=poll_interval)
-    except (KeyboardInterrupt, Interrupted):
-        result.worker_exit_codes = [code if code is not None else -9 for code in pool.stop()]
-        result.interrupted = True
-    finally:
-        pool.close()
-    result.seconds = time.monotonic() - started
+    for note in backend.preflight(settings, workers):
+        events.say(note)
+    pool = backend.pool(settings, workers)
+    reader = ProgressReader(rdb, study, summary.n_trials, default_epochs=_epochs(plan))
+    followed = follow(pool, reader, events, poll_interval=opts.poll_interval)
+    result.seconds, result.interrupted = followed.seconds, followed.interrupted
+    result.worker_exit_codes = followed.exit_codes
     result.summary = summarize_confirm(study)
-    c = result.summary.counts
-    if result.interrupted:
-        result.message = f"interrupted: {c.finished} of {summary.n_trials} runs finished; run confirm again to resume"
-    elif result.reached:
-        result.message = (
-            f"{c.finished} runs finished ({c.complete} complete, {c.pruned} pruned), {c.failed} failed in "
-            f"{result.seconds:,.0f} s; worker logs in {settings.log_dir}"
-        )
-    else:
-        bad = [i for i, code in enumerate(result.worker_exit_codes) if code != 0]
-        result.message = (
-            f"the confirm study did not reach {summary.n_trials} finished runs ({c.finished} finished, {c.failed} "
-            f"failed); {pool.last_lines(bad)}; run confirm again to resume"
-        )
+    result.message = _closing_line(result, pool.last_lines([i for i, x in enumerate(followed.exit_codes) if x]))
     return result
+
+
+def _epochs(plan: ConfirmPlan) -> int | None:
+    """Epochs of the plan's first config (the live view's ETA); None when not stored."""
+    first = plan.configs.get(plan.sources[0], {})
+    return int(first["epochs"]) if isinstance(first.get("epochs"), int) else None
+
+
+def _closing_line(result: ConfirmResult, last_lines: str) -> str:
+    """How a confirm run ended, in one line."""
+    c, total = result.summary.counts, result.summary.n_trials
+    if result.interrupted:
+        return f"interrupted: {c.finished} of {total} runs finished; run confirm again to resume"
+    if result.reached:
+        return (
+            f"{c.finished} runs finished ({c.complete} complete, {c.pruned} pruned), {c.failed} failed in "
+            f"{result.seconds:,.0f} s; worker logs in {result.log_dir}"
+        )
+    return (
+        f"the confirm study did not reach {total} finished runs ({c.finished} finished, {c.failed} "
+        f"failed); {last_lines}; run confirm again to resume"
+    )
 
 
 def confirm(study_name: str, top: int = 3, folds: int = 5, seeds: int = 1, **kwargs: Any) -> ConfirmResult:
     """Re-train the `top` best COMPLETE configs of a study on `folds` person-grouped folds x `seeds` seeds.
 
     The Python API of `maskcls-hpo confirm` (``maskcls_hpo.confirm``): :func:`run_confirm` with its keyword
-    arguments (`storage`, `workers`, `gpus`, `data_dir`, ...). Resumable: call it again after a crash.
+    arguments (`workers`, `backend`, `options` or the flags `storage`, `data_dir`, ...). Resumable: call it again
+    after a crash.
 
     Returns:
         ConfirmResult; ``.summary.rows`` holds each config's mean val macro F1 over the folds and its standard

@@ -17,14 +17,18 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import optuna
 
 from maskcls_hpo.config import TrainConfig, config_from_mapping, load_config, save_config
 from maskcls_hpo.errors import ConfirmError
 from maskcls_hpo.hpo.attrs import TrialAttrs
-from maskcls_hpo.hpo.store import storage_folder
+from maskcls_hpo.hpo.select._ranking import Ranking, selection_ranking
+from maskcls_hpo.hpo.store import open_study, state_counts_text, storage_folder
+from maskcls_hpo.hpo.workers import RunOptions, run_options
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +67,24 @@ class FinalizeResult:
     folder: Path
     manifest: Path
     tta: bool = False
-    lines: list[str] = field(default_factory=list)
+
+    def summary_lines(self) -> list[str]:
+        """What `finalize` prints at the end: the submission, the models (trained / reused), the ranking used."""
+        trained = sum(not m.reused for m in self.models)
+        return [
+            f"wrote {self.out}: {len(self.prediction.labels)} rows from {len(self.models)} model(s) ({trained} "
+            f"trained, {len(self.models) - trained} reused; tta {'on' if self.tta else 'off'}); ranking: "
+            f"{self.ranking}; models and configs in {self.folder}"
+        ]
 
 
-def final_configs(study, seeds: int = 1, top: int = 1, single_split: bool = False, data_dir: str | Path | None = None):
+def final_configs(
+    study: optuna.Study,
+    seeds: int = 1,
+    top: int = 1,
+    single_split: bool = False,
+    data_dir: str | Path | None = None,
+) -> tuple[Ranking, list[tuple[int, TrainConfig]]]:
     """The configs `finalize` trains: ``(ranking, [(trial number, TrainConfig), ...])``.
 
     Each of the `top` best trials (by :func:`~maskcls_hpo.hpo.select.selection_ranking`) with seeds
@@ -75,9 +93,6 @@ def final_configs(study, seeds: int = 1, top: int = 1, single_split: bool = Fals
     Raises:
         ConfirmError: seeds or top < 1, fewer COMPLETE trials than `top`, a trial without a stored config.
     """
-    from maskcls_hpo.hpo.select._ranking import selection_ranking
-    from maskcls_hpo.hpo.store import state_counts_text
-
     if seeds < 1:
         raise ConfirmError(f"--seeds must be at least 1, got {seeds}")
     if top < 1:
@@ -113,26 +128,26 @@ def _reusable(folder: Path, config: TrainConfig) -> bool:
 
 
 def finalize_study(
-    study,
+    study: optuna.Study,
     out: str | Path,
     *,
     storage_url: str,
     seeds: int = 1,
     top: int = 1,
     tta: bool = False,
-    data_dir: str | Path | None = None,
     single_split: bool = False,
+    options: RunOptions | None = None,
     folder: str | Path | None = None,
-    device: str = "auto",
     on_message: Callable[[str], None] | None = None,
-):
+) -> FinalizeResult:
     """Retrain the winner (or the top `top` configs) with `seeds` seeds on all persons, ensemble, write `out`.
 
     Args:
-        study: the source ``optuna.Study``; storage_url: its storage (the models go under its folder).
+        study: the source study; storage_url: its storage (the models go under its folder).
         out: the submission CSV (``ImageID,ans``), written last and atomically.
-        data_dir: dataset root with ``train/`` and ``eval/`` (default: the winner config's data_dir).
         single_split: rank by the single validation split even when a confirm study is finished.
+        options: ``data_dir`` (dataset root with ``train/`` and ``eval/``; default the winner config's),
+            ``device`` (default auto) and further config ``overrides`` for the retrained models.
         folder: where the models go (default ``storage_folder(storage_url, "finalize") / <study>``).
 
     Returns:
@@ -142,46 +157,78 @@ def finalize_study(
         DataError: no eval set (``DATA_DIR/eval/info.csv``) or a broken one, before anything is trained or
             written. ConfirmError: see :func:`final_configs`. PredictError: a model that cannot be loaded.
     """
-    from maskcls_hpo.data import load_eval
-    from maskcls_hpo.predict import predict
-    from maskcls_hpo.train import train
+    from maskcls_hpo.data import load_eval  # lazy: pandas / PIL, not needed by `export`
 
     say = on_message or (lambda _line: None)
+    opts = options or RunOptions()
     started = time.monotonic()
-    ranking, planned = final_configs(study, seeds=seeds, top=top, single_split=single_split, data_dir=data_dir)
+    ranking, planned = final_configs(study, seeds=seeds, top=top, single_split=single_split, data_dir=opts.data_dir)
+    extra = {k: v for k, v in opts.config_overrides().items() if k != "data_dir"}
+    planned = [(n, config_from_mapping({**c.to_dict(), **extra}, source="finalize")) for n, c in planned]
     eval_dir = Path(planned[0][1].data_dir)
     load_eval(eval_dir)  # no eval set: refused here, before anything is trained or written
     root = Path(folder) if folder is not None else storage_folder(storage_url, "finalize") / study.study_name
     say(f"finalize '{study.study_name}' by ranking: {ranking.label}")
-    models: list[FinalModel] = []
-    epochs = 0
-    for number, config in planned:
-        target = root / f"trial_{number:05d}-seed_{config.seed}"
-        model = FinalModel(number, config.seed, target, config)
-        if _reusable(target, config):
-            model.reused = True
-            say(f"trial {number} seed {config.seed}: reusing {target / 'model.pt'}")
-        else:
-            say(f"trial {number} seed {config.seed}: training {config.epochs} epoch(s) on all persons -> {target}")
-            t0 = time.monotonic()
-            target.mkdir(parents=True, exist_ok=True)
-            (target / "config.yaml").unlink(missing_ok=True)  # written after the model: marks it complete
-            train(config, out_dir=target)
-            save_config(config, target / "config.yaml")
-            model.seconds = time.monotonic() - t0
-            epochs += config.epochs
-        models.append(model)
-    prediction = predict(
-        [m.folder / "model.pt" for m in models],
-        eval_dir,
-        out=out,
+    models = [_final_model(number, config, root, say) for number, config in planned]
+    prediction = _predict(models, eval_dir, out, tta, opts.device or "auto", planned[0][1].cache_dir)
+    manifest = _write_manifest(root, study.study_name, ranking, models, prediction, eval_dir, out, tta)
+    return FinalizeResult(
+        study_name=study.study_name,
+        ranking=ranking.label,
+        models=models,
+        out=Path(out),
+        prediction=prediction,
+        epochs=sum(m.config.epochs for m in models if not m.reused),
+        seconds=time.monotonic() - started,
+        folder=root,
+        manifest=manifest,
         tta=tta,
-        device=device,
-        cache_dir=planned[0][1].cache_dir,
     )
+
+
+def _final_model(number: int, config: TrainConfig, root: Path, say: Callable[[str], None]) -> FinalModel:
+    """Train one model of the ensemble on all persons (or reuse the one trained from the same config)."""
+    from maskcls_hpo.train import train  # lazy: torch
+
+    target = root / f"trial_{number:05d}-seed_{config.seed}"
+    model = FinalModel(number, config.seed, target, config)
+    if _reusable(target, config):
+        model.reused = True
+        say(f"trial {number} seed {config.seed}: reusing {target / 'model.pt'}")
+        return model
+    say(f"trial {number} seed {config.seed}: training {config.epochs} epoch(s) on all persons -> {target}")
+    t0 = time.monotonic()
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "config.yaml").unlink(missing_ok=True)  # written after the model: marks it complete
+    train(config, out_dir=target)
+    save_config(config, target / "config.yaml")
+    model.seconds = time.monotonic() - t0
+    return model
+
+
+def _predict(models: list[FinalModel], eval_dir: Path, out: str | Path, tta: bool, device: str, cache_dir: Any) -> Any:
+    """The ensemble's prediction of the eval set, written to `out` (:func:`maskcls_hpo.predict.predict`)."""
+    from maskcls_hpo.predict import predict  # lazy: torch
+
+    return predict(
+        [m.folder / "model.pt" for m in models], eval_dir, out=out, tta=tta, device=device, cache_dir=cache_dir
+    )
+
+
+def _write_manifest(
+    root: Path,
+    study_name: str,
+    ranking: Ranking,
+    models: list[FinalModel],
+    prediction: Any,
+    eval_dir: Path,
+    out: str | Path,
+    tta: bool,
+) -> Path:
+    """``<root>/finalize.json``: what was trained, by which ranking, and what was written."""
     manifest = root / "finalize.json"
     doc = {
-        "study": study.study_name,
+        "study": study_name,
         "ranking": ranking.label,
         "confirmed": ranking.confirmed,
         "models": [
@@ -197,61 +244,42 @@ def finalize_study(
     tmp = manifest.with_name(manifest.name + ".tmp")
     tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     tmp.replace(manifest)
-    return FinalizeResult(
-        study_name=study.study_name,
-        ranking=ranking.label,
-        models=models,
-        out=Path(out),
-        prediction=prediction,
-        epochs=epochs,
-        seconds=time.monotonic() - started,
-        folder=root,
-        manifest=manifest,
-        tta=tta,
-    )
+    return manifest
 
 
 def finalize(
     study_name: str,
     out: str | Path = "submission.csv",
     *,
-    storage: str | Path | None = None,
     seeds: int = 1,
     top: int = 1,
     tta: bool = False,
-    data_dir: str | Path | None = None,
     single_split: bool = False,
-    password_file: str | None = None,
-    **kwargs: Any,
+    options: RunOptions | None = None,
+    on_message: Callable[[str], None] | None = None,
+    **flags: Any,
 ) -> FinalizeResult:
     """Retrain the winner (confirmed, else best) on all persons with `seeds` seeds (or the `top` configs),
     ensemble them, predict the eval set and write the submission `out` (``maskcls_hpo.finalize``).
 
-    Args: as :func:`finalize_study`; `storage` is a URL or SQLite path (default as every verb).
+    Args: as :func:`finalize_study`; `options` (or its `flags`: ``storage=``, ``data_dir=``, ``device=``, ...)
+    name the storage (a URL or SQLite path, default as every verb) and the data.
 
     Returns:
         FinalizeResult (models kept under ``<storage folder>/finalize/<study>``).
 
     Raises:
-        DataError: no eval set. ConfirmError / StorageError: see :func:`finalize_study`.
+        DataError: no eval set. ConfirmError / StorageError / LaunchError: see :func:`finalize_study`.
 
     Example::
 
         import maskcls_hpo as m
         m.finalize("smoke", "submission.csv", storage="storage/nb.db", seeds=3, tta=True)
     """
-    from maskcls_hpo.hpo.store import open_study, resolve_storage_url
-
-    url = resolve_storage_url(storage, must_exist=True, password_file=password_file)
-    study = open_study(url, study_name, password_file=password_file)
+    opts = run_options(options, flags)
+    url = opts.resolve_storage(must_exist=True).url
+    pw = str(opts.password_file) if opts.password_file is not None else None
+    study = open_study(url, study_name, password_file=pw)
     return finalize_study(
-        study,
-        out,
-        storage_url=url,
-        seeds=seeds,
-        top=top,
-        tta=tta,
-        data_dir=data_dir,
-        single_split=single_split,
-        **kwargs,
+        study, out, storage_url=url, seeds=seeds, top=top, tta=tta, single_split=single_split, options=opts
     )

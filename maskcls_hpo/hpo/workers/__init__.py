@@ -1,18 +1,40 @@
-"""Who runs trials, and how a launcher follows them: the worker settings, the worker loop, the watchdog, the
-pre-flight checks, progress snapshots and the backends that start worker processes (local, Slurm).
+"""Who runs trials, and how a launcher follows them: the run options, the worker settings, the worker loop, the
+watchdog, the pre-flight checks, progress snapshots, the follow loop and the backends that start worker processes
+(local, Slurm).
 
 Imports :mod:`maskcls_hpo.hpo.trial` and :mod:`maskcls_hpo.hpo.store`. A worker process runs
 ``python -m maskcls_hpo.hpo.workers SETTINGS.json`` (the old ``python -m maskcls_hpo.hpo.worker`` still works).
 """
 
-from maskcls_hpo.hpo.workers._backends import WorkerBackend
-from maskcls_hpo.hpo.workers._local import LocalWorkers, WorkerProcess, standby_argv, wait_for_exit, worker_argv
-from maskcls_hpo.hpo.workers._loop import STALE, WorkerReport, run_worker
+from maskcls_hpo.hpo.workers._backends import SLURM_ONLY, Backend, WorkerPool, make_backend, run_options
+from maskcls_hpo.hpo.workers._follow import Followed, SweepEvents, follow
+from maskcls_hpo.hpo.workers._local import (
+    LocalBackend,
+    LocalWorkers,
+    WorkerProcess,
+    standby_argv,
+    wait_for_exit,
+    worker_argv,
+)
+from maskcls_hpo.hpo.workers._loop import (
+    Objective,
+    Outcome,
+    StopReason,
+    TrialEnd,
+    WorkerReport,
+    join_worker,
+    run_worker,
+)
 from maskcls_hpo.hpo.workers._options import (
     DEFAULT_MAX_CONSECUTIVE_FAILURES,
     DEFAULT_WATCHDOG_FIRST_EPOCH_S,
     DEFAULT_WATCHDOG_S,
     EXIT_HUNG,
+    FLAGS,
+    MAX_SECONDS,
+    MAX_TRIALS,
+    RunOptions,
+    Watchdog,
     WorkerSettings,
 )
 from maskcls_hpo.hpo.workers._preflight import check_join, prepare_data
@@ -22,7 +44,7 @@ from maskcls_hpo.hpo.workers._slurm import (
     SCRIPT_NAME,
     SETTINGS_NAME,
     TERMINAL_STATES,
-    SlurmOptions,
+    SlurmBackend,
     SlurmTask,
     SlurmWorkers,
     check_cluster,
@@ -34,6 +56,7 @@ from maskcls_hpo.hpo.workers._slurm import (
 from maskcls_hpo.hpo.workers._watchdog import TrialWatchdog
 
 __all__ = [
+    "Backend",
     "check_cluster",
     "check_join",
     "COMMANDS",
@@ -42,28 +65,44 @@ __all__ = [
     "DEFAULT_WATCHDOG_S",
     "EXIT_HUNG",
     "FinishedTrial",
+    "FLAGS",
+    "follow",
+    "Followed",
+    "join_worker",
+    "LocalBackend",
     "LocalWorkers",
+    "make_backend",
+    "MAX_SECONDS",
+    "MAX_TRIALS",
+    "Objective",
+    "Outcome",
     "prepare_data",
     "Progress",
     "ProgressReader",
+    "run_options",
     "run_worker",
     "RunningTrial",
+    "RunOptions",
     "sbatch_script",
     "SCRIPT_NAME",
     "SETTINGS_NAME",
+    "SLURM_ONLY",
     "slurm_task_of_env",
-    "SlurmOptions",
+    "SlurmBackend",
     "SlurmTask",
     "SlurmWorkers",
-    "STALE",
     "standby_argv",
+    "StopReason",
     "summarize",
+    "SweepEvents",
     "task_states",
     "TERMINAL_STATES",
+    "TrialEnd",
     "TrialWatchdog",
     "wait_for_exit",
+    "Watchdog",
     "worker_argv",
-    "WorkerBackend",
+    "WorkerPool",
     "WorkerProcess",
     "WorkerReport",
     "WorkerSettings",

@@ -112,7 +112,8 @@ class LocalWorkers:
             pool.wait(on_poll=lambda: None)
     """
 
-    kind = "local"
+    job_id: str | None = None
+    script_path: Path | None = None
 
     def __init__(
         self,
@@ -328,6 +329,23 @@ class LocalWorkers:
         finally:
             self.close()
 
+    def task_states(self) -> dict[int, str]:
+        """Empty: local processes have no scheduler states."""
+        return {}
+
+    def where(self) -> str:
+        """``worker logs in <logs>/<study>``."""
+        return f"worker logs in {self.settings.log_dir}"
+
+    def on_interrupt(self, by_ctrl_c: bool, ask: Callable[[str], bool] | None) -> str:
+        """Stop every worker (each fails its running trial and queues it to resume); nothing to say.
+
+        NOTE SIGTERM, not SIGINT: a launch started in the background has SIGINT ignored, and its workers inherit
+        that; every worker turns SIGTERM into a clean stop of its running trial.
+        """
+        self.stop()
+        return ""
+
     def last_lines(self, indices: Sequence[int] | None = None) -> str:
         """Why workers stopped: the signal that killed each, else the last line of its log."""
         lines = []
@@ -356,3 +374,57 @@ def _read_all(fh: IO[bytes]) -> bytes:
             return b"".join(chunks)
         chunks.append(chunk)
         offset += len(chunk)
+
+
+@dataclass(frozen=True)
+class LocalBackend:
+    """Worker processes on this machine.
+
+    Attributes:
+        gpus: GPU ids assigned round-robin through ``CUDA_VISIBLE_DEVICES`` (several workers per GPU allowed);
+            empty: leave ``CUDA_VISIBLE_DEVICES`` as it is and split the CPU threads between the workers.
+    """
+
+    gpus: tuple[str, ...] = ()
+    name: str = "local"
+
+    @property
+    def detach(self) -> bool:
+        """False: a local launch follows its workers."""
+        return False
+
+    @property
+    def dry_run(self) -> bool:
+        """False: there is nothing to write for local workers."""
+        return False
+
+    def preflight(self, settings: WorkerSettings, workers: int) -> list[str]:
+        """Nothing to check beyond the options (already checked); no notes."""
+        return []
+
+    def describe(self, workers: int) -> str:
+        """``2 worker(s)``."""
+        return f"{workers} worker(s)"
+
+    def standby(self, settings: WorkerSettings, workers: int) -> LocalWorkers:
+        """`workers` processes started now, on standby (:meth:`LocalWorkers.standby`)."""
+        pool = self.pool(settings, workers)
+        pool.standby()
+        return pool
+
+    def pool(self, settings: WorkerSettings, workers: int) -> LocalWorkers:
+        """:class:`LocalWorkers` with this backend's GPUs (not started)."""
+        return LocalWorkers(settings, workers, gpus=self.gpus)
+
+    def write_script(self, settings: WorkerSettings, workers: int) -> Path:
+        """Refused: local workers need no script.
+
+        Raises:
+            LaunchError: always (``--dry-run`` needs ``--backend slurm``).
+        """
+        raise LaunchError("--dry-run needs --backend slurm")
+
+    @classmethod
+    def from_flag(cls, gpus: str | None) -> LocalBackend:
+        """``--gpus 0,1`` -> ``LocalBackend(gpus=("0", "1"))`` (blank entries dropped)."""
+        return cls(tuple(g.strip() for g in (gpus or "").split(",") if g.strip()))

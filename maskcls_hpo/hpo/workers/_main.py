@@ -10,7 +10,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from maskcls_hpo.errors import MaskclsError
+from pydantic import ValidationError
+
+from maskcls_hpo.errors import LaunchError, MaskclsError
 from maskcls_hpo.hpo.store import mask_password
 from maskcls_hpo.hpo.workers._loop import run_worker
 from maskcls_hpo.hpo.workers._options import WorkerSettings
@@ -67,7 +69,7 @@ def standby(stdin: Any = None, imports: tuple[str, ...] = STANDBY_IMPORTS) -> tu
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of a worker process: ``python -m maskcls_hpo.hpo.worker SETTINGS.json``.
+    """Entry point of a worker process: ``python -m maskcls_hpo.hpo.workers SETTINGS.json``.
 
     The settings file holds one :class:`WorkerSettings` as JSON (written by the supervisor; no password in
     it: see ``WorkerSettings.storage_url``). Prints the worker's summary line. ``--standby`` instead of the
@@ -82,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m maskcls_hpo.hpo.worker SETTINGS.json | --standby", file=sys.stderr)
+        print("usage: python -m maskcls_hpo.hpo.workers SETTINGS.json | --standby", file=sys.stderr)
         return 2
     if args[0] == "--standby":
         try:
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         args = [str(told[0])]
     setup_logging(verbose=True)
     try:
-        settings = WorkerSettings.model_validate_json(Path(args[0]).read_text(encoding="utf-8")).for_this_process()
+        settings = _read_settings(Path(args[0]))
         report = run_worker(settings)
     except MaskclsError as err:
         print(f"error: {mask_password(err)}", file=sys.stderr)
@@ -102,12 +104,27 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("worker interrupted", file=sys.stderr)
         return 130
-    print(
-        f"worker {settings.worker_index}: {report.complete} complete, {report.pruned} pruned, {report.failed} "
-        f"failed; {report.stop_reason}",
-        flush=True,
-    )
+    print(report.summary_line(), flush=True)
     return report.exit_code
+
+
+def _read_settings(path: Path) -> WorkerSettings:
+    """The worker's settings file, for this process (its worker index).
+
+    Raises:
+        LaunchError: the file cannot be read, or it is no settings file of this version (one line naming it).
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise LaunchError(f"cannot read the worker settings file {path}: {err.strerror or err}") from None
+    try:
+        return WorkerSettings.model_validate_json(text).for_this_process()
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "file"
+        message = str(first.get("ctx", {}).get("error") or first["msg"])
+        raise LaunchError(f"{path}: {where}: {message}") from None
 
 
 def exit_now(code: int) -> None:

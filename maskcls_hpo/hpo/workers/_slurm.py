@@ -31,7 +31,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
@@ -64,12 +64,11 @@ TERMINAL_STATES = frozenset(
 """Job states after which a task runs no more (``squeue``/``sacct`` names); REQUEUED and PENDING are not."""
 
 
-@dataclass
-class SlurmOptions:
-    """How `launch --backend slurm` submits the array job.
+@dataclass(frozen=True)
+class SlurmBackend:
+    """Workers as one Slurm array job (`launch --backend slurm --workers K`): the array's resources and behaviour.
 
     Attributes:
-        workers: array tasks (K): ``--array=0-(K-1)``, one worker process each.
         gpus_per_worker: ``--gres=gpu:G`` per task when G > 0 (checked against the partition's Gres).
         cpus_per_task: ``--cpus-per-task`` (default 1; the worker's ``OMP_NUM_THREADS`` follows it).
         partition: ``--partition`` (None: the cluster's default partition).
@@ -79,19 +78,55 @@ class SlurmOptions:
         detach: submit and return without following the job.
         dry_run: write the script and settings file only (no study prepared, nothing submitted).
         cancel_on_exit: on Ctrl-C / SIGTERM of the launcher, ``scancel`` the array (False: leave it running;
-            None: ask through the launcher's `confirm` callback, e.g. a prompt on a terminal).
+            None: ask, on Ctrl-C only, through the launcher's `ask` callback, e.g. a prompt on a terminal).
+
+    Raises:
+        LaunchError: a negative GPU count, fewer than 1 CPU, a ``--time`` that is no Slurm time limit, an
+            ``--sbatch-arg`` with a line break (one line naming the flag).
     """
 
-    workers: int = 1
     gpus_per_worker: int = 0
     cpus_per_task: int = 1
     partition: str | None = None
     time: str | None = None
-    sbatch_args: list[str] = field(default_factory=list)
+    sbatch_args: tuple[str, ...] = ()
     job_name: str | None = None
     detach: bool = False
     dry_run: bool = False
     cancel_on_exit: bool | None = False
+    name: str = "slurm"
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.gpus_per_worker <= 1024:
+            raise LaunchError(f"--gpus-per-worker must be between 0 and 1024, got {self.gpus_per_worker}")
+        if not 1 <= self.cpus_per_task <= 100_000:
+            raise LaunchError(f"--cpus-per-task must be between 1 and 100000, got {self.cpus_per_task}")
+        if self.time is not None and not _TIME.match(self.time):
+            raise LaunchError(f"--time {self.time!r} is not a Slurm time limit; use HH:MM:SS (e.g. 02:00:00) or D-HH")
+        for arg in self.sbatch_args:
+            if "\n" in arg or "\r" in arg:
+                raise LaunchError(f"--sbatch-arg {arg!r} holds a line break; give one #SBATCH option per flag")
+
+    def preflight(self, settings: WorkerSettings, workers: int) -> list[str]:
+        """:func:`check_cluster` for `workers` tasks on the settings' storage."""
+        return check_cluster(self, workers, settings.storage_url)
+
+    def describe(self, workers: int) -> str:
+        """``Slurm array of 2 task(s)``."""
+        return f"Slurm array of {workers} task(s)"
+
+    def standby(self, settings: WorkerSettings, workers: int) -> None:
+        """None: Slurm tasks start when the scheduler says, after the study is prepared."""
+        return None
+
+    def pool(self, settings: WorkerSettings, workers: int) -> SlurmWorkers:
+        """The array job of `workers` tasks (:class:`SlurmWorkers`; not submitted yet)."""
+        return SlurmWorkers(settings, self, workers)
+
+    def write_script(self, settings: WorkerSettings, workers: int) -> Path:
+        """The settings file and the sbatch script of the array (nothing submitted); returns the script."""
+        script, _ = SlurmWorkers(settings, self, workers).write_files()
+        return script
 
 
 @dataclass
@@ -166,7 +201,7 @@ def _sbatch_arg_value(args: Sequence[str], *names: str) -> str | None:
     return value
 
 
-def check_cluster(options: SlurmOptions, storage_url: str) -> list[str]:
+def check_cluster(options: SlurmBackend, workers: int, storage_url: str) -> list[str]:
     """Refuse what cannot run, before anything is prepared or submitted; returns notes for the user.
 
     Checks: the Slurm commands are on PATH; `workers` >= 1; ``--time`` has a Slurm form; the partition exists
@@ -177,14 +212,8 @@ def check_cluster(options: SlurmOptions, storage_url: str) -> list[str]:
     Raises:
         LaunchError: one line naming the option and what to do.
     """
-    if options.workers < 1:
-        raise LaunchError(f"--workers must be at least 1 with --backend slurm, got {options.workers}")
-    if options.gpus_per_worker < 0:
-        raise LaunchError(f"--gpus-per-worker must be 0 or more, got {options.gpus_per_worker}")
-    if options.cpus_per_task < 1:
-        raise LaunchError(f"--cpus-per-task must be at least 1, got {options.cpus_per_task}")
-    if options.time is not None and not _TIME.match(options.time):
-        raise LaunchError(f"--time {options.time!r} is not a Slurm time limit; use HH:MM:SS (e.g. 02:00:00) or D-HH")
+    if workers < 1:
+        raise LaunchError(f"--workers must be at least 1 with --backend slurm, got {workers}")
     missing = _missing_commands()
     if missing:
         if options.dry_run:
@@ -231,9 +260,9 @@ def check_cluster(options: SlurmOptions, storage_url: str) -> list[str]:
         else:
             nodes = sum(int(d) for d, _, _ in entries if d.isdigit())
             where = f"partition '{part}'"
-        if nodes > 1 and options.workers > 1:
+        if nodes > 1 and workers > 1:
             raise LaunchError(
-                f"SQLite storage with {options.workers} workers on up to {nodes} nodes ({where}): SQLite needs every "
+                f"SQLite storage with {workers} workers on up to {nodes} nodes ({where}): SQLite needs every "
                 "worker on one node (its file locks do not hold over a network filesystem); use PostgreSQL "
                 "(--storage postgresql+psycopg://...) for several nodes, or pin the array to one node "
                 "(--sbatch-arg=--nodelist=NODE); nothing was submitted"
@@ -245,7 +274,8 @@ def check_cluster(options: SlurmOptions, storage_url: str) -> list[str]:
 
 
 def sbatch_script(
-    options: SlurmOptions,
+    options: SlurmBackend,
+    workers: int,
     settings_file: Path,
     log_dir: Path,
     study_name: str,
@@ -256,7 +286,7 @@ def sbatch_script(
     """The array job's batch script (text). Paths are absolute, so it runs from any folder.
 
     Args:
-        options: the array's size and resources.
+        options: the array's resources; workers: its size (tasks).
         settings_file: the WorkerSettings JSON every task reads.
         log_dir: folder of the per-task output files ``worker-<job>_<task>.log``.
         study_name, storage_shown: for the header comment (the URL with its password masked).
@@ -264,7 +294,7 @@ def sbatch_script(
         python: interpreter of the workers (default: this one, ``sys.executable``).
     """
     python = python or sys.executable
-    k = options.workers
+    k = workers
     lines = [
         "#!/bin/bash",
         f"# maskcls-hpo: {k} worker(s) of study '{study_name}' on {storage_shown}.",
@@ -286,10 +316,7 @@ def sbatch_script(
         lines.append(f"#SBATCH --partition={options.partition}")
     if options.time:
         lines.append(f"#SBATCH --time={options.time}")
-    for arg in options.sbatch_args:
-        if "\n" in arg:
-            raise LaunchError(f"--sbatch-arg {arg!r} holds a line break")
-        lines.append(f"#SBATCH {arg}")
+    lines += [f"#SBATCH {arg}" for arg in options.sbatch_args]
     lines += [
         "",
         "export PYTHONUNBUFFERED=1 COLUMNS=${COLUMNS:-200}",
@@ -407,29 +434,28 @@ class SlurmWorkers:
 
     Args:
         settings: the sweep's worker settings (as for ``LocalWorkers``); the password stays out of the files.
-        options: the array's size, resources and behaviour.
+        options: the array's resources and behaviour. workers: array tasks (K): ``--array=0-(K-1)``.
         workdir: the tasks' working folder (default: the current one).
         python: interpreter of the workers (default ``sys.executable``; a shared filesystem must hold it).
 
     Example::
 
-        backend = SlurmWorkers(settings, SlurmOptions(workers=4, gpus_per_worker=1, time="04:00:00"))
+        backend = SlurmWorkers(settings, SlurmBackend(gpus_per_worker=1, time="04:00:00"), workers=4)
         backend.start()          # writes the files, runs sbatch
         backend.wait(on_poll=lambda: None)
     """
 
-    kind = "slurm"
-
     def __init__(
         self,
         settings: WorkerSettings,
-        options: SlurmOptions,
+        options: SlurmBackend,
+        workers: int,
         workdir: Path | None = None,
         python: str | None = None,
     ) -> None:
         self.settings = settings
         self.options = options
-        self.n = options.workers
+        self.n = workers
         self.workdir = Path(workdir or Path.cwd()).resolve()
         self.python = python or sys.executable
         self.job_id: str | None = None
@@ -456,14 +482,14 @@ class SlurmWorkers:
         """Write the settings file (no password) and the script; returns (script path, password to pass on)."""
         bare, password = self.settings.without_password()
         # Absolute paths: the tasks may start in another folder (e.g. a --chdir given by the user).
-        updates = {
+        run: dict[str, object] = {"checkpoints": bare.checkpoint_root.resolve(), "logs": self.log_dir.parent}
+        if bare.options.password_file:
+            run["password_file"] = Path(bare.options.password_file).expanduser().resolve()
+        updates: dict[str, object] = {
             "worker_index_env": "SLURM_ARRAY_TASK_ID",
-            "sweep_path": Path(bare.sweep_path).resolve(),
-            "checkpoints": bare.checkpoint_root.resolve(),
-            "logs": self.log_dir.parent,
+            "sweep_path": Path(bare.sweep_path).resolve() if bare.sweep_path is not None else None,
+            "options": bare.options.model_copy(update=run),
         }
-        if bare.password_file:
-            updates["password_file"] = str(Path(bare.password_file).expanduser().resolve())
         url = make_url(bare.storage_url)
         if url.get_backend_name() == "sqlite" and url.database:
             updates["storage_url"] = url.set(database=str(Path(url.database).resolve())).render_as_string(
@@ -474,6 +500,7 @@ class SlurmWorkers:
         self.settings_path.write_text(bare.model_dump_json(indent=1), encoding="utf-8")
         text = sbatch_script(
             self.options,
+            self.n,
             self.settings_path,
             self.log_dir,
             self.settings.study_name,
@@ -549,6 +576,7 @@ class SlurmWorkers:
         Returns:
             exit codes by task index (0 for a task cancelled before it started; -15 for one cancelled running).
         """
+        poll_interval = max(poll_interval, 2.0)  # NOTE squeue/scontrol per poll: not faster than every 2 s
         quiet = 0
         # NOTE ended twice in a row: a task that is preempted or whose node failed shows that state for a moment
         # before --requeue puts it back in the queue
@@ -592,6 +620,31 @@ class SlurmWorkers:
 
     def close(self) -> None:
         """Nothing to release (the job belongs to Slurm)."""
+
+    def task_states(self) -> dict[int, str]:
+        """Task index -> the last state Slurm reported."""
+        return {i: task.state for i, task in self.tasks.items()}
+
+    def where(self) -> str:
+        """``Slurm job N tasks COMPLETED 2; task outputs in <logs>/<study>``."""
+        states = ", ".join(f"{state} {n}" for state, n in self.states().items())
+        return f"Slurm job {self.job_id} tasks {states}; task outputs in {self.settings.log_dir}"
+
+    def on_interrupt(self, by_ctrl_c: bool, ask: Callable[[str], bool] | None) -> str:
+        """Cancel the array when ``cancel_on_exit`` says so (None: ask, on Ctrl-C only); else leave it running.
+
+        SIGTERM (a scheduler or `kill` stopping the launcher) never asks: the array keeps running.
+        """
+        if self.job_id is None:
+            return "nothing was submitted"
+        cancel = self.options.cancel_on_exit
+        if cancel is None:
+            question = f"cancel Slurm job {self.job_id} (its running trials are failed and re-queued)?"
+            cancel = bool(ask(question)) if ask is not None and by_ctrl_c else False
+        if cancel:
+            self.stop()
+            return f"cancelled Slurm job {self.job_id}"
+        return f"Slurm job {self.job_id} keeps running (cancel it with: scancel {self.job_id})"
 
     def log_paths(self, index: int) -> list[Path]:
         """The output file(s) of task `index`."""
