@@ -23,7 +23,6 @@ import json
 import math
 import os
 import queue
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -36,6 +35,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from maskcls_hpo._util import atomic_path, atomic_write_text, progress_bar
 from maskcls_hpo.data import DataError
 
 try:  # NOTE: fcntl is POSIX only; without it concurrent builders may both decode (still never corrupt).
@@ -245,11 +245,8 @@ def build_cache(
 
 def _write_cache(paths, shape, data_path: Path, meta_path: Path, workers, progress, interpolation) -> None:
     n, _, height, width = shape
-    fd, tmp_name = tempfile.mkstemp(prefix=data_path.name + ".", suffix=".tmp", dir=data_path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
     started = time.perf_counter()
-    try:
+    with atomic_path(data_path) as tmp:
         out = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape)
 
         def work(i: int, out: np.ndarray = out) -> str | None:
@@ -262,7 +259,7 @@ def _write_cache(paths, shape, data_path: Path, meta_path: Path, workers, progre
         problems: list[str] = []
         with ThreadPoolExecutor(max_workers=workers or _default_workers(), thread_name_prefix="cache") as pool:
             futures = [pool.submit(work, i) for i in range(n)]
-            with _progress_bar(progress, n, f"caching {n} images at {height}x{width}") as advance:
+            with progress_bar(n, f"caching {n} images at {height}x{width}", enabled=progress) as advance:
                 for future in as_completed(futures):
                     problem = future.result()
                     if problem is not None:
@@ -272,36 +269,18 @@ def _write_cache(paths, shape, data_path: Path, meta_path: Path, workers, progre
             raise DataError(sorted(problems))
         out.flush()
         del out
-        meta = {
-            "version": CACHE_VERSION,
-            "shape": list(shape),
-            "dtype": "uint8",
-            "layout": "N,3,H,W RGB",
-            "interpolation": interpolation,
-            "images": n,
-            "first_path": os.path.abspath(paths[0]),
-            "build_seconds": round(time.perf_counter() - started, 3),
-        }
-        os.replace(tmp, data_path)
-        meta_tmp = meta_path.with_name(meta_path.name + f".{os.getpid()}.tmp")
-        meta_tmp.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
-        os.replace(meta_tmp, meta_path)  # the meta file last: its presence says the array is complete
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-@contextmanager
-def _progress_bar(enabled: bool, total: int, description: str):
-    if not enabled:
-        yield lambda: None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
-        task = bar.add_task(description, total=total)
-        yield lambda: bar.advance(task)
+    meta = {
+        "version": CACHE_VERSION,
+        "shape": list(shape),
+        "dtype": "uint8",
+        "layout": "N,3,H,W RGB",
+        "interpolation": interpolation,
+        "images": n,
+        "first_path": os.path.abspath(paths[0]),
+        "build_seconds": round(time.perf_counter() - started, 3),
+    }
+    # NOTE the meta file last: its presence says the array is complete (module docstring).
+    atomic_write_text(meta_path, json.dumps(meta, indent=1) + "\n")
 
 
 class BatchLoader:

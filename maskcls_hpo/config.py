@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from maskcls_hpo._util import atomic_write_text
 from maskcls_hpo.errors import ConfigError
 from maskcls_hpo.labels import check_age_bins
 
@@ -273,10 +274,8 @@ def save_config(config: TrainConfig | dict[str, Any], path: str | Path) -> Path:
     path = Path(path)
     data = config.to_dict() if isinstance(config, TrainConfig) else config
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     if path.suffix.lower() == ".json":
-        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        text = json.dumps(data, indent=2) + "\n"
     else:
-        tmp.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    tmp.replace(path)
-    return path
+        text = yaml.safe_dump(data, sort_keys=False)
+    return atomic_write_text(path, text)

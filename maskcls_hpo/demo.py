@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from maskcls_hpo._util import progress_bar
 from maskcls_hpo.errors import DemoDataError
 from maskcls_hpo.labels import (
     DEFAULT_AGE_BINS as AGE_BINS,
@@ -679,23 +680,25 @@ def write_demo_dataset(
     eval_rows: list[tuple[str, int]] = []
     eval_gray = int(rng.integers(eval_persons * 7)) if eval_persons else -1
     n_train_images = 0
-    for part, i, person in _progress(jobs, progress, f"demo-data -> {out}"):
-        images = _render_person(person, size, faces)
-        if part == "train":
-            folder = train_dir / "images" / person.folder
-            folder.mkdir()
-            for f, (name, arr) in enumerate(zip(MASK_FILES, images, strict=True)):
-                file = folder / (name + quirks.extension(i, f))
-                _save(arr, file, gray=(i, f) in quirks.gray, rgba=(i, f) in quirks.rgba)
-                if i in quirks.junk:
-                    (folder / ("._" + file.name)).write_bytes(_APPLEDOUBLE)
-                n_train_images += 1
-        else:
-            for f, (name, arr) in enumerate(zip(MASK_FILES, images, strict=True)):
-                image_id = hashlib.sha1(f"{seed}/{person.pid}/{name}".encode()).hexdigest() + ".jpg"
-                _save(arr, eval_dir / "images" / image_id, gray=i * 7 + f == eval_gray)
-                mask = 0 if name.startswith("mask") else 1 if name == "incorrect_mask" else 2
-                eval_rows.append((image_id, encode_label(mask, person.gender, age_band(person.age))))
+    with progress_bar(len(jobs), f"demo-data -> {out}", enabled=progress, transient=True) as advance:
+        for part, i, person in jobs:
+            images = _render_person(person, size, faces)
+            if part == "train":
+                folder = train_dir / "images" / person.folder
+                folder.mkdir()
+                for f, (name, arr) in enumerate(zip(MASK_FILES, images, strict=True)):
+                    file = folder / (name + quirks.extension(i, f))
+                    _save(arr, file, gray=(i, f) in quirks.gray, rgba=(i, f) in quirks.rgba)
+                    if i in quirks.junk:
+                        (folder / ("._" + file.name)).write_bytes(_APPLEDOUBLE)
+                    n_train_images += 1
+            else:
+                for f, (name, arr) in enumerate(zip(MASK_FILES, images, strict=True)):
+                    image_id = hashlib.sha1(f"{seed}/{person.pid}/{name}".encode()).hexdigest() + ".jpg"
+                    _save(arr, eval_dir / "images" / image_id, gray=i * 7 + f == eval_gray)
+                    mask = 0 if name.startswith("mask") else 1 if name == "incorrect_mask" else 2
+                    eval_rows.append((image_id, encode_label(mask, person.gender, age_band(person.age))))
+            advance()
 
     eval_rows = [eval_rows[i] for i in rng.permutation(len(eval_rows))]
     train_csv = train_dir / "train.csv"
@@ -740,14 +743,6 @@ def _write_csv(path: Path, header: list[str], rows: list[Sequence]) -> None:
         writer = csv.writer(fh, lineterminator="\n")
         writer.writerow(header)
         writer.writerows(rows)
-
-
-def _progress(items: list, enabled: bool, description: str):
-    if not enabled:
-        return items
-    from rich.progress import track
-
-    return track(items, description=description, transient=True)
 
 
 # --- contact sheet --------------------------------------------------------------------------------------

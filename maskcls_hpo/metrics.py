@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from maskcls_hpo._util import atomic_path
 from maskcls_hpo.labels import NUM_CLASSES, TASK_SIZES, decode_label, encode_label
 
 if TYPE_CHECKING:  # torch is needed only by callers that hold tensors; `status` reads predictions without it
@@ -361,9 +362,8 @@ def write_val_predictions(
     )
     frame = pd.concat([frame, pd.DataFrame(probs, columns=columns)], axis=1)
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    frame.to_csv(tmp, index=False, float_format="%.6f")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.6f")
     return path
 
 

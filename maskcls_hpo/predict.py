@@ -34,7 +34,6 @@ with an answers file (`ImageID,ans`) by ImageID: accuracy and macro F1 over the 
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +43,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from maskcls_hpo._util import atomic_path
 from maskcls_hpo.config import ConfigError, config_from_mapping
 from maskcls_hpo.errors import PredictError
 from maskcls_hpo.labels import NUM_CLASSES, encode_label
@@ -296,12 +296,8 @@ def write_submission(image_ids: Sequence[str], labels: Any, out: str | Path) -> 
         raise ValueError(f"labels must lie in 0..{NUM_CLASSES - 1}, got {labels.min()}..{labels.max()}")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(out) as tmp:
         pd.DataFrame({"ImageID": list(image_ids), "ans": labels}).to_csv(tmp, index=False)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out
 
 

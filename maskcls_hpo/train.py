@@ -56,6 +56,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from maskcls_hpo._util import atomic_write_text, progress_bar
 from maskcls_hpo.config import ConfigError, TrainConfig
 from maskcls_hpo.errors import TrainingError
 from maskcls_hpo.losses import build_loss
@@ -468,7 +469,14 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[float, float]:
     seen = 0
     pending: tuple[int, torch.Tensor] | None = None
     started = time.perf_counter()
-    with _progress_bar(run.progress, len(run.train_loader), f"epoch {epoch}/{run.config.epochs}") as advance:
+    bar = progress_bar(
+        len(run.train_loader),
+        f"epoch {epoch}/{run.config.epochs}",
+        enabled=run.progress,
+        transient=True,
+        show_loss=True,
+    )
+    with bar as advance:
         for step, (images, labels) in enumerate(run.train_loader, start=1):
             x = _prepare_batch(run, images, train=True)
             with _autocast(run):
@@ -553,26 +561,6 @@ def _update_best(run: _Run, epoch: int, scores: dict[str, Any] | None) -> bool:
     run.best_predictions = pred
     run.best["interval"] = asdict(bootstrap_macro_f1(pred["y_true"], pred["y_pred"], run.val_persons))
     return True
-
-
-@contextlib.contextmanager
-def _progress_bar(enabled: bool, total: int, description: str):
-    if not enabled:
-        yield lambda loss: None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}"),
-    )
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task(description, total=total, loss=math.nan)
-        yield lambda loss: bar.update(task, advance=1, loss=loss)
 
 
 # --- checkpoints, metrics, result ---------------------------------------------------------------------
@@ -752,9 +740,7 @@ def _write_metrics(run: _Run) -> None:
         "epochs": [asdict(h) for h in run.history],
         "config": run.config.to_dict(),
     }
-    tmp = run.out_dir / "metrics.json.tmp"
-    tmp.write_text(json.dumps(_finite_or_none(data), indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, run.out_dir / "metrics.json")
+    atomic_write_text(run.out_dir / "metrics.json", json.dumps(_finite_or_none(data), indent=2) + "\n")
 
 
 def _write_model_file(run: _Run) -> None:
