@@ -44,8 +44,9 @@ import pandas as pd
 import torch
 
 from maskcls_hpo._util import atomic_path
+from maskcls_hpo.checkpoint import load_checkpoint
 from maskcls_hpo.config import ConfigError, config_from_mapping
-from maskcls_hpo.errors import PredictError
+from maskcls_hpo.errors import PredictError, TrainingError
 from maskcls_hpo.labels import NUM_CLASSES, encode_label
 from maskcls_hpo.metrics import TASK_CLASSES
 from maskcls_hpo.scoring import score  # re-exported: `predict.score` is part of the API
@@ -108,7 +109,8 @@ def _pick_device(device: str | torch.device) -> torch.device:
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
-    """Load a checkpoint written by `train.train` (`best.pt`, `last.pt` or `model.pt`) for inference.
+    """Load a checkpoint written by `train.train` (`best.pt`, `last.pt` or `model.pt`; :mod:`maskcls_hpo.checkpoint`)
+    for inference.
 
     The model is rebuilt from the checkpoint's stored config with `pretrained: false` (the weights come
     from the checkpoint, so no pretrained file is needed), and its preprocessing is the one stored in the
@@ -119,7 +121,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
             validate, or weights that do not fit the model the config describes (all name the file).
     """
     from maskcls_hpo.models import build_model, resolve_preprocessing
-    from maskcls_hpo.train import TrainingError, load_checkpoint
 
     path = Path(path)
     try:

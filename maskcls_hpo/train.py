@@ -28,10 +28,10 @@ Uncertainty: at each new best the val macro F1 gets a 95% interval from a bootst
 (:func:`maskcls_hpo.metrics.bootstrap_macro_f1`, 1000 resamples, seed 0: the same resampled persons for every
 run on the same split), kept in `TrainResult.val_f1_interval` and metrics.json `best_f1_interval`.
 
-Checkpoints hold only tensors and plain containers (config as a dict, RNG states as tensors and tuples), so
-`torch.load(path, weights_only=True)` reads them; `train(..., resume_from=last.pt)` restores model, optimizer,
-scheduler, grad scaler, RNG states and history and continues at the next epoch, giving the same numbers as an
-uninterrupted run on the CPU (same seed).
+Checkpoints (:mod:`maskcls_hpo.checkpoint`) hold only tensors and plain containers (config as a dict, RNG
+states as tensors and tuples), so `torch.load(path, weights_only=True)` reads them; `train(...,
+resume_from=last.pt)` restores model, optimizer, scheduler, grad scaler, RNG states and history and continues at
+the next epoch, giving the same numbers as an uninterrupted run on the CPU (same seed).
 """
 
 from __future__ import annotations
@@ -41,10 +41,8 @@ import gc
 import json
 import logging
 import math
-import os
 import random
 import resource
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -57,6 +55,17 @@ import torch
 from torch import nn
 
 from maskcls_hpo._util import atomic_write_text, progress_bar
+from maskcls_hpo.checkpoint import (
+    BEST_FILE,
+    CHECKPOINT_FORMAT,  # re-exported: `from maskcls_hpo.train import CHECKPOINT_FORMAT` (tests)
+    LAST_FILE,
+    copy_run_file,
+    load_checkpoint,  # re-exported: `from maskcls_hpo.train import load_checkpoint` (cli, hpo/objective, tests)
+    make_checkpoint,
+    resume,
+    save_checkpoint,
+    write_model_file,
+)
 from maskcls_hpo.config import ConfigError, TrainConfig
 from maskcls_hpo.errors import TrainingError
 from maskcls_hpo.losses import build_loss
@@ -83,10 +92,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("maskcls_hpo.train")
-
-CHECKPOINT_FORMAT = "maskcls-hpo-checkpoint/1"
-"""The `format` key of every checkpoint this module writes."""
-
 
 DIVERGED_LOSS = 1e4
 """A mean training or validation loss per image above this counts as diverged. A uniform guess over the 18
@@ -566,59 +571,12 @@ def _update_best(run: _Run, epoch: int, scores: dict[str, Any] | None) -> bool:
 # --- checkpoints, metrics, result ---------------------------------------------------------------------
 
 
-def _rng_state() -> dict[str, Any]:
-    _, keys, pos, has_gauss, cached = np.random.get_state()
-    return {
-        "python": random.getstate(),
-        "numpy": {
-            "keys": torch.from_numpy(keys.astype(np.int64)),
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "cached_gaussian": float(cached),
-        },
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    n = state["numpy"]
-    np.random.set_state(
-        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
-    )
-    torch.set_rng_state(state["torch"])
-    if torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _checkpoint(run: _Run, epoch: int) -> dict[str, Any]:
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "epoch": epoch,
-        "model": run.model.state_dict(),
-        "optimizer": run.optimizer.state_dict(),
-        "scheduler": run.scheduler.state_dict() if run.scheduler is not None else None,
-        "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else None,
-        "rng": _rng_state(),
-        "config": run.config.to_dict(),
-        "preprocessing": {"image_size": list(run.image_size), "mean": list(run.mean), "std": list(run.std)},
-        "history": [asdict(h) for h in run.history],
-        "best": dict(run.best),
-        "seed": run.config.seed,
-    }
-
-
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def _save_checkpoints(run: _Run, epoch: int, is_best: bool) -> None:
+    """`last.pt` after every epoch; at a new best epoch also `val_predictions.csv`, then `best.pt`."""
     if run.out_dir is None:
         return
-    _atomic_save(_checkpoint(run, epoch), run.out_dir / "last.pt")
+    history = [asdict(h) for h in run.history]
+    save_checkpoint(make_checkpoint(run, epoch, history, run.best), run.out_dir / LAST_FILE)
     if is_best and run.best_predictions is not None:
         p = run.best_predictions
         write_val_predictions(
@@ -632,61 +590,14 @@ def _save_checkpoints(run: _Run, epoch: int, is_best: bool) -> None:
             head=run.config.head,
         )
     if is_best:
-        shutil.copyfile(run.out_dir / "last.pt", run.out_dir / "best.pt.tmp")
-        os.replace(run.out_dir / "best.pt.tmp", run.out_dir / "best.pt")
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`train` (`torch.load(weights_only=True)`, tensors on the CPU).
-
-    Keys: format, epoch, model (state dict), optimizer, scheduler, scaler, rng, config (dict), preprocessing
-    (image_size [H, W], mean, std), history (list of EpochResult dicts), best (epoch, f1, accuracy, ...), seed.
-    `model.pt` holds only format, epoch, model, config, preprocessing, best.
-
-    Raises:
-        TrainingError: missing file or not a checkpoint of this project.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise TrainingError(f"checkpoint '{path}' not found", reason="missing checkpoint")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
-        # NOTE torch's own message for a file that is not a checkpoint is several lines about weights_only
-        raise TrainingError(
-            f"cannot read checkpoint '{path}': not a PyTorch checkpoint file ({type(err).__name__})",
-            reason="bad checkpoint",
-        ) from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise TrainingError(f"'{path}' is not a maskcls-hpo checkpoint ({CHECKPOINT_FORMAT})", reason="bad checkpoint")
-    return ckpt
+        copy_run_file(run.out_dir / LAST_FILE, run.out_dir / BEST_FILE)
 
 
 def _resume(run: _Run, path: Path) -> None:
-    ckpt = load_checkpoint(path)
-    for key in ("model", "head", "image_size"):
-        theirs, ours = ckpt["config"].get(key), run.config.to_dict().get(key)
-        if theirs != ours:
-            raise TrainingError(
-                f"cannot resume from '{path}': it was trained with {key}={theirs!r}, the config says {ours!r}",
-                reason="checkpoint does not fit the config",
-            )
-    run.model.load_state_dict(ckpt["model"])
-    run.optimizer.load_state_dict(ckpt["optimizer"])
-    if run.scheduler is not None and ckpt["scheduler"] is not None:
-        run.scheduler.load_state_dict(ckpt["scheduler"])
-    if run.scaler.is_enabled() and ckpt["scaler"] is not None:
-        run.scaler.load_state_dict(ckpt["scaler"])
-    _set_rng_state(ckpt["rng"])
-    run.history = [EpochResult(**h) for h in ckpt["history"]]
-    run.best = dict(ckpt["best"])
-    run.start_epoch = int(ckpt["epoch"]) + 1
-    best_file = path.parent / "best.pt"
-    if run.out_dir is not None and best_file.is_file() and not (run.out_dir / "best.pt").exists():
-        shutil.copyfile(best_file, run.out_dir / "best.pt")  # resumed into a new folder (a re-queued trial)
-    best_predictions = path.parent / VAL_PREDICTIONS_FILE
-    if run.out_dir is not None and best_predictions.is_file() and not (run.out_dir / VAL_PREDICTIONS_FILE).exists():
-        shutil.copyfile(best_predictions, run.out_dir / VAL_PREDICTIONS_FILE)
+    resumed = resume(run, path, run.out_dir)
+    run.history = [EpochResult(**h) for h in resumed.history]
+    run.best = resumed.best
+    run.start_epoch = resumed.epoch + 1
     log.info("resumed from %s at epoch %d", path, run.start_epoch)
 
 
@@ -743,19 +654,9 @@ def _write_metrics(run: _Run) -> None:
     atomic_write_text(run.out_dir / "metrics.json", json.dumps(_finite_or_none(data), indent=2) + "\n")
 
 
-def _write_model_file(run: _Run) -> None:
-    """`model.pt`: the best epoch's weights + config + preprocessing, without optimizer state (for predict)."""
-    best_file = run.out_dir / "best.pt"
-    if not best_file.is_file():
-        return
-    best = load_checkpoint(best_file)
-    keep = ("format", "epoch", "model", "config", "preprocessing", "best", "seed")
-    _atomic_save({k: best[k] for k in keep}, run.out_dir / "model.pt")
-
-
 def _finish(run: _Run) -> TrainResult:
     if run.out_dir is not None:
-        _write_model_file(run)
+        write_model_file(run.out_dir)
     best = run.best
     predictions = run.out_dir / VAL_PREDICTIONS_FILE if run.out_dir is not None and run.val_loader is not None else None
     return TrainResult(
