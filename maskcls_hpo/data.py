@@ -239,7 +239,9 @@ def _parse_row(row: dict[str, str], where: str) -> tuple[dict[str, Any], list[st
     return values, problems
 
 
-def _scan_train(data_dir: str | Path, verify: bool = True, workers: int | None = None):
+def _scan_train(
+    data_dir: str | Path, verify: bool = True, workers: int | None = None
+) -> tuple[list[_Person], list[str]]:
     """Walk the train part; return ``(persons, problems)`` (persons only meaningful without problems)."""
     data_dir = Path(data_dir)
     train_dir = data_dir / "train"
@@ -274,12 +276,22 @@ def _scan_train(data_dir: str | Path, verify: bool = True, workers: int | None =
             if verify:
                 problems += _verify_many(to_verify, workers)
         return [], problems
-    problems: list[str] = []
     if not images_dir.is_dir():
         return [], [f"{images_dir}: image folder not found; expected DATA_DIR/train/images/<path>/ per person"]
     if table.empty:
         return [], [f"{csv_path}: no rows; train.csv lists one person per row"]
+    persons, problems, to_verify = _scan_rows(table, csv_path, images_dir)
+    if verify:
+        problems += _verify_many(to_verify, workers)
+    return persons, problems
 
+
+def _scan_rows(table: pd.DataFrame, csv_path: Path, images_dir: Path) -> tuple[list[_Person], list[str], list[Path]]:
+    """Check every train.csv row and its person folder; return ``(persons, problems, image files to verify)``.
+
+    A person is kept only when its row has no problem (its folder's problems are reported, not held against
+    the row)."""
+    problems: list[str] = []
     persons: list[_Person] = []
     seen_ids: dict[str, int] = {}
     seen_folders: dict[str, int] = {}
@@ -309,18 +321,9 @@ def _scan_train(data_dir: str | Path, verify: bool = True, workers: int | None =
         to_verify += files.values()
         if not row_problems:
             persons.append(
-                _Person(
-                    pid,
-                    GENDERS.index(values["gender"]),
-                    values["race"],
-                    values["age"],
-                    folder_name,
-                    files,
-                )
+                _Person(pid, GENDERS.index(values["gender"]), values["race"], values["age"], folder_name, files)
             )
-    if verify:
-        problems += _verify_many(to_verify, workers)
-    return persons, problems
+    return persons, problems, to_verify
 
 
 def check_train(data_dir: str | Path, workers: int | None = None) -> list[str]:
