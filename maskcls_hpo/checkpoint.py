@@ -88,7 +88,9 @@ class Resumed:
 
 def _rng_state() -> dict[str, Any]:
     """Python, NumPy (MT19937 as tensors and ints, so `weights_only` loads it), torch and CUDA RNG states."""
-    _, keys, pos, has_gauss, cached = np.random.get_state()
+    state = np.random.get_state(legacy=True)
+    assert isinstance(state, tuple)  # legacy=True: ("MT19937", keys, pos, has_gauss, cached_gaussian)
+    _, keys, pos, has_gauss, cached = state
     return {
         "python": random.getstate(),
         "numpy": {

@@ -132,7 +132,7 @@ class TrainConfig(BaseModel):
     def _fold_run(self) -> TrainConfig:
         if (self.folds is None) != (self.fold is None):
             raise ValueError("a fold run needs both folds and fold (or neither)")
-        if self.folds is not None and self.fold >= self.folds:
+        if self.folds is not None and self.fold is not None and self.fold >= self.folds:
             raise ValueError(f"fold must be in 0..{self.folds - 1} for {self.folds} folds, got {self.fold}")
         if self.folds is not None and self.full_data:
             raise ValueError("full_data trains on every person: drop folds/fold, or set full_data: false")
@@ -215,8 +215,8 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
     return f"{source}: invalid training config: " + "; ".join(parts)
 
 
-def config_from_mapping(data: dict[str, Any], source: str = "<config>") -> TrainConfig:
-    """Validate a mapping into a :class:`TrainConfig`.
+def config_from_mapping(data: object, source: str = "<config>") -> TrainConfig:
+    """Validate a mapping (anything read from a file: checked here) into a :class:`TrainConfig`.
 
     Raises:
         ConfigError: naming `source` and every bad or unknown key.

@@ -45,7 +45,7 @@ import random
 import resource
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -414,7 +414,9 @@ def _setup(config: TrainConfig, out_dir: str | Path | None, resume_from: str | P
     samples, train_idx, val_idx = _load_split(config)
     train_loader, val_loader, fingerprint = _loaders(config, samples, train_idx, val_idx, image_size, device, progress)
     amp_dtype, channels_last = _precision(config, device)
-    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    memory_format = torch.channels_last if channels_last else torch.preserve_format
+    # NOTE torch's type stubs lack the (device, memory_format) overload of Module.to that it accepts at run time
+    model = model.to(device, memory_format=memory_format)  # type: ignore[call-overload]
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     optimizer = _build_optimizer(config, model)
@@ -469,7 +471,7 @@ def _load_split(config: TrainConfig) -> tuple[pd.DataFrame, NDArray[np.int64], N
     samples = load_train(config.data_dir, age_bins=config.age_bins, corrections=config.corrections, verify=False)
     if config.full_data:
         return samples, np.arange(len(samples), dtype=np.int64), np.empty(0, dtype=np.int64)
-    if config.folds is not None:
+    if config.folds is not None and config.fold is not None:  # TrainConfig sets both or neither
         return samples, *split_by_fold(samples, config.folds, config.fold, config.effective_split_seed)
     return samples, *split_by_person(samples, config.val_ratio, config.effective_split_seed)
 
@@ -549,14 +551,14 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
-_OPTIMIZERS: dict[str, Callable[[Any, TrainConfig], torch.optim.Optimizer]] = {
+_OPTIMIZERS: dict[str, Callable[[Iterator[nn.Parameter], TrainConfig], torch.optim.Optimizer]] = {
     "adam": lambda p, c: torch.optim.Adam(p, lr=c.lr, weight_decay=c.weight_decay),
     "adamw": lambda p, c: torch.optim.AdamW(p, lr=c.lr, weight_decay=c.weight_decay),
     "radam": lambda p, c: torch.optim.RAdam(p, lr=c.lr, weight_decay=c.weight_decay),
     "sgd": lambda p, c: torch.optim.SGD(p, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay),
 }
 
-_SCHEDULERS: dict[str, Callable[[torch.optim.Optimizer, TrainConfig], Any]] = {
+_SCHEDULERS: dict[str, Callable[[torch.optim.Optimizer, TrainConfig], LRScheduler | None]] = {
     "step": lambda o, c: torch.optim.lr_scheduler.StepLR(o, step_size=c.step_size, gamma=c.gamma),
     "cosine": lambda o, c: torch.optim.lr_scheduler.LambdaLR(o, CosineToFloor(c.lr, c.eta_min, c.effective_t_max)),
     "none": lambda o, c: None,
@@ -586,7 +588,7 @@ def _build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optim
     return _OPTIMIZERS[config.optimizer](model.parameters(), config)
 
 
-def _build_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer) -> Any:
+def _build_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer) -> LRScheduler | None:
     return _SCHEDULERS[config.scheduler](optimizer, config)
 
 

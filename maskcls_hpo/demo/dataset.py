@@ -8,7 +8,7 @@ import hashlib
 import math
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -473,7 +473,7 @@ def _write_tables(
     return train_csv, info_csv, answers_csv, sources_csv
 
 
-def _write_csv(path: Path, header: list[str], rows: list[Sequence]) -> None:
+def _write_csv(path: Path, header: list[str], rows: Iterable[Sequence[object]]) -> None:
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh, lineterminator="\n")
         writer.writerow(header)
