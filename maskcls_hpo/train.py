@@ -100,7 +100,7 @@ __all__ = [
     "CHECKPOINT_FORMAT",
 ]
 
-log = logging.getLogger("maskcls_hpo.train")
+log = logging.getLogger(__name__)
 
 DIVERGED_LOSS = 1e4
 """A mean training or validation loss per image above this counts as diverged. A uniform guess over the 18
