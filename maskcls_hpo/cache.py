@@ -23,20 +23,27 @@ import json
 import math
 import os
 import queue
-import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 from PIL import Image
 
+from maskcls_hpo._util import atomic_path, atomic_write_text, progress_bar
 from maskcls_hpo.data import DataError
+
+if TYPE_CHECKING:
+    import torch
+
+Batch = tuple["torch.Tensor", "torch.Tensor"]
+"""One batch: images `(B, 3, H, W)` uint8 and labels `(B,)` int64."""
 
 try:  # NOTE: fcntl is POSIX only; without it concurrent builders may both decode (still never corrupt).
     import fcntl
@@ -71,7 +78,7 @@ class ImageCache:
         path: the ``.u8`` file.
     """
 
-    images: np.ndarray
+    images: NDArray[np.uint8]
     fingerprint: str
     decoded: int
     path: Path
@@ -80,7 +87,7 @@ class ImageCache:
         return len(self.images)
 
 
-def decode_image(path: str | Path, size: tuple[int, int], interpolation: str = "bilinear") -> np.ndarray:
+def decode_image(path: str | Path, size: tuple[int, int], interpolation: str = "bilinear") -> NDArray[np.uint8]:
     """Decode one image to RGB and resize it: ``(3, H, W)`` uint8 for ``size=(H, W)``.
 
     Grayscale, palette and alpha images are converted with ``Image.convert("RGB")`` (alpha is dropped).
@@ -141,7 +148,7 @@ def fingerprint(paths: Sequence[str | Path], size: tuple[int, int], interpolatio
     return digest.hexdigest()
 
 
-def _open_existing(data_path: Path, meta_path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
+def _open_existing(data_path: Path, meta_path: Path, shape: tuple[int, ...]) -> NDArray[np.uint8] | None:
     """Memory-map a finished cache, or None if it is absent, incomplete or does not match ``shape``."""
     if not meta_path.is_file() or not data_path.is_file():
         return None
@@ -243,16 +250,21 @@ def build_cache(
     return ImageCache(images, key, len(paths), data_path)
 
 
-def _write_cache(paths, shape, data_path: Path, meta_path: Path, workers, progress, interpolation) -> None:
+def _write_cache(
+    paths: Sequence[str | Path],
+    shape: tuple[int, int, int, int],
+    data_path: Path,
+    meta_path: Path,
+    workers: int | None,
+    progress: bool,
+    interpolation: str,
+) -> None:
     n, _, height, width = shape
-    fd, tmp_name = tempfile.mkstemp(prefix=data_path.name + ".", suffix=".tmp", dir=data_path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
     started = time.perf_counter()
-    try:
+    with atomic_path(data_path) as tmp:
         out = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape)
 
-        def work(i: int, out: np.ndarray = out) -> str | None:
+        def work(i: int, out: NDArray[np.uint8] = out) -> str | None:
             try:
                 out[i] = decode_image(paths[i], (height, width), interpolation)
             except DataError as err:
@@ -262,7 +274,7 @@ def _write_cache(paths, shape, data_path: Path, meta_path: Path, workers, progre
         problems: list[str] = []
         with ThreadPoolExecutor(max_workers=workers or _default_workers(), thread_name_prefix="cache") as pool:
             futures = [pool.submit(work, i) for i in range(n)]
-            with _progress_bar(progress, n, f"caching {n} images at {height}x{width}") as advance:
+            with progress_bar(n, f"caching {n} images at {height}x{width}", enabled=progress) as advance:
                 for future in as_completed(futures):
                     problem = future.result()
                     if problem is not None:
@@ -272,36 +284,18 @@ def _write_cache(paths, shape, data_path: Path, meta_path: Path, workers, progre
             raise DataError(sorted(problems))
         out.flush()
         del out
-        meta = {
-            "version": CACHE_VERSION,
-            "shape": list(shape),
-            "dtype": "uint8",
-            "layout": "N,3,H,W RGB",
-            "interpolation": interpolation,
-            "images": n,
-            "first_path": os.path.abspath(paths[0]),
-            "build_seconds": round(time.perf_counter() - started, 3),
-        }
-        os.replace(tmp, data_path)
-        meta_tmp = meta_path.with_name(meta_path.name + f".{os.getpid()}.tmp")
-        meta_tmp.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
-        os.replace(meta_tmp, meta_path)  # the meta file last: its presence says the array is complete
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-@contextmanager
-def _progress_bar(enabled: bool, total: int, description: str):
-    if not enabled:
-        yield lambda: None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
-        task = bar.add_task(description, total=total)
-        yield lambda: bar.advance(task)
+    meta = {
+        "version": CACHE_VERSION,
+        "shape": list(shape),
+        "dtype": "uint8",
+        "layout": "N,3,H,W RGB",
+        "interpolation": interpolation,
+        "images": n,
+        "first_path": os.path.abspath(paths[0]),
+        "build_seconds": round(time.perf_counter() - started, 3),
+    }
+    # NOTE the meta file last: its presence says the array is complete (module docstring).
+    atomic_write_text(meta_path, json.dumps(meta, indent=1) + "\n")
 
 
 class BatchLoader:
@@ -331,16 +325,16 @@ class BatchLoader:
 
     def __init__(
         self,
-        images: np.ndarray,
-        labels: Any,
-        indices: Any,
+        images: NDArray[np.uint8],
+        labels: ArrayLike | None,
+        indices: ArrayLike,
         batch_size: int,
         shuffle: bool,
         seed: int,
         drop_last: bool = False,
-        device: Any = "cpu",
+        device: str | torch.device = "cpu",
         prefetch: int | None = None,
-    ):
+    ) -> None:
         import torch
 
         if images.ndim != 4 or images.shape[1] != 3 or images.dtype != np.uint8:
@@ -376,19 +370,19 @@ class BatchLoader:
         """Use epoch ``epoch``'s order from now on (deterministic per (seed, epoch))."""
         self.epoch = int(epoch)
 
-    def order(self) -> np.ndarray:
+    def order(self) -> NDArray[np.int64]:
         """The row indices in the order this epoch serves them (before sorting within each batch)."""
         if not self.shuffle:
             return self.indices
         rng = np.random.default_rng([self.seed, self.epoch])
         return self.indices[rng.permutation(len(self.indices))]
 
-    def _batches(self) -> Iterator[np.ndarray]:
+    def _batches(self) -> Iterator[NDArray[np.int64]]:
         order = self.order()
         for b in range(len(self)):
             yield np.sort(order[b * self.batch_size : (b + 1) * self.batch_size])
 
-    def _read(self, idx: np.ndarray, pin: bool):
+    def _read(self, idx: NDArray[np.int64], pin: bool) -> Batch:
         import torch
 
         if pin:  # read straight into page-locked memory (indices were checked, so mode="clip" is safe)
@@ -399,7 +393,7 @@ class BatchLoader:
         y = torch.from_numpy(self.labels[idx])
         return x, y
 
-    def __iter__(self) -> Iterator[tuple[Any, Any]]:
+    def __iter__(self) -> Iterator[Batch]:
         batches = list(self._batches())  # this epoch's order, fixed before any batch is read
         if self.device.type == "cuda":
             yield from self._prefetched(batches, self._cuda_transfer())
@@ -409,27 +403,29 @@ class BatchLoader:
             for idx in batches:
                 yield self._read(idx, pin=False)
 
-    def _cuda_transfer(self):
+    def _cuda_transfer(self) -> Callable[[NDArray[np.int64]], Batch]:
         # NOTE: the copies are queued on the consumer's current stream (captured here) from the producer
         # thread; torch's caching host allocator keeps each pinned buffer alive until its copy has finished.
         import torch
 
         stream = torch.cuda.current_stream(self.device)
 
-        def transfer(idx: np.ndarray):
+        def transfer(idx: NDArray[np.int64]) -> Batch:
             x, y = self._read(idx, pin=True)
             with torch.cuda.stream(stream):
                 return x.to(self.device, non_blocking=True), y.pin_memory().to(self.device, non_blocking=True)
 
         return transfer
 
-    def _prefetched(self, batches: list[np.ndarray], make) -> Iterator[tuple[Any, Any]]:
+    def _prefetched(
+        self, batches: list[NDArray[np.int64]], make: Callable[[NDArray[np.int64]], Batch]
+    ) -> Iterator[Batch]:
         """Yield ``make(idx)`` for each batch, computed up to ``prefetch`` batches ahead on a thread."""
         done = object()
-        ready: queue.Queue = queue.Queue(maxsize=max(1, self.prefetch))
+        ready: queue.Queue[object] = queue.Queue(maxsize=max(1, self.prefetch))
         stop = threading.Event()
 
-        def put(item) -> bool:
+        def put(item: object) -> bool:
             while not stop.is_set():
                 try:
                     ready.put(item, timeout=0.05)
@@ -456,7 +452,7 @@ class BatchLoader:
                     return
                 if isinstance(item, BaseException):
                     raise item
-                yield item
+                yield cast("Batch", item)  # the only other thing `produce` puts
         finally:  # also when the consumer stops early (break, exception): end the producer
             stop.set()
             thread.join()

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from maskcls_hpo._util import atomic_write_text
 from maskcls_hpo.errors import ConfigError
 from maskcls_hpo.labels import check_age_bins
 
@@ -131,7 +132,7 @@ class TrainConfig(BaseModel):
     def _fold_run(self) -> TrainConfig:
         if (self.folds is None) != (self.fold is None):
             raise ValueError("a fold run needs both folds and fold (or neither)")
-        if self.folds is not None and self.fold >= self.folds:
+        if self.folds is not None and self.fold is not None and self.fold >= self.folds:
             raise ValueError(f"fold must be in 0..{self.folds - 1} for {self.folds} folds, got {self.fold}")
         if self.folds is not None and self.full_data:
             raise ValueError("full_data trains on every person: drop folds/fold, or set full_data: false")
@@ -214,8 +215,8 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
     return f"{source}: invalid training config: " + "; ".join(parts)
 
 
-def config_from_mapping(data: dict[str, Any], source: str = "<config>") -> TrainConfig:
-    """Validate a mapping into a :class:`TrainConfig`.
+def config_from_mapping(data: object, source: str = "<config>") -> TrainConfig:
+    """Validate a mapping (anything read from a file: checked here) into a :class:`TrainConfig`.
 
     Raises:
         ConfigError: naming `source` and every bad or unknown key.
@@ -273,10 +274,8 @@ def save_config(config: TrainConfig | dict[str, Any], path: str | Path) -> Path:
     path = Path(path)
     data = config.to_dict() if isinstance(config, TrainConfig) else config
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     if path.suffix.lower() == ".json":
-        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        text = json.dumps(data, indent=2) + "\n"
     else:
-        tmp.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    tmp.replace(path)
-    return path
+        text = yaml.safe_dump(data, sort_keys=False)
+    return atomic_write_text(path, text)

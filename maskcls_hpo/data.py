@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 from PIL import Image
 
 from maskcls_hpo.errors import DataError
@@ -61,6 +62,7 @@ __all__ = [
     "split_by_fold",
     "load_eval",
     "summarize",
+    "DatasetSummary",
     "verify_image",
 ]
 
@@ -204,7 +206,7 @@ def _scan_person_folder(folder: Path) -> tuple[dict[str, Path], list[str]]:
     return files, problems
 
 
-def _parse_row(row: dict[str, str], where: str) -> tuple[dict[str, Any], list[str]]:
+def _parse_row(row: Mapping[Hashable, Any], where: str) -> tuple[dict[str, Any], list[str]]:
     """Check one train.csv row; return the parsed values and the problems (``where`` names the row)."""
     problems: list[str] = []
     person_id = row["id"].strip()
@@ -239,7 +241,9 @@ def _parse_row(row: dict[str, str], where: str) -> tuple[dict[str, Any], list[st
     return values, problems
 
 
-def _scan_train(data_dir: str | Path, verify: bool = True, workers: int | None = None):
+def _scan_train(
+    data_dir: str | Path, verify: bool = True, workers: int | None = None
+) -> tuple[list[_Person], list[str]]:
     """Walk the train part; return ``(persons, problems)`` (persons only meaningful without problems)."""
     data_dir = Path(data_dir)
     train_dir = data_dir / "train"
@@ -274,12 +278,22 @@ def _scan_train(data_dir: str | Path, verify: bool = True, workers: int | None =
             if verify:
                 problems += _verify_many(to_verify, workers)
         return [], problems
-    problems: list[str] = []
     if not images_dir.is_dir():
         return [], [f"{images_dir}: image folder not found; expected DATA_DIR/train/images/<path>/ per person"]
     if table.empty:
         return [], [f"{csv_path}: no rows; train.csv lists one person per row"]
+    persons, problems, to_verify = _scan_rows(table, csv_path, images_dir)
+    if verify:
+        problems += _verify_many(to_verify, workers)
+    return persons, problems
 
+
+def _scan_rows(table: pd.DataFrame, csv_path: Path, images_dir: Path) -> tuple[list[_Person], list[str], list[Path]]:
+    """Check every train.csv row and its person folder; return ``(persons, problems, image files to verify)``.
+
+    A person is kept only when its row has no problem (its folder's problems are reported, not held against
+    the row)."""
+    problems: list[str] = []
     persons: list[_Person] = []
     seen_ids: dict[str, int] = {}
     seen_folders: dict[str, int] = {}
@@ -309,18 +323,9 @@ def _scan_train(data_dir: str | Path, verify: bool = True, workers: int | None =
         to_verify += files.values()
         if not row_problems:
             persons.append(
-                _Person(
-                    pid,
-                    GENDERS.index(values["gender"]),
-                    values["race"],
-                    values["age"],
-                    folder_name,
-                    files,
-                )
+                _Person(pid, GENDERS.index(values["gender"]), values["race"], values["age"], folder_name, files)
             )
-    if verify:
-        problems += _verify_many(to_verify, workers)
-    return persons, problems
+    return persons, problems, to_verify
 
 
 def check_train(data_dir: str | Path, workers: int | None = None) -> list[str]:
@@ -445,7 +450,9 @@ def _read_corrections(path: Path) -> list[tuple[str, str, str]]:
     return triples
 
 
-def apply_corrections(samples: pd.DataFrame, corrections: str | Path | Iterable | None) -> pd.DataFrame:
+def apply_corrections(
+    samples: pd.DataFrame, corrections: str | Path | Iterable[tuple[str, str, str]] | None
+) -> pd.DataFrame:
     """Apply label corrections to the rows of :func:`load_train`; returns a corrected copy.
 
     ``corrections`` is ``None`` (no change), ``"known"`` (:data:`KNOWN_CORRECTIONS`, the fixes
@@ -475,7 +482,7 @@ def apply_corrections(samples: pd.DataFrame, corrections: str | Path | Iterable 
         else:
             triples = _read_corrections(Path(corrections))
     else:
-        triples = [tuple(str(v) for v in t) for t in corrections]
+        triples = [(str(pid), str(field), str(value)) for pid, field, value in corrections]
     applied: list[str] = list(out.attrs.get("corrections", []))
     skipped: list[str] = []
     ids = out["person_id"].to_numpy()
@@ -505,7 +512,7 @@ def apply_corrections(samples: pd.DataFrame, corrections: str | Path | Iterable 
 # --- split ------------------------------------------------------------------------------------------
 
 
-def _merge_rare(keys: np.ndarray) -> np.ndarray:
+def _merge_rare(keys: NDArray[np.int64]) -> NDArray[np.int64]:
     """Merge strata with a single member: together into one stratum, or into the largest if still alone."""
     keys = keys.copy()
     values, counts = np.unique(keys, return_counts=True)
@@ -521,7 +528,7 @@ def _merge_rare(keys: np.ndarray) -> np.ndarray:
     return keys
 
 
-def split_by_person(samples: pd.DataFrame, val_ratio: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def split_by_person(samples: pd.DataFrame, val_ratio: float, seed: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     """Split rows by person into ``(train, val)``: int64 arrays of row positions into ``samples``, ascending.
 
     A person's 7 images are all in train or all in val. Persons (sorted by id, so the row order does
@@ -584,7 +591,7 @@ def check_folds(samples: pd.DataFrame, folds: int) -> None:
     counts = person_strata(samples)["stratum"].value_counts()
     smallest = int(counts.min()) if len(counts) else 0
     if folds > smallest:
-        stratum = int(counts.idxmin())
+        stratum = int(counts.index[int(np.argmin(counts.to_numpy()))])
         gender, band = GENDERS[stratum // 3], stratum % 3
         raise DataError(
             f"{folds} folds but stratum {gender} / age band {band} has only {smallest} person(s); "
@@ -592,7 +599,7 @@ def check_folds(samples: pd.DataFrame, folds: int) -> None:
         )
 
 
-def assign_folds(samples: pd.DataFrame, folds: int, seed: int) -> np.ndarray:
+def assign_folds(samples: pd.DataFrame, folds: int, seed: int) -> NDArray[np.int64]:
     """The fold (0..folds-1) of every row: person-grouped, stratified by gender x age band, seeded.
 
     Uses scikit-learn's ``StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)`` on the
@@ -619,7 +626,9 @@ def assign_folds(samples: pd.DataFrame, folds: int, seed: int) -> np.ndarray:
     return samples["person_id"].map(fold_of).to_numpy(dtype=np.int64)
 
 
-def split_by_fold(samples: pd.DataFrame, folds: int, fold: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def split_by_fold(
+    samples: pd.DataFrame, folds: int, fold: int, seed: int
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     """Rows ``(train, val)`` of fold run `fold` of `folds`: val = the persons of fold `fold`, train = the rest.
 
     int64 arrays of row positions into ``samples``, ascending (folds from :func:`assign_folds`).
@@ -679,7 +688,20 @@ def load_eval(data_dir: str | Path, verify: bool = True, workers: int | None = N
 # --- summary ----------------------------------------------------------------------------------------
 
 
-def summarize(samples: pd.DataFrame) -> dict[str, Any]:
+class DatasetSummary(TypedDict):
+    """What :func:`summarize` returns (its docstring says what each key counts)."""
+
+    persons: int
+    images: int
+    classes: list[int]
+    mask: list[int]
+    gender: list[int]
+    age: list[int]
+    extensions: dict[str, int]
+    age_bins: list[int] | None
+
+
+def summarize(samples: pd.DataFrame) -> DatasetSummary:
     """Counts a user checks a dataset by (plain Python types, JSON-ready).
 
     Returns ``{"persons": int, "images": int, "classes": [18 ints] (index = class id),

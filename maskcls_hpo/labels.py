@@ -13,9 +13,16 @@ imports these names; nothing else writes the formula out (docs/ARCHITECTURE.md, 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, overload
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+if TYPE_CHECKING:
+    import torch
+
+    IntLike = int | np.integer
+    """A Python or NumPy integer."""
 
 __all__ = [
     "NUM_CLASSES",
@@ -70,7 +77,19 @@ def mask_of_file(stem: str) -> int:
     return _MASK_OF_FILE[stem]
 
 
-def encode_label(mask: Any, gender: Any, age_band: Any) -> Any:
+@overload
+def encode_label(mask: IntLike, gender: IntLike, age_band: IntLike) -> int: ...
+@overload
+def encode_label(
+    mask: NDArray[np.integer], gender: NDArray[np.integer] | IntLike, age_band: NDArray[np.integer] | IntLike
+) -> NDArray[np.int64]: ...
+@overload
+def encode_label(mask: torch.Tensor, gender: torch.Tensor, age_band: torch.Tensor) -> torch.Tensor: ...
+def encode_label(
+    mask: IntLike | NDArray[np.integer] | torch.Tensor,
+    gender: IntLike | NDArray[np.integer] | torch.Tensor,
+    age_band: IntLike | NDArray[np.integer] | torch.Tensor,
+) -> int | NDArray[np.int64] | torch.Tensor:
     """The 18-class id ``mask * 6 + gender * 3 + age_band``.
 
     Works on Python ints (returns ``int``) and on NumPy / torch integer arrays (element-wise, same shape).
@@ -78,21 +97,37 @@ def encode_label(mask: Any, gender: Any, age_band: Any) -> Any:
     Raises:
         ValueError: a Python int out of range (mask 0..2, gender 0..1, age_band 0..2).
     """
-    if all(isinstance(v, (int, np.integer)) for v in (mask, gender, age_band)):
+    if (
+        isinstance(mask, int | np.integer)
+        and isinstance(gender, int | np.integer)
+        and isinstance(age_band, int | np.integer)
+    ):
         if not (0 <= mask < NUM_MASK and 0 <= gender < NUM_GENDER and 0 <= age_band < NUM_AGE):
             raise ValueError(
                 f"label parts out of range: mask={mask} (0..2), gender={gender} (0..1), age_band={age_band} (0..2)"
             )
         return int(mask) * (NUM_GENDER * NUM_AGE) + int(gender) * NUM_AGE + int(age_band)
-    return mask * (NUM_GENDER * NUM_AGE) + gender * NUM_AGE + age_band
+    return mask * (NUM_GENDER * NUM_AGE) + gender * NUM_AGE + age_band  # type: ignore[operator,return-value]
 
 
-def decode_label(y: Any) -> tuple[Any, Any, Any]:
+@overload
+def decode_label(y: IntLike) -> tuple[int, int, int]: ...
+@overload
+def decode_label(y: NDArray[np.integer]) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]: ...
+@overload
+def decode_label(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
+def decode_label(
+    y: IntLike | NDArray[np.integer] | torch.Tensor,
+) -> (
+    tuple[int, int, int]
+    | tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]
+    | tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+):
     """Inverse of :func:`encode_label`: ``(mask, gender, age_band) = (y // 6, (y // 3) % 2, y % 3)``.
 
     Works on ints and on NumPy / torch integer arrays (each part then has the shape of ``y``).
     """
-    return y // (NUM_GENDER * NUM_AGE), (y // NUM_AGE) % NUM_GENDER, y % NUM_AGE
+    return y // (NUM_GENDER * NUM_AGE), (y // NUM_AGE) % NUM_GENDER, y % NUM_AGE  # type: ignore[return-value]
 
 
 def check_age_bins(age_bins: Sequence[int]) -> tuple[int, int]:
@@ -107,22 +142,28 @@ def check_age_bins(age_bins: Sequence[int]) -> tuple[int, int]:
         bins = ()
     if len(bins) != 2 or not 0 < bins[0] < bins[1]:
         raise ValueError(f"age_bins must be two increasing ages in years, e.g. [30, 60], got {list(age_bins)}")
-    return bins  # type: ignore[return-value]
+    return bins[0], bins[1]
 
 
-def age_band(age: Any, age_bins: Sequence[int] = DEFAULT_AGE_BINS) -> Any:
+@overload
+def age_band(age: IntLike, age_bins: Sequence[int] = DEFAULT_AGE_BINS) -> int: ...
+@overload
+def age_band(
+    age: NDArray[np.integer] | Sequence[int], age_bins: Sequence[int] = DEFAULT_AGE_BINS
+) -> NDArray[np.int64]: ...
+def age_band(age: IntLike | ArrayLike, age_bins: Sequence[int] = DEFAULT_AGE_BINS) -> int | NDArray[np.int64]:
     """Age band of `age` (years): 0 below ``a``, 1 from ``a`` to ``b - 1``, 2 from ``b`` on.
 
-    Works on ints (returns ``int``) and on NumPy integer arrays (element-wise).
+    Works on ints (returns ``int``) and on NumPy integer arrays (element-wise, int64).
 
     Raises:
         ValueError: `age_bins` is not two increasing ages.
     """
     a, b = check_age_bins(age_bins)
-    if isinstance(age, (int, np.integer)):
+    if isinstance(age, int | np.integer):
         return 0 if age < a else 1 if age < b else 2
-    age = np.asarray(age)
-    return (age >= a).astype(np.int64) + (age >= b).astype(np.int64)
+    ages = np.asarray(age)
+    return (ages >= a).astype(np.int64) + (ages >= b).astype(np.int64)
 
 
 def age_band_names(age_bins: Sequence[int] = DEFAULT_AGE_BINS) -> tuple[str, str, str]:

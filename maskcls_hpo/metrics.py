@@ -11,15 +11,19 @@ zero_division=0)`), so a model that never predicts a class pays for it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
+from maskcls_hpo._util import atomic_path
 from maskcls_hpo.labels import NUM_CLASSES, TASK_SIZES, decode_label, encode_label
 
 if TYPE_CHECKING:  # torch is needed only by callers that hold tensors; `status` reads predictions without it
+    import pandas as pd
     import torch
 
 __all__ = [
@@ -28,6 +32,7 @@ __all__ = [
     "BOOTSTRAP_RESAMPLES",
     "BOOTSTRAP_SEED",
     "BootstrapInterval",
+    "PredictionScores",
     "evaluate_predictions",
     "combine_multi",
     "predict_labels",
@@ -51,7 +56,18 @@ def _macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n: int) -> float:
     return float(f1_score(y_true, y_pred, average="macro", labels=list(range(n)), zero_division=0))
 
 
-def evaluate_predictions(y_true: Any, y_pred: Any) -> dict[str, Any]:
+class PredictionScores(TypedDict):
+    """What :func:`evaluate_predictions` returns (plain Python types; the keys are described there)."""
+
+    f1: float
+    accuracy: float
+    task_f1: dict[str, float]
+    per_class_f1: list[float]
+    confusion: list[list[int]]
+    n: int
+
+
+def evaluate_predictions(y_true: ArrayLike, y_pred: ArrayLike) -> PredictionScores:
     """Score 18-class predictions.
 
     Args:
@@ -70,23 +86,23 @@ def evaluate_predictions(y_true: Any, y_pred: Any) -> dict[str, Any]:
     """
     from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
-    y_true = np.asarray(y_true, dtype=np.int64).reshape(-1)
-    y_pred = np.asarray(y_pred, dtype=np.int64).reshape(-1)
-    if len(y_true) == 0 or len(y_true) != len(y_pred):
-        raise ValueError(f"need equally long, non-empty label arrays, got {len(y_true)} and {len(y_pred)}")
+    true = np.asarray(y_true, dtype=np.int64).reshape(-1)
+    pred = np.asarray(y_pred, dtype=np.int64).reshape(-1)
+    if len(true) == 0 or len(true) != len(pred):
+        raise ValueError(f"need equally long, non-empty label arrays, got {len(true)} and {len(pred)}")
     labels = list(range(NUM_CLASSES))
-    tasks_true, tasks_pred = decode_label(y_true), decode_label(y_pred)
+    tasks_true, tasks_pred = decode_label(true), decode_label(pred)
     task_f1 = {
         name: _macro_f1(t, p, n) for (name, n), t, p in zip(TASK_CLASSES.items(), tasks_true, tasks_pred, strict=True)
     }
-    per_class = f1_score(y_true, y_pred, average=None, labels=labels, zero_division=0)
+    per_class = f1_score(true, pred, average=None, labels=labels, zero_division=0)
     return {
-        "f1": _macro_f1(y_true, y_pred, NUM_CLASSES),
-        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "f1": _macro_f1(true, pred, NUM_CLASSES),
+        "accuracy": float(accuracy_score(true, pred)),
         "task_f1": task_f1,
         "per_class_f1": [float(v) for v in per_class],
-        "confusion": confusion_matrix(y_true, y_pred, labels=labels).astype(int).tolist(),
-        "n": int(len(y_true)),
+        "confusion": confusion_matrix(true, pred, labels=labels).astype(int).tolist(),
+        "n": len(true),
     }
 
 
@@ -142,7 +158,9 @@ class BootstrapInterval:
         return self.low <= value <= self.high
 
 
-def person_bootstrap_weights(n_persons: int, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED):
+def person_bootstrap_weights(
+    n_persons: int, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED
+) -> NDArray[np.int64]:
     """How often each person is drawn in each resample: `(resamples, n_persons) int64`, each row sums to n_persons.
 
     Resample b draws `n_persons` persons with replacement, uniformly
@@ -167,7 +185,7 @@ def _person_counts(y_true: np.ndarray, y_pred: np.ndarray, person: np.ndarray) -
     return counts
 
 
-def macro_f1_from_counts(counts: np.ndarray) -> np.ndarray:
+def macro_f1_from_counts(counts: NDArray[np.int64]) -> NDArray[np.float64]:
     """Macro F1 over the 18 classes from `(..., 3, 18)` counts (tp, fp, fn); returns `(...)` float64.
 
     Per class `F1 = 2 tp / (2 tp + fp + fn)`, 0 when the class is neither present nor predicted: the same
@@ -179,28 +197,34 @@ def macro_f1_from_counts(counts: np.ndarray) -> np.ndarray:
     return f1.mean(axis=-1)
 
 
-def _check_inputs(y_true: Any, preds: list[Any], persons: Any) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
-    y_true = np.asarray(y_true, dtype=np.int64).reshape(-1)
-    preds = [np.asarray(p, dtype=np.int64).reshape(-1) for p in preds]
-    persons = np.asarray(persons).reshape(-1)
-    if len(y_true) == 0 or any(len(p) != len(y_true) for p in preds) or len(persons) != len(y_true):
-        lengths = [len(y_true), *(len(p) for p in preds), len(persons)]
+def _check_inputs(
+    y_true: ArrayLike, preds: list[ArrayLike], persons: ArrayLike
+) -> tuple[NDArray[np.int64], list[NDArray[np.int64]], NDArray[np.int64]]:
+    true = np.asarray(y_true, dtype=np.int64).reshape(-1)
+    predicted = [np.asarray(p, dtype=np.int64).reshape(-1) for p in preds]
+    person = np.asarray(persons).reshape(-1)
+    if len(true) == 0 or any(len(p) != len(true) for p in predicted) or len(person) != len(true):
+        lengths = [len(true), *(len(p) for p in predicted), len(person)]
         raise ValueError(f"need equally long, non-empty label and person arrays, got lengths {lengths}")
-    for name, arr in (("y_true", y_true), *((f"y_pred[{i}]", p) for i, p in enumerate(preds))):
+    for name, arr in (("y_true", true), *((f"y_pred[{i}]", p) for i, p in enumerate(predicted))):
         if arr.min() < 0 or arr.max() >= NUM_CLASSES:
             raise ValueError(f"{name} must hold class ids in 0..{NUM_CLASSES - 1}, got {arr.min()}..{arr.max()}")
-    _, person_index = np.unique(persons, return_inverse=True)
-    return y_true, preds, person_index.astype(np.int64).reshape(-1)
+    _, person_index = np.unique(person, return_inverse=True)
+    return true, predicted, person_index.astype(np.int64).reshape(-1)
 
 
-def _interval(estimate: float, resampled: np.ndarray, persons: int, seed: int) -> BootstrapInterval:
+def _interval(estimate: float, resampled: NDArray[np.float64], persons: int, seed: int) -> BootstrapInterval:
     low, high = np.percentile(resampled, [2.5, 97.5])
     sd = float(resampled.std(ddof=1)) if len(resampled) > 1 else 0.0
     return BootstrapInterval(float(estimate), float(low), float(high), sd, int(len(resampled)), int(persons), seed)
 
 
 def bootstrap_macro_f1(
-    y_true: Any, y_pred: Any, persons: Any, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED
+    y_true: ArrayLike,
+    y_pred: ArrayLike,
+    persons: ArrayLike,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
 ) -> BootstrapInterval:
     """95% interval of the macro F1 from a bootstrap over persons (percentile bootstrap, Efron 1979).
 
@@ -223,18 +247,18 @@ def bootstrap_macro_f1(
     Raises:
         ValueError: empty or unequal inputs, class ids outside 0..17, resamples < 1.
     """
-    y_true, (y_pred,), person = _check_inputs(y_true, [y_pred], persons)
-    counts = _person_counts(y_true, y_pred, person)
+    true, (pred,), person = _check_inputs(y_true, [y_pred], persons)
+    counts = _person_counts(true, pred, person)
     weights = person_bootstrap_weights(len(counts), resamples, seed)
     resampled = macro_f1_from_counts(np.tensordot(weights, counts, axes=(1, 0)))
-    return _interval(_macro_f1(y_true, y_pred, NUM_CLASSES), resampled, len(counts), seed)
+    return _interval(_macro_f1(true, pred, NUM_CLASSES), resampled, len(counts), seed)
 
 
 def paired_bootstrap_difference(
-    y_true: Any,
-    y_pred_a: Any,
-    y_pred_b: Any,
-    persons: Any,
+    y_true: ArrayLike,
+    y_pred_a: ArrayLike,
+    y_pred_b: ArrayLike,
+    persons: ArrayLike,
     resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = BOOTSTRAP_SEED,
 ) -> BootstrapInterval:
@@ -255,18 +279,18 @@ def paired_bootstrap_difference(
     Raises:
         ValueError: as :func:`bootstrap_macro_f1`.
     """
-    y_true, (pred_a, pred_b), person = _check_inputs(y_true, [y_pred_a, y_pred_b], persons)
-    counts_a = _person_counts(y_true, pred_a, person)
-    counts_b = _person_counts(y_true, pred_b, person)
+    true, (pred_a, pred_b), person = _check_inputs(y_true, [y_pred_a, y_pred_b], persons)
+    counts_a = _person_counts(true, pred_a, person)
+    counts_b = _person_counts(true, pred_b, person)
     weights = person_bootstrap_weights(len(counts_a), resamples, seed)
     diff = macro_f1_from_counts(np.tensordot(weights, counts_a, axes=(1, 0))) - macro_f1_from_counts(
         np.tensordot(weights, counts_b, axes=(1, 0))
     )
-    estimate = _macro_f1(y_true, pred_a, NUM_CLASSES) - _macro_f1(y_true, pred_b, NUM_CLASSES)
+    estimate = _macro_f1(true, pred_a, NUM_CLASSES) - _macro_f1(true, pred_b, NUM_CLASSES)
     return _interval(estimate, diff, len(counts_a), seed)
 
 
-def corrected_fold_interval(differences: Any, folds: int, confidence: float = 0.95) -> tuple[float, float, float]:
+def corrected_fold_interval(differences: ArrayLike, folds: int, confidence: float = 0.95) -> tuple[float, float, float]:
     """Interval of the mean of paired per-fold differences, corrected for folds that share training persons.
 
     The K fold scores of a K-fold cross-validation are not independent (any two training sets share
@@ -319,12 +343,12 @@ def prediction_columns(head: str) -> list[str]:
 def write_val_predictions(
     path: str | Path,
     *,
-    image_paths: Any,
-    person_ids: Any,
+    image_paths: Sequence[str | Path],
+    person_ids: Sequence[str],
     epoch: int,
-    y_true: Any,
-    y_pred: Any,
-    probabilities: Any,
+    y_true: ArrayLike,
+    y_pred: ArrayLike,
+    probabilities: ArrayLike,
     head: str,
 ) -> Path:
     """Write one epoch's validation predictions as CSV, one row per val image (written to a temp file, renamed).
@@ -347,27 +371,27 @@ def write_val_predictions(
 
     columns = prediction_columns(head)
     probs = np.asarray(probabilities, dtype=np.float64)
-    n = len(y_true)
-    if probs.shape != (n, len(columns)) or not (len(image_paths) == len(person_ids) == len(y_pred) == n):
+    true, pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
+    n = len(true)
+    if probs.shape != (n, len(columns)) or not (len(image_paths) == len(person_ids) == len(pred) == n):
         raise ValueError(f"predictions of {n} images need {n} paths, persons, labels and ({n}, {len(columns)}) probs")
     frame = pd.DataFrame(
         {
             "path": [str(p) for p in image_paths],
             "person_id": [str(p) for p in person_ids],
             "epoch": int(epoch),
-            "true_class": np.asarray(y_true, dtype=np.int64),
-            "pred_class": np.asarray(y_pred, dtype=np.int64),
+            "true_class": true,
+            "pred_class": pred,
         }
     )
     frame = pd.concat([frame, pd.DataFrame(probs, columns=columns)], axis=1)
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    frame.to_csv(tmp, index=False, float_format="%.6f")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.6f")
     return path
 
 
-def read_val_predictions(path: str | Path):
+def read_val_predictions(path: str | Path) -> pd.DataFrame:
     """Read a file written by :func:`write_val_predictions` into a pandas DataFrame (person ids stay strings).
 
     Raises:

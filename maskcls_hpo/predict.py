@@ -34,18 +34,19 @@ with an answers file (`ImageID,ans`) by ImageID: accuracy and macro F1 over the 
 from __future__ import annotations
 
 import contextlib
-import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
+from numpy.typing import ArrayLike, NDArray
 
+from maskcls_hpo._util import atomic_path
+from maskcls_hpo.checkpoint import load_checkpoint
 from maskcls_hpo.config import ConfigError, config_from_mapping
-from maskcls_hpo.errors import PredictError
+from maskcls_hpo.errors import PredictError, TrainingError
 from maskcls_hpo.labels import NUM_CLASSES, encode_label
 from maskcls_hpo.metrics import TASK_CLASSES
 from maskcls_hpo.scoring import score  # re-exported: `predict.score` is part of the API
@@ -108,7 +109,8 @@ def _pick_device(device: str | torch.device) -> torch.device:
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
-    """Load a checkpoint written by `train.train` (`best.pt`, `last.pt` or `model.pt`) for inference.
+    """Load a checkpoint written by `train.train` (`best.pt`, `last.pt` or `model.pt`; :mod:`maskcls_hpo.checkpoint`)
+    for inference.
 
     The model is rebuilt from the checkpoint's stored config with `pretrained: false` (the weights come
     from the checkpoint, so no pretrained file is needed), and its preprocessing is the one stored in the
@@ -119,7 +121,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
             validate, or weights that do not fit the model the config describes (all name the file).
     """
     from maskcls_hpo.models import build_model, resolve_preprocessing
-    from maskcls_hpo.train import TrainingError, load_checkpoint
 
     path = Path(path)
     try:
@@ -136,14 +137,16 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
         raise PredictError(f"{path}: cannot rebuild the model from the checkpoint: {first}") from None
     pre = ckpt.get("preprocessing")
     if pre:
-        size = tuple(int(v) for v in pre["image_size"])
-        mean, std = tuple(float(v) for v in pre["mean"]), tuple(float(v) for v in pre["std"])
+        size = (int(pre["image_size"][0]), int(pre["image_size"][1]))
+        mean, std = _rgb(pre["mean"]), _rgb(pre["std"])
     else:
         size, mean, std = resolve_preprocessing(config, model)
     device = _pick_device(device)
     on_cuda = device.type == "cuda"
     channels_last = on_cuda and config.channels_last
-    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format).eval()
+    memory_format = torch.channels_last if channels_last else torch.preserve_format
+    # NOTE torch's type stubs lack the (device, memory_format) overload of Module.to that it accepts at run time
+    model = model.to(device, memory_format=memory_format).eval()  # type: ignore[call-overload]
     amp_dtype = None
     if on_cuda and config.amp:
         amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -161,6 +164,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
     )
 
 
+def _rgb(values: Sequence[float]) -> tuple[float, float, float]:
+    """Three per-channel floats (R, G, B) of a stored mean or std."""
+    return float(values[0]), float(values[1]), float(values[2])
+
+
 def _softmax(outputs: torch.Tensor | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     if isinstance(outputs, dict):
         return {k: torch.softmax(outputs[k].float(), dim=1) for k in TASKS}
@@ -168,7 +176,7 @@ def _softmax(outputs: torch.Tensor | dict[str, torch.Tensor]) -> dict[str, torch
 
 
 @torch.inference_mode()
-def model_probabilities(loaded: LoadedModel, images: torch.Tensor, tta: bool = False) -> dict[str, np.ndarray]:
+def model_probabilities(loaded: LoadedModel, images: torch.Tensor, tta: bool = False) -> dict[str, NDArray[np.float32]]:
     """Class probabilities of one model for one batch.
 
     Args:
@@ -202,7 +210,7 @@ def model_probabilities(loaded: LoadedModel, images: torch.Tensor, tta: bool = F
 # --- ensembles ----------------------------------------------------------------------------------------
 
 
-def joint_from_tasks(task_probs: dict[str, np.ndarray]) -> np.ndarray:
+def joint_from_tasks(task_probs: Mapping[str, ArrayLike]) -> NDArray[np.float64]:
     """18-class probabilities from per-task ones, assuming the tasks independent: `p(m) p(g) p(a)`.
 
     Args:
@@ -215,13 +223,15 @@ def joint_from_tasks(task_probs: dict[str, np.ndarray]) -> np.ndarray:
     return np.einsum("nm,ng,na->nmga", m, g, a).reshape(len(m), NUM_CLASSES)
 
 
-def tasks_from_joint(probs: np.ndarray) -> dict[str, np.ndarray]:
+def tasks_from_joint(probs: ArrayLike) -> dict[str, NDArray[np.float64]]:
     """Per-task marginals of 18-class probabilities `(N, 18)`: mask (N, 3), gender (N, 2), age (N, 3) float64."""
     cube = np.asarray(probs, dtype=np.float64).reshape(-1, 3, 2, 3)  # (N, mask, gender, age)
     return {"mask": cube.sum(axis=(2, 3)), "gender": cube.sum(axis=(1, 3)), "age": cube.sum(axis=(1, 2))}
 
 
-def ensemble(outputs: Sequence[dict[str, np.ndarray]]) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray, str]:
+def ensemble(
+    outputs: Sequence[Mapping[str, ArrayLike]],
+) -> tuple[NDArray[np.float64], dict[str, NDArray[np.float64]], NDArray[np.int64], str]:
     """Combine the probabilities of several models over the same images (equal weights; module docstring).
 
     Args:
@@ -268,9 +278,9 @@ class Prediction:
     """
 
     image_ids: list[str]
-    labels: np.ndarray
-    probs: np.ndarray
-    task_probs: dict[str, np.ndarray]
+    labels: NDArray[np.int64]
+    probs: NDArray[np.float64]
+    task_probs: dict[str, NDArray[np.float64]]
     rule: str
     checkpoints: list[Path]
     tta: bool
@@ -283,7 +293,7 @@ class Prediction:
         return pd.DataFrame({"ImageID": self.image_ids, "ans": self.labels.astype(np.int64)})
 
 
-def write_submission(image_ids: Sequence[str], labels: Any, out: str | Path) -> Path:
+def write_submission(image_ids: Sequence[str], labels: ArrayLike, out: str | Path) -> Path:
     """Write `ImageID,ans` to `out` atomically (a temp file in the same folder, then `os.replace`).
 
     Raises:
@@ -296,12 +306,8 @@ def write_submission(image_ids: Sequence[str], labels: Any, out: str | Path) -> 
         raise ValueError(f"labels must lie in 0..{NUM_CLASSES - 1}, got {labels.min()}..{labels.max()}")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(out) as tmp:
         pd.DataFrame({"ImageID": list(image_ids), "ans": labels}).to_csv(tmp, index=False)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out
 
 
@@ -356,7 +362,7 @@ def predict(
     groups: dict[tuple[tuple[int, int], str], list[int]] = {}
     for i, m in enumerate(models):
         groups.setdefault((m.image_size, m.interpolation), []).append(i)
-    parts: list[list[dict[str, np.ndarray]]] = [[] for _ in models]
+    parts: list[list[dict[str, NDArray[np.float32]]]] = [[] for _ in models]
     paths = table["path"].tolist()
     rows = np.arange(len(paths))
     for (size, interpolation), members in groups.items():

@@ -9,16 +9,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from maskcls_hpo.errors import PredictError
 from maskcls_hpo.labels import NUM_CLASSES
-from maskcls_hpo.metrics import evaluate_predictions
+from maskcls_hpo.metrics import PredictionScores, evaluate_predictions
 
-__all__ = ["score"]
+__all__ = ["score", "SubmissionScores"]
+
+
+class SubmissionScores(PredictionScores):
+    """What :func:`score` returns: :class:`~maskcls_hpo.metrics.PredictionScores` plus the two files' paths."""
+
+    submission: str
+    answers: str
 
 
 def _read_labels(path: Path, role: str) -> pd.DataFrame:
@@ -52,7 +58,7 @@ def _some(ids: Sequence[str], n: int = 3) -> str:
     return shown + (", ..." if len(ids) > n else "")
 
 
-def score(submission: str | Path, answers: str | Path) -> dict[str, Any]:
+def score(submission: str | Path, answers: str | Path) -> SubmissionScores:
     """Score a submission against the true classes, matched by ImageID (row order does not matter).
 
     Args:
@@ -86,5 +92,4 @@ def score(submission: str | Path, answers: str | Path) -> dict[str, Any]:
         )
     merged = truth.merge(sub, on="ImageID", suffixes=("_true", "_pred"), validate="one_to_one")
     result = evaluate_predictions(merged["ans_true"].to_numpy(), merged["ans_pred"].to_numpy())
-    result.update(submission=str(submission), answers=str(answers))
-    return result
+    return SubmissionScores(**result, submission=str(submission), answers=str(answers))

@@ -28,10 +28,10 @@ Uncertainty: at each new best the val macro F1 gets a 95% interval from a bootst
 (:func:`maskcls_hpo.metrics.bootstrap_macro_f1`, 1000 resamples, seed 0: the same resampled persons for every
 run on the same split), kept in `TrainResult.val_f1_interval` and metrics.json `best_f1_interval`.
 
-Checkpoints hold only tensors and plain containers (config as a dict, RNG states as tensors and tuples), so
-`torch.load(path, weights_only=True)` reads them; `train(..., resume_from=last.pt)` restores model, optimizer,
-scheduler, grad scaler, RNG states and history and continues at the next epoch, giving the same numbers as an
-uninterrupted run on the CPU (same seed).
+Checkpoints (:mod:`maskcls_hpo.checkpoint`) hold only tensors and plain containers (config as a dict, RNG
+states as tensors and tuples), so `torch.load(path, weights_only=True)` reads them; `train(...,
+resume_from=last.pt)` restores model, optimizer, scheduler, grad scaler, RNG states and history and continues at
+the next epoch, giving the same numbers as an uninterrupted run on the CPU (same seed).
 """
 
 from __future__ import annotations
@@ -41,26 +41,39 @@ import gc
 import json
 import logging
 import math
-import os
 import random
 import resource
-import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 from torch import nn
 
+from maskcls_hpo._util import atomic_write_text, progress_bar
+from maskcls_hpo.checkpoint import (
+    BEST_FILE,
+    CHECKPOINT_FORMAT,  # re-exported: `from maskcls_hpo.train import CHECKPOINT_FORMAT` (tests)
+    LAST_FILE,
+    copy_run_file,
+    load_checkpoint,  # re-exported: `from maskcls_hpo.train import load_checkpoint` (cli, hpo/objective, tests)
+    make_checkpoint,
+    resume,
+    save_checkpoint,
+    write_model_file,
+)
 from maskcls_hpo.config import ConfigError, TrainConfig
 from maskcls_hpo.errors import TrainingError
 from maskcls_hpo.losses import build_loss
 from maskcls_hpo.metrics import (
+    TASK_CLASSES,
     VAL_PREDICTIONS_FILE,
+    BootstrapInterval,
     bootstrap_macro_f1,
     evaluate_predictions,
     predict_labels,
@@ -68,6 +81,12 @@ from maskcls_hpo.metrics import (
 )
 from maskcls_hpo.models import build_model, resolve_preprocessing
 from maskcls_hpo.transforms import BatchAugment, normalize
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from torch.optim.lr_scheduler import LRScheduler
+
+    from maskcls_hpo.cache import BatchLoader
 
 __all__ = [
     "train",
@@ -81,11 +100,7 @@ __all__ = [
     "CHECKPOINT_FORMAT",
 ]
 
-log = logging.getLogger("maskcls_hpo.train")
-
-CHECKPOINT_FORMAT = "maskcls-hpo-checkpoint/1"
-"""The `format` key of every checkpoint this module writes."""
-
+log = logging.getLogger(__name__)
 
 DIVERGED_LOSS = 1e4
 """A mean training or validation loss per image above this counts as diverged. A uniform guess over the 18
@@ -218,25 +233,33 @@ def train(
     )
 
 
-def _run(config, out_dir, on_epoch, resume_from, progress) -> TrainResult:
+def _run(
+    config: TrainConfig,
+    out_dir: str | Path | None,
+    on_epoch: Callable[[EpochResult], None] | None,
+    resume_from: str | Path | None,
+    progress: bool,
+) -> TrainResult:
     run = _setup(config, out_dir, resume_from, progress)
     for epoch in range(run.start_epoch, config.epochs + 1):
         started = time.perf_counter()
-        lr = run.optimizer.param_groups[0]["lr"]
+        lr = _current_lr(run)
         train_loss, images_per_second = _train_epoch(run, epoch)
-        scores = _validate(run) if run.val_loader is not None else None
+        scores = _validate(run) if run.val_loader is not None else ValScores.empty()
         _check_epoch_finite(run, epoch, lr, train_loss, scores)
-        is_best = _update_best(run, epoch, scores)
+        is_best = _is_new_best(scores, run.best)
+        if is_best:
+            run.best = _Best.of(epoch, scores, _person_interval(scores, run.val_persons))
         if run.scheduler is not None:
             run.scheduler.step()
         result = EpochResult(
             epoch=epoch,
             train_loss=train_loss,
-            val_loss=scores["loss"] if scores else math.nan,
-            val_f1=scores["f1"] if scores else math.nan,
-            val_accuracy=scores["accuracy"] if scores else math.nan,
-            task_f1=scores["task_f1"] if scores else {k: math.nan for k in ("mask", "gender", "age")},
-            lr=float(lr),
+            val_loss=scores.loss,
+            val_f1=scores.f1,
+            val_accuracy=scores.accuracy,
+            task_f1=dict(scores.task_f1),
+            lr=lr,
             seconds=time.perf_counter() - started,
             images_per_second=images_per_second,
             is_best=is_best,
@@ -248,6 +271,106 @@ def _run(config, out_dir, on_epoch, resume_from, progress) -> TrainResult:
         if on_epoch is not None:
             on_epoch(result)
     return _finish(run)
+
+
+# --- validation scores and the best epoch -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ValPredictions:
+    """Every val image's prediction at one epoch, in val order (`write_val_predictions` writes them).
+
+    Attributes:
+        y_true, y_pred: `(N,)` int64 class ids 0..17.
+        probabilities: `(N, 18)` float32 softmax (single head) or `(N, 8)` per-head softmaxes (multi head).
+    """
+
+    y_true: NDArray[np.int64]
+    y_pred: NDArray[np.int64]
+    probabilities: NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class ValScores:
+    """One epoch's validation numbers (:func:`maskcls_hpo.metrics.evaluate_predictions` plus the loss).
+
+    Attributes:
+        loss: mean validation loss per image; f1: macro F1 over the 18 classes; accuracy: share right (0..1).
+        task_f1: {"mask", "gender", "age"} -> macro F1 of that task.
+        per_class_f1: 18 floats; confusion: 18 x 18 ints (rows true, columns predicted).
+        images: val images scored (0: no validation, see :meth:`empty`).
+        predictions: the images' labels and probabilities; None without validation.
+    """
+
+    loss: float
+    f1: float
+    accuracy: float
+    task_f1: dict[str, float]
+    per_class_f1: list[float]
+    confusion: list[list[int]]
+    images: int
+    predictions: ValPredictions | None
+
+    @classmethod
+    def empty(cls) -> ValScores:
+        """No validation (`full_data`): NaN numbers, no confusion, no per-class F1, no predictions."""
+        nan = math.nan
+        return cls(nan, nan, nan, {k: nan for k in TASK_CLASSES}, [], [], images=0, predictions=None)
+
+
+@dataclass
+class _Best:
+    """The best epoch so far (epoch 0: none yet). `to_dict` is the checkpoint's and metrics.json's `best`:
+    the keys of a field that is None are left out, as the files have always had them."""
+
+    epoch: int = 0
+    f1: float = -math.inf
+    accuracy: float = math.nan
+    confusion: list[list[int]] | None = None
+    per_class_f1: list[float] | None = None
+    interval: dict[str, Any] | None = None
+    predictions: ValPredictions | None = None  # kept for val_predictions.csv, never saved in a checkpoint
+
+    @classmethod
+    def of(cls, epoch: int, scores: ValScores, interval: BootstrapInterval | None) -> _Best:
+        """The best epoch `epoch` with `scores` (NaN F1 and accuracy with `full_data`)."""
+        return cls(
+            epoch=epoch,
+            f1=scores.f1,
+            accuracy=scores.accuracy,
+            confusion=scores.confusion,
+            per_class_f1=scores.per_class_f1,
+            interval=asdict(interval) if interval is not None else None,
+            predictions=scores.predictions,
+        )
+
+    @classmethod
+    def from_dict(cls, best: dict[str, Any]) -> _Best:
+        """Read a checkpoint's `best` (see :meth:`to_dict`)."""
+        keys = ("epoch", "f1", "accuracy", "confusion", "per_class_f1", "interval")
+        return cls(**{k: best[k] for k in keys if k in best})
+
+    def to_dict(self) -> dict[str, Any]:
+        """epoch, f1, accuracy, and confusion, per_class_f1, interval where set."""
+        kept = {"confusion": self.confusion, "per_class_f1": self.per_class_f1, "interval": self.interval}
+        return {"epoch": self.epoch, "f1": self.f1, "accuracy": self.accuracy} | {
+            k: v for k, v in kept.items() if v is not None
+        }
+
+
+def _is_new_best(scores: ValScores, best: _Best) -> bool:
+    """Every epoch without validation (`full_data`: the last epoch is the best); otherwise a finite val macro
+    F1 strictly above the best so far (ties keep the earlier epoch; accuracy never decides)."""
+    if scores.images == 0:
+        return True
+    return math.isfinite(scores.f1) and scores.f1 > best.f1
+
+
+def _person_interval(scores: ValScores, val_persons: list[str]) -> BootstrapInterval | None:
+    """The 95% person-bootstrap interval of the val macro F1 (module docstring); None without validation."""
+    if scores.predictions is None:
+        return None
+    return bootstrap_macro_f1(scores.predictions.y_true, scores.predictions.y_pred, val_persons)
 
 
 # --- setup --------------------------------------------------------------------------------------------
@@ -262,7 +385,7 @@ class _Run:
     model: nn.Module
     loss_fn: nn.Module
     optimizer: torch.optim.Optimizer
-    scheduler: Any
+    scheduler: LRScheduler | None
     scaler: torch.amp.GradScaler
     amp_dtype: torch.dtype | None
     channels_last: bool
@@ -270,75 +393,31 @@ class _Run:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     image_size: tuple[int, int]
-    train_loader: Any
-    val_loader: Any
+    train_loader: BatchLoader
+    val_loader: BatchLoader | None
     fingerprint: str
     out_dir: Path | None
     progress: bool
     val_paths: list[str] = field(default_factory=list)
     val_persons: list[str] = field(default_factory=list)
-    best_predictions: dict[str, Any] | None = None  # the best epoch's y_true, y_pred, probabilities (not saved)
     start_epoch: int = 1
     history: list[EpochResult] = field(default_factory=list)
-    best: dict[str, Any] = field(default_factory=lambda: {"epoch": 0, "f1": -math.inf, "accuracy": math.nan})
+    best: _Best = field(default_factory=_Best)
 
 
-def _setup(config: TrainConfig, out_dir, resume_from, progress) -> _Run:
-    from maskcls_hpo.cache import BatchLoader, build_cache
-    from maskcls_hpo.data import load_train, split_by_fold, split_by_person
-
+def _setup(config: TrainConfig, out_dir: str | Path | None, resume_from: str | Path | None, progress: bool) -> _Run:
+    """Device, seeds, model, data (split, cache, loaders), precision, optimizer; then the resume, if any."""
     device = _pick_device(config)
     _seed_everything(config.seed)
     model = build_model(config)
     image_size, mean, std = resolve_preprocessing(config, model)
-
-    # NOTE verify=False: build_cache decodes every image anyway and names any unreadable file.
-    samples = load_train(config.data_dir, age_bins=config.age_bins, corrections=config.corrections, verify=False)
-    if config.full_data:
-        train_idx, val_idx = np.arange(len(samples), dtype=np.int64), np.empty(0, dtype=np.int64)
-    elif config.folds is not None:
-        train_idx, val_idx = split_by_fold(samples, config.folds, config.fold, config.effective_split_seed)
-    else:
-        train_idx, val_idx = split_by_person(samples, config.val_ratio, config.effective_split_seed)
-    cache = build_cache(
-        samples["path"].tolist(),
-        size=image_size,
-        cache_dir=config.cache_dir,
-        progress=progress,
-        interpolation=config.interpolation,
-    )
-    labels = samples["label"].to_numpy()
-    # NOTE a last training batch of 1 image breaks BatchNorm; drop the partial batch when a full one exists.
-    train_loader = BatchLoader(
-        cache.images,
-        labels,
-        train_idx,
-        config.batch_size,
-        shuffle=True,
-        seed=config.seed,
-        drop_last=len(train_idx) > config.batch_size,
-        device=device,
-    )
-    val_loader = None
-    if len(val_idx):
-        val_loader = BatchLoader(
-            cache.images,
-            labels,
-            val_idx,
-            config.batch_size,
-            shuffle=False,
-            seed=config.seed,
-            drop_last=False,
-            device=device,
-        )
-
-    on_cuda = device.type == "cuda"
-    channels_last = on_cuda and config.channels_last
-    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
-    amp_dtype = None
-    if on_cuda and config.amp:
-        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if on_cuda:
+    samples, train_idx, val_idx = _load_split(config)
+    train_loader, val_loader, fingerprint = _loaders(config, samples, train_idx, val_idx, image_size, device, progress)
+    amp_dtype, channels_last = _precision(config, device)
+    memory_format = torch.channels_last if channels_last else torch.preserve_format
+    # NOTE torch's type stubs lack the (device, memory_format) overload of Module.to that it accepts at run time
+    model = model.to(device, memory_format=memory_format)  # type: ignore[call-overload]
+    if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     optimizer = _build_optimizer(config, model)
     run = _Run(
@@ -356,10 +435,10 @@ def _setup(config: TrainConfig, out_dir, resume_from, progress) -> _Run:
         else None,
         mean=mean,
         std=std,
-        image_size=tuple(image_size),
+        image_size=(image_size[0], image_size[1]),
         train_loader=train_loader,
         val_loader=val_loader,
-        fingerprint=cache.fingerprint,
+        fingerprint=fingerprint,
         out_dir=Path(out_dir) if out_dir is not None else None,
         progress=progress,
         # NOTE val batches follow val_idx (ascending, shuffle=False), so prediction i belongs to row val_idx[i]
@@ -384,6 +463,76 @@ def _setup(config: TrainConfig, out_dir, resume_from, progress) -> _Run:
     return run
 
 
+def _load_split(config: TrainConfig) -> tuple[pd.DataFrame, NDArray[np.int64], NDArray[np.int64]]:
+    """The train table and its (train rows, val rows): everyone with `full_data`, else by fold or by person."""
+    from maskcls_hpo.data import load_train, split_by_fold, split_by_person
+
+    # NOTE verify=False: build_cache decodes every image anyway and names any unreadable file.
+    samples = load_train(config.data_dir, age_bins=config.age_bins, corrections=config.corrections, verify=False)
+    if config.full_data:
+        return samples, np.arange(len(samples), dtype=np.int64), np.empty(0, dtype=np.int64)
+    if config.folds is not None and config.fold is not None:  # TrainConfig sets both or neither
+        return samples, *split_by_fold(samples, config.folds, config.fold, config.effective_split_seed)
+    return samples, *split_by_person(samples, config.val_ratio, config.effective_split_seed)
+
+
+def _loaders(
+    config: TrainConfig,
+    samples: pd.DataFrame,
+    train_idx: NDArray[np.int64],
+    val_idx: NDArray[np.int64],
+    image_size: tuple[int, int],
+    device: torch.device,
+    progress: bool,
+) -> tuple[BatchLoader, BatchLoader | None, str]:
+    """(train loader, val loader or None without val rows, the cache's fingerprint) over the uint8 image cache
+    at the model's input size (built on first use)."""
+    from maskcls_hpo.cache import BatchLoader, build_cache
+
+    cache = build_cache(
+        samples["path"].tolist(),
+        size=image_size,
+        cache_dir=config.cache_dir,
+        progress=progress,
+        interpolation=config.interpolation,
+    )
+    labels = samples["label"].to_numpy()
+    # NOTE a last training batch of 1 image breaks BatchNorm; drop the partial batch when a full one exists.
+    train_loader = BatchLoader(
+        cache.images,
+        labels,
+        train_idx,
+        config.batch_size,
+        shuffle=True,
+        seed=config.seed,
+        drop_last=len(train_idx) > config.batch_size,
+        device=device,
+    )
+    if not len(val_idx):
+        return train_loader, None, cache.fingerprint
+    val_loader = BatchLoader(
+        cache.images,
+        labels,
+        val_idx,
+        config.batch_size,
+        shuffle=False,
+        seed=config.seed,
+        drop_last=False,
+        device=device,
+    )
+    return train_loader, val_loader, cache.fingerprint
+
+
+def _precision(config: TrainConfig, device: torch.device) -> tuple[torch.dtype | None, bool]:
+    """(autocast dtype, channels_last): bf16 where the GPU has it, else fp16, with `amp` on CUDA; None and
+    False on the CPU."""
+    on_cuda = device.type == "cuda"
+    amp_dtype = None
+    if on_cuda and config.amp:
+        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return amp_dtype, on_cuda and config.channels_last
+
+
 def _pick_device(config: TrainConfig) -> torch.device:
     if config.device == "cpu":
         return torch.device("cpu")
@@ -402,14 +551,14 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
-_OPTIMIZERS: dict[str, Callable[[Any, TrainConfig], torch.optim.Optimizer]] = {
+_OPTIMIZERS: dict[str, Callable[[Iterator[nn.Parameter], TrainConfig], torch.optim.Optimizer]] = {
     "adam": lambda p, c: torch.optim.Adam(p, lr=c.lr, weight_decay=c.weight_decay),
     "adamw": lambda p, c: torch.optim.AdamW(p, lr=c.lr, weight_decay=c.weight_decay),
     "radam": lambda p, c: torch.optim.RAdam(p, lr=c.lr, weight_decay=c.weight_decay),
     "sgd": lambda p, c: torch.optim.SGD(p, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay),
 }
 
-_SCHEDULERS: dict[str, Callable[[torch.optim.Optimizer, TrainConfig], Any]] = {
+_SCHEDULERS: dict[str, Callable[[torch.optim.Optimizer, TrainConfig], LRScheduler | None]] = {
     "step": lambda o, c: torch.optim.lr_scheduler.StepLR(o, step_size=c.step_size, gamma=c.gamma),
     "cosine": lambda o, c: torch.optim.lr_scheduler.LambdaLR(o, CosineToFloor(c.lr, c.eta_min, c.effective_t_max)),
     "none": lambda o, c: None,
@@ -439,23 +588,29 @@ def _build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optim
     return _OPTIMIZERS[config.optimizer](model.parameters(), config)
 
 
-def _build_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer) -> Any:
+def _build_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer) -> LRScheduler | None:
     return _SCHEDULERS[config.scheduler](optimizer, config)
 
 
 # --- one epoch ----------------------------------------------------------------------------------------
 
 
-def _autocast(run: _Run):
-    """bf16/fp16 autocast on CUDA when `amp` (the dtype chosen in `_setup`), else a no-op."""
+def _autocast(run: _Run) -> contextlib.AbstractContextManager[object]:
+    """bf16/fp16 autocast on CUDA when `amp` (the dtype chosen in `_precision`), else a no-op."""
     if run.amp_dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(run.device.type, dtype=run.amp_dtype)
 
 
 def _prepare_batch(run: _Run, images: torch.Tensor, train: bool) -> torch.Tensor:
+    """`(B, 3, H, W)` uint8 -> float32: augmented and normalised for training, normalised for validation."""
     x = run.augment(images) if train and run.augment is not None else normalize(images, run.mean, run.std)
     return x.contiguous(memory_format=torch.channels_last) if run.channels_last else x
+
+
+def _current_lr(run: _Run) -> float:
+    """The learning rate of the next optimizer steps (first param group)."""
+    return float(run.optimizer.param_groups[0]["lr"])
 
 
 def _train_epoch(run: _Run, epoch: int) -> tuple[float, float]:
@@ -466,9 +621,10 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[float, float]:
         run.augment.reseed(int(np.random.SeedSequence([run.config.seed, epoch]).generate_state(1)[0]))
     total = torch.zeros((), dtype=torch.float64, device=run.device)
     seen = 0
-    pending: tuple[int, torch.Tensor] | None = None
+    pending: tuple[int, torch.Tensor] | None = None  # (step, loss) of the step whose loss is not read yet
     started = time.perf_counter()
-    with _progress_bar(run.progress, len(run.train_loader), f"epoch {epoch}/{run.config.epochs}") as advance:
+    description = f"epoch {epoch}/{run.config.epochs}"
+    with progress_bar(len(run.train_loader), description, enabled=run.progress, transient=True, show_loss=True) as bar:
         for step, (images, labels) in enumerate(run.train_loader, start=1):
             x = _prepare_batch(run, images, train=True)
             with _autocast(run):
@@ -476,7 +632,7 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[float, float]:
             # NOTE the previous step's loss is checked once this step's forward is queued: reading a loss
             # waits for the GPU, and reading one that is already computed keeps the GPU busy meanwhile.
             if pending is not None:
-                _check_finite(run, epoch, *pending, advance)
+                bar(_finite_loss(run, epoch, step=pending[0], loss=pending[1]))
             run.optimizer.zero_grad(set_to_none=True)
             run.scaler.scale(loss).backward()
             run.scaler.step(run.optimizer)
@@ -485,28 +641,32 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[float, float]:
             seen += len(labels)
             pending = (step, loss.detach())
         if pending is not None:
-            _check_finite(run, epoch, *pending, advance)
+            bar(_finite_loss(run, epoch, step=pending[0], loss=pending[1]))
     if run.device.type == "cuda":
         torch.cuda.synchronize(run.device)
     seconds = time.perf_counter() - started
     return float(total) / max(seen, 1), seen / max(seconds, 1e-9)
 
 
-def _check_finite(run: _Run, epoch: int, step: int, loss: torch.Tensor, advance: Callable[[float], None]) -> None:
+def _finite_loss(run: _Run, epoch: int, step: int, loss: torch.Tensor) -> float:
+    """The step's loss as a float (a host sync).
+
+    Raises:
+        NonFiniteLossError: the loss is NaN or inf."""
     value = float(loss)
     if not math.isfinite(value):
-        raise NonFiniteLossError(epoch, step, value, run.optimizer.param_groups[0]["lr"])
-    advance(value)
+        raise NonFiniteLossError(epoch, step, value, _current_lr(run))
+    return value
 
 
-def _check_epoch_finite(run: _Run, epoch: int, lr: float, train_loss: float, scores: dict[str, Any] | None) -> None:
+def _check_epoch_finite(run: _Run, epoch: int, lr: float, train_loss: float, scores: ValScores) -> None:
     """Raise :class:`NonFiniteLossError` when the epoch's mean training loss or its validation loss is NaN/inf
     or above :data:`DIVERGED_LOSS`, or any weight after its last step is NaN/inf (a diverged run must never
     become a best epoch, even the last one)."""
     if not math.isfinite(train_loss) or train_loss > DIVERGED_LOSS:
         raise NonFiniteLossError(epoch, None, train_loss, lr, what="mean training loss")
-    if scores is not None and (not math.isfinite(scores["loss"]) or scores["loss"] > DIVERGED_LOSS):
-        raise NonFiniteLossError(epoch, None, scores["loss"], lr, what="validation loss")
+    if scores.images and (not math.isfinite(scores.loss) or scores.loss > DIVERGED_LOSS):
+        raise NonFiniteLossError(epoch, None, scores.loss, lr, what="validation loss")
     with torch.no_grad():
         flags = [p.isfinite().all() for p in run.model.parameters()]
         if flags and not bool(torch.stack(flags).all()):
@@ -514,9 +674,10 @@ def _check_epoch_finite(run: _Run, epoch: int, lr: float, train_loss: float, sco
 
 
 @torch.inference_mode()
-def _validate(run: _Run) -> dict[str, Any]:
-    """Score every val image (no dropped batch): evaluate_predictions(...) plus `loss` (mean per image) and
-    `predictions` ({y_true, y_pred, probabilities}: NumPy arrays in val order, see `write_val_predictions`)."""
+def _validate(run: _Run) -> ValScores:
+    """Score every val image (no dropped batch): :func:`maskcls_hpo.metrics.evaluate_predictions`, the mean
+    loss per image and the predictions in val order."""
+    assert run.val_loader is not None
     run.model.eval()
     preds, truth, probs = [], [], []
     total = torch.zeros((), dtype=torch.float64, device=run.device)
@@ -529,9 +690,16 @@ def _validate(run: _Run) -> dict[str, Any]:
         probs.append(_probabilities(outputs))
     y_true, y_pred = torch.cat(truth).cpu().numpy(), torch.cat(preds).cpu().numpy()
     scores = evaluate_predictions(y_true, y_pred)
-    scores["loss"] = float(total) / len(y_true)
-    scores["predictions"] = {"y_true": y_true, "y_pred": y_pred, "probabilities": torch.cat(probs).cpu().numpy()}
-    return scores
+    return ValScores(
+        loss=float(total) / len(y_true),
+        f1=scores["f1"],
+        accuracy=scores["accuracy"],
+        task_f1=scores["task_f1"],
+        per_class_f1=scores["per_class_f1"],
+        confusion=scores["confusion"],
+        images=len(y_true),
+        predictions=ValPredictions(y_true, y_pred, torch.cat(probs).cpu().numpy()),
+    )
 
 
 def _probabilities(outputs: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
@@ -541,164 +709,36 @@ def _probabilities(outputs: torch.Tensor | dict[str, torch.Tensor]) -> torch.Ten
     return outputs.float().softmax(dim=1)
 
 
-def _update_best(run: _Run, epoch: int, scores: dict[str, Any] | None) -> bool:
-    """Is this epoch the new best? Decided on val macro F1 only (strictly higher); every epoch with full_data."""
-    if scores is None:
-        run.best = {"epoch": epoch, "f1": math.nan, "accuracy": math.nan, "confusion": [], "per_class_f1": []}
-        return True
-    if not math.isfinite(scores["f1"]) or scores["f1"] <= run.best["f1"]:
-        return False
-    run.best = {k: scores[k] for k in ("f1", "accuracy", "confusion", "per_class_f1")} | {"epoch": epoch}
-    pred = scores["predictions"]
-    run.best_predictions = pred
-    run.best["interval"] = asdict(bootstrap_macro_f1(pred["y_true"], pred["y_pred"], run.val_persons))
-    return True
-
-
-@contextlib.contextmanager
-def _progress_bar(enabled: bool, total: int, description: str):
-    if not enabled:
-        yield lambda loss: None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}"),
-    )
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task(description, total=total, loss=math.nan)
-        yield lambda loss: bar.update(task, advance=1, loss=loss)
-
-
 # --- checkpoints, metrics, result ---------------------------------------------------------------------
 
 
-def _rng_state() -> dict[str, Any]:
-    _, keys, pos, has_gauss, cached = np.random.get_state()
-    return {
-        "python": random.getstate(),
-        "numpy": {
-            "keys": torch.from_numpy(keys.astype(np.int64)),
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "cached_gaussian": float(cached),
-        },
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    n = state["numpy"]
-    np.random.set_state(
-        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
-    )
-    torch.set_rng_state(state["torch"])
-    if torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _checkpoint(run: _Run, epoch: int) -> dict[str, Any]:
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "epoch": epoch,
-        "model": run.model.state_dict(),
-        "optimizer": run.optimizer.state_dict(),
-        "scheduler": run.scheduler.state_dict() if run.scheduler is not None else None,
-        "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else None,
-        "rng": _rng_state(),
-        "config": run.config.to_dict(),
-        "preprocessing": {"image_size": list(run.image_size), "mean": list(run.mean), "std": list(run.std)},
-        "history": [asdict(h) for h in run.history],
-        "best": dict(run.best),
-        "seed": run.config.seed,
-    }
-
-
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def _save_checkpoints(run: _Run, epoch: int, is_best: bool) -> None:
+    """`last.pt` after every epoch; at a new best epoch also `val_predictions.csv`, then `best.pt`."""
     if run.out_dir is None:
         return
-    _atomic_save(_checkpoint(run, epoch), run.out_dir / "last.pt")
-    if is_best and run.best_predictions is not None:
-        p = run.best_predictions
+    history = [asdict(h) for h in run.history]
+    save_checkpoint(make_checkpoint(run, epoch, history, run.best.to_dict()), run.out_dir / LAST_FILE)
+    if is_best and run.best.predictions is not None:
+        p = run.best.predictions
         write_val_predictions(
             run.out_dir / VAL_PREDICTIONS_FILE,
             image_paths=run.val_paths,
             person_ids=run.val_persons,
             epoch=epoch,
-            y_true=p["y_true"],
-            y_pred=p["y_pred"],
-            probabilities=p["probabilities"],
+            y_true=p.y_true,
+            y_pred=p.y_pred,
+            probabilities=p.probabilities,
             head=run.config.head,
         )
     if is_best:
-        shutil.copyfile(run.out_dir / "last.pt", run.out_dir / "best.pt.tmp")
-        os.replace(run.out_dir / "best.pt.tmp", run.out_dir / "best.pt")
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`train` (`torch.load(weights_only=True)`, tensors on the CPU).
-
-    Keys: format, epoch, model (state dict), optimizer, scheduler, scaler, rng, config (dict), preprocessing
-    (image_size [H, W], mean, std), history (list of EpochResult dicts), best (epoch, f1, accuracy, ...), seed.
-    `model.pt` holds only format, epoch, model, config, preprocessing, best.
-
-    Raises:
-        TrainingError: missing file or not a checkpoint of this project.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise TrainingError(f"checkpoint '{path}' not found", reason="missing checkpoint")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
-        # NOTE torch's own message for a file that is not a checkpoint is several lines about weights_only
-        raise TrainingError(
-            f"cannot read checkpoint '{path}': not a PyTorch checkpoint file ({type(err).__name__})",
-            reason="bad checkpoint",
-        ) from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise TrainingError(f"'{path}' is not a maskcls-hpo checkpoint ({CHECKPOINT_FORMAT})", reason="bad checkpoint")
-    return ckpt
+        copy_run_file(run.out_dir / LAST_FILE, run.out_dir / BEST_FILE)
 
 
 def _resume(run: _Run, path: Path) -> None:
-    ckpt = load_checkpoint(path)
-    for key in ("model", "head", "image_size"):
-        theirs, ours = ckpt["config"].get(key), run.config.to_dict().get(key)
-        if theirs != ours:
-            raise TrainingError(
-                f"cannot resume from '{path}': it was trained with {key}={theirs!r}, the config says {ours!r}",
-                reason="checkpoint does not fit the config",
-            )
-    run.model.load_state_dict(ckpt["model"])
-    run.optimizer.load_state_dict(ckpt["optimizer"])
-    if run.scheduler is not None and ckpt["scheduler"] is not None:
-        run.scheduler.load_state_dict(ckpt["scheduler"])
-    if run.scaler.is_enabled() and ckpt["scaler"] is not None:
-        run.scaler.load_state_dict(ckpt["scaler"])
-    _set_rng_state(ckpt["rng"])
-    run.history = [EpochResult(**h) for h in ckpt["history"]]
-    run.best = dict(ckpt["best"])
-    run.start_epoch = int(ckpt["epoch"]) + 1
-    best_file = path.parent / "best.pt"
-    if run.out_dir is not None and best_file.is_file() and not (run.out_dir / "best.pt").exists():
-        shutil.copyfile(best_file, run.out_dir / "best.pt")  # resumed into a new folder (a re-queued trial)
-    best_predictions = path.parent / VAL_PREDICTIONS_FILE
-    if run.out_dir is not None and best_predictions.is_file() and not (run.out_dir / VAL_PREDICTIONS_FILE).exists():
-        shutil.copyfile(best_predictions, run.out_dir / VAL_PREDICTIONS_FILE)
+    resumed = resume(run, path, run.out_dir)
+    run.history = [EpochResult(**h) for h in resumed.history]
+    run.best = _Best.from_dict(resumed.best)
+    run.start_epoch = resumed.epoch + 1
     log.info("resumed from %s at epoch %d", path, run.start_epoch)
 
 
@@ -720,11 +760,8 @@ def _finite_or_none(value: Any) -> Any:
     return value
 
 
-def _final_lr(run: _Run) -> float:
-    return float(run.optimizer.param_groups[0]["lr"])
-
-
 def _write_metrics(run: _Run) -> None:
+    """`metrics.json`: the run's setup, the best epoch and every epoch so far (non-finite floats as null)."""
     if run.out_dir is None:
         return
     best = run.best
@@ -741,52 +778,41 @@ def _write_metrics(run: _Run) -> None:
         "train_images": len(run.train_loader.indices),
         "val_images": len(run.val_loader.indices) if run.val_loader is not None else 0,
         "data_fingerprint": run.fingerprint,
-        "best_epoch": best["epoch"],
-        "best_f1": best["f1"],
-        "best_accuracy": best["accuracy"],
-        "best_per_class_f1": best.get("per_class_f1", []),
-        "best_confusion": best.get("confusion", []),
-        "best_f1_interval": best.get("interval"),
-        "final_lr": _final_lr(run),
+        "best_epoch": best.epoch,
+        "best_f1": best.f1,
+        "best_accuracy": best.accuracy,
+        "best_per_class_f1": best.per_class_f1 or [],
+        "best_confusion": best.confusion or [],
+        "best_f1_interval": best.interval,
+        "final_lr": _current_lr(run),
         "peak_memory_bytes": _peak_memory_bytes(run.device),
         "epochs": [asdict(h) for h in run.history],
         "config": run.config.to_dict(),
     }
-    tmp = run.out_dir / "metrics.json.tmp"
-    tmp.write_text(json.dumps(_finite_or_none(data), indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, run.out_dir / "metrics.json")
-
-
-def _write_model_file(run: _Run) -> None:
-    """`model.pt`: the best epoch's weights + config + preprocessing, without optimizer state (for predict)."""
-    best_file = run.out_dir / "best.pt"
-    if not best_file.is_file():
-        return
-    best = load_checkpoint(best_file)
-    keep = ("format", "epoch", "model", "config", "preprocessing", "best", "seed")
-    _atomic_save({k: best[k] for k in keep}, run.out_dir / "model.pt")
+    atomic_write_text(run.out_dir / "metrics.json", json.dumps(_finite_or_none(data), indent=2) + "\n")
 
 
 def _finish(run: _Run) -> TrainResult:
+    """Write `model.pt` (from best.pt) and return the run's :class:`TrainResult`."""
     if run.out_dir is not None:
-        _write_model_file(run)
+        write_model_file(run.out_dir)
     best = run.best
     predictions = run.out_dir / VAL_PREDICTIONS_FILE if run.out_dir is not None and run.val_loader is not None else None
     return TrainResult(
-        best_epoch=int(best["epoch"]),
-        best_f1=float(best["f1"]) if best["epoch"] else math.nan,
-        best_accuracy=float(best["accuracy"]),
+        best_epoch=best.epoch,
+        best_f1=float(best.f1) if best.epoch else math.nan,
+        best_accuracy=float(best.accuracy),
         history=list(run.history),
-        confusion=[list(r) for r in best.get("confusion", [])],
-        per_class_f1=list(best.get("per_class_f1", [])),
+        confusion=[list(r) for r in best.confusion or []],
+        per_class_f1=list(best.per_class_f1 or []),
         device=str(run.device),
         peak_memory_bytes=_peak_memory_bytes(run.device),
         seed=run.config.seed,
         out_dir=run.out_dir,
-        final_lr=_final_lr(run),
+        final_lr=_current_lr(run),
         train_images=len(run.train_loader.indices),
         val_images=len(run.val_loader.indices) if run.val_loader is not None else 0,
-        val_f1_interval=dict(best["interval"]) if best.get("interval") else None,
+        val_f1_interval=dict(best.interval) if best.interval else None,
         val_predictions=predictions if predictions is not None and predictions.is_file() else None,
     )
 

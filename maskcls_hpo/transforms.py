@@ -108,7 +108,7 @@ class BatchAugment:
             self._generators[key] = torch.Generator(device=device).manual_seed(self.seed)
         return self._generators[key]
 
-    def _uniform(self, n: int, low: float, high: float, gen: torch.Generator, device) -> torch.Tensor:
+    def _uniform(self, n: int, low: float, high: float, gen: torch.Generator, device: torch.device) -> torch.Tensor:
         return torch.rand(n, generator=gen, device=device).mul_(high - low).add_(low)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,147 @@
+"""Small helpers shared by the ML modules and `hpo/`: atomic file writes and the rich progress bar.
+
+Bottom layer: imports nothing from `maskcls_hpo` and only the standard library at import time (rich is
+imported when a bar is actually shown), so every module may use it.
+
+Atomic writes: the new content goes to a temporary file in the target's folder, named
+``.<name>.<random>.tmp`` and created exclusively (so every writer, in any thread or process, has its own),
+then :func:`os.replace` renames it over the target. A reader sees the old file or the whole new one, never a
+part; when two writers race, the target holds one writer's complete content. On any failure the temporary
+file is removed and the target is left as it was. The temporary file is created with mode ``0o666`` less the
+umask, as ``open(path, "w")`` would, so the target keeps the usual permissions. There is no ``fsync``: the
+write survives a crash of the writing process, not a power cut (the same as the copies this replaced).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "progress_bar", "Advance"]
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a fresh, empty temporary file beside `path`; when the block ends without an exception it is
+    renamed over `path` (:func:`os.replace`), otherwise it is removed and `path` is untouched.
+
+    For writers that want a file name rather than bytes (``torch.save``, ``DataFrame.to_csv``, ``np.memmap``).
+    The parent folder must exist.
+
+    Raises:
+        OSError: the folder is missing or not writable (e.g. ``NotADirectoryError`` when a parent is a file);
+            whatever the block raises passes through unchanged.
+    """
+    target = Path(path)
+    tmp = _create_temp(target)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)  # a no-op after the rename
+
+
+def _create_temp(target: Path) -> Path:
+    """Create ``.<name>.<16 hex>.tmp`` beside `target` with O_EXCL (a new name on the rare collision)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    while True:
+        tmp = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
+        try:
+            os.close(os.open(tmp, flags, 0o666))
+        except FileExistsError:  # pragma: no cover - 64 random bits
+            continue
+        return tmp
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Replace the file `path` by `data` atomically (module docstring); the parent folder must exist.
+
+    Returns:
+        `path` as a :class:`Path`.
+
+    Raises:
+        OSError: the folder is missing or not writable. TypeError: `data` is not bytes-like. Nothing is left
+            behind by a failed write.
+    """
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        handle.write(data)
+    return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> Path:
+    """Replace the file `path` by `text` atomically (module docstring), encoded with `encoding`; line ends
+    are written as given (no newline translation). The parent folder must exist.
+
+    Returns:
+        `path` as a :class:`Path`.
+
+    Raises:
+        OSError: the folder is missing or not writable. UnicodeEncodeError / AttributeError: `text` cannot be
+            encoded. Nothing is left behind by a failed write.
+    """
+    return atomic_write_bytes(path, text.encode(encoding))
+
+
+class Advance(Protocol):
+    """What :func:`progress_bar` yields: call it once per finished step, with the step's loss when the bar
+    shows one."""
+
+    def __call__(self, loss: float = math.nan) -> None: ...
+
+
+@contextlib.contextmanager
+def progress_bar(
+    total: int, description: str, *, enabled: bool = True, transient: bool = False, show_loss: bool = False
+) -> Iterator[Advance]:
+    """A rich progress bar on stderr: description, bar, done/total, elapsed and remaining time (+ the last
+    step's loss with `show_loss`).
+
+    Args:
+        total: steps (batches, images, persons) the bar counts to.
+        description: text left of the bar.
+        enabled: False yields a no-op and imports nothing (the bar is off for workers and tests).
+        transient: remove the bar when the block ends (else it stays on the terminal).
+        show_loss: add a ``loss 0.1234`` column, set by ``advance(loss)``.
+
+    Yields:
+        ``advance(loss=nan)``: one step done.
+    """
+    if not enabled:
+        yield _no_op
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns: list[ProgressColumn] = [
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
+    if show_loss:
+        columns.append(TextColumn("loss {task.fields[loss]:.4f}"))
+    with Progress(*columns, console=Console(stderr=True), transient=transient) as bar:
+        task = bar.add_task(description, total=total, loss=math.nan)
+
+        def step(loss: float = math.nan) -> None:
+            bar.update(task, advance=1, loss=loss)
+
+        yield step
+
+
+def _no_op(loss: float = math.nan) -> None:
+    return None

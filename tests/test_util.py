@@ -1,0 +1,98 @@
+"""maskcls_hpo._util: atomic writes (content, nothing left behind, racing writers) and the progress bar."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+
+from maskcls_hpo._util import atomic_path, atomic_write_bytes, atomic_write_text, progress_bar
+
+
+def names(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_atomic_write_text_writes_the_text_and_replaces_the_old_file(tmp_path):
+    target = tmp_path / "metrics.json"
+    target.write_text("old\n", encoding="utf-8")
+    assert atomic_write_text(target, '{"best_f1": 0.5}\r\nä\n') == target
+    assert target.read_bytes() == b'{"best_f1": 0.5}\r\n\xc3\xa4\n'  # utf-8, line ends as given
+    assert names(tmp_path) == ["metrics.json"]  # no temporary file left
+
+
+def test_atomic_write_bytes_creates_a_new_file_with_the_usual_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "last.pt", b"\x00\x01\x02")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "last.pt").read_bytes() == b"\x00\x01\x02"
+    assert (tmp_path / "last.pt").stat().st_mode & 0o777 == 0o644  # as open(path, "w") would make it
+
+
+def test_writing_below_a_file_fails_and_leaves_nothing(tmp_path):
+    (tmp_path / "out").write_text("a file, not a folder", encoding="utf-8")
+    with pytest.raises(NotADirectoryError):
+        atomic_write_text(tmp_path / "out" / "config.yaml", "lr: 0.001\n")
+    assert names(tmp_path) == ["out"]
+
+
+def test_data_that_cannot_be_written_leaves_the_old_file_and_no_temp(tmp_path):
+    target = tmp_path / "best.pt"
+    target.write_bytes(b"old")
+    with pytest.raises(TypeError):
+        atomic_write_bytes(target, {"not": "bytes"})  # type: ignore[arg-type]
+    assert target.read_bytes() == b"old"
+    assert names(tmp_path) == ["best.pt"]
+
+
+def test_a_writer_that_fails_half_way_leaves_the_old_file_and_no_temp(tmp_path):
+    target = tmp_path / "val_predictions.csv"
+    target.write_text("old\n", encoding="utf-8")
+    with pytest.raises(RuntimeError, match="disk full"), atomic_path(target) as tmp:
+        tmp.write_text("path,person_id\nhalf", encoding="utf-8")
+        raise RuntimeError("disk full")
+    assert target.read_text(encoding="utf-8") == "old\n"
+    assert names(tmp_path) == ["val_predictions.csv"]
+
+
+def test_two_writers_racing_on_one_file_leave_one_complete_content(tmp_path):
+    target = tmp_path / "model.pt"
+    contents = {b"a" * 2_000_000, b"b" * 3_000_000}
+    start = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def write(data: bytes) -> None:
+        start.wait()
+        try:
+            for _ in range(20):
+                atomic_write_bytes(target, data)
+        except BaseException as err:  # noqa: BLE001 - reported by the assertion below
+            errors.append(err)
+
+    threads = [threading.Thread(target=write, args=(data,)) for data in contents]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert target.read_bytes() in contents  # 2 MB of "a" or 3 MB of "b", never a mix or a part
+    assert names(tmp_path) == ["model.pt"]
+
+
+def test_a_disabled_progress_bar_prints_nothing(capsys):
+    with progress_bar(3, "epoch 1/2", enabled=False, show_loss=True) as advance:
+        advance(0.5)
+        advance()
+    assert capsys.readouterr() == ("", "")
+
+
+def test_the_progress_bar_counts_steps_on_stderr(capsys):
+    with progress_bar(3, "caching 3 images at 64x48") as advance:
+        for _ in range(3):
+            advance()
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "caching 3 images at 64x48" in err and "3/3" in err
