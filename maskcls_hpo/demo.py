@@ -1,4 +1,4 @@
-"""The `demo-data` generator: datasets in the competition layout (docs/ARCHITECTURE.md, "Data layout"), contact sheets.
+"""The `demo-data` generator: datasets in the competition layout (docs/architecture.md, "Data layout"), contact sheets.
 
 Two kinds of faces:
 
@@ -611,7 +611,7 @@ def write_demo_dataset(
     progress: bool = True,
     overwrite: bool = False,
 ) -> DemoSummary:
-    """Write a dataset in the competition layout (docs/ARCHITECTURE.md, "Data layout") under `out`.
+    """Write a dataset in the competition layout (docs/architecture.md, "Data layout") under `out`.
 
     Writes `out/train/train.csv` (id, gender, race, age, path) and `out/train/images/<path>/` with the 7
     files mask1..mask5, incorrect_mask, normal per person; `out/eval/info.csv` (ImageID, ans empty) and
