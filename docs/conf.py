@@ -78,21 +78,55 @@ def _public(module: str) -> bool:
     return module.startswith("maskcls_hpo") and not any(part.startswith("_") for part in module.split("."))
 
 
+def _through_lazy(target: str) -> str:
+    """Where a lazily re-exported name lives: maskcls_hpo.run_sweep -> the module its package's _LAZY names."""
+    import importlib
+
+    for _ in range(5):  # maskcls_hpo -> maskcls_hpo.hpo -> maskcls_hpo.hpo.launch at most
+        head, _, name = target.rpartition(".")
+        try:
+            lazy = getattr(importlib.import_module(head), "_LAZY", {}) if head.startswith("maskcls_hpo") else {}
+        except ImportError:
+            return target
+        if name not in lazy:
+            return target
+        target = f"{lazy[name]}.{name}"
+    return target
+
+
+def _home_of(target: str) -> str | None:
+    """maskcls_hpo.MaskclsError -> maskcls_hpo.errors.MaskclsError: the module that defines a re-exported name."""
+    import importlib
+
+    head, _, name = target.rpartition(".")
+    try:
+        obj = getattr(importlib.import_module(head), name)
+    except (ImportError, AttributeError):
+        return None
+    home = getattr(obj, "__module__", None)
+    return f"{home}.{name}" if isinstance(home, str) else None
+
+
 def _defined_in(module: str | None, target: str) -> bool:
-    """Whether `target` (``NAME`` or ``mod.NAME`` relative to the package) is an attribute of `module`."""
+    """Whether `target` (``NAME`` or ``mod.NAME``) is an attribute of `module` or, for a package, of one of its
+    private modules (the docstrings of ``store/_rdb.py`` are shown under ``store``)."""
     import importlib
 
     if not module:
         return False
     try:
-        obj = importlib.import_module(module)
+        importlib.import_module(module)
     except ImportError:
         return False
-    for part in target.split("."):
-        if not hasattr(obj, part):
-            return False
-        obj = getattr(obj, part)
-    return True
+    owners = [m for name, m in sorted(sys.modules.items()) if name == module or name.startswith(f"{module}._")]
+    for obj in owners:
+        for part in target.split("."):
+            if not hasattr(obj, part):
+                break
+            obj = getattr(obj, part)
+        else:
+            return True
+    return False
 
 
 def setup(app):
@@ -123,20 +157,14 @@ def setup(app):
     def resolve_short(app, env, node, contnode):
         # Docstrings name their neighbours short (:func:`open_study`, :func:`data.split_by_person`), the way
         # the code reads; a short name resolves when exactly one documented object ends with it. A name spelt
-        # from the package root (maskcls_hpo.x.y) must match exactly: one that moved fails the build. The root
-        # API's lazy names (maskcls_hpo.run_sweep) resolve to where they are documented.
+        # from the package root (maskcls_hpo.x.y) must name an object there (a re-export counts, and the lazy
+        # names of maskcls_hpo and maskcls_hpo.hpo are followed): one that moved away fails the build.
         if node.get("refdomain") != "py":
             return None
-        import maskcls_hpo
-
-        target = node["reftarget"].lstrip(".~")
-        head, _, name = target.rpartition(".")
-        if head == "maskcls_hpo" and name in getattr(maskcls_hpo, "_LAZY", {}):
-            matches = [f"{maskcls_hpo._LAZY[name]}.{name}"]
-        elif head == "maskcls_hpo" and name == "MaskclsError":
-            matches = ["maskcls_hpo.errors.MaskclsError"]
-        elif target.startswith("maskcls_hpo."):
-            return None
+        target = _through_lazy(node["reftarget"].lstrip(".~"))
+        if target.startswith("maskcls_hpo."):
+            home = _home_of(target)
+            matches = [t for t in (target, home) if t and t in env.get_domain("py").objects][:1]
         else:
             objects = env.get_domain("py").objects
             matches = [full for full in objects if full.endswith("." + target)]
@@ -158,6 +186,7 @@ def setup(app):
     app.connect("autodoc-process-docstring", after_napoleon, priority=900)
 
 
+highlight_language = "none"  # a block without a language is shown as it is (shell lines, output)
 html_theme = "furo"
 html_title = "maskcls-hpo"
 html_static_path: list[str] = []
