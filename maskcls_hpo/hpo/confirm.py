@@ -500,9 +500,11 @@ def prepare_confirm(
     only then is anything written. So every refusal leaves the storage as it was.
 
     Raises:
-        StorageError: no source study. ConfirmError: fewer COMPLETE trials than `top`, folds < 2, seeds < 1,
-            an existing confirm study made with other counts. DataError: more folds than persons in a gender x
-            age band stratum, or a broken dataset. ConfigError: a bad override.
+        StorageError: no source study.
+        ConfirmError: fewer COMPLETE trials than `top`, folds < 2, seeds < 1, an existing confirm study made
+            with other counts.
+        DataError: more folds than persons in a gender x age band stratum, or a broken dataset.
+        ConfigError: a bad override.
     """
     from maskcls_hpo.data import check_folds, load_train
     from maskcls_hpo.hpo.export import ranked_complete_trials, state_counts_text
@@ -634,7 +636,7 @@ def run_confirm(
     Args:
         storage: URL or SQLite path of the source study (the confirm study goes beside it).
         data_dir: overrides the configs' data_dir; overrides: further config keys (e.g. ``epochs`` in tests).
-        other arguments: as :func:`maskcls_hpo.hpo.launch.run_sweep`.
+        others: as :func:`maskcls_hpo.hpo.launch.run_sweep`.
 
     Returns:
         ConfirmResult with the :class:`ConfirmSummary` (per-config mean, standard error, winner).
