@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv demo test test-env lint clean-demo
+.PHONY: venv demo test test-env lint docs clean-demo
 
 $(BIN)/maskcls-hpo: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -26,10 +26,14 @@ demo: venv
 test-env:
 	scripts/test-env.sh
 
-test: venv lint test-env
+test: venv lint test-env docs
 	$(BIN)/pytest -q
 
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+
+# The docs site, strictly: a warning (a broken link, anchor or cross-reference) fails; docs/development.md.
+docs: venv
+	$(BIN)/sphinx-build -E -W --keep-going -q -b html docs docs/_build/html

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check on a lent GPU machine, from the repository root:
 #   bash benchmarks/gpu_check.sh [gpu_check.py options]
-# Packages missing on that machine travel as wheels in .whl/ (see benchmarks/README.md) and are installed
+# Packages missing on that machine travel as wheels in .whl/ (see docs/performance.md) and are installed
 # into /tmp/site; the project itself is used from the checkout (PYTHONPATH), so the worker processes that
 # `launch` spawns import it too. Results go to $OUT (the device tool's output folder) or storage/gpu_check.
 set -u

@@ -28,33 +28,34 @@ class TrainConfig(BaseModel):
     """Everything one training run needs.
 
     Fields (defaults in brackets):
-        model: timm model name ["test_efficientnet"]; `xception` is accepted and mapped to
-            `legacy_xception` with one warning (see `models.canonical_model_name`).
-        pretrained: False, True (timm's weights from the local Hugging Face cache) or a path to a weights file.
-        head: "single" (18 logits) or "multi" (mask 3 + gender 2 + age 3 logits).
-        dropout: probability in [0, 1) applied before every linear layer of the head.
-        image_size: [height, width] in pixels, or None for the model's own input size
-            (`timm.data.resolve_data_config`).
-        mean, std: per-channel normalisation, or None for the model's own.
-        batch_size, epochs: images per step, passes over the training split.
-        optimizer: adam | adamw | radam | sgd; lr, weight_decay, momentum (SGD only).
-        scheduler: step | cosine | none. Both step once per *epoch*: StepLR(step_size, gamma) and
-            CosineAnnealingLR(T_max=t_max epochs, eta_min); t_max None means `epochs`.
-        loss: cross_entropy | label_smoothing | focal | f1; label_smoothing (epsilon), focal_gamma.
-        age_loss_weight: weight of the age loss in the multi head's loss mask + gender + w * age.
-        val_ratio: share of persons held out (0 only with full_data).
-        age_bins: the two band edges in years: age < a -> 0, a <= age < b -> 1, age >= b -> 2.
-        corrections: None, "known" (the published fixes of the real set) or a CSV path (id,field,value).
-        augment: random horizontal flip, random resized crop (crop_scale) and colour jitter on/off.
-        seed: seeds Python, NumPy and torch; also seeds the split.
-        device: auto (CUDA when present) | cpu | cuda; amp and channels_last apply on CUDA only.
-        data_dir: dataset root in the competition layout; cache_dir: decoded-image cache folder.
-        full_data: train on every person (no validation split; the last epoch is kept).
-        folds, fold: a fold run: the persons are cut into `folds` person-grouped folds stratified by gender x
-            age band (`data.assign_folds`), fold `fold` (0-based) validates and the others train; `val_ratio`
-            is then unused. None, None: the `val_ratio` split.
-        split_seed: seeds the person split or the fold assignment; None means `seed` (so runs of several
-            seeds can share one split).
+
+    - model: timm model name ["test_efficientnet"]; `xception` is accepted and mapped to
+      `legacy_xception` with one warning (see `models.canonical_model_name`).
+    - pretrained: False, True (timm's weights from the local Hugging Face cache) or a path to a weights file.
+    - head: "single" (18 logits) or "multi" (mask 3 + gender 2 + age 3 logits).
+    - dropout: probability in [0, 1) applied before every linear layer of the head.
+    - image_size: [height, width] in pixels, or None for the model's own input size
+      (`timm.data.resolve_data_config`).
+    - mean, std: per-channel normalisation, or None for the model's own.
+    - batch_size, epochs: images per step, passes over the training split.
+    - optimizer: adam | adamw | radam | sgd; lr, weight_decay, momentum (SGD only).
+    - scheduler: step | cosine | none. Both step once per *epoch*: StepLR(step_size, gamma) and
+      CosineAnnealingLR(T_max=t_max epochs, eta_min); t_max None means `epochs`.
+    - loss: cross_entropy | label_smoothing | focal | f1; label_smoothing (epsilon), focal_gamma.
+    - age_loss_weight: weight of the age loss in the multi head's loss mask + gender + w * age.
+    - val_ratio: share of persons held out (0 only with full_data).
+    - age_bins: the two band edges in years: age < a -> 0, a <= age < b -> 1, age >= b -> 2.
+    - corrections: None, "known" (the published fixes of the real set) or a CSV path (id,field,value).
+    - augment: random horizontal flip, random resized crop (crop_scale) and colour jitter on/off.
+    - seed: seeds Python, NumPy and torch; also seeds the split.
+    - device: auto (CUDA when present) | cpu | cuda; amp and channels_last apply on CUDA only.
+    - data_dir: dataset root in the competition layout; cache_dir: decoded-image cache folder.
+    - full_data: train on every person (no validation split; the last epoch is kept).
+    - folds, fold: a fold run: the persons are cut into `folds` person-grouped folds stratified by gender x
+      age band (`data.assign_folds`), fold `fold` (0-based) validates and the others train; `val_ratio`
+      is then unused. None, None: the `val_ratio` split.
+    - split_seed: seeds the person split or the fold assignment; None means `seed` (so runs of several
+      seeds can share one split).
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)

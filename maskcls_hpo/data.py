@@ -1,6 +1,6 @@
 """The competition data as it lies on disk: layout, checks, labels, corrections and the person split.
 
-Layout (docs/ARCHITECTURE.md, "Data layout")::
+Layout (docs/architecture.md, "Data layout")::
 
     DATA_DIR/train/train.csv          columns: id, gender, race, age, path
     DATA_DIR/train/images/<path>/     7 files per person: mask1..mask5, incorrect_mask, normal

@@ -7,7 +7,7 @@
 - age band by ``age_bins = (a, b)`` in years: ``age < a`` -> 0, ``a <= age < b`` -> 1, ``age >= b`` -> 2.
 
 The inverse is ``mask = y // 6``, ``gender = (y // 3) % 2``, ``age_band = y % 3``. Every other module
-imports these names; nothing else writes the formula out (docs/ARCHITECTURE.md, "Labels").
+imports these names; nothing else writes the formula out (docs/architecture.md, "Labels").
 """
 
 from __future__ import annotations

@@ -110,7 +110,9 @@ def combine_multi(mask_logits: torch.Tensor, gender_logits: torch.Tensor, age_lo
     """18-class prediction of a multi head: `labels.encode_label` of the three argmaxes.
 
     Args:
-        mask_logits `(B, 3)`, gender_logits `(B, 2)`, age_logits `(B, 3)`: any float dtype.
+        mask_logits: `(B, 3)`, any float dtype.
+        gender_logits: `(B, 2)`, any float dtype.
+        age_logits: `(B, 3)`, any float dtype.
 
     Returns:
         `(B,) int64` class ids in 0..17.

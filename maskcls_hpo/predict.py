@@ -1,7 +1,7 @@
 """From trained checkpoints to a submission: prediction, ensembles, test-time flips and scoring.
 
 `predict(checkpoints, data_dir, out)` reads `DATA_DIR/eval/info.csv`, checks that every eval image exists and
-decodes (`data.load_eval`: a :class:`~maskcls_hpo.data.DataError` names each missing or unreadable image
+decodes (`data.load_eval`: a :class:`~maskcls_hpo.errors.DataError` names each missing or unreadable image
 before anything is written), loads each checkpoint with its own preprocessing (the input size, mean and std
 stored in the checkpoint, i.e. `models.resolve_preprocessing` at training time, and the config's
 interpolation), predicts every image in info.csv order in batches under `torch.inference_mode` (CUDA with

@@ -13,7 +13,7 @@ decides. With `full_data` there is no validation: the val fields are NaN and the
 Learning-rate schedule: both schedulers step once per *epoch*, so the schedule does not depend on the batch
 size. `EpochResult.lr` is the lr used by that epoch's steps. Cosine annealing with `T_max = t_max` epochs
 (default `epochs`) uses `eta_min + (lr - eta_min) * (1 + cos(pi * (e - 1) / T_max)) / 2` in epoch `e`,
-reaches `eta_min` with the step after epoch `T_max` and stays there (no warm restart: :class:`CosineToFloor`).
+reaches `eta_min` with the step after epoch `T_max` and stays there (no warm restart: ``CosineToFloor``).
 
 A diverged run (a NaN/inf training-step loss, a NaN/inf mean training or validation loss or one above
 :data:`DIVERGED_LOSS`, or NaN/inf weights after an epoch's last step) raises :class:`NonFiniteLossError` at

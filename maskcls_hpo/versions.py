@@ -1,8 +1,8 @@
 """Installed versions of the project and the libraries it stamps into exports and `--version`.
 
 Read from the installed distributions' metadata (:mod:`importlib.metadata`), so asking for a version never
-imports the library itself: `export` and `--version` stay free of torch and timm (README, "Dashboard and
-report": read-only verbs import no torch).
+imports the library itself: `export` and `--version` stay free of torch and timm (docs/cli.md, "Storage and
+study": read-only verbs import no torch).
 """
 
 from __future__ import annotations

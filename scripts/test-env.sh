@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The system parts the test suite needs, installed and started where missing (README "Tests"; `make test`
+# The system parts the test suite needs, installed and started where missing (docs/development.md; `make test`
 # runs this before pytest, `.ci/run` runs `make test`). Idempotent: when everything is up it only checks,
 # in about a second. On a problem it prints ONE line saying what is missing and how to fix it, exit 1.
 #
@@ -61,7 +61,7 @@ if [ -z "${MASKCLS_HPO_TEST_PG:-}" ] && ! pg_login; then
     pg_up || fail "PostgreSQL $version main did not start (see $LOG and /var/log/postgresql/)"
   fi
   if ! pg_login; then
-    # Debian asks for a password on 127.0.0.1; the tests log in as postgres without one (README "Tests")
+    # Debian asks for a password on 127.0.0.1; the tests log in as postgres without one (docs/development.md)
     as_root "PostgreSQL on 127.0.0.1:5432 asks user postgres for a password"
     hba=$(runuser -u postgres -- psql -qAtc 'SHOW hba_file')
     log "trust for 127.0.0.1 and ::1 in $hba"

@@ -48,7 +48,7 @@ def make_sampler(seed: int, n_trials: int | None) -> optuna.samplers.BaseSampler
 
 
 def make_pruner(config) -> optuna.pruners.BasePruner:
-    # Chosen by benchmarks/b2_pruning.py (README, Performance, B2): of the pruners with at most 10% false prunes
+    # Chosen by benchmarks/b2_pruning.py (docs/performance.md, B2): of the pruners with at most 10% false prunes
     # of the top-decile configs it reached the target F1 soonest. Its one rung is at half the epochs (early
     # epochs rank configs poorly: Spearman 0.3-0.43 at epoch 1-2 of 8, 0.79-0.8 at epoch 4), where it stops the
     # lower half; the pruner is not asked after the last epoch.

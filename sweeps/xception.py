@@ -2,7 +2,7 @@
 
 Starts from the seed team's best hand-tuned setting (Adam, StepLR, batch 32, lr 1e-3, dropout 0.5), so the
 sweep can only improve on it. Pretrained ImageNet weights are required: put them in the local Hugging Face
-cache, or set "pretrained" to a weights file (see README, "Pretrained weights offline").
+cache, or set "pretrained" to a weights file (see docs/guide/sweeps.md, "Pretrained weights, offline").
 """
 
 import optuna
@@ -42,7 +42,7 @@ def make_sampler(seed: int, n_trials: int | None) -> optuna.samplers.BaseSampler
 
 
 def make_pruner(config) -> optuna.pruners.BasePruner:
-    # Chosen by benchmarks/b2_pruning.py (README, Performance, B2): of the pruners with at most 10% false prunes
+    # Chosen by benchmarks/b2_pruning.py (docs/performance.md, B2): of the pruners with at most 10% false prunes
     # of the top-decile configs it reached the target F1 soonest. Its one rung is at half the epochs (early
     # epochs rank configs poorly: Spearman 0.3-0.43 at epoch 1-2 of 8, 0.79-0.8 at epoch 4), where it stops the
     # lower half; the pruner is not asked after the last epoch.

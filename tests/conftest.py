@@ -1,7 +1,7 @@
 """Shared pytest fixtures. Each group of fixtures sits under its own heading; add yours in a new section.
 
 Data layout fixtures (owner: data layer): `make_layout` writes a tiny dataset in the competition layout
-(docs/ARCHITECTURE.md, "Data layout") with the real set's quirks, so tests never depend on `demo-data`.
+(docs/architecture.md, "Data layout") with the real set's quirks, so tests never depend on `demo-data`.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """cli.py: `--version`, shell completion, Optuna's own names (`--study-name`, `OPTUNA_STORAGE`), read-only
-verbs without torch, and the README's option table generated from the Typer app."""
+verbs without torch, and the option table of docs/cli.md generated from the Typer app."""
 
 from __future__ import annotations
 
@@ -126,15 +126,15 @@ def test_read_only_verbs_import_no_torch_or_timm(small_study, tmp_path):
     assert (tmp_path / "best.yaml").is_file() and (tmp_path / "report.html").is_file()
 
 
-def test_readme_option_table_matches_the_typer_app():
+def test_docs_option_table_matches_the_typer_app():
     sys.path.insert(0, str(REPO_ROOT / "scripts"))
     try:
-        import readme_options
+        import cli_options
     finally:
         sys.path.pop(0)
-    table = readme_options.options_table()
-    in_readme = readme_options.readme_section((REPO_ROOT / "README.md").read_text(encoding="utf-8"))
-    assert in_readme == table, "README's option table is stale: run .venv/bin/python scripts/readme_options.py"
+    table = cli_options.options_table()
+    in_docs = cli_options.page_section((REPO_ROOT / "docs" / "cli.md").read_text(encoding="utf-8"))
+    assert in_docs == table, "docs/cli.md's option table is stale: run .venv/bin/python scripts/cli_options.py"
     rows = {line.split("|")[1].strip().strip("`").split()[0]: line for line in table.splitlines()[2:]}
     for reader in ("launch", "worker", "status", "export", "dashboard", "report", "predict"):
         assert "| yes | yes |" in rows[reader], rows[reader]

@@ -1,4 +1,4 @@
-"""docker-compose.yml and the Dockerfile: the shape docs/ARCHITECTURE.md, "Faults" asks for, and only real commands.
+"""docker-compose.yml and the Dockerfile: the shape docs/architecture.md, "Faults" asks for, and only real commands.
 
 No Docker engine here, so nothing is started: the file is read with PyYAML (merge keys resolved as Compose
 does), `${VAR:-default}` takes its default, and every command of a service that runs the maskcls-hpo image is

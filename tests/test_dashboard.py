@@ -411,7 +411,7 @@ def test_deleting_a_study_in_chromium_fails_and_the_study_stays(two_studies, tmp
     assert study_names(two_studies) == ["keep", "other"]
 
 
-# --- Optuna's own tools on a study the project made (problem C14, docs/ARCHITECTURE.md) ----------------------
+# --- Optuna's own tools on a study the project made (problem C14, docs/architecture.md) ----------------------
 
 
 def optuna_tool(name: str) -> str:

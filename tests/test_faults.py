@@ -1,4 +1,5 @@
-"""Faults with real worker processes: killed workers, stale trials, many SQLite writers (ARCHITECTURE.md, "Faults").
+"""Faults with real worker processes: killed workers, stale trials, many SQLite writers (docs/architecture.md,
+"Faults").
 
 - A worker killed with SIGKILL in the middle of a trial (PostgreSQL): the study still reaches its finished
   count, nothing stays RUNNING, the killed trial is re-queued with the same params and its re-run continues

@@ -1,8 +1,8 @@
 """deploy/k8s/: the example Kubernetes Jobs hold only real maskcls-hpo commands and a consistent pod spec.
 
-No Kubernetes cluster here, so nothing is applied (the README says so): the manifests are read with PyYAML and
-every container's `args` is checked against the Typer app (a registered verb, options that verb has, sweep
-files that exist), as tests/test_compose.py does for docker-compose.yml.
+No Kubernetes cluster here, so nothing is applied (docs/deploy/kubernetes.md says so): the manifests are read
+with PyYAML and every container's `args` is checked against the Typer app (a registered verb, options that verb
+has, sweep files that exist), as tests/test_compose.py does for docker-compose.yml.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The sweep service on a real PostgreSQL server, with real worker processes (docs/ARCHITECTURE.md, "Faults").
+"""The sweep service on a real PostgreSQL server, with real worker processes (docs/architecture.md, "Faults").
 
 - 3 workers run a smoke sweep to exactly 12 finished trials with unique, gap-free trial numbers (problem C1);
 - the server is stopped and started again while 2 workers run: both keep going, no trial fails;

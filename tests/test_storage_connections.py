@@ -3,7 +3,7 @@ that would need more than the server's max_connections refused before anything s
 
 A private server (tests/pg.py `PrivateServer`) with ``max_connections=20`` and ``log_connections=on``; 8 worker
 processes run the project's worker loop with a no-training objective (benchmarks/b7_connections.py, the same
-code that measures the figure in the README), sampled from ``pg_stat_activity`` every 20 ms.
+code that measures the figure in docs/deploy/slurm.md), sampled from ``pg_stat_activity`` every 20 ms.
 """
 
 from __future__ import annotations

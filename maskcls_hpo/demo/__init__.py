@@ -1,4 +1,4 @@
-"""The `demo-data` generator: datasets in the competition layout (docs/ARCHITECTURE.md, "Data layout"), contact sheets.
+"""The `demo-data` generator: datasets in the competition layout (docs/architecture.md, "Data layout"), contact sheets.
 
 Two kinds of faces:
 

@@ -1,5 +1,5 @@
 """The demo dataset itself: persons, the real set's file quirks, rendering each person's 7 images, and the files
-of the competition layout (docs/ARCHITECTURE.md, "Data layout"). :mod:`maskcls_hpo.demo` says what it holds."""
+of the competition layout (docs/architecture.md, "Data layout"). :mod:`maskcls_hpo.demo` says what it holds."""
 
 from __future__ import annotations
 
@@ -299,7 +299,7 @@ def write_demo_dataset(
     progress: bool = True,
     overwrite: bool = False,
 ) -> DemoSummary:
-    """Write a dataset in the competition layout (docs/ARCHITECTURE.md, "Data layout") under `out`.
+    """Write a dataset in the competition layout (docs/architecture.md, "Data layout") under `out`.
 
     Writes `out/train/train.csv` (id, gender, race, age, path) and `out/train/images/<path>/` with the 7
     files mask1..mask5, incorrect_mask, normal per person; `out/eval/info.csv` (ImageID, ans empty) and

@@ -104,9 +104,11 @@ def prepare_confirm(
     only then is anything written. So every refusal leaves the storage as it was.
 
     Raises:
-        StorageError: no source study. ConfirmError: fewer COMPLETE trials than `top`, folds < 2, seeds < 1,
-            an existing confirm study made with other counts. DataError: more folds than persons in a gender x
-            age band stratum, or a broken dataset. ConfigError: a bad override.
+        StorageError: no source study.
+        ConfirmError: fewer COMPLETE trials than `top`, folds < 2, seeds < 1, an existing confirm study made
+            with other counts.
+        DataError: more folds than persons in a gender x age band stratum, or a broken dataset.
+        ConfigError: a bad override.
     """
     source = _source_study(storage, source_name)
     _check_counts(top, folds, seeds)

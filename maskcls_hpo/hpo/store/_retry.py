@@ -108,7 +108,8 @@ def retry_db(fn, what: str, seconds: float | None = None, max_delay: float = 10.
     `retry_db` of the same thread is running is not retried again (the outer call owns the budget).
 
     Raises:
-        the last error when the budget is spent, and any non-transient error at once.
+        Exception: what `fn` raised: the last error when the budget is spent, and any non-transient error at
+            once.
     """
     global _last_db_error
     if getattr(_retry_state, "active", False):

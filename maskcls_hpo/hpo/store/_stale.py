@@ -13,7 +13,7 @@ and the study waits at its last slot forever. Here a RUNNING trial is stale when
 Each stale trial gets ``reason`` (``stale: ...``), becomes FAIL, and a copy with the same params and
 intermediate values is queued (WAITING) by the storage's ``RetryHeartbeatStaleTrialCallback``; the copy
 resumes from the original's last checkpoint. Used by the worker loop (before every trial) and by `status`.
-See "Faults" in docs/ARCHITECTURE.md.
+See "Faults" in docs/architecture.md.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ config, accuracy, per-task F1, the 95% person-bootstrap interval of the value (`
 device, peak memory, and the reason a trial was pruned or failed.
 
 Ends of a trial (problem C2):
+
 - pruned by the pruner -> PRUNED, `reason = "pruned at epoch E"`;
 - non-finite training or validation loss, weights or metric, at any epoch including the last -> PRUNED,
   `reason = "non-finite ... at epoch E"` (never COMPLETE, so never a best value);

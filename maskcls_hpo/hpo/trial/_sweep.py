@@ -21,6 +21,7 @@ A sweep file defines:
 ``KNOWN_GOOD`` (list of param dicts, optional)
     Enqueued as the study's first trials (``enqueue_trial(skip_if_exists=True)``).
 ``SEED`` (int, optional, default 0)
+    Each worker seeds its sampler with ``SEED`` + its worker index.
 
 A file that does not load (syntax error, missing object, bad config key) or whose search space differs
 from the one stored in the study is refused with :class:`SweepError` before any trial starts (problem C3).

@@ -12,7 +12,7 @@ Past the limit the trial is failed with reason ``hung: ...``, a copy is queued t
 checkpoint (once: a copy of a trial that already hung is not queued again), and the worker process exits
 with :data:`~maskcls_hpo.hpo.workers.EXIT_HUNG`: the stuck thread cannot be stopped from inside, so the
 process is replaced (``LocalWorkers`` starts a new one; a plain `maskcls-hpo worker` exits with that code
-for its service manager to restart). See "Faults" in docs/ARCHITECTURE.md.
+for its service manager to restart). See "Faults" in docs/architecture.md.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
-"""Generate the README's option table from the Typer app (`maskcls_hpo.cli.app`), so the two always agree.
+"""Generate the docs' option table (docs/cli.md) from the Typer app (`maskcls_hpo.cli.app`), so the two agree.
 
-The table sits between ``<!-- options:begin -->`` and ``<!-- options:end -->`` in README.md; tests/test_cli.py
+The table sits between ``<!-- options:begin -->`` and ``<!-- options:end -->`` in docs/cli.md; tests/test_cli.py
 fails when it differs from what this script generates. Rerun after adding or renaming an option:
 
-    .venv/bin/python scripts/readme_options.py            # rewrite the table in README.md
-    .venv/bin/python scripts/readme_options.py --print    # print it only
+    .venv/bin/python scripts/cli_options.py            # rewrite the table in docs/cli.md
+    .venv/bin/python scripts/cli_options.py --print    # print it only
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+PAGE = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
 BEGIN, END = "<!-- options:begin -->", "<!-- options:end -->"
 SHARED = ("--storage", "--study")
 
@@ -45,8 +45,8 @@ def options_table() -> str:
     return "\n".join(rows) + "\n"
 
 
-def readme_section(text: str) -> str | None:
-    """The table currently in README.md (between the markers), or None without markers."""
+def page_section(text: str) -> str | None:
+    """The table currently in docs/cli.md (between the markers), or None without markers."""
     if BEGIN not in text or END not in text:
         return None
     return text.split(BEGIN, 1)[1].split(END, 1)[0].strip("\n") + "\n"
@@ -54,19 +54,19 @@ def readme_section(text: str) -> str | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--print", action="store_true", help="print the table, do not touch README.md")
+    parser.add_argument("--print", action="store_true", help="print the table, do not touch docs/cli.md")
     args = parser.parse_args()
     table = options_table()
     if args.print:
         print(table, end="")
         return
-    text = README.read_text(encoding="utf-8")
-    if readme_section(text) is None:
-        raise SystemExit(f"{README}: no {BEGIN} ... {END} markers; add them where the table belongs")
+    text = PAGE.read_text(encoding="utf-8")
+    if page_section(text) is None:
+        raise SystemExit(f"{PAGE}: no {BEGIN} ... {END} markers; add them where the table belongs")
     head, rest = text.split(BEGIN, 1)
     tail = rest.split(END, 1)[1]
-    README.write_text(f"{head}{BEGIN}\n{table}{END}{tail}", encoding="utf-8")
-    print(f"wrote the option table ({table.count(chr(10)) - 2} verbs) into {README}")
+    PAGE.write_text(f"{head}{BEGIN}\n{table}{END}{tail}", encoding="utf-8")
+    print(f"wrote the option table ({table.count(chr(10)) - 2} verbs) into {PAGE}")
 
 
 if __name__ == "__main__":
