@@ -9,7 +9,7 @@ A checkpoint is a dict of tensors and plain containers, so `torch.load(path, wei
     per epoch), best (epoch, f1, accuracy, confusion, per_class_f1, interval), seed.
 
 `model.pt` keeps only format, epoch, model, config, preprocessing, best and seed of `best.pt` (what `predict`
-needs). Every file is written atomically (:func:`maskcls_hpo._util.atomic_path`: a unique temporary file in
+needs). Every file is written atomically (``maskcls_hpo._util.atomic_path``: a unique temporary file in
 the same folder, then `os.replace`), so a crash or a concurrent reader never sees half a checkpoint.
 """
 

@@ -20,14 +20,13 @@ and RGBA images, and hidden `._*` AppleDouble files beside the images.
 
 From the shell: `maskcls-hpo demo-data OUT [options]`.
 
-Modules: :mod:`~maskcls_hpo.demo.faces` (procedural faces and photos, with their landmarks),
-:mod:`~maskcls_hpo.demo.masks` (the 5 mask styles), :mod:`~maskcls_hpo.demo.dataset` (persons, quirks, the
-files) and :mod:`~maskcls_hpo.demo.sheet` (contact sheets).
+Private modules: ``_faces`` (procedural faces and photos, with their landmarks), ``_masks`` (the 5 mask styles),
+``_dataset`` (persons, quirks, the files) and ``_sheet`` (contact sheets).
 """
 
-from maskcls_hpo.demo.dataset import DemoSummary, parse_size, write_demo_dataset
-from maskcls_hpo.demo.masks import MASK_STYLES
-from maskcls_hpo.demo.sheet import write_contact_sheet
+from maskcls_hpo.demo._dataset import DemoSummary, parse_size, write_demo_dataset
+from maskcls_hpo.demo._masks import MASK_STYLES
+from maskcls_hpo.demo._sheet import write_contact_sheet
 from maskcls_hpo.errors import DemoDataError
 
 __all__ = [

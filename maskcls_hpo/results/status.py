@@ -76,9 +76,9 @@ def study_status(
          "best": {number, value, accuracy, ci_low, ci_high, params} | None,
          "runner_up": RunnerUpComparison.as_dict() | None (fewer than 2 COMPLETE trials, or nowhere to look),
          "confirm": {study, finished, runs_finished, runs, winner (source trial number or None), lines} | None
-          (no linked confirm study; `lines` are the winner and runner-up lines that `confirm` prints),
+         (no linked confirm study; `lines` are the winner and runner-up lines that `confirm` prints),
          "running": [{number, last_epoch, heartbeat_age_s, worker, slurm}]}; `slurm` is the Slurm job and
-          array task the trial runs in (``"12_1"``; None outside Slurm).
+         array task the trial runs in (``"12_1"``; None outside Slurm).
     """
     storage, study_id = storage_of(study), study_id_of(study)
     rdb = rdb_of(storage)

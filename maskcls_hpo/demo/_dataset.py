@@ -16,8 +16,8 @@ import numpy as np
 from PIL import Image
 
 from maskcls_hpo._util import progress_bar
-from maskcls_hpo.demo.faces import RGB, Person, draw_procedural_face, load_photo_face
-from maskcls_hpo.demo.masks import MASK_STYLES, draw_mask
+from maskcls_hpo.demo._faces import RGB, Person, draw_procedural_face, load_photo_face
+from maskcls_hpo.demo._masks import MASK_STYLES, draw_mask
 from maskcls_hpo.errors import DemoDataError
 from maskcls_hpo.labels import GENDERS, MASK_FILES, age_band, encode_label
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from maskcls_hpo.demo.faces import Geometry, jitter, mix
+from maskcls_hpo.demo._faces import Geometry, jitter, mix
 
 __all__ = ["MASK_STYLES", "draw_mask"]
 
