@@ -562,5 +562,8 @@ def build_model(config: TrainConfig) -> MaskClassifier:
         _load_weights_file(backbone, source.path, name)
     if source.kind == "package" and source.path is not None:
         owner = f"package {PACKAGED_WEIGHTS[name].distribution}"
-        _load_by_position(backbone, _read_weights(source.path), name, owner=owner)
+        # NOTE torch.load, not timm's load_state_dict: the package's file is a plain state dict (and timm logs
+        # an empty "Loaded  from checkpoint" line for it in every trial)
+        state = torch.load(source.path, map_location="cpu", weights_only=True)
+        _load_by_position(backbone, state, name, owner=owner)
     return MaskClassifier(backbone, head=config.head, dropout=config.dropout)

@@ -226,3 +226,34 @@ def test_timms_pytorch_padded_lite_points_at_the_tf_model(empty_weight_caches):
     with pytest.raises(PretrainedWeightsError) as info:
         check_pretrained_available(TrainConfig(model="efficientnet_lite0", pretrained=True))
     assert "`model: tf_efficientnet_lite0`" in one_line_error(info)
+
+
+def test_the_efficientnet_lite_sweep_fine_tunes_from_the_hand_setting():
+    import optuna
+
+    from maskcls_hpo.hpo.sweep import load_sweep
+
+    sweep = load_sweep(Path(__file__).resolve().parents[1] / "sweeps" / "efficientnet_lite.py")
+    base = sweep.base_config
+    assert (base.model, base.pretrained, list(base.image_size), base.epochs) == (LITE0, True, [64, 48], 4)
+    assert sweep.known_good == [
+        {
+            "optimizer": "adam",
+            "batch_size": 32,
+            "lr": 1e-3,
+            "dropout": 0.5,
+            "scheduler": "step",
+            "loss": "cross_entropy",
+            "head": "single",
+        }
+    ]
+    space = sweep.search_space()
+    assert set(space["optimizer"].choices) == {"adam", "radam"}
+    assert set(space["scheduler"].choices) == {"step", "cosine"}
+    assert (space["lr"].low, space["lr"].high, space["lr"].log) == (3e-5, 3e-3, True)
+    assert (space["dropout"].low, space["dropout"].high) == (0.2, 0.7)
+    for name, value in sweep.known_good[0].items():  # the hand setting lies inside the searched space
+        dist = space[name]
+        inside = value in dist.choices if hasattr(dist, "choices") else dist.low <= value <= dist.high
+        assert inside, name
+    assert isinstance(sweep.make_pruner(), optuna.pruners.SuccessiveHalvingPruner)
