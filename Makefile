@@ -25,7 +25,7 @@ demo: venv
 # fine-tuned with the seed team's regime (sweeps/efficientnet_lite.py, 64x48, 4 epochs) on the same demo dataset.
 demo-pretrained: venv
 	test -f storage/demo/train/train.csv || $(BIN)/maskcls-hpo demo-data storage/demo --persons 300
-	$(BIN)/maskcls-hpo launch sweeps/efficientnet_lite.py --n-trials 4 --workers 2 --data-dir storage/demo
+	$(BIN)/maskcls-hpo launch sweeps/efficientnet_lite.py --n-trials 3 --workers 1 --data-dir storage/demo
 	$(BIN)/maskcls-hpo status --study efficientnet_lite
 	$(BIN)/maskcls-hpo export --study efficientnet_lite --out storage/best-pretrained.yaml
 
