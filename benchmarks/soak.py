@@ -1,6 +1,6 @@
 """Soak: workers killed with SIGKILL at random moments (and a PostgreSQL restart) while a study runs.
 
-Not part of pytest. For each storage (SQLite, PostgreSQL on a private server as tests/pg.py starts one):
+Not part of pytest. For each storage (SQLite, PostgreSQL on a private server as tests/helpers/pg.py starts one):
 
 1. `maskcls-hpo launch SWEEP --n-trials N --workers 0` prepares the study (tiny procedural data, 3 epochs);
 2. 2 `maskcls-hpo worker` processes start, as a user would start them;

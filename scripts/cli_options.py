@@ -1,6 +1,6 @@
 """Generate the docs' option table (docs/cli.md) from the Typer app (`maskcls_hpo.cli.app`), so the two agree.
 
-The table sits between ``<!-- options:begin -->`` and ``<!-- options:end -->`` in docs/cli.md; tests/test_cli.py
+The table sits between ``<!-- options:begin -->`` and ``<!-- options:end -->`` in docs/cli.md; tests/cli/test_cli.py
 fails when it differs from what this script generates. Rerun after adding or renaming an option:
 
     .venv/bin/python scripts/cli_options.py            # rewrite the table in docs/cli.md

@@ -4,7 +4,7 @@ One row per :class:`~maskcls_hpo.errors.MaskclsError` subclass in the package: i
 that ``except`` in user code can catch it by, the exit code the command line gives it (``exit_code``, set on
 MaskclsError and inherited), and the first paragraph of its docstring. Classes are found by reading the source
 (``ast``), not by importing it, so the subclasses in ``train.py`` are listed without importing torch. The table
-sits between ``<!-- errors:begin -->`` and ``<!-- errors:end -->``; tests/test_docs.py fails when it is stale or
+sits between ``<!-- errors:begin -->`` and ``<!-- errors:end -->``; tests/docs/test_docs.py fails when it is stale or
 a class has no section on the page:
 
     .venv/bin/python scripts/errors_table.py            # rewrite the table in docs/errors.md

@@ -6,7 +6,7 @@ An Optuna upgrade that removes or renames one of them fails here, by name, befor
 from __future__ import annotations
 
 import optuna
-from sourcegrep import package_lines_matching
+from helpers.sourcegrep import package_lines_matching
 
 from maskcls_hpo.hpo import _optuna
 

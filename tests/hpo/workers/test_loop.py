@@ -8,7 +8,7 @@ import sys
 import optuna
 import pytest
 import yaml
-from conftest import ALWAYS_FAILING_SUGGEST
+from helpers.studies import ALWAYS_FAILING_SUGGEST
 from optuna.trial import TrialState
 
 from maskcls_hpo.config import load_config

@@ -1,7 +1,7 @@
 """PostgreSQL connection discipline (hpo/store/): at most 2 connections per worker process, and a launch
 that would need more than the server's max_connections refused before anything starts.
 
-A private server (tests/pg.py `PrivateServer`) with ``max_connections=20`` and ``log_connections=on``; 8 worker
+A private server (tests/helpers/pg.py `PrivateServer`) with ``max_connections=20`` and ``log_connections=on``; 8 worker
 processes run the project's worker loop with a no-training objective (benchmarks/b7_connections.py, the same
 code that measures the figure in docs/deploy/slurm.md), sampled from ``pg_stat_activity`` every 20 ms.
 """
@@ -9,16 +9,16 @@ code that measures the figure in docs/deploy/slurm.md), sampled from ``pg_stat_a
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import psycopg
 import pytest
-from pg import PrivateServer, cli, write_sweep
+from helpers import REPO_ROOT
+from helpers.pg import PrivateServer, cli, write_sweep
 
 from maskcls_hpo.errors import LaunchError
 from maskcls_hpo.hpo.store import CONNECTIONS_PER_PROCESS, check_connection_budget, engine_kwargs
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = REPO_ROOT
 sys.path.insert(0, str(REPO / "benchmarks"))
 import b7_connections  # noqa: E402
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sourcegrep import package_lines_matching
+from helpers.sourcegrep import package_lines_matching
 
 from maskcls_hpo.labels import (
     NUM_CLASSES,

@@ -12,7 +12,8 @@ The second half holds what the fault tests share: a tiny demo dataset (session f
 files derived from `sweeps/smoke.py` (:func:`write_sweep`), the `maskcls-hpo` command as a subprocess
 (:func:`cli`, :func:`cli_background`), and readers of the stored trials and worker logs.
 
-Test modules import the fixtures they use: ``from pg import pg_database, private_pg  # noqa: F401``.
+tests/conftest.py loads this module as a plugin (``pytest_plugins``), so its fixtures reach every test; test modules
+import its functions: ``from helpers.pg import cli, write_sweep``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ import psycopg
 import pytest
 from psycopg import sql
 from sqlalchemy.engine import make_url
+
+from helpers import REPO_ROOT
 
 __all__ = [
     "DEFAULT_ADMIN_URL",
@@ -257,7 +260,7 @@ def wait_for(predicate, timeout: float, interval: float = 0.2, what: str = "cond
 
 # --- sweeps as real processes ---------------------------------------------------------------------
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = REPO_ROOT
 SMOKE = REPO / "sweeps" / "smoke.py"
 
 
@@ -313,7 +316,7 @@ def write_sweep(
         ('"epochs": 4', f'"epochs": {int(epochs)}'),
         ('"data_dir": "storage/demo"', f'"data_dir": {str(data_dir)!r}'),
     ):
-        assert old in text, f"sweeps/smoke.py no longer contains {old!r}; update tests/pg.py:write_sweep"
+        assert old in text, f"sweeps/smoke.py no longer contains {old!r}; update tests/helpers/pg.py:write_sweep"
         text = text.replace(old, new)
     if not prune:
         text += "\n\ndef make_pruner(config):  # the test's override\n    return optuna.pruners.NopPruner()\n"

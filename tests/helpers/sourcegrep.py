@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "maskcls_hpo"
+from helpers import REPO_ROOT
+
+PACKAGE = REPO_ROOT / "maskcls_hpo"
 
 
 def package_lines_matching(pattern: str, except_file: str) -> list[str]:

@@ -7,7 +7,7 @@ import subprocess
 
 import optuna
 import pytest
-from conftest import maskcls_hpo_command, subprocess_env
+from helpers.processes import maskcls_hpo_command, subprocess_env
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 

@@ -24,8 +24,9 @@ from pathlib import Path
 import optuna
 import pytest
 import sqlalchemy
+from helpers import REPO_ROOT
+from helpers.pg import cli, cli_background, load_trials, wait_for, worker_logs, worker_pid, write_sweep
 from optuna.trial import TrialState
-from pg import cli, cli_background, load_trials, wait_for, worker_logs, worker_pid, write_sweep
 
 from maskcls_hpo.hpo.launch import prepare_study
 from maskcls_hpo.hpo.store import HeartbeatSettings, is_transient_db_error, open_storage
@@ -181,7 +182,7 @@ def test_status_fails_stale_trial_without_any_worker(tiny_demo, tmp_path):
 def test_worker_goes_on_when_its_trial_was_failed_as_stale(tmp_path, caplog):
     """Another process fails this worker's trial as stale mid-run: a warning, no failure, budget met."""
     url = f"sqlite:///{tmp_path / 'stale.db'}"
-    sweep_path = Path(__file__).resolve().parents[1] / "sweeps" / "smoke.py"
+    sweep_path = REPO_ROOT / "sweeps" / "smoke.py"
     sweep = load_sweep(sweep_path)
     heartbeat = HeartbeatSettings(interval=1, grace_period=4)
     prepare_study(sweep, open_storage(url, heartbeat), "stale", n_trials=3)

@@ -16,7 +16,7 @@ from maskcls_hpo.train import train
 @pytest.fixture(autouse=True, scope="module")
 def one_torch_thread():
     old = torch.get_num_threads()
-    torch.set_num_threads(1)  # see tests/test_train.py: fast and reproducible on 2 shared cores
+    torch.set_num_threads(1)  # see tests/ml/test_train.py: fast and reproducible on 2 shared cores
     yield
     torch.set_num_threads(old)
 

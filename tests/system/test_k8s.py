@@ -2,7 +2,7 @@
 
 No Kubernetes cluster here, so nothing is applied (docs/deploy/kubernetes.md says so): the manifests are read
 with PyYAML and every container's `args` is checked against the Typer app (a registered verb, options that verb
-has, sweep files that exist), as tests/test_compose.py does for docker-compose.yml.
+has, sweep files that exist), as tests/system/test_compose.py does for docker-compose.yml.
 """
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 import typer.main
 import yaml
+from helpers import REPO_ROOT
 from sqlalchemy.engine import make_url
 
 from maskcls_hpo.cli import app
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = REPO_ROOT
 K8S = REPO / "deploy" / "k8s"
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import DashboardProcess, http_get, maskcls_hpo_command, subprocess_env
+from helpers.processes import DashboardProcess, http_get, maskcls_hpo_command, subprocess_env
 from optuna.trial import TrialState
 
 from maskcls_hpo.hpo.trial import ARTIFACT_FILES
@@ -442,7 +442,7 @@ def test_optuna_trials_and_best_trial_read_the_project_study(swept_study, tmp_pa
 def test_plain_optuna_dashboard_shows_the_project_study(swept_study, tmp_path):
     import time
 
-    from conftest import free_port
+    from helpers.processes import free_port
 
     port = free_port()
     artifacts = swept_study.db.parent / "artifacts"

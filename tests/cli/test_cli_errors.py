@@ -12,6 +12,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from helpers import REPO_ROOT
 from typer.testing import CliRunner
 
 from maskcls_hpo.cli import app
@@ -19,7 +20,7 @@ from maskcls_hpo.hpo.launch import prepare_study
 from maskcls_hpo.hpo.store import open_storage
 from maskcls_hpo.hpo.trial import load_sweep
 
-SMOKE = Path(__file__).resolve().parents[1] / "sweeps" / "smoke.py"
+SMOKE = REPO_ROOT / "sweeps" / "smoke.py"
 
 
 def _tree(root: Path) -> set[str]:

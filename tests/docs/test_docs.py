@@ -8,7 +8,7 @@ import re
 import sys
 
 import pytest
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 
 tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 

@@ -24,8 +24,8 @@ import numpy as np
 import optuna
 import pytest
 import yaml
+from helpers.pg import load_trials, wait_for, worker_pid
 from optuna.trial import TrialState
-from pg import load_trials, wait_for, worker_pid
 from typer.testing import CliRunner
 
 from maskcls_hpo.cli import app

@@ -6,7 +6,7 @@
   file or stored attribute, for a wrong database and a good one, and from `--password-file` / `PGPASSWORD`.
 
 The machine's server (127.0.0.1:5432, or env `MASKCLS_HPO_TEST_PG`) gives a fresh database per test; the
-restart test starts a server of its own (tests/pg.py).
+restart test starts a server of its own (tests/helpers/pg.py).
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from optuna.trial import TrialState
-from pg import (
+from helpers.pg import (
     _conninfo,
     cli,
     cli_background,
@@ -33,6 +32,7 @@ from pg import (
     worker_logs,
     write_sweep,
 )
+from optuna.trial import TrialState
 from psycopg import sql
 
 pytestmark = pytest.mark.postgres

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import ALWAYS_FAILING_SUGGEST, REPO_ROOT, free_port, maskcls_hpo_command, subprocess_env
+from helpers import REPO_ROOT
+from helpers.processes import free_port, maskcls_hpo_command, subprocess_env
+from helpers.studies import ALWAYS_FAILING_SUGGEST
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 

@@ -6,11 +6,11 @@ No training: a no-op objective on the real SQLite storage, so each test takes ab
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 import optuna
 import pytest
 import sqlalchemy
+from helpers import REPO_ROOT
 from optuna.trial import TrialState
 
 from maskcls_hpo.hpo._optuna import rdb_of, storage_of
@@ -25,7 +25,7 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed"),
 ]
 
-SMOKE = Path(__file__).resolve().parents[1] / "sweeps" / "smoke.py"
+SMOKE = REPO_ROOT / "sweeps" / "smoke.py"
 HEARTBEAT = HeartbeatSettings(interval=1, grace_period=20)  # live trials on busy cores never look stale
 
 

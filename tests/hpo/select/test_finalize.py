@@ -13,7 +13,7 @@ import shutil
 import pandas as pd
 import pytest
 import yaml
-from pg import cli
+from helpers.pg import cli
 from typer.testing import CliRunner
 
 from maskcls_hpo.cli import app

@@ -16,11 +16,12 @@ from pathlib import Path
 import pytest
 import typer.main
 import yaml
+from helpers import REPO_ROOT
 from sqlalchemy.engine import make_url
 
 from maskcls_hpo.cli import app
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = REPO_ROOT
 _DEFAULT = re.compile(r"\$\{(\w+):-([^}]*)\}")
 
 

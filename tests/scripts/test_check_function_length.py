@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
+
+from helpers import REPO_ROOT
 
 ML_MODULES = (
     "_util",
@@ -23,7 +24,7 @@ ML_MODULES = (
     "scoring",
     "versions",
 )
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "check_function_length.py"
+SCRIPT = REPO_ROOT / "scripts" / "check_function_length.py"
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:

@@ -27,8 +27,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.pg import cli, cli_background, load_trials, wait_for, write_sweep
 from optuna.trial import TrialState
-from pg import cli, cli_background, load_trials, wait_for, write_sweep
 
 from maskcls_hpo.hpo.workers import SlurmBackend, sbatch_script
 

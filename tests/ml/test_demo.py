@@ -8,12 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import REPO_ROOT
 from PIL import Image
 from typer.testing import CliRunner
 
 from maskcls_hpo.demo import DemoDataError, parse_size, write_contact_sheet, write_demo_dataset
 
-UTKFACE = Path(__file__).resolve().parents[2] / "shared" / "data" / "utkface"
+UTKFACE = REPO_ROOT.parent / "shared" / "data" / "utkface"
 MASK_FILES = ("mask1", "mask2", "mask3", "mask4", "mask5", "incorrect_mask", "normal")
 UTK_RACES = ("White", "Black", "Asian", "Indian", "Other")
 

@@ -10,13 +10,14 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import REPO_ROOT
 
 from maskcls_hpo.errors import LaunchError
 from maskcls_hpo.hpo.store import HeartbeatSettings
 from maskcls_hpo.hpo.workers import LocalWorkers, RunOptions, WorkerSettings
 from maskcls_hpo.hpo.workers import _local as supervisor
 
-SMOKE = Path(__file__).resolve().parents[1] / "sweeps" / "smoke.py"
+SMOKE = REPO_ROOT / "sweeps" / "smoke.py"
 
 STUBBORN = """
 import signal, sys, time
