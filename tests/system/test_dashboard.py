@@ -21,7 +21,6 @@ from helpers.processes import DashboardProcess, http_get, maskcls_hpo_command, s
 from optuna.trial import TrialState
 
 from maskcls_hpo.hpo.trial import ARTIFACT_FILES
-from maskcls_hpo.results.dashboard import dashboard_address, is_loopback
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -277,17 +276,6 @@ def test_password_never_shows_while_serving(pg_study_db, tmp_path):
     assert SECRET not in out
     for path in tmp_path.rglob("*"):  # nothing the dashboard wrote (log, artifact folder) holds it
         assert not path.is_file() or SECRET not in path.read_text(errors="replace")
-
-
-# --- helpers --------------------------------------------------------------------------------------------
-
-
-def test_loopback_and_address():
-    assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1")
-    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5")
-    assert dashboard_address("127.0.0.1", 8080) == "http://127.0.0.1:8080/dashboard"
-    assert dashboard_address("0.0.0.0", 9000) == "http://127.0.0.1:9000/dashboard"
-    assert dashboard_address("::1", 8080) == "http://[::1]:8080/dashboard"
 
 
 # --- read-only by default (writes need --allow-writes) ------------------------------------------------------

@@ -8,7 +8,8 @@ The code under test: hpo/workers/_slurm.py.
 - A task cancelled (``scancel``) or requeued (``scontrol requeue``) in the middle of a trial: the trial is FAIL,
   its copy resumes from the epoch checkpoint (the log line), the budget stays exact; the requeued task runs
   again (``restart 1``) and completes; `status` names the job and task of a running trial.
-- The script and settings file: the array, resources and outputs asked for, no password anywhere.
+- The script and settings file: the array, resources and outputs asked for, no password anywhere (the script
+  alone, without a cluster: tests/hpo/workers/test_slurm.py).
 - Bad input (no sbatch on PATH, an unknown partition, GPUs on a cluster without any, SQLite on several
   nodes): one line, exit 1, nothing submitted, no database or logs folder created.
 
@@ -29,8 +30,6 @@ from pathlib import Path
 import pytest
 from helpers.pg import cli, cli_background, load_trials, wait_for, write_sweep
 from optuna.trial import TrialState
-
-from maskcls_hpo.hpo.workers import SlurmBackend, sbatch_script
 
 HEARTBEAT = ["--heartbeat-interval", "2", "--grace-period", "8"]
 JOB_LINE = re.compile(r"submitted Slurm array job (\d+)")
@@ -79,22 +78,6 @@ def _running_in_slurm(url: str, study: str, min_epochs: int, max_epochs: int):
             if "slurm_task_id" in t.user_attrs:
                 return t
     return None
-
-
-# --- the script ------------------------------------------------------------------------------------------
-
-
-def test_sbatch_script_has_the_array_resources_and_outputs(tmp_path):
-    options = SlurmBackend(gpus_per_worker=2, partition="gpu", time="02:00:00", sbatch_args=("--qos=short", "--mem=8G"))
-    text = sbatch_script(options, 3, tmp_path / "s.json", tmp_path / "logs", "st", "sqlite:///x.db", tmp_path, "/py")
-    directives = [line.removeprefix("#SBATCH ") for line in text.splitlines() if line.startswith("#SBATCH ")]
-    assert "--array=0-2" in directives and "--requeue" in directives
-    assert "--gres=gpu:2" in directives and "--partition=gpu" in directives and "--time=02:00:00" in directives
-    assert directives[-2:] == ["--qos=short", "--mem=8G"]
-    assert f"--output={tmp_path / 'logs' / 'worker-%A_%a.log'}" in directives
-    assert text.rstrip().endswith(f"exec /py -m maskcls_hpo.hpo.workers {tmp_path / 's.json'}")
-    no_gpu = sbatch_script(SlurmBackend(), 1, tmp_path / "s.json", tmp_path, "st", "x", tmp_path, "/py")
-    assert "--array=0-0" in no_gpu and "--gres" not in no_gpu
 
 
 @pytest.mark.slurm
