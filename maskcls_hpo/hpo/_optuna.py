@@ -1,6 +1,6 @@
 """Every use of Optuna's private API, in one module.
 
-Optuna is pinned to one major version (pyproject: ``optuna>=5,<6``); ``tests/test_optuna_internals.py``
+Optuna is pinned to one major version (pyproject: ``optuna>=5,<6``); ``tests/hpo/test_optuna.py``
 fails when an upgrade removes or renames anything used here. Outside this module the package uses
 Optuna's public API only.
 
