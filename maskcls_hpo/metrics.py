@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypedDict
+from typing import IO, TYPE_CHECKING, TypedDict
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -393,8 +393,10 @@ def write_val_predictions(
     return path
 
 
-def read_val_predictions(path: str | Path) -> pd.DataFrame:
+def read_val_predictions(path: str | Path | IO[bytes]) -> pd.DataFrame:
     """Read a file written by :func:`write_val_predictions` into a pandas DataFrame (person ids stay strings).
+
+    `path` may also be an open binary file (an artifact store's reader).
 
     Raises:
         OSError: the file cannot be read; ValueError: it lacks the columns path, person_id, epoch, true_class,

@@ -30,11 +30,14 @@ What is used and why:
 from __future__ import annotations
 
 import datetime
-from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, cast
 
 import optuna
+
+if TYPE_CHECKING:
+    from optuna.storages._heartbeat import BaseHeartbeatThread
 
 __all__ = [
     "RETRIED_METHODS",
@@ -83,7 +86,7 @@ RETRIED_METHODS = (
 """``RDBStorage`` methods (public and private) whose database calls are retried on transient errors."""
 
 
-def rdb_models() -> Any:
+def rdb_models() -> ModuleType:
     """Optuna's SQLAlchemy models module (``TrialModel``, ``TrialHeartbeatModel``, ...)."""
     from optuna.storages._rdb import models
 
@@ -97,7 +100,7 @@ def alembic_dir() -> Path:
     return Path(_rdb.__file__).parent / "alembic"
 
 
-def heartbeat(trial: optuna.Trial, study: optuna.Study) -> AbstractContextManager[Any]:
+def heartbeat(trial: optuna.Trial, study: optuna.Study) -> BaseHeartbeatThread:
     """The heartbeat thread ``Study.optimize`` runs around a trial, as a context manager.
 
     A no-op when the storage has no heartbeat.
@@ -137,7 +140,9 @@ def ask_tracked(study: optuna.Study) -> optuna.Trial:
         raise AskError(trial_id, err) from err
 
 
-def tell_quietly(study: optuna.Study, trial: optuna.Trial, value: float | None = None, state: Any = None) -> None:
+def tell_quietly(
+    study: optuna.Study, trial: optuna.Trial, value: float | None = None, state: optuna.trial.TrialState | None = None
+) -> None:
     """``study.tell(trial, value, state=state)`` without reading the finished trial back.
 
     Same checks, warnings and errors as ``Study.tell`` (``Study.optimize`` calls the same function).
@@ -147,7 +152,7 @@ def tell_quietly(study: optuna.Study, trial: optuna.Trial, value: float | None =
     _tell_with_warning(study=study, trial=trial, value_or_values=value, state=state)
 
 
-def storage_of(study: optuna.Study) -> Any:
+def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
     """The storage object a study uses (``Study._storage``)."""
     return study._storage
 
@@ -162,9 +167,12 @@ def trial_id_of(trial: optuna.Trial | optuna.trial.FrozenTrial) -> int:
     return trial._trial_id
 
 
-def rdb_of(storage: object) -> Any:
-    """The :class:`RDBStorage` behind a study's storage (Optuna wraps it in a private caching layer)."""
-    return getattr(storage, "_backend", storage)
+def rdb_of(storage: object) -> optuna.storages.RDBStorage:
+    """The :class:`RDBStorage` behind a study's storage (Optuna wraps it in a private caching layer).
+
+    Only for a database storage (:func:`~maskcls_hpo.hpo.store.uses_sql`): another storage is returned as it is.
+    """
+    return cast(optuna.storages.RDBStorage, getattr(storage, "_backend", storage))
 
 
 def finished_since(storage: object, study_id: int, since: datetime.datetime) -> list[tuple[int, int]]:

@@ -194,7 +194,7 @@ class PreparedSweep:
 
     plan: SweepPlan
     study: optuna.Study
-    storage: Any
+    storage: optuna.storages.RDBStorage
     result: SweepResult
     standby: WorkerPool | None = None
     started: float | None = None
@@ -247,7 +247,7 @@ def prepare_sweep(
     return PreparedSweep(plan, study, rdb, result, standby, started)
 
 
-def _existing_study(plan: SweepPlan) -> tuple[Any, StudyCounts]:
+def _existing_study(plan: SweepPlan) -> tuple[optuna.storages.RDBStorage | None, StudyCounts]:
     """The open storage (None for a new SQLite file: not created yet) and the study's counts (all 0 if new).
 
     Raises:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 __all__ = ["setup_logging"]
 
 
-def setup_logging(console: Any = None, verbose: bool = False) -> None:
+def setup_logging(console: Console | None = None, verbose: bool = False) -> None:
     """Log ``maskcls_hpo`` at INFO (others at WARNING, INFO with `verbose`) through rich on `console`.
 
     Args:

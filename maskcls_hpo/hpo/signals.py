@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import signal
 from collections.abc import Iterator
+from types import FrameType
 from typing import Any
 
 __all__ = ["Interrupted", "stop_signals", "deferred_interrupts", "stop_requested"]
@@ -38,7 +39,7 @@ def deferred_interrupts() -> Iterator[None]:
         _state["defer"] -= 1
 
 
-def _handler(signum: int, frame: Any) -> None:
+def _handler(signum: int, frame: FrameType | None) -> None:
     _state["requested"] = f"signal {signum}"
     if _state["defer"] == 0:
         raise Interrupted(_state["requested"])
@@ -48,7 +49,7 @@ def _handler(signum: int, frame: Any) -> None:
 def stop_signals() -> Iterator[None]:
     """Install the handler for SIGTERM, and for SIGINT unless it is ignored (background jobs)."""
     _state["requested"] = None
-    old: dict[int, Any] = {}
+    old: dict[signal.Signals, Any] = {}  # signal -> the handler it had (a function, SIG_DFL, SIG_IGN, None)
     try:
         for sig in (signal.SIGTERM, signal.SIGINT):
             if sig == signal.SIGINT and signal.getsignal(sig) == signal.SIG_IGN:

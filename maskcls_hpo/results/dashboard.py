@@ -23,15 +23,19 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import socket
 import socketserver
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from maskcls_hpo.errors import DashboardError, StorageError
 from maskcls_hpo.hpo.store import display_url, mask_password, open_storage
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 __all__ = [
     "DashboardError",
@@ -65,10 +69,10 @@ class ReadOnly:
         app: any WSGI application (here optuna-dashboard's Bottle app).
     """
 
-    def __init__(self, app: Any):
+    def __init__(self, app: WSGIApplication) -> None:
         self.app = app
 
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         method = str(environ.get("REQUEST_METHOD", "GET")).upper()
         if method in READ_METHODS:
             return self.app(environ, start_response)
@@ -95,7 +99,7 @@ class Dashboard:
         study_id: Optuna's id of the study asked for (its page is ``/dashboard/studies/<id>``), else None.
     """
 
-    app: Any
+    app: WSGIApplication
     storage_url: str
     studies: list[str]
     artifact_dir: Path
@@ -110,10 +114,16 @@ class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
     allow_reuse_address = True
 
 
+class _ThreadingWSGIServer6(_ThreadingWSGIServer):
+    """The same on an IPv6 address (a host with a colon, e.g. ``::1``)."""
+
+    address_family = socket.AF_INET6
+
+
 class _QuietHandler(WSGIRequestHandler):
     """No access log per request (the browser polls every few seconds); server errors are logged."""
 
-    def log_request(self, code: Any = "-", size: Any = "-") -> None:
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         if str(code).isdigit() and int(code) >= 500:
             log.warning("%s -> HTTP %s", mask_password(self.requestline), code)
 
@@ -215,11 +225,7 @@ def serve_dashboard(
     Raises:
         OSError: the address cannot be bound (port in use, unknown host).
     """
-    server_class = _ThreadingWSGIServer
-    if ":" in host:
-        import socket
-
-        server_class = type("_ThreadingWSGIServer6", (_ThreadingWSGIServer,), {"address_family": socket.AF_INET6})
+    server_class = _ThreadingWSGIServer6 if ":" in host else _ThreadingWSGIServer
     httpd = make_server(host, port, dashboard.app, server_class=server_class, handler_class=_QuietHandler)
     try:
         if on_ready is not None:

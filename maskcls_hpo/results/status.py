@@ -52,7 +52,7 @@ def _db_now(study: optuna.Study) -> dt.datetime:
     backend = storage.engine.url.get_backend_name()
     expr = "SELECT CURRENT_TIMESTAMP" if backend == "sqlite" else "SELECT LOCALTIMESTAMP"
     with storage.engine.connect() as con:
-        value = con.execute(sqlalchemy.text(expr)).scalar()
+        value = con.execute(sqlalchemy.text(expr)).scalar_one()
     if isinstance(value, str):
         value = dt.datetime.fromisoformat(value)
     return value.replace(tzinfo=None)

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
@@ -29,6 +29,9 @@ from maskcls_hpo.hpo.attrs import TrialAttrs
 from maskcls_hpo.hpo.select._ranking import Ranking, selection_ranking
 from maskcls_hpo.hpo.store import open_study, state_counts_text, storage_folder
 from maskcls_hpo.hpo.workers import RunOptions, run_options
+
+if TYPE_CHECKING:
+    from maskcls_hpo.predict import Prediction
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +64,7 @@ class FinalizeResult:
     ranking: str
     models: list[FinalModel]
     out: Path
-    prediction: Any
+    prediction: Prediction
     epochs: int
     seconds: float
     folder: Path
@@ -110,7 +113,7 @@ def final_configs(
             raise ConfirmError(f"trial {t.number} of study '{study.study_name}' has no stored config")
         base = config_from_mapping(stored, source=f"study '{study.study_name}' trial {t.number}")
         for i in range(seeds):
-            update = {"full_data": True, "folds": None, "fold": None, "seed": base.seed + i}
+            update: dict[str, Any] = {"full_data": True, "folds": None, "fold": None, "seed": base.seed + i}
             if data_dir is not None:
                 update["data_dir"] = str(data_dir)
             data = {**base.to_dict(), **update}
@@ -206,7 +209,9 @@ def _final_model(number: int, config: TrainConfig, root: Path, say: Callable[[st
     return model
 
 
-def _predict(models: list[FinalModel], eval_dir: Path, out: str | Path, tta: bool, device: str, cache_dir: Any) -> Any:
+def _predict(
+    models: list[FinalModel], eval_dir: Path, out: str | Path, tta: bool, device: str, cache_dir: str
+) -> Prediction:
     """The ensemble's prediction of the eval set, written to `out` (:func:`maskcls_hpo.predict.predict`)."""
     from maskcls_hpo.predict import predict  # lazy: torch
 
@@ -220,7 +225,7 @@ def _write_manifest(
     study_name: str,
     ranking: Ranking,
     models: list[FinalModel],
-    prediction: Any,
+    prediction: Prediction,
     eval_dir: Path,
     out: str | Path,
     tta: bool,

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
 from maskcls_hpo.hpo.store import ranked_complete_trials
 from maskcls_hpo.metrics import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, BootstrapInterval, paired_bootstrap_difference
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,7 @@ class RunnerUpComparison:
 
 
 def compare_trials(
-    a: Any, b: Any, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED
+    a: pd.DataFrame, b: pd.DataFrame, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED
 ) -> tuple[BootstrapInterval | None, str]:
     """Paired bootstrap of macro F1(a) - macro F1(b) from two predictions DataFrames
     (:func:`maskcls_hpo.metrics.read_val_predictions`), matched by image path.
@@ -123,10 +126,11 @@ def compare_runner_up(
         checkpoints = storage_folder(storage_url, "checkpoints")
     frames = [load_val_predictions(study, t, checkpoints, storage_url, artifact_root) for t in (best, runner_up)]
     missing = [t.number for t, f in zip((best, runner_up), frames, strict=True) if f is None]
-    if missing:
+    best_frame, runner_up_frame = frames
+    if best_frame is None or runner_up_frame is None:
         which = " and ".join(f"#{n}" for n in missing)
         return RunnerUpComparison(
             best.number, runner_up.number, None, f"no validation predictions of {which} (val_predictions.csv)"
         )
-    interval, reason = compare_trials(*frames)
+    interval, reason = compare_trials(best_frame, runner_up_frame)
     return RunnerUpComparison(best.number, runner_up.number, interval, reason)

@@ -149,12 +149,12 @@ def ranked_complete_trials(study: optuna.Study, limit: int | None = None) -> lis
         ids = top_complete_trial_ids(storage, study_id_of(study), limit, maximize=maximize)
         return [storage.get_trial(tid) for tid in ids]
     done = [
-        t
+        (value, t)
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.value is not None and math.isfinite(t.value)
+        if (value := t.value) is not None and math.isfinite(value)
     ]
     sign = -1.0 if maximize else 1.0
-    ranked = sorted(done, key=lambda t: (sign * t.value, t.number))
+    ranked = [t for _, t in sorted(done, key=lambda pair: (sign * pair[0], pair[1].number))]
     return ranked if limit is None else ranked[:limit]
 
 
@@ -193,13 +193,14 @@ def best_of(study: optuna.Study) -> tuple[float | None, int | None]:
         best = study.best_trial
     except ValueError:
         return None, None
+    assert best.value is not None  # the best trial is COMPLETE: it has a value
     return float(best.value), best.number
 
 
 def db_now(engine: sqlalchemy.engine.Engine) -> dt.datetime:
     """The database's clock as a naive datetime (what Optuna's heartbeat rows are stamped with)."""
     with engine.connect() as con:
-        value = con.execute(sqlalchemy.select(sqlalchemy.func.now())).scalar()
+        value = con.execute(sqlalchemy.select(sqlalchemy.func.now())).scalar_one()
     if isinstance(value, str):
         value = dt.datetime.fromisoformat(value)
     return value.replace(tzinfo=None)

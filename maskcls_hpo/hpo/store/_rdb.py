@@ -12,8 +12,10 @@ import os
 import socket
 import sqlite3
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import sqlalchemy
 from sqlalchemy.engine import make_url
@@ -21,6 +23,15 @@ from sqlalchemy.engine import make_url
 from maskcls_hpo.errors import StorageError, StorageSchemaError
 from maskcls_hpo.hpo.store._retry import _retry_budget, retry_db
 from maskcls_hpo.hpo.store._secrets import display_url, first_line, mask_password
+
+if TYPE_CHECKING:
+    import optuna
+
+    class RetryingRDBStorage(optuna.storages.RDBStorage):
+        """The class :func:`_retrying_storage_class` builds on first use, as the type checker sees it."""
+
+        _maskcls_retry_seconds: float | None
+
 
 ENV_HEARTBEAT_INTERVAL = "MASKCLS_HPO_HEARTBEAT_INTERVAL"
 
@@ -111,7 +122,7 @@ def application_name() -> str:
     return f"maskcls-hpo {socket.gethostname()}:{os.getpid()}"[:63]
 
 
-def engine_kwargs(url: str) -> dict:
+def engine_kwargs(url: str) -> dict[str, Any]:
     """SQLAlchemy `create_engine` keyword arguments for several worker processes on one storage.
 
     SQLite: a busy timeout of 60 s (`sqlite3.connect(timeout=...)`); WAL is set on the file by
@@ -220,16 +231,16 @@ def check_connection_budget(url: str, workers: int, launcher: int = CONNECTIONS_
     engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool, connect_args=kwargs["connect_args"])
     try:
         with engine.connect() as con:
-            max_connections = int(con.execute(sqlalchemy.text("SHOW max_connections")).scalar())
-            reserved = int(con.execute(sqlalchemy.text("SHOW superuser_reserved_connections")).scalar())
-            superuser = con.execute(sqlalchemy.text("SHOW is_superuser")).scalar() == "on"
+            max_connections = int(con.execute(sqlalchemy.text("SHOW max_connections")).scalar_one())
+            reserved = int(con.execute(sqlalchemy.text("SHOW superuser_reserved_connections")).scalar_one())
+            superuser = con.execute(sqlalchemy.text("SHOW is_superuser")).scalar_one() == "on"
             in_use = int(
                 con.execute(
                     sqlalchemy.text(
                         "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
                         "AND pid <> pg_backend_pid()"
                     )
-                ).scalar()
+                ).scalar_one()
             )
     except sqlalchemy.exc.SQLAlchemyError as err:
         raise StorageError(f"cannot open storage {display_url(url)!r}: {mask_password(first_line(err))}") from None
@@ -270,28 +281,28 @@ def _alembic_head() -> str:
 # RDBStorage methods that talk to the database (the public API plus the private ones Optuna's cache layer
 # and the heartbeat call).
 @functools.lru_cache(maxsize=1)
-def _retrying_storage_class():
+def _retrying_storage_class() -> type[RetryingRDBStorage]:
     """An RDBStorage subclass whose database calls go through :func:`retry_db` (built on first use)."""
     import optuna
 
     base = optuna.storages.RDBStorage
 
-    def wrap(name: str):
+    def wrap(name: str) -> Callable[..., Any]:
         method = getattr(base, name)
 
         @functools.wraps(method)
-        def retried(self, *args, **kwargs):
+        def retried(self: RetryingRDBStorage, *args: Any, **kwargs: Any) -> Any:
             return retry_db(
                 lambda: method(self, *args, **kwargs), f"calling {name.strip('_')}", self._maskcls_retry_seconds
             )
 
         return retried
 
-    def native_value(name: str):
+    def native_value(name: str) -> Callable[..., Any]:
         method = namespace[name]
 
         @functools.wraps(method)
-        def converted(self, *args, **kwargs):
+        def converted(self: RetryingRDBStorage, *args: Any, **kwargs: Any) -> Any:
             # NOTE Optuna stores attrs with json.dumps: numpy scalars (a GridSampler over numpy ints writes its
             # grid as a system attr) would raise "Object of type int64 is not JSON serializable" half-way
             # through creating a trial
@@ -301,16 +312,25 @@ def _retrying_storage_class():
 
         return converted
 
-    def set_trial_param(self, trial_id, param_name, param_value_internal, distribution):
+    def set_trial_param(
+        self: RetryingRDBStorage,
+        trial_id: int,
+        param_name: str,
+        param_value_internal: float,
+        distribution: optuna.distributions.BaseDistribution,
+    ) -> None:
         if isinstance(distribution, optuna.distributions.CategoricalDistribution) and any(
             type(c).__module__ == "numpy" for c in distribution.choices
         ):
-            distribution = optuna.distributions.CategoricalDistribution(to_native(tuple(distribution.choices)))
+            choices = cast(
+                tuple[optuna.distributions.CategoricalChoiceType, ...], to_native(tuple(distribution.choices))
+            )
+            distribution = optuna.distributions.CategoricalDistribution(choices)
         return namespace["_set_trial_param_retried"](
-            self, trial_id, param_name, float(to_native(param_value_internal)), distribution
+            self, trial_id, param_name, float(cast(float, to_native(param_value_internal))), distribution
         )
 
-    def record_heartbeat(self, trial_id: int) -> None:
+    def record_heartbeat(self: RetryingRDBStorage, trial_id: int) -> None:
         # Retried at the heartbeat's own pace, so the heartbeat resumes within one interval of the
         # database coming back (Optuna's heartbeat thread would otherwise die on the first error).
         retry_db(
@@ -322,7 +342,7 @@ def _retrying_storage_class():
 
     from maskcls_hpo.hpo._optuna import RETRIED_METHODS
 
-    namespace = {name: wrap(name) for name in RETRIED_METHODS if hasattr(base, name)}
+    namespace: dict[str, Any] = {name: wrap(name) for name in RETRIED_METHODS if hasattr(base, name)}
     for name in ("set_trial_user_attr", "set_trial_system_attr", "set_study_user_attr", "set_study_system_attr"):
         namespace[name] = native_value(name)
     namespace["_set_trial_param_retried"] = namespace["set_trial_param"]
@@ -332,10 +352,10 @@ def _retrying_storage_class():
     namespace["__doc__"] = "Optuna's RDBStorage with transient database errors retried (maskcls-hpo)."
     namespace["__module__"] = __name__
     namespace["__qualname__"] = "RetryingRDBStorage"
-    return type("RetryingRDBStorage", (base,), namespace)
+    return cast("type[RetryingRDBStorage]", type("RetryingRDBStorage", (base,), namespace))
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> type[RetryingRDBStorage]:
     # `maskcls_hpo.hpo.store._rdb.RetryingRDBStorage` is built on first use (Optuna is a heavy import); this makes
     # the name resolvable, so a storage can be pickled (e.g. to a multiprocessing child) and loaded again.
     if name == "RetryingRDBStorage":
@@ -349,7 +369,7 @@ def open_storage(
     *,
     create: bool = True,
     retry_seconds: float | None = None,
-):
+) -> optuna.storages.RDBStorage:
     """Open Optuna's :class:`~optuna.storages.RDBStorage` on `url` (already resolved).
 
     Heartbeat is always on (`heartbeat` or :meth:`HeartbeatSettings.from_env`) with

@@ -8,6 +8,8 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import sqlalchemy
 
@@ -15,6 +17,8 @@ from maskcls_hpo.errors import StorageError
 from maskcls_hpo.hpo.store._secrets import first_line, mask_password
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 
 ENV_DB_RETRY_SECONDS = "MASKCLS_HPO_DB_RETRY_SECONDS"
@@ -99,7 +103,7 @@ def _retry_budget(seconds: float | None) -> float:
         raise StorageError(f"environment variable {ENV_DB_RETRY_SECONDS}={raw!r} is not a number of seconds") from None
 
 
-def retry_db(fn, what: str, seconds: float | None = None, max_delay: float = 10.0):
+def retry_db(fn: Callable[[], _T], what: str, seconds: float | None = None, max_delay: float = 10.0) -> _T:
     """Call `fn()`; on a transient database error (:func:`is_transient_db_error`) wait and call it again.
 
     Waits 0.5, 1, 2, 4, ... seconds (at most `max_delay`) for up to `seconds` in total (default: env

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from maskcls_hpo.errors import StorageError
 from maskcls_hpo.hpo.store._rdb import open_storage
 from maskcls_hpo.hpo.store._secrets import mask_password
 from maskcls_hpo.hpo.store._url import resolve_storage
 
+if TYPE_CHECKING:
+    import optuna
 
-def open_study(storage: str | Path | None = None, study_name: str | None = None, password_file: str | None = None):
+
+def open_study(
+    storage: str | Path | None = None,
+    study_name: str | None = None,
+    password_file: str | os.PathLike[str] | None = None,
+) -> optuna.Study:
     """Open an existing study for reading (``optuna.Study``).
 
     Args:

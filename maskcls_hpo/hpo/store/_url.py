@@ -28,7 +28,7 @@ ENV_OPTUNA_STORAGE = "OPTUNA_STORAGE"  # Optuna's own CLI reads it (`optuna tria
 ENV_PASSWORD_FILE = "MASKCLS_HPO_PASSWORD_FILE"
 
 
-def _read_password_file(path: str) -> str:
+def _read_password_file(path: str | os.PathLike[str]) -> str:
     p = Path(path).expanduser()
     try:
         return p.read_text(encoding="utf-8").strip()
@@ -84,7 +84,7 @@ def resolve_storage(
     value: str | os.PathLike[str] | None = None,
     *,
     must_exist: bool = False,
-    password_file: str | None = None,
+    password_file: str | os.PathLike[str] | None = None,
     given_as: str = "--storage",
 ) -> ResolvedStorage:
     """Turn `--storage` (or nothing) into a full SQLAlchemy URL and say where it came from.
@@ -119,8 +119,8 @@ def resolve_storage(
         ) from None
     _remember_secret(url.password if isinstance(url.password, str) else None)
     for key in _QUERY_PASSWORD_KEYS:
-        value = url.query.get(key)
-        _remember_secret(value if isinstance(value, str) else None)
+        query_value = url.query.get(key)
+        _remember_secret(query_value if isinstance(query_value, str) else None)
     backend = url.get_backend_name()
     if backend in ("postgres", "postgresql"):
         url = url.set(drivername="postgresql+psycopg")
@@ -162,7 +162,7 @@ def resolve_storage_url(
     value: str | os.PathLike[str] | None = None,
     *,
     must_exist: bool = False,
-    password_file: str | None = None,
+    password_file: str | os.PathLike[str] | None = None,
     given_as: str = "--storage",
 ) -> str:
     """:func:`resolve_storage` without the source: the full SQLAlchemy URL (str, password included).

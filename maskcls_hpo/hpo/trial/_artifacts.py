@@ -36,16 +36,23 @@ import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import optuna
+from numpy.typing import ArrayLike, NDArray
 
 from maskcls_hpo.hpo.attrs import OBJECTIVE_NAME, TrialAttrs, checkpoint_dir
 from maskcls_hpo.hpo.signals import deferred_interrupts
 from maskcls_hpo.hpo.store import artifact_dir, mask_password
 from maskcls_hpo.labels import GENDER_SHORT, MASK_NAMES, NUM_CLASSES, age_band_names, class_labels, decode_label
 from maskcls_hpo.metrics import VAL_PREDICTIONS_FILE, read_val_predictions
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from optuna.artifacts import FileSystemArtifactStore
+
+    from maskcls_hpo.train import TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +76,9 @@ def _parts(y: int, ages: Sequence[str]) -> tuple[str, str, str]:
     return MASK_NAMES[mask], GENDER_SHORT[gender], ages[band]
 
 
-def open_artifact_store(storage_url: str, root: str | Path | None = None, create: bool = True):
+def open_artifact_store(
+    storage_url: str, root: str | Path | None = None, create: bool = True
+) -> tuple[FileSystemArtifactStore, Path]:
     """Optuna's ``FileSystemArtifactStore`` on :func:`maskcls_hpo.hpo.store.artifact_dir` of `storage_url`.
 
     Args:
@@ -86,7 +95,7 @@ def open_artifact_store(storage_url: str, root: str | Path | None = None, create
     return FileSystemArtifactStore(base_path=folder), folder
 
 
-def _check_confusion(confusion: Any) -> np.ndarray:
+def _check_confusion(confusion: ArrayLike) -> NDArray[np.int64]:
     matrix = np.asarray(confusion, dtype=np.int64)
     if matrix.shape != (NUM_CLASSES, NUM_CLASSES):
         raise ValueError(f"confusion matrix must be {NUM_CLASSES}x{NUM_CLASSES}, got shape {matrix.shape}")
@@ -94,7 +103,7 @@ def _check_confusion(confusion: Any) -> np.ndarray:
 
 
 def write_confusion_png(
-    confusion: Any, path: str | Path, age_bins: Sequence[int] = (30, 60), title: str = "", dpi: int = 100
+    confusion: ArrayLike, path: str | Path, age_bins: Sequence[int] = (30, 60), title: str = "", dpi: int = 100
 ) -> Path:
     """Draw an 18 x 18 confusion matrix as a PNG (matplotlib, no pyplot state; safe in any thread).
 
@@ -140,7 +149,10 @@ def write_confusion_png(
 
 
 def write_per_class_f1_csv(
-    per_class_f1: Sequence[float], path: str | Path, age_bins: Sequence[int] = (30, 60), confusion: Any = None
+    per_class_f1: Sequence[float | None],
+    path: str | Path,
+    age_bins: Sequence[int] = (30, 60),
+    confusion: ArrayLike | None = None,
 ) -> Path:
     """Write per-class F1 as CSV, one row per class (18 rows after the header).
 
@@ -186,13 +198,13 @@ def write_config_yaml(config: Mapping[str, Any], path: str | Path) -> Path:
 
 def upload_trial_artifacts(
     trial: optuna.Trial | optuna.trial.FrozenTrial,
-    artifact_store: Any,
+    artifact_store: FileSystemArtifactStore,
     *,
     config: Mapping[str, Any] | None,
-    confusion: Any = None,
-    per_class_f1: Sequence[float] | None = None,
+    confusion: ArrayLike | None = None,
+    per_class_f1: Sequence[float | None] | None = None,
     title: str = "",
-    storage: Any = None,
+    storage: optuna.storages.BaseStorage | None = None,
     val_predictions: str | Path | None = None,
 ) -> list[str]:
     """Write the trial's artifacts into a temporary folder and upload each with Optuna's artifact API.
@@ -213,16 +225,16 @@ def upload_trial_artifacts(
 
     age_bins = tuple((config or {}).get("age_bins") or (30, 60))
     has_confusion = confusion is not None and np.asarray(confusion).size == NUM_CLASSES**2
-    has_f1 = per_class_f1 is not None and len(per_class_f1) == NUM_CLASSES
+    f1_values = per_class_f1 if per_class_f1 is not None and len(per_class_f1) == NUM_CLASSES else None
     uploaded: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="maskcls_artifacts_") as tmp:
         files: list[Path] = []
-        if has_confusion:
+        if confusion is not None and has_confusion:
             files.append(write_confusion_png(confusion, Path(tmp) / CONFUSION_PNG, age_bins, title))
-        if has_f1:
+        if f1_values is not None:
             files.append(
                 write_per_class_f1_csv(
-                    per_class_f1, Path(tmp) / PER_CLASS_CSV, age_bins, confusion if has_confusion else None
+                    f1_values, Path(tmp) / PER_CLASS_CSV, age_bins, confusion if has_confusion else None
                 )
             )
         if config:
@@ -258,12 +270,12 @@ class TrialArtifactUploader:
         storage_url: the resolved storage URL; the artifact folder is ``artifact_dir(storage_url, root)``.
     """
 
-    def __init__(self, storage_url: str, root: str | Path | None = None):
+    def __init__(self, storage_url: str, root: str | Path | None = None) -> None:
         self.folder = artifact_dir(storage_url, root)
-        self._store = None
+        self._store: FileSystemArtifactStore | None = None
 
     @property
-    def store(self):
+    def store(self) -> FileSystemArtifactStore:
         """The ``FileSystemArtifactStore`` (its folder is made on first use)."""
         if self._store is None:
             from optuna.artifacts import FileSystemArtifactStore
@@ -275,10 +287,10 @@ class TrialArtifactUploader:
     def upload(
         self,
         trial: optuna.Trial,
-        confusion: Any,
-        per_class_f1: Any,
-        best_epoch: Any,
-        best_f1: Any,
+        confusion: ArrayLike | None,
+        per_class_f1: Sequence[float | None] | None,
+        best_epoch: int | None,
+        best_f1: float | None,
         val_predictions: str | Path | None = None,
     ) -> list[str]:
         """Upload one trial's files; returns the file names, or [] after logging a warning on any error.
@@ -311,7 +323,7 @@ class TrialArtifactUploader:
             )
             return []
 
-    def __call__(self, trial: optuna.Trial, result: Any) -> None:
+    def __call__(self, trial: optuna.Trial, result: TrainResult) -> None:
         """`after_trial` hook: `result` is the trial's :class:`~maskcls_hpo.train.TrainResult`."""
         self.upload(
             trial,
@@ -359,7 +371,7 @@ def load_val_predictions(
     checkpoints: str | Path | None = None,
     storage_url: str | None = None,
     artifact_root: str | Path | None = None,
-):
+) -> pd.DataFrame | None:
     """A trial's best-epoch validation predictions as a DataFrame (:func:`maskcls_hpo.metrics.read_val_predictions`),
     or None when neither copy can be read.
 
@@ -369,13 +381,13 @@ def load_val_predictions(
     """
     from maskcls_hpo.hpo._optuna import storage_of
 
-    candidates: list[Callable[[], Any]] = []
+    candidates: list[Callable[[], pd.DataFrame | None]] = []
     if checkpoints is not None:
         local = checkpoint_dir(Path(checkpoints) / study.study_name, trial.number) / VAL_PREDICTIONS_CSV
         candidates.append(lambda: read_val_predictions(local) if local.is_file() else None)
     if storage_url is not None:
 
-        def from_artifact() -> Any:
+        def from_artifact() -> pd.DataFrame | None:
             from optuna.artifacts import get_all_artifact_meta
 
             folder = artifact_dir(storage_url, artifact_root)
@@ -402,7 +414,7 @@ def load_val_predictions(
     return None
 
 
-def _md_code(text: Any) -> str:
+def _md_code(text: object) -> str:
     """Inline markdown code span (backticks in the text are dropped)."""
     return "`" + mask_password(str(text)).replace("`", "") + "`"
 

@@ -32,12 +32,19 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
 from maskcls_hpo.errors import LaunchError
 from maskcls_hpo.hpo.store import mask_password
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from torch.utils.tensorboard import SummaryWriter
+    from torch.utils.tensorboard.writer import FileWriter
+
+    from maskcls_hpo.train import EpochResult
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +73,13 @@ def tensorboard_available() -> bool:
     return True
 
 
+def _file_writer(writer: SummaryWriter) -> FileWriter:
+    """The writer's event file writer (``SummaryWriter`` opens it in ``__init__``; typed Optional by torch)."""
+    file_writer = writer.file_writer
+    assert file_writer is not None
+    return file_writer
+
+
 def trial_log_dir(root: Path, trial_number: int) -> Path:
     """TensorBoard folder of one trial: ``<root>/trial_<number:05d>`` (root = ``<tensorboard>/<study>``)."""
     return Path(root) / f"trial_{trial_number:05d}"
@@ -75,7 +89,7 @@ def _hparam(value: Any) -> bool | int | float | str:
     return value if isinstance(value, bool | int | float | str) else str(value)
 
 
-def _mlflow_client(uri: str):
+def _mlflow_client(uri: str) -> MlflowClient:
     from mlflow import MlflowClient
 
     # MLflow logs its database set-up at INFO on its own handler; the launch's live view has no room for it
@@ -84,7 +98,7 @@ def _mlflow_client(uri: str):
     return MlflowClient(tracking_uri=uri)
 
 
-def _experiment_id(client: Any, name: str) -> str:
+def _experiment_id(client: MlflowClient, name: str) -> str:
     """The id of experiment `name`, created when missing (a concurrent creation by another worker is fine)."""
     found = client.get_experiment_by_name(name)
     if found is not None:
@@ -132,14 +146,20 @@ class TrialRun:
     Made by :meth:`TrialTracker.start`.
     """
 
-    def __init__(self, number: int, writer: Any = None, mlflow: tuple[Any, str] | None = None, hparams: Any = None):
+    def __init__(
+        self,
+        number: int,
+        writer: SummaryWriter | None = None,
+        mlflow: tuple[MlflowClient, str] | None = None,
+        hparams: tuple[Any, Any, Any] | None = None,
+    ) -> None:
         self.number = number
         self._writer = writer
         self._mlflow = mlflow
-        self._hparams = hparams  # (exp, ssi, sei) of torch's hparams summary
+        self._hparams = hparams  # (exp, ssi, sei) of torch's hparams summary (untyped protobuf messages)
         self._ended = False
 
-    def _tb(self, what: str, fn: Any) -> None:
+    def _tb(self, what: str, fn: Callable[[SummaryWriter], None]) -> None:
         if self._writer is None:
             return
         try:
@@ -148,7 +168,7 @@ class TrialRun:
             log.warning("trial %d: TensorBoard %s failed (%s: %s); off", self.number, what, type(err).__name__, err)
             self._close_writer()
 
-    def _ml(self, what: str, fn: Any) -> None:
+    def _ml(self, what: str, fn: Callable[[MlflowClient, str], None]) -> None:
         if self._mlflow is None:
             return
         try:
@@ -166,17 +186,17 @@ class TrialRun:
             except Exception:  # noqa: BLE001
                 pass
 
-    def epoch(self, r: Any) -> None:
+    def epoch(self, r: EpochResult) -> None:
         """Log one epoch (an :class:`~maskcls_hpo.train.EpochResult`; step = ``r.epoch``). NaN values are skipped."""
 
-        def tb(w: Any) -> None:
+        def tb(w: SummaryWriter) -> None:
             for tag, name in SCALARS.items():
                 value = float(getattr(r, name))
                 if math.isfinite(value):
                     w.add_scalar(tag, value, r.epoch)
             w.flush()
 
-        def ml(client: Any, run_id: str) -> None:
+        def ml(client: MlflowClient, run_id: str) -> None:
             from mlflow.entities import Metric
 
             now = int(time.time() * 1000)
@@ -196,20 +216,20 @@ class TrialRun:
         if self._ended:
             return
         self._ended = True
-        finite = value is not None and math.isfinite(value)
+        best = float(value) if value is not None and math.isfinite(value) else None
 
-        def tb(w: Any) -> None:
-            if finite:
-                w.add_scalar(BEST_TAG, float(value), 0)
+        def tb(w: SummaryWriter) -> None:
+            if best is not None:
+                w.add_scalar(BEST_TAG, best, 0)
             if self._hparams is not None:
-                w.file_writer.add_summary(self._hparams[2])
+                _file_writer(w).add_summary(self._hparams[2])
             w.add_text("state", f"{state}{': ' + reason if reason else ''}", 0)
 
-        def ml(client: Any, run_id: str) -> None:
+        def ml(client: MlflowClient, run_id: str) -> None:
             from mlflow.entities import Metric, RunTag
 
             tags = [RunTag("state", state)] + ([RunTag("reason", reason[:500])] if reason else [])
-            metrics = [Metric("best_val_macro_f1", float(value), int(time.time() * 1000), 0)] if finite else []
+            metrics = [Metric("best_val_macro_f1", best, int(time.time() * 1000), 0)] if best is not None else []
             client.log_batch(run_id, metrics=metrics, tags=tags)
             client.set_terminated(run_id, MLFLOW_STATUS.get(state, "FINISHED"))
 
@@ -246,7 +266,9 @@ class TrialTracker:
         self._experiment: str | None = None
         self._runs: dict[int, TrialRun] = {}
 
-    def _writer(self, number: int, params: Mapping[str, Any]) -> tuple[Any, Any]:
+    def _writer(
+        self, number: int, params: Mapping[str, Any]
+    ) -> tuple[SummaryWriter | None, tuple[Any, Any, Any] | None]:
         if self.tensorboard_dir is None:
             return None, None
         if self._tb_ok is None:
@@ -263,14 +285,14 @@ class TrialTracker:
             summaries = None
             if params:
                 summaries = hparams({k: _hparam(v) for k, v in params.items()}, {"val/macro_f1": 0.0, BEST_TAG: 0.0})
-                writer.file_writer.add_summary(summaries[0])
-                writer.file_writer.add_summary(summaries[1])
+                _file_writer(writer).add_summary(summaries[0])
+                _file_writer(writer).add_summary(summaries[1])
             return writer, summaries
         except Exception as err:  # noqa: BLE001 - tracking never fails a trial
             log.warning("trial %d: no TensorBoard scalars (%s: %s)", number, type(err).__name__, err)
             return None, None
 
-    def _mlflow_run(self, number: int, params: Mapping[str, Any]) -> tuple[Any, str] | None:
+    def _mlflow_run(self, number: int, params: Mapping[str, Any]) -> tuple[MlflowClient, str] | None:
         if not self.mlflow_uri:
             return None
         try:
@@ -301,7 +323,7 @@ class TrialTracker:
         writer, summaries = self._writer(number, params)
         return TrialRun(number, writer, self._mlflow_run(number, params), summaries)
 
-    def epoch(self, number: int, params: Mapping[str, Any], r: Any) -> None:
+    def epoch(self, number: int, params: Mapping[str, Any], r: EpochResult) -> None:
         """Log one epoch of trial `number` (its run starts with the first epoch)."""
         if number not in self._runs:
             self._runs[number] = self.start(number, params)
@@ -315,11 +337,14 @@ class TrialTracker:
             try:
                 value = objective(trial)
             except BaseException as err:
-                run = self._runs.pop(trial.number, None) or self.start(trial.number, trial.params)
-                run.end_with(err)
+                self._run_of(trial).end_with(err)
                 raise
-            run = self._runs.pop(trial.number, None) or self.start(trial.number, trial.params)
-            run.end("COMPLETE", value)
+            self._run_of(trial).end("COMPLETE", value)
             return value
 
         return tracked
+
+    def _run_of(self, trial: optuna.Trial) -> TrialRun:
+        """The trial's run, taken out of the running ones (started now when it had none)."""
+        run = self._runs.pop(trial.number, None)
+        return run if run is not None else self.start(trial.number, trial.params)

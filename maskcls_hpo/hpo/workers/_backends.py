@@ -65,8 +65,8 @@ class WorkerPool(Protocol):
     def close(self) -> None:
         """Release what the pool holds here (log files); the workers are not touched."""
 
-    def returncodes(self) -> list[int]:
-        """Exit codes by worker index (negative: killed by that signal)."""
+    def returncodes(self) -> Sequence[int | None]:
+        """Exit codes by worker index (negative: killed by that signal; None: still running)."""
 
     def states(self) -> dict[str, int] | None:
         """Workers by state for the live view (e.g. ``{"RUNNING": 2}``), or None when there is nothing to add."""
@@ -92,8 +92,9 @@ class WorkerPool(Protocol):
 class Backend(Protocol):
     """What the user chose about where workers run; makes the :class:`WorkerPool` of a prepared study."""
 
-    name: str
-    """``local`` or ``slurm``: for messages and the result."""
+    @property
+    def name(self) -> str:
+        """``local`` or ``slurm``: for messages and the result."""
 
     @property
     def detach(self) -> bool:

@@ -246,6 +246,7 @@ class LocalWorkers:
                 continue
             if p._log is not None:
                 p._log.close()
+            assert p.log_path is not None and p.settings_path is not None  # a worker that ran a trial was started
             with open(p.log_path, "a", encoding="utf-8") as fh:
                 fh.write(f"--- worker {p.index} exited after a hung trial (code {EXIT_HUNG}); a new process starts\n")
             log.warning("worker %d exited after a hung trial; starting a new process", p.index)
@@ -275,11 +276,11 @@ class LocalWorkers:
                 on_poll()
             # NOTE wakes as soon as a worker exits: the last one's exit ends the launch without a poll's delay
             wait_for_exit([p.process for p in self.procs if p.returncode is None], poll_interval)
-        return self.returncodes()
+        return [p.process.wait() for p in self.procs]  # every process has exited: wait() returns its code at once
 
-    def returncodes(self) -> list[int]:
+    def returncodes(self) -> list[int | None]:
         """Exit codes by worker index (None for one still running)."""
-        return [p.returncode for p in self.procs]  # type: ignore[misc]
+        return [p.returncode for p in self.procs]
 
     def stop(self, term_timeout: float = 60.0, kill_timeout: float = 30.0) -> list[int | None]:
         """Stop every worker: SIGTERM (each closes its running trial cleanly), then SIGKILL after `term_timeout`.
@@ -358,16 +359,18 @@ class LocalWorkers:
                 continue
             if p.log_path is None and p._log is not None:  # still on standby: its output is in a temp file
                 text = _read_all(p._log).decode("utf-8", errors="replace").strip().splitlines()
+            elif p.log_path is not None and p.log_path.is_file():
+                text = p.log_path.read_text(errors="replace").strip().splitlines()
             else:
-                has_log = p.log_path is not None and p.log_path.is_file()
-                text = p.log_path.read_text(errors="replace").strip().splitlines() if has_log else []
+                text = []
             lines.append(text[-1].strip() if text else f"worker {p.index}: no log")
         return "; ".join(lines) or "see the worker logs"
 
 
 def _read_all(fh: IO[bytes]) -> bytes:
     """Everything in the file behind `fh`, read with pread (the offset a child process shares is not moved)."""
-    fd, chunks, offset = fh.fileno(), [], 0
+    fd, offset = fh.fileno(), 0
+    chunks: list[bytes] = []
     while True:
         chunk = os.pread(fd, 1 << 16, offset)
         if not chunk:

@@ -33,7 +33,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -178,7 +177,7 @@ class _Worker:
     """What the loop works with, opened once by :func:`_open`."""
 
     settings: WorkerSettings
-    storage: Any
+    storage: optuna.storages.RDBStorage
     study: optuna.Study
     n_trials: int
     objective: Objective
@@ -251,9 +250,12 @@ def _open(settings: WorkerSettings, sweep: Sweep | None, objective: Objective | 
     # launch's checks before anything is created: database, schema, study, search space, data
     check_join(sweep, url, settings.study_name, settings.overrides, check_data=settings.check_data)
     storage = open_storage(url, settings.options.heartbeat)
+    runs: Sweep | ConfirmPlan
     if sweep is None:  # a confirm study: its fold runs and configs are stored in the study and its source
-        sweep = retry_db(lambda: load_plan(storage, settings.study_name), "loading the confirm plan")
-    study = retry_db(lambda: _load_study(storage, sweep, settings), "loading the study")
+        runs = retry_db(lambda: load_plan(storage, settings.study_name), "loading the confirm plan")
+    else:
+        runs = sweep
+    study = retry_db(lambda: _load_study(storage, runs, settings), "loading the study")
     n_trials = settings.n_trials or study.user_attrs.get(StudyAttrs.N_TRIALS)
     if not n_trials:
         raise LaunchError(f"study '{settings.study_name}' has no trial budget: pass --n-trials")
@@ -261,8 +263,8 @@ def _open(settings: WorkerSettings, sweep: Sweep | None, objective: Objective | 
     dog = settings.options.watchdog
     watchdog = TrialWatchdog(study, dog.seconds, dog.factor, dog.first_epoch) if dog.on else None
     if objective is None:
-        objective = _training_objective(settings, url, sweep, label, watchdog)
-    if isinstance(sweep, ConfirmPlan):
+        objective = _training_objective(settings, url, runs, label, watchdog)
+    if isinstance(runs, ConfirmPlan):
         objective = requeue_failed(objective)  # a failed fold run is queued again: each run once, exact budget
     slurm = slurm_task_of_env()
     return _Worker(settings, storage, study, int(n_trials), objective, watchdog, label, slurm, time.monotonic())
@@ -290,7 +292,9 @@ def _training_objective(
     return uploader.wrap(objective, checkpoint_root)
 
 
-def _load_study(storage: Any, sweep: Sweep | ConfirmPlan, settings: WorkerSettings) -> optuna.Study:
+def _load_study(
+    storage: optuna.storages.BaseStorage, sweep: Sweep | ConfirmPlan, settings: WorkerSettings
+) -> optuna.Study:
     """The study with this worker's sampler, sized to `n_trials` (None: the study's stored budget)."""
     n_trials = settings.n_trials
     if n_trials is None:

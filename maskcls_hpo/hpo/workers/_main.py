@@ -10,7 +10,7 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TextIO
 
 from pydantic import ValidationError
 
@@ -53,7 +53,7 @@ def import_in_background(names: tuple[str, ...] = LATER_IMPORTS) -> threading.Th
     return thread
 
 
-def standby(stdin: Any = None, imports: tuple[str, ...] = STANDBY_IMPORTS) -> tuple[Path, Path] | None:
+def standby(stdin: TextIO | None = None, imports: tuple[str, ...] = STANDBY_IMPORTS) -> tuple[Path, Path] | None:
     """Import what a trial needs, then wait for the launcher's line on `stdin`: the settings and log file.
 
     The line is JSON ``{"settings": PATH, "log": PATH, "carry_output": BOOL}``; the process's stdout and stderr

@@ -20,7 +20,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 from sqlalchemy.engine import URL, make_url
 
 from maskcls_hpo.errors import LaunchError, MaskclsError
@@ -96,7 +105,7 @@ class Watchdog(BaseModel):
 
     @field_validator("seconds", "first_epoch")
     @classmethod
-    def _duration(cls, value: float, info: Any) -> float:
+    def _duration(cls, value: float, info: ValidationInfo) -> float:
         flag = "--watchdog" if info.field_name == "seconds" else "watchdog first_epoch"
         checked = _seconds(value, flag)
         assert checked is not None
@@ -167,8 +176,8 @@ class RunOptions(BaseModel):
 
     @field_validator("checkpoints", "logs", "data_dir")
     @classmethod
-    def _folders(cls, value: Path | None, info: Any) -> Path | None:
-        return _folder(value, FLAGS[info.field_name])
+    def _folders(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return _folder(value, _flag(info))
 
     @field_validator("password_file")
     @classmethod
@@ -184,9 +193,9 @@ class RunOptions(BaseModel):
 
     @field_validator("storage", "mlflow")
     @classmethod
-    def _not_blank(cls, value: str | None, info: Any) -> str | None:
+    def _not_blank(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is not None and value.strip() == "":
-            raise ValueError(f"{FLAGS[info.field_name]} is empty; leave it out for the default")
+            raise ValueError(f"{_flag(info)} is empty; leave it out for the default")
         return value
 
     @field_validator("device")
@@ -247,6 +256,12 @@ class RunOptions(BaseModel):
         """
         pw = str(self.password_file) if self.password_file is not None else None
         return resolve_storage(self.storage, must_exist=must_exist, password_file=pw)
+
+
+def _flag(info: ValidationInfo) -> str:
+    """The command-line flag of the field a :class:`RunOptions` validator checks (``--checkpoints``, ...)."""
+    assert info.field_name is not None  # pydantic names the field for every field validator
+    return FLAGS[info.field_name]
 
 
 def _validated(cls: type[RunOptions], values: dict[str, Any]) -> RunOptions:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
@@ -12,8 +12,13 @@ from maskcls_hpo.hpo._optuna import rdb_of, storage_of
 from maskcls_hpo.hpo.attrs import StudyAttrs
 from maskcls_hpo.hpo.trial import Sweep
 
+if TYPE_CHECKING:
+    import pandas as pd
 
-def _input_size(config: Any) -> tuple[int, int]:
+    from maskcls_hpo.config import TrainConfig
+
+
+def _input_size(config: TrainConfig) -> tuple[int, int]:
     """The model's input size (H, W) for `config`: its `image_size`, else what timm says for the model."""
     if config.image_size is not None:
         # NOTE resolve_preprocessing returns a set image_size unchanged; no model is built (and torch / timm are
@@ -27,7 +32,7 @@ def _input_size(config: Any) -> tuple[int, int]:
     return image_size
 
 
-def _samples_and_size(config: Any, verify: bool = True) -> tuple[Any, tuple[int, int]]:
+def _samples_and_size(config: TrainConfig, verify: bool = True) -> tuple[pd.DataFrame, tuple[int, int]]:
     """The training samples (every image decoded as a check when `verify`) and the model's input size (H, W)."""
     from maskcls_hpo.data import load_train
 
@@ -35,7 +40,7 @@ def _samples_and_size(config: Any, verify: bool = True) -> tuple[Any, tuple[int,
     return samples, _input_size(config)
 
 
-def prepare_data(config: Any) -> dict[str, Any]:
+def prepare_data(config: TrainConfig) -> dict[str, Any]:
     """Check the dataset and the pretrained weights, build the cache once.
 
     Runs in the launching process before any trial starts, so a bad dataset or missing weights is one message
