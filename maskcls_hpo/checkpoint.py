@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from maskcls_hpo._util import atomic_path
-from maskcls_hpo.errors import TrainingError
+from maskcls_hpo.errors import ConfigError, TrainingError
 from maskcls_hpo.metrics import VAL_PREDICTIONS_FILE
 
 if TYPE_CHECKING:
@@ -47,6 +47,7 @@ __all__ = [
     "copy_run_file",
     "write_model_file",
     "load_checkpoint",
+    "check_resume",
     "resume",
 ]
 
@@ -197,6 +198,28 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise TrainingError(f"'{path}' is not a maskcls-hpo checkpoint ({CHECKPOINT_FORMAT})", reason="bad checkpoint")
     return ckpt
+
+
+def check_resume(path: Path, config: TrainConfig) -> int:
+    """Check that the run whose `last.pt` is `path` can go on with `config`, before anything is written.
+
+    Returns:
+        The epochs the run has finished (training goes on at the next one).
+
+    Raises:
+        TrainingError: `path` is missing or not a checkpoint.
+        ConfigError: it was trained with another seed than ``config.seed``, or it has already finished
+            ``config.epochs`` epochs (one line each, saying which option to change).
+    """
+    ckpt = load_checkpoint(path)
+    done, theirs = int(ckpt["epoch"]), ckpt.get("seed")
+    if theirs is not None and int(theirs) != config.seed:
+        raise ConfigError(f"{path} was trained with seed {theirs}, the config says {config.seed}; drop --seed")
+    if done >= config.epochs:
+        raise ConfigError(
+            f"{path.parent} already finished epoch {done} of {config.epochs}; pass --epochs N (N > {done}) to train on"
+        )
+    return done
 
 
 def resume(run: Trainable, path: Path, out_dir: Path | None) -> Resumed:

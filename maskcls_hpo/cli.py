@@ -12,10 +12,19 @@ import functools
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, Optional
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from maskcls_hpo.config import TrainConfig
+    from maskcls_hpo.errors import DataError
+    from maskcls_hpo.hpo.launch import SweepResult
+    from maskcls_hpo.hpo.select import ConfirmResult
+    from maskcls_hpo.hpo.store import ResolvedStorage
+    from maskcls_hpo.hpo.workers import Progress, RunOptions, SweepEvents
+    from maskcls_hpo.train import EpochResult, TrainResult
 
 __all__ = ["app"]
 
@@ -135,56 +144,27 @@ def check_data_cmd(
     corrections: Optional[str] = typer.Option(None, help="'known' or a corrections CSV (id,field,value)."),
 ) -> None:
     """Check a dataset: print its summary, or every problem by path (exit 1)."""
-    from rich.table import Table
-
-    from maskcls_hpo.data import DataError, check_train, load_eval, load_train, summarize
-    from maskcls_hpo.labels import GENDERS, MASK_NAMES, age_band_names, check_age_bins, decode_label
+    from maskcls_hpo.data import check_dataset
+    from maskcls_hpo.labels import check_age_bins
+    from maskcls_hpo.results.dataset import dataset_tables
 
     try:
         bins = check_age_bins(age_bins.split(","))
     except ValueError:
         fail(f"--age-bins must be two increasing ages in years, e.g. 30,60 (got {age_bins!r})")
-    problems = check_train(data_dir)
-    samples = None
-    if not problems:
-        try:
-            samples = load_train(data_dir, age_bins=bins, corrections=corrections, verify=False)
-        except DataError as err:
-            problems += err.problems
-    eval_part = None
-    if (data_dir / "eval").exists():
-        try:
-            eval_part = load_eval(data_dir)
-        except DataError as err:
-            problems += err.problems
-    if problems:
-        for line in problems:
-            console.print(line, markup=False, highlight=False, soft_wrap=True)
-        fail(f"{len(problems)} problem(s) in {data_dir}; fix them and run check-data again")
-
-    s = summarize(samples)
-    band_names = age_band_names(bins)
+    found = check_dataset(data_dir, age_bins=bins, corrections=corrections)
+    if found.problems:
+        _print_problems(found.problems)
+        fail(f"{len(found.problems)} problem(s) in {data_dir}; fix them and run check-data again")
     out = Console()
-    overview = Table(title=f"train part of {data_dir}", show_header=False)
-    overview.add_row("persons", str(s["persons"]))
-    overview.add_row("images", str(s["images"]))
-    overview.add_row("extensions", ", ".join(f"{k} {v}" for k, v in s["extensions"].items()))
-    for task, names in (("mask", MASK_NAMES), ("gender", GENDERS), ("age", band_names)):
-        overview.add_row(task, ", ".join(f"{n} {c}" for n, c in zip(names, s[task], strict=True)))
-    for change in samples.attrs.get("corrections", []):
-        overview.add_row("correction", change)
-    skipped = samples.attrs.get("corrections_skipped", [])
-    if skipped:
-        overview.add_row("corrections skipped", f"{len(skipped)} id(s) not in the data")
-    overview.add_row("eval images", str(len(eval_part)) if eval_part is not None else "no eval/ folder")
-    out.print(overview)
-    classes = Table(title="images per class", caption="class id: see maskcls_hpo.labels")
-    for col in ("class", "mask", "gender", "age", "images"):
-        classes.add_column(col, justify="right" if col in ("class", "images") else "left")
-    for y, count in enumerate(s["classes"]):
-        mask, gender, band = decode_label(y)
-        classes.add_row(str(y), MASK_NAMES[mask], GENDERS[gender], band_names[band], str(count))
-    out.print(classes)
+    for table in dataset_tables(found, data_dir, bins):
+        out.print(table)
+
+
+def _print_problems(problems: list[str]) -> None:
+    """One line per problem on stderr, as it is (no markup, never wrapped)."""
+    for line in problems:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 # --- training -------------------------------------------------------------------------------------
@@ -212,31 +192,21 @@ def train_cmd(
     """Train one model from a config (independent of any study)."""
     import yaml
 
-    from maskcls_hpo.config import TrainConfig, config_from_mapping, load_config, save_config
+    from maskcls_hpo.config import resume_files, run_config, save_config
     from maskcls_hpo.data import DataError, load_train
-    from maskcls_hpo.errors import ConfigError
 
     last = None
     if resume is not None:
-        last = resume / "last.pt"
-        if not last.is_file():
-            fail(f"{resume}: no last.pt to resume from; pass the folder a `maskcls-hpo train` run wrote (--out)")
-        if config is None:
-            config = resume / "config.yaml"
-            if not config.is_file():
-                fail(f"{resume}: no config.yaml beside last.pt; pass the run's config with --config")
+        last, config = resume_files(resume, config)
         out = out or resume
     out = out or Path("runs/train")
-    cfg = load_config(config) if config is not None else TrainConfig()
-    overrides = {
+    flags = {
         "data_dir": str(data_dir) if data_dir else None,
         "epochs": epochs,
         "seed": seed,
         "full_data": full_data or None,
     }
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    if overrides:
-        cfg = config_from_mapping(cfg.to_dict() | overrides, source=f"{config or 'defaults'} + options")
+    cfg = run_config(config, flags)
     if print_config:
         typer.echo(yaml.safe_dump(cfg.to_dict(), sort_keys=False), nl=False)
         return
@@ -244,65 +214,83 @@ def train_cmd(
     try:
         load_train(cfg.data_dir, age_bins=cfg.age_bins, corrections=cfg.corrections, verify=False)
     except DataError as err:
-        if len(err.problems) > 1:
-            for line in err.problems:
-                console.print(line, markup=False, highlight=False, soft_wrap=True)
-            fail(f"{len(err.problems)} problem(s) in {cfg.data_dir}; see `maskcls-hpo check-data`; nothing written")
-        fail(f"{err}; nothing written")
+        _fail_data(err, cfg.data_dir, "; nothing written")
+    done = 0
     if last is not None:
-        from maskcls_hpo.train import load_checkpoint
+        from maskcls_hpo.checkpoint import check_resume
 
-        ckpt = load_checkpoint(last)
-        done, theirs = int(ckpt["epoch"]), ckpt.get("seed")
-        if theirs is not None and int(theirs) != cfg.seed:
-            raise ConfigError(f"{last} was trained with seed {theirs}, the config says {cfg.seed}; drop --seed")
-        if done >= cfg.epochs:
-            fail(f"{resume} already finished epoch {done} of {cfg.epochs}; pass --epochs N (N > {done}) to train on")
+        done = check_resume(last, cfg)
     _setup_logging()
     import logging
 
     logging.getLogger("maskcls_hpo.train").setLevel(logging.WARNING)  # the table below shows every epoch
-    from maskcls_hpo.train import EpochResult, train
+    from maskcls_hpo.train import train
 
     out_console = Console(highlight=False, soft_wrap=True)
-    out_console.print(
-        f"training {cfg.model} ({cfg.head} head, {cfg.loss}, {cfg.optimizer} lr {cfg.lr:g}, batch {cfg.batch_size}, "
-        f"seed {cfg.seed}) for {cfg.epochs} epoch(s) on {cfg.data_dir}{' (all persons)' if cfg.full_data else ''} "
-        f"-> {out}" + (f" (resuming from {last}, epoch {done + 1})" if last is not None else "")
-    )
-    out_console.print(
-        f"{'epoch':>5} {'train loss':>10} {'val loss':>9} {'macro F1':>9} {'accuracy':>9} "
-        f"{'mask F1':>8} {'gender F1':>9} {'age F1':>7} {'lr':>9} {'s':>6} {'img/s':>7}"
-    )
-
-    def show(r: EpochResult) -> None:
-        t = r.task_f1
-        out_console.print(
-            f"{r.epoch:>5} {r.train_loss:>10.4f} {r.val_loss:>9.4f} {r.val_f1:>9.4f} {r.val_accuracy:>9.4f} "
-            f"{t['mask']:>8.4f} {t['gender']:>9.4f} {t['age']:>7.4f} {r.lr:>9.3g} {r.seconds:>6.1f} "
-            f"{r.images_per_second:>7.0f}{'  *' if r.is_best and not cfg.full_data else ''}"
-        )
-
+    resuming = f" (resuming from {last}, epoch {done + 1})" if last is not None else ""
+    out_console.print(_train_header(cfg, out) + resuming)
+    out_console.print(EPOCH_COLUMNS)
     try:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
-        result = train(cfg, out_dir=out, on_epoch=show, resume_from=last, progress=console.is_terminal)
-    except DataError as err:
-        if len(err.problems) > 1:
-            for line in err.problems:
-                console.print(line, markup=False, highlight=False, soft_wrap=True)
-            fail(f"{len(err.problems)} problem(s) in {cfg.data_dir}; see `maskcls-hpo check-data`")
-        fail(str(err))
-    if cfg.full_data:
-        out_console.print(f"trained on all persons; the last epoch ({result.best_epoch}) is kept")
-    else:
-        out_console.print(
-            f"best epoch {result.best_epoch}: val macro F1 {result.best_f1:.4f}, accuracy {result.best_accuracy:.4f}"
+        result = train(
+            cfg,
+            out_dir=out,
+            on_epoch=lambda r: out_console.print(_epoch_line(r, cfg.full_data)),
+            resume_from=last,
+            progress=console.is_terminal,
         )
-    out_console.print(
-        f"device {result.device}, peak memory {result.peak_memory_bytes / 2**20:.0f} MiB, seed {result.seed}; "
-        f"wrote {out}/model.pt, best.pt, last.pt, metrics.json, config.yaml"
+    except DataError as err:
+        _fail_data(err, cfg.data_dir)
+    for line in _train_footer(result, cfg.full_data, out):
+        out_console.print(line)
+
+
+EPOCH_COLUMNS = (
+    f"{'epoch':>5} {'train loss':>10} {'val loss':>9} {'macro F1':>9} {'accuracy':>9} "
+    f"{'mask F1':>8} {'gender F1':>9} {'age F1':>7} {'lr':>9} {'s':>6} {'img/s':>7}"
+)
+"""The header of `train`'s table, one row per epoch (:func:`_epoch_line`)."""
+
+
+def _fail_data(err: DataError, data_dir: str, then: str = "") -> NoReturn:
+    """Exit with a dataset's problems: one line each and a count, or the one problem; `then` ends the last line."""
+    if len(err.problems) > 1:
+        _print_problems(err.problems)
+        fail(f"{len(err.problems)} problem(s) in {data_dir}; see `maskcls-hpo check-data`{then}")
+    fail(f"{err}{then}")
+
+
+def _train_header(cfg: TrainConfig, out: Path) -> str:
+    """`train`'s first line: model, head, loss, optimizer, batch, seed, epochs, data and the run folder."""
+    return (
+        f"training {cfg.model} ({cfg.head} head, {cfg.loss}, {cfg.optimizer} lr {cfg.lr:g}, batch {cfg.batch_size}, "
+        f"seed {cfg.seed}) for {cfg.epochs} epoch(s) on {cfg.data_dir}{' (all persons)' if cfg.full_data else ''} "
+        f"-> {out}"
     )
+
+
+def _epoch_line(r: EpochResult, full_data: bool) -> str:
+    """One row of `train`'s table (:data:`EPOCH_COLUMNS`); ``*`` marks a new best epoch (not with full_data)."""
+    t = r.task_f1
+    return (
+        f"{r.epoch:>5} {r.train_loss:>10.4f} {r.val_loss:>9.4f} {r.val_f1:>9.4f} {r.val_accuracy:>9.4f} "
+        f"{t['mask']:>8.4f} {t['gender']:>9.4f} {t['age']:>7.4f} {r.lr:>9.3g} {r.seconds:>6.1f} "
+        f"{r.images_per_second:>7.0f}{'  *' if r.is_best and not full_data else ''}"
+    )
+
+
+def _train_footer(result: TrainResult, full_data: bool, out: Path) -> list[str]:
+    """`train`'s closing lines: the epoch kept and its scores, the device, peak memory and the files written."""
+    if full_data:
+        kept = f"trained on all persons; the last epoch ({result.best_epoch}) is kept"
+    else:
+        kept = f"best epoch {result.best_epoch}: val macro F1 {result.best_f1:.4f}, accuracy {result.best_accuracy:.4f}"
+    return [
+        kept,
+        f"device {result.device}, peak memory {result.peak_memory_bytes / 2**20:.0f} MiB, seed {result.seed}; "
+        f"wrote {out}/model.pt, best.pt, last.pt, metrics.json, config.yaml",
+    ]
 
 
 # --- sweep service --------------------------------------------------------------------------------
@@ -366,24 +354,16 @@ def _setup_logging(verbose: bool = False) -> None:
     setup_logging(console, verbose=verbose)
 
 
-def _resolve_storage(storage: Optional[str], must_exist: bool = False, password_file: Optional[Path] = None):
+def _resolve_storage(
+    storage: Optional[str], must_exist: bool = False, password_file: Optional[Path] = None
+) -> ResolvedStorage:
     """--storage, env MASKCLS_HPO_STORAGE, env OPTUNA_STORAGE or the default -> ``ResolvedStorage`` (url, source)."""
     from maskcls_hpo.hpo.store import resolve_storage
 
-    return resolve_storage(
-        storage, must_exist=must_exist, password_file=str(password_file) if password_file is not None else None
-    )
+    return resolve_storage(storage, must_exist=must_exist, password_file=password_file)
 
 
-def _load_study(storage: Optional[str], study_name: Optional[str], password_file: Optional[Path] = None):
-    """Open an existing study for readers (status/export/report): one clear line (naming where the storage
-    came from) when the database or the study is not there."""
-    from maskcls_hpo.hpo.store import open_study
-
-    return open_study(storage, study_name, password_file=str(password_file) if password_file is not None else None)
-
-
-def _run_options(params: dict[str, Any]):
+def _run_options(params: dict[str, Any]) -> RunOptions:
     """The verb's RunOptions flags (its parameters named as ``RunOptions.from_flags`` keywords) -> RunOptions."""
     from maskcls_hpo.hpo.workers import FLAGS, RunOptions
 
@@ -396,7 +376,7 @@ def _given(ctx: typer.Context, *names: str) -> list[str]:
     return [n for n, source in sources.items() if source is not None and source.name != "DEFAULT"]
 
 
-def _events(on_progress: Callable[[Any], None] | None, stop_live: Callable[[], None] | None = None):
+def _events(on_progress: Callable[[Progress], None] | None, stop_live: Callable[[], None] | None = None) -> SweepEvents:
     """The live view's callbacks: messages on stderr, progress frames, and a yes/no prompt on a terminal."""
     from maskcls_hpo.hpo.workers import SweepEvents
 
@@ -413,7 +393,7 @@ def _events(on_progress: Callable[[Any], None] | None, stop_live: Callable[[], N
 
 
 @contextlib.contextmanager
-def _live_view() -> Iterator[Any]:
+def _live_view() -> Iterator[SweepEvents]:
     """A terminal gets a table redrawn in place; a file (output redirected) one plain line per epoch and trial."""
     from maskcls_hpo.results.live import live_view
 
@@ -421,8 +401,9 @@ def _live_view() -> Iterator[Any]:
         yield _events(on_progress, stop)
 
 
-def _finish_run(result: Any) -> None:
-    """The closing lines of `launch` / `confirm`: the message, the exit code (130 interrupted, 1 short)."""
+def _finish_run(result: SweepResult | ConfirmResult, best: str = "") -> None:
+    """The closing lines of `launch` / `confirm`: the message, `best` (the best trial) once workers ran, the exit
+    code (130 interrupted, 1 short)."""
     say = functools.partial(console.print, highlight=False, soft_wrap=True)
     if result.interrupted:
         say(result.message)
@@ -433,9 +414,8 @@ def _finish_run(result: Any) -> None:
     console.print()
     if result.reached:
         say(result.message)
-    best = getattr(result, "best_value", None)
-    if best is not None:
-        say(f"best val macro F1 {best:.4f} (trial {result.best_trial})")
+    if best:
+        say(best)
 
 
 SLURM_FLAGS = (
@@ -510,7 +490,8 @@ def launch_cmd(
         result = run_sweep(
             sweep_file, n_trials, workers=workers, study_name=study, options=options, backend=chosen, events=events
         )
-    _finish_run(result)
+    value, trial = result.best_value, result.best_trial
+    _finish_run(result, f"best val macro F1 {value:.4f} (trial {trial})" if value is not None else "")
     if not result.reached and result.worker_exit_codes:
         fail(result.message)  # the one line saying why (not also printed as progress)
 
@@ -568,10 +549,11 @@ def status_cmd(
     study: ReaderStudyOption = None,
 ) -> None:
     """Trial counts by state, the best trial, running trials with their last heartbeat, stale trials."""
+    from maskcls_hpo.hpo.store import open_study
     from maskcls_hpo.results.status import print_status
 
     url = _resolve_storage(storage, must_exist=True, password_file=password_file).url
-    print_status(_load_study(storage, study, password_file), console, storage_url=url)
+    print_status(open_study(storage, study, password_file=password_file), console, storage_url=url)
 
 
 @verb("export")
@@ -596,9 +578,10 @@ def export_cmd(
     the file (data_dir, cache_dir) are absolute, so `train --config FILE` works from any folder.
     """
     from maskcls_hpo.hpo.select import export_trials, selection_ranking
+    from maskcls_hpo.hpo.store import open_study
 
     url = _resolve_storage(storage, must_exist=True, password_file=password_file).url
-    loaded = _load_study(storage, study, password_file)
+    loaded = open_study(storage, study, password_file=password_file)
 
     def warn(line: str) -> None:
         console.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
@@ -754,11 +737,12 @@ def report_cmd(
     study: ReaderStudyOption = None,
 ) -> None:
     """Write one HTML page with Optuna's plots (history, intermediate values, importances, ...) and the top trials."""
+    from maskcls_hpo.hpo.store import open_study
     from maskcls_hpo.hpo.trial import open_artifact_store
     from maskcls_hpo.results.report import write_report
 
     url = _resolve_storage(storage, must_exist=True, password_file=password_file).url
-    loaded = _load_study(storage, study, password_file)
+    loaded = open_study(storage, study, password_file=password_file)
     store, folder = open_artifact_store(url, create=False)
     try:
         path = write_report(loaded, out, top=top, artifact_store=store if folder.is_dir() else None)
@@ -795,14 +779,14 @@ def predict_cmd(
 
     from maskcls_hpo.data import DataError
     from maskcls_hpo.hpo.select import study_checkpoints
-    from maskcls_hpo.hpo.store import storage_folder
+    from maskcls_hpo.hpo.store import open_study, storage_folder
     from maskcls_hpo.labels import NUM_CLASSES
     from maskcls_hpo.predict import PredictError, predict
 
     paths = list(checkpoint or [])
     if study is not None or top is not None:
         url = _resolve_storage(storage, must_exist=True, password_file=password_file).url
-        loaded = _load_study(storage, study, password_file)
+        loaded = open_study(storage, study, password_file=password_file)
         paths += study_checkpoints(loaded, top or 1, checkpoints or storage_folder(url, "checkpoints"))
     if not paths:
         fail("nothing to predict with: pass --checkpoint PATH (repeatable) or --study NAME --top K")

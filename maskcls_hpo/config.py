@@ -11,6 +11,7 @@ Units: `epochs`, `t_max` and `step_size` count epochs; `lr` is per optimizer ste
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,7 +22,15 @@ from maskcls_hpo._util import atomic_write_text
 from maskcls_hpo.errors import ConfigError
 from maskcls_hpo.labels import check_age_bins
 
-__all__ = ["TrainConfig", "ConfigError", "load_config", "save_config", "config_from_mapping"]
+__all__ = [
+    "TrainConfig",
+    "ConfigError",
+    "load_config",
+    "save_config",
+    "config_from_mapping",
+    "run_config",
+    "resume_files",
+]
 
 
 class TrainConfig(BaseModel):
@@ -280,3 +289,37 @@ def save_config(config: TrainConfig | dict[str, Any], path: str | Path) -> Path:
     else:
         text = yaml.safe_dump(data, sort_keys=False)
     return atomic_write_text(path, text)
+
+
+def run_config(path: str | Path | None, overrides: Mapping[str, Any]) -> TrainConfig:
+    """The config of one `train` run: the file `path` (None: the defaults) with `overrides` on top; a key whose
+    value is None is left as the file has it.
+
+    Raises:
+        ConfigError: see :func:`load_config`; a bad override value (named with its source
+            ``<path or defaults> + options``).
+    """
+    config = load_config(path) if path is not None else TrainConfig()
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if not given:
+        return config
+    return config_from_mapping(config.to_dict() | given, source=f"{path or 'defaults'} + options")
+
+
+def resume_files(run_dir: Path, config: Path | None = None) -> tuple[Path, Path]:
+    """What resuming the `train` run folder `run_dir` reads: its ``last.pt`` (the checkpoint after every epoch)
+    and the config to go on with: `config`, else the ``config.yaml`` the run wrote before its first epoch.
+
+    Raises:
+        ConfigError: `run_dir` holds no ``last.pt``, or no ``config.yaml`` and `config` is None.
+    """
+    last = run_dir / "last.pt"  # NOTE checkpoint.LAST_FILE; that module imports torch, this one must not
+    if not last.is_file():
+        raise ConfigError(
+            f"{run_dir}: no last.pt to resume from; pass the folder a `maskcls-hpo train` run wrote (--out)"
+        )
+    if config is None:
+        config = run_dir / "config.yaml"
+        if not config.is_file():
+            raise ConfigError(f"{run_dir}: no config.yaml beside last.pt; pass the run's config with --config")
+    return last, config

@@ -63,6 +63,8 @@ __all__ = [
     "load_eval",
     "summarize",
     "DatasetSummary",
+    "DatasetCheck",
+    "check_dataset",
     "verify_image",
 ]
 
@@ -721,3 +723,44 @@ def summarize(samples: pd.DataFrame) -> DatasetSummary:
         "extensions": {str(k): int(v) for k, v in sorted(exts.items())},
         "age_bins": list(bins) if bins is not None else None,
     }
+
+
+@dataclass
+class DatasetCheck:
+    """What `check-data` finds in a dataset root (:func:`check_dataset`).
+
+    Attributes:
+        samples: the train table (:func:`load_train`), None when it has problems.
+        eval: the eval table (:func:`load_eval`), None without an ``eval/`` folder or when it has problems.
+        problems: one line per problem (``"PATH: what is wrong; what to do"``), train's first; empty when fine.
+    """
+
+    samples: pd.DataFrame | None
+    eval: pd.DataFrame | None
+    problems: list[str]
+
+
+def check_dataset(
+    data_dir: str | Path, age_bins: Sequence[int] = (30, 60), corrections: str | Path | None = None
+) -> DatasetCheck:
+    """Check the train part (every image decodes, :func:`check_train`) and, when there is one, the eval part of
+    `data_dir`, collecting every problem instead of stopping at the first (what `maskcls-hpo check-data` runs).
+
+    Args:
+        age_bins, corrections: as :func:`load_train`.
+    """
+    data_dir = Path(data_dir)
+    problems = check_train(data_dir)
+    samples = None
+    if not problems:
+        try:
+            samples = load_train(data_dir, age_bins=age_bins, corrections=corrections, verify=False)
+        except DataError as err:
+            problems += err.problems
+    eval_part = None
+    if (data_dir / "eval").exists():
+        try:
+            eval_part = load_eval(data_dir)
+        except DataError as err:
+            problems += err.problems
+    return DatasetCheck(samples, eval_part, problems)

@@ -130,8 +130,9 @@ def decode_label(
     return y // (NUM_GENDER * NUM_AGE), (y // NUM_AGE) % NUM_GENDER, y % NUM_AGE  # type: ignore[return-value]
 
 
-def check_age_bins(age_bins: Sequence[int]) -> tuple[int, int]:
-    """`age_bins` as a validated ``(a, b)`` tuple of ints with ``0 < a < b`` (years).
+def check_age_bins(age_bins: Sequence[int] | Sequence[str]) -> tuple[int, int]:
+    """`age_bins` (ints, or their text as in ``"30,60".split(",")``) as a validated ``(a, b)`` tuple of ints with
+    ``0 < a < b`` (years).
 
     Raises:
         ValueError: not two increasing positive ages.

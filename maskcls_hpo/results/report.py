@@ -19,13 +19,15 @@ reason, then each trial's last epoch and reason). Every figure is as wide as the
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import html
 import logging
 import math
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -33,6 +35,13 @@ from optuna.trial import FrozenTrial, TrialState
 from maskcls_hpo.hpo._optuna import storage_of
 from maskcls_hpo.hpo.attrs import OBJECTIVE_LABEL, TrialAttrs
 from maskcls_hpo.hpo.store import mask_password, ranked_complete_trials
+
+if TYPE_CHECKING:
+    import random
+
+    import plotly.graph_objects as go
+    import sqlalchemy
+    from optuna.artifacts import FileSystemArtifactStore
 
 __all__ = ["write_report", "report_html", "report_figures", "ReportFigure", "StudyDigest", "TARGET_NAME", "PLOT_TOP"]
 
@@ -45,7 +54,7 @@ PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
 class ReportFigure:
     """One section of the report: a plotly figure, or `note` (why there is none)."""
 
-    def __init__(self, key: str, title: str, figure: Any = None, note: str = ""):
+    def __init__(self, key: str, title: str, figure: go.Figure | None = None, note: str = "") -> None:
         self.key = key
         self.title = title
         self.figure = figure
@@ -79,7 +88,7 @@ class StudyDigest:
         has_intermediate: any trial reported an epoch.
     """
 
-    def __init__(self, study: optuna.Study, plot_top: int | None = None, importance_sample: int | None = None):
+    def __init__(self, study: optuna.Study, plot_top: int | None = None, importance_sample: int | None = None) -> None:
         import random
 
         plot_top = PLOT_TOP if plot_top is None else plot_top
@@ -102,7 +111,7 @@ class StudyDigest:
         complete = [t for t in trials if t.state == TrialState.COMPLETE and _finite(t.value) is not None]
         self.sample = complete if len(complete) <= importance_sample else rng.sample(complete, importance_sample)
 
-    def _from_sql(self, study: optuna.Study, plot_top: int, importance_sample: int, rng: Any) -> None:
+    def _from_sql(self, study: optuna.Study, plot_top: int, importance_sample: int, rng: random.Random) -> None:
         import sqlalchemy
 
         from maskcls_hpo.hpo._optuna import rdb_models, rdb_of, storage_of, study_id_of
@@ -147,7 +156,7 @@ def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-def _params_only(engine: Any, m: Any, trials: list[tuple[int, float]]) -> list[FrozenTrial]:
+def _params_only(engine: sqlalchemy.engine.Engine, m: ModuleType, trials: list[tuple[int, float]]) -> list[FrozenTrial]:
     """COMPLETE FrozenTrials with only params, distributions and value, from the trial_params table."""
     import sqlalchemy
     from optuna.distributions import json_to_distribution
@@ -177,7 +186,7 @@ def _params_only(engine: Any, m: Any, trials: list[tuple[int, float]]) -> list[F
     return out
 
 
-def _light_study(direction: Any, trials: list[FrozenTrial]) -> tuple[optuna.Study, list[int]]:
+def _light_study(direction: optuna.study.StudyDirection, trials: list[FrozenTrial]) -> tuple[optuna.Study, list[int]]:
     """An in-memory study holding copies of `trials` (renumbered 0..n-1 in the given order), and the real
     numbers of the trials it holds. A trial Optuna refuses to add (e.g. a stored param outside its stored
     distribution) is left out with a warning instead of costing the report."""
@@ -193,7 +202,7 @@ def _light_study(direction: Any, trials: list[FrozenTrial]) -> tuple[optuna.Stud
     return light, kept
 
 
-def _renumber(fig: Any, key: str, numbers: list[int]) -> None:
+def _renumber(fig: go.Figure, key: str, numbers: list[int]) -> None:
     """Put the real trial numbers back on a figure drawn from a light study (trial i there = numbers[i])."""
     if key == "intermediate":
         for trace in fig.data:
@@ -206,7 +215,7 @@ def _renumber(fig: Any, key: str, numbers: list[int]) -> None:
                 trace.marker.color = [numbers[int(c)] for c in color]
 
 
-def _history_figure(digest: StudyDigest) -> Any:
+def _history_figure(digest: StudyDigest) -> go.Figure:
     """Every COMPLETE trial's value by trial number and the best value so far (plotly), from the digest's rows."""
     import plotly.graph_objects as go
 
@@ -230,6 +239,10 @@ SLICE_PER_ROW = 4
 """Parameters per row of the report's slice plot."""
 
 
+_FigureSpec = tuple[str, str, Callable[[], "go.Figure"], str]
+"""One figure to draw: (key, title, the function that draws it, a note saying why it is not drawn, or "")."""
+
+
 def report_figures(study: optuna.Study, digest: StudyDigest | None = None) -> list[ReportFigure]:
     """Build the report's figures with :mod:`optuna.visualization` (plotly), with notes where they cannot be drawn.
 
@@ -241,20 +254,33 @@ def report_figures(study: optuna.Study, digest: StudyDigest | None = None) -> li
     importances need at least 2 COMPLETE trials (Optuna's evaluator fits a model to them). Any other
     error from a plot function becomes a note (with its message), never a failed report.
     """
-    from optuna import visualization as vis
-
     d = digest or StudyDigest(study)
-    n_complete = d.counts[TrialState.COMPLETE]
-    top_only = n_complete > len(d.top)
-    shown = d.top + d.others
-    light, numbers = _light_study(study.direction, shown)
+    light, numbers = _light_study(study.direction, d.top + d.others)
     top_light, top_numbers = _light_study(study.direction, d.top)
     sample, _ = _light_study(study.direction, d.sample)
+    specs = _figure_specs(d, light, top_light, sample)
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # the plot functions log why a plot is empty
+    try:
+        return [_draw(spec, numbers if spec[0] == "intermediate" else top_numbers) for spec in specs]
+    finally:
+        optuna.logging.set_verbosity(level)
+
+
+def _figure_specs(
+    d: StudyDigest, light: optuna.Study, top_light: optuna.Study, sample: optuna.Study
+) -> list[_FigureSpec]:
+    """The report's figures, in page order: history, intermediate values, parallel coordinates, importances,
+    slice (drawn from the light studies of :func:`report_figures`)."""
+    from optuna import visualization as vis
+
+    n_complete = d.counts[TrialState.COMPLETE]
+    top_only = n_complete > len(d.top)
     best = f", the best {len(d.top)} COMPLETE trials" if top_only else ""
     latest = f" and the latest {len(d.others)} others" if top_only and d.others else ""
     sampled = f", a random {len(d.sample)} of {n_complete} COMPLETE trials" if len(d.sample) < n_complete else ""
     none = "no COMPLETE trial yet" if n_complete == 0 else ""
-    specs: list[tuple[str, str, Callable[[], Any], str]] = [
+    specs: list[_FigureSpec] = [
         ("history", "Optimization history", lambda: _history_figure(d), none),
         (
             "intermediate",
@@ -282,46 +308,38 @@ def report_figures(study: optuna.Study, digest: StudyDigest | None = None) -> li
     for i, chunk in enumerate(chunks):
         key = "slice" if i == 0 else f"slice-{i + 1}"
         part = f" ({i + 1} of {len(chunks)}: {', '.join(chunk)})" if len(chunks) > 1 else ""
-        specs.append(
-            (
-                key,
-                f"Slice plot{best}{part}",
-                lambda c=chunk: vis.plot_slice(top_light, params=c or None, target_name=TARGET_NAME),
-                none,
-            )
-        )
-    figures = []
-    level = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # the plot functions log why a plot is empty
+        draw = functools.partial(vis.plot_slice, top_light, params=chunk or None, target_name=TARGET_NAME)
+        specs.append((key, f"Slice plot{best}{part}", draw, none))
+    return specs
+
+
+def _draw(spec: _FigureSpec, numbers: list[int]) -> ReportFigure:
+    """One figure of the report, or a note: why it is not drawn, or the error that stopped it.
+
+    `numbers`: the real trial numbers of the light study the figure is drawn from (:func:`_renumber`).
+    """
+    key, title, make, note = spec
+    if note:
+        return ReportFigure(key, title, note=note)
     try:
-        for key, title, make, note in specs:
-            if note:
-                figures.append(ReportFigure(key, title, note=note))
-                continue
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    fig = make()
-            except Exception as err:  # noqa: BLE001 - one figure must not cost the whole report
-                log.warning("report: %s not drawn: %s", title, mask_password(err))
-                figures.append(ReportFigure(key, title, note=f"not drawn: {type(err).__name__}: {err}"))
-                continue
-            if not fig.data:
-                figures.append(ReportFigure(key, title, note="nothing to plot for this study"))
-                continue
-            _renumber(fig, key, numbers if key == "intermediate" else top_numbers)
-            # as wide as the page (the plots' own fixed widths stretch it), a height that fits a screen
-            fig.update_layout(
-                template="plotly_white",
-                margin={"t": 50, "l": 60, "r": 30, "b": 50},
-                width=None,
-                height=min(fig.layout.height or 450, 600),
-                autosize=True,
-            )
-            figures.append(ReportFigure(key, title, figure=fig))
-    finally:
-        optuna.logging.set_verbosity(level)
-    return figures
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fig = make()
+    except Exception as err:  # noqa: BLE001 - one figure must not cost the whole report
+        log.warning("report: %s not drawn: %s", title, mask_password(err))
+        return ReportFigure(key, title, note=f"not drawn: {type(err).__name__}: {err}")
+    if not fig.data:
+        return ReportFigure(key, title, note="nothing to plot for this study")
+    _renumber(fig, key, numbers)
+    # as wide as the page (the plots' own fixed widths stretch it), a height that fits a screen
+    fig.update_layout(
+        template="plotly_white",
+        margin={"t": 50, "l": 60, "r": 30, "b": 50},
+        width=None,
+        height=min(fig.layout.height or 450, 600),
+        autosize=True,
+    )
+    return ReportFigure(key, title, figure=fig)
 
 
 def _fmt(value: Any) -> str:
@@ -398,7 +416,9 @@ def _summary(study: optuna.Study, digest: StudyDigest) -> str:
 # --- the best trial: confusion matrix, per-class F1, interval ------------------------------------------
 
 
-def _artifact(trial: FrozenTrial, study: optuna.Study, store: Any, filename: str) -> bytes | None:
+def _artifact(
+    trial: FrozenTrial, study: optuna.Study, store: FileSystemArtifactStore | None, filename: str
+) -> bytes | None:
     """The bytes of the trial's artifact `filename` (the newest upload), or None (no store, none uploaded)."""
     if store is None:
         return None
@@ -445,7 +465,7 @@ def _per_class_table(csv_bytes: bytes) -> str:
     return f"<table class='perclass'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def _best_section(study: optuna.Study, digest: StudyDigest, store: Any) -> str:
+def _best_section(study: optuna.Study, digest: StudyDigest, store: FileSystemArtifactStore | None) -> str:
     """Section "best trial": its numbers, interval, per-task F1, confusion matrix image and per-class F1 table.
 
     The image and the table are the trial's ``confusion_matrix.png`` and ``per_class_f1.csv`` artifacts
@@ -617,7 +637,7 @@ table.perclass tbody tr:first-child, table.reasons tbody tr:first-child, table.e
 """
 
 
-def report_html(study: optuna.Study, top: int = 10, artifact_store: Any = None) -> str:
+def report_html(study: optuna.Study, top: int = 10, artifact_store: FileSystemArtifactStore | None = None) -> str:
     """The whole report as one HTML document (str). plotly.js is inlined with the first figure.
 
     Args:
@@ -660,7 +680,9 @@ def report_html(study: optuna.Study, top: int = 10, artifact_store: Any = None) 
     return "\n".join(parts) + "\n"
 
 
-def write_report(study: optuna.Study, out: str | Path, top: int = 10, artifact_store: Any = None) -> Path:
+def write_report(
+    study: optuna.Study, out: str | Path, top: int = 10, artifact_store: FileSystemArtifactStore | None = None
+) -> Path:
     """Write :func:`report_html` to `out` (parent folders are made; written to a temp file, then renamed).
 
     Returns:

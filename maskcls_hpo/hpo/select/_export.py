@@ -21,7 +21,7 @@ import math
 import os
 from collections.abc import Callable
 from pathlib import Path, PurePath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -30,6 +30,9 @@ from maskcls_hpo.config import config_from_mapping, save_config
 from maskcls_hpo.errors import ExportError, PredictError
 from maskcls_hpo.hpo.attrs import StudyAttrs, TrialAttrs, checkpoint_dir
 from maskcls_hpo.hpo.store import mask_password, ranked_complete_trials, state_counts_text, trial_by_number
+
+if TYPE_CHECKING:
+    from maskcls_hpo.hpo.select._ranking import Ranking
 
 
 def _plain(value: Any) -> Any:
@@ -181,7 +184,25 @@ def export_trials(
             not COMPLETE without `force`, bad format, an `out` that is a folder, has no .yaml/.yml/.json
             suffix, or whose folder does not exist (nothing written).
     """
-    out = Path(out)
+    out = _export_path(Path(out), fmt)
+    if trial_number is not None:
+        docs = [(out, _chosen_record(study, trial_number, force, on_warning))]
+    else:
+        docs = _ranked_docs(study, out, top, single_split)
+    written = []
+    for path, doc in docs:
+        json.dumps(doc)  # proves plain JSON types before anything is written
+        written.append(save_config(doc, path))
+    return written
+
+
+def _export_path(out: Path, fmt: str | None) -> Path:
+    """`out` with the suffix of the format (`fmt`, else from the suffix: YAML unless `.json`), checked.
+
+    Raises:
+        ExportError: bad format, an `out` that is a folder, has no .yaml/.yml/.json suffix, or whose folder does
+            not exist.
+    """
     fmt = (fmt or ("json" if out.suffix.lower() == ".json" else "yaml")).lower()
     if fmt not in ("yaml", "json"):
         raise ExportError(f"--format must be yaml or json, got {fmt!r}")
@@ -194,52 +215,62 @@ def export_trials(
         what = "is not a folder" if parent.exists() else "does not exist"
         raise ExportError(f"--out {out}: {parent} {what}; create the folder first or pick another --out")
     suffix = ".json" if fmt == "json" else (out.suffix if out.suffix.lower() in (".yaml", ".yml") else ".yaml")
-    out = out.with_suffix(suffix)
-    if trial_number is not None:
-        found = trial_by_number(study, trial_number)
-        if found is None:
-            raise ExportError(f"study '{study.study_name}' has no trial {trial_number}")
-        if found.state != TrialState.COMPLETE:
-            why = found.user_attrs.get(TrialAttrs.REASON)
-            shown = f"{found.state.name}{f' ({why})' if why else ''}"
-            value = (
-                f"; its value {found.value:.4f} is the last reported val macro F1" if found.value is not None else ""
-            )
-            if not force:
-                raise ExportError(
-                    f"trial {trial_number} of study '{study.study_name}' is {shown}: it was not trained to the end"
-                    f"{value}; pass --force to export it anyway, or leave out --trial for the best COMPLETE trial"
-                )
-            record = trial_record(study, found)  # a trial that never trained has no config: refused, no warning
-            if on_warning is not None:
-                on_warning(f"trial {trial_number} is {shown}, not COMPLETE: exported because of --force")
-            docs = [(out, record)]
-        else:
-            docs = [(out, trial_record(study, found))]
-    else:
-        if top is not None and top < 1:
-            raise ExportError(f"--top must be at least 1, got {top}")
-        from maskcls_hpo.hpo.select._ranking import selection_ranking
-
-        ranking = selection_ranking(study, single_split=single_split, limit=1 if top is None else top)
-        ranked = ranking.trials
-        if not ranked:
-            raise ExportError(f"no COMPLETE trial in study '{study.study_name}' ({state_counts_text(study)})")
-        if top is None:
-            docs = [(out, _ranked_record(study, ranked[0], ranking, None))]
-        else:
-            docs = [
-                (out.with_name(f"{out.stem}-{i + 1}{suffix}"), _ranked_record(study, t, ranking, i + 1))
-                for i, t in enumerate(ranked[:top])
-            ]
-    written = []
-    for path, doc in docs:
-        json.dumps(doc)  # proves plain JSON types before anything is written
-        written.append(save_config(doc, path))
-    return written
+    return out.with_suffix(suffix)
 
 
-def _ranked_record(study: optuna.Study, trial: FrozenTrial, ranking: Any, rank: int | None) -> dict[str, Any]:
+def _chosen_record(
+    study: optuna.Study, trial_number: int, force: bool, on_warning: Callable[[str], None] | None
+) -> dict[str, Any]:
+    """The record of trial `trial_number` (`--trial N`); one that is not COMPLETE only with `force` (and a warning).
+
+    Raises:
+        ExportError: no such trial; not COMPLETE without `force`.
+    """
+    found = trial_by_number(study, trial_number)
+    if found is None:
+        raise ExportError(f"study '{study.study_name}' has no trial {trial_number}")
+    if found.state == TrialState.COMPLETE:
+        return trial_record(study, found)
+    why = found.user_attrs.get(TrialAttrs.REASON)
+    shown = f"{found.state.name}{f' ({why})' if why else ''}"
+    value = f"; its value {found.value:.4f} is the last reported val macro F1" if found.value is not None else ""
+    if not force:
+        raise ExportError(
+            f"trial {trial_number} of study '{study.study_name}' is {shown}: it was not trained to the end"
+            f"{value}; pass --force to export it anyway, or leave out --trial for the best COMPLETE trial"
+        )
+    record = trial_record(study, found)  # a trial that never trained has no config: refused, no warning
+    if on_warning is not None:
+        on_warning(f"trial {trial_number} is {shown}, not COMPLETE: exported because of --force")
+    return record
+
+
+def _ranked_docs(
+    study: optuna.Study, out: Path, top: int | None, single_split: bool
+) -> list[tuple[Path, dict[str, Any]]]:
+    """(path, record) of the best trial (`top` None: written to `out`) or of the best `top` trials (to
+    ``<stem>-1<suffix>``, ...), by :func:`~maskcls_hpo.hpo.select.selection_ranking`.
+
+    Raises:
+        ExportError: `top` below 1; no COMPLETE trial (the message counts the states).
+    """
+    if top is not None and top < 1:
+        raise ExportError(f"--top must be at least 1, got {top}")
+    from maskcls_hpo.hpo.select._ranking import selection_ranking
+
+    ranking = selection_ranking(study, single_split=single_split, limit=1 if top is None else top)
+    ranked = ranking.trials
+    if not ranked:
+        raise ExportError(f"no COMPLETE trial in study '{study.study_name}' ({state_counts_text(study)})")
+    if top is None:
+        return [(out, _ranked_record(study, ranked[0], ranking, None))]
+    return [
+        (out.with_name(f"{out.stem}-{i + 1}{out.suffix}"), _ranked_record(study, t, ranking, i + 1))
+        for i, t in enumerate(ranked[:top])
+    ]
+
+
+def _ranked_record(study: optuna.Study, trial: FrozenTrial, ranking: Ranking, rank: int | None) -> dict[str, Any]:
     """`trial_record` plus the ranking that chose the trial and, when confirmed, its fold results."""
     record = trial_record(study, trial, rank=rank)
     record["ranking"] = ranking.label

@@ -25,7 +25,7 @@ import math
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import optuna
 
@@ -34,10 +34,16 @@ from maskcls_hpo.hpo.attrs import TrialAttrs, checkpoint_dir
 from maskcls_hpo.hpo.store import mask_password, to_native
 from maskcls_hpo.hpo.trial._sweep import Sweep
 
+if TYPE_CHECKING:
+    from maskcls_hpo.config import TrainConfig
+    from maskcls_hpo.hpo.trial._plan import ConfirmPlan
+    from maskcls_hpo.hpo.trial._tracking import TrialTracker
+    from maskcls_hpo.train import EpochResult, TrainResult
+
 log = logging.getLogger(__name__)
 
 
-def resume_checkpoint(root: Path, trial: optuna.trial.BaseTrial | optuna.trial.FrozenTrial) -> Path | None:
+def resume_checkpoint(root: Path, trial: optuna.Trial | optuna.trial.FrozenTrial) -> Path | None:
     """The `last.pt` a re-queued trial should resume from, or None.
 
     A trial re-queued by ``RetryHeartbeatStaleTrialCallback`` carries `retry_history` (the numbers of the
@@ -56,18 +62,19 @@ def resume_checkpoint(root: Path, trial: optuna.trial.BaseTrial | optuna.trial.F
 
 
 def make_objective(
-    sweep: Sweep,
+    sweep: Sweep | ConfirmPlan,
     checkpoint_root: Path,
     overrides: dict[str, Any] | None = None,
     worker: str = "",
-    after_trial: Callable[[optuna.Trial, Any], None] | None = None,
-    tracker: Any = None,
+    after_trial: Callable[[optuna.Trial, TrainResult], None] | None = None,
+    tracker: TrialTracker | None = None,
     epoch_done: Callable[[float, bool], None] | None = None,
 ) -> Callable[[optuna.Trial], float]:
     """Build the objective for `study.tell`-style worker loops.
 
     Args:
-        sweep: the loaded sweep file (base config + `suggest`).
+        sweep: the loaded sweep file (base config + `suggest`), or the :class:`~maskcls_hpo.hpo.trial.ConfirmPlan`
+            of a confirm study.
         checkpoint_root: `<checkpoints>/<study>`; each trial writes `trial_<number>/last.pt` and `best.pt`.
         overrides: run-time config keys applied on top of the sweep (e.g. `data_dir`, `device`).
         worker: a label stored on the trial (host:pid/index).
@@ -87,37 +94,9 @@ def make_objective(
     from maskcls_hpo.train import NonFiniteLossError, OutOfMemoryError, train
 
     def objective(trial: optuna.Trial) -> float:
-        if worker:
-            trial.set_user_attr(TrialAttrs.WORKER, worker)
-        params = to_native(sweep.suggest(trial))  # numpy values (e.g. a GridSampler's grid) as Python ones
-        config = sweep.build_config(params, overrides)
-        trial.set_user_attr(TrialAttrs.CONFIG, config.to_dict())
-        trial.set_user_attr(TrialAttrs.SEED, config.seed)
+        config, resume, epoch_seconds = _start_trial(trial, sweep, checkpoint_root, overrides, worker, epoch_done)
+        on_epoch = _epoch_hook(trial, config, epoch_seconds, tracker, epoch_done)
         out_dir = checkpoint_dir(checkpoint_root, trial.number)
-        resume = resume_checkpoint(checkpoint_root, trial)
-        epoch_seconds: list[float] = list(trial.user_attrs.get(TrialAttrs.EPOCH_SECONDS, []))
-        if resume is not None:
-            epoch_seconds = _resume_records(trial, resume)
-        if epoch_done is not None:
-            for seconds in epoch_seconds:
-                epoch_done(seconds, False)
-
-        def on_epoch(r: Any) -> None:
-            if tracker is not None:
-                tracker.epoch(trial.number, trial.params, r)
-            if not math.isfinite(r.val_f1):
-                _prune(trial, f"non-finite validation macro F1 at epoch {r.epoch}")
-            trial.report(r.val_f1, r.epoch)
-            epoch_seconds.append(round(float(r.seconds), 3))
-            if epoch_done is not None:
-                epoch_done(float(r.seconds), r.epoch >= config.epochs)
-            trial.set_user_attr(TrialAttrs.EPOCH_SECONDS, epoch_seconds)
-            trial.set_user_attr(TrialAttrs.IMAGES_PER_SECOND, round(float(r.images_per_second), 1))
-            # NOTE the pruner is not asked after the last epoch: the work is done, and a trial pruned there
-            # would be dropped from export and `--top` although it trained as long as every COMPLETE one.
-            if r.epoch < config.epochs and trial.should_prune():
-                _prune(trial, f"pruned at epoch {r.epoch} (val macro F1 {r.val_f1:.4f})")
-
         try:
             result = train(config, out_dir=out_dir, on_epoch=on_epoch, resume_from=resume)
         except OutOfMemoryError as err:
@@ -131,21 +110,87 @@ def make_objective(
             with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
                 trial.set_user_attr(TrialAttrs.REASON, mask_password(f"{type(err).__name__}: {err}")[:500])
             raise
-        if not math.isfinite(result.best_f1):
-            _prune(trial, "non-finite best validation macro F1")
-        trial.set_user_attr(TrialAttrs.ACCURACY, float(result.best_accuracy))
-        best = next((h for h in result.history if h.epoch == result.best_epoch), None)
-        if best is not None:
-            trial.set_user_attr(TrialAttrs.TASK_F1, {k: float(v) for k, v in best.task_f1.items()})
-        trial.set_user_attr(TrialAttrs.BEST_EPOCH, int(result.best_epoch))
-        _record_interval(trial, result.val_f1_interval)
-        trial.set_user_attr(TrialAttrs.DEVICE, str(result.device))
-        trial.set_user_attr(TrialAttrs.PEAK_MEMORY, int(result.peak_memory_bytes))
+        _record_result(trial, result)
         if after_trial is not None:
             after_trial(trial, result)
         return float(result.best_f1)
 
     return tracker.wrap(objective) if tracker is not None else objective
+
+
+def _start_trial(
+    trial: optuna.Trial,
+    sweep: Sweep | ConfirmPlan,
+    checkpoint_root: Path,
+    overrides: dict[str, Any] | None,
+    worker: str,
+    epoch_done: Callable[[float, bool], None] | None,
+) -> tuple[TrainConfig, Path | None, list[float]]:
+    """A trial's first steps: its worker label, its params and config (stored as user attrs), the `last.pt` it
+    resumes from, and the seconds of the epochs it already has (each one passed to `epoch_done`).
+
+    Returns:
+        (config, the checkpoint to resume from or None, epoch seconds so far).
+    """
+    if worker:
+        trial.set_user_attr(TrialAttrs.WORKER, worker)
+    # numpy values (e.g. a GridSampler's grid) as Python ones
+    params = cast(dict[str, Any], to_native(sweep.suggest(trial)))
+    config = sweep.build_config(params, overrides)
+    trial.set_user_attr(TrialAttrs.CONFIG, config.to_dict())
+    trial.set_user_attr(TrialAttrs.SEED, config.seed)
+    resume = resume_checkpoint(checkpoint_root, trial)
+    epoch_seconds: list[float] = list(trial.user_attrs.get(TrialAttrs.EPOCH_SECONDS, []))
+    if resume is not None:
+        epoch_seconds = _resume_records(trial, resume)
+    if epoch_done is not None:
+        for seconds in epoch_seconds:
+            epoch_done(seconds, False)
+    return config, resume, epoch_seconds
+
+
+def _epoch_hook(
+    trial: optuna.Trial,
+    config: TrainConfig,
+    epoch_seconds: list[float],
+    tracker: TrialTracker | None,
+    epoch_done: Callable[[float, bool], None] | None,
+) -> Callable[[EpochResult], None]:
+    """The `on_epoch` hook of one trial's training: track the epoch, report its val macro F1 (step = epoch), record
+    its seconds (appended to `epoch_seconds`) and speed, and ask the pruner (never after the last epoch)."""
+
+    def on_epoch(r: EpochResult) -> None:
+        if tracker is not None:
+            tracker.epoch(trial.number, trial.params, r)
+        if not math.isfinite(r.val_f1):
+            _prune(trial, f"non-finite validation macro F1 at epoch {r.epoch}")
+        trial.report(r.val_f1, r.epoch)
+        epoch_seconds.append(round(float(r.seconds), 3))
+        if epoch_done is not None:
+            epoch_done(float(r.seconds), r.epoch >= config.epochs)
+        trial.set_user_attr(TrialAttrs.EPOCH_SECONDS, epoch_seconds)
+        trial.set_user_attr(TrialAttrs.IMAGES_PER_SECOND, round(float(r.images_per_second), 1))
+        # NOTE the pruner is not asked after the last epoch: the work is done, and a trial pruned there
+        # would be dropped from export and `--top` although it trained as long as every COMPLETE one.
+        if r.epoch < config.epochs and trial.should_prune():
+            _prune(trial, f"pruned at epoch {r.epoch} (val macro F1 {r.val_f1:.4f})")
+
+    return on_epoch
+
+
+def _record_result(trial: optuna.Trial, result: TrainResult) -> None:
+    """A finished run's numbers as user attrs: accuracy, per-task F1 and interval of the best epoch, device, peak
+    memory; a non-finite best val macro F1 prunes the trial instead."""
+    if not math.isfinite(result.best_f1):
+        _prune(trial, "non-finite best validation macro F1")
+    trial.set_user_attr(TrialAttrs.ACCURACY, float(result.best_accuracy))
+    best = next((h for h in result.history if h.epoch == result.best_epoch), None)
+    if best is not None:
+        trial.set_user_attr(TrialAttrs.TASK_F1, {k: float(v) for k, v in best.task_f1.items()})
+    trial.set_user_attr(TrialAttrs.BEST_EPOCH, int(result.best_epoch))
+    _record_interval(trial, result.val_f1_interval)
+    trial.set_user_attr(TrialAttrs.DEVICE, str(result.device))
+    trial.set_user_attr(TrialAttrs.PEAK_MEMORY, int(result.peak_memory_bytes))
 
 
 def _resume_records(trial: optuna.Trial, resume: Path) -> list[float]:
@@ -183,7 +228,7 @@ def _record_interval(trial: optuna.Trial, interval: dict[str, Any] | None) -> No
     trial.set_user_attr(TrialAttrs.VAL_PERSONS, int(interval["persons"]))
 
 
-def _prune(trial: optuna.Trial, reason: str, detail: str = "") -> None:
+def _prune(trial: optuna.Trial, reason: str, detail: str = "") -> NoReturn:
     """Record `reason` on the trial and raise :class:`optuna.TrialPruned`."""
     trial.set_user_attr(TrialAttrs.REASON, reason)
     raise optuna.TrialPruned(f"{reason}{': ' + detail if detail else ''}")
