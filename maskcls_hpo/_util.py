@@ -114,8 +114,8 @@ def progress_bar(
     if not enabled:
         yield _no_op
         return
-    from rich.console import Console
-    from rich.progress import (
+    from rich.console import Console  # lazy: rich (0.2 s), only for a progress bar
+    from rich.progress import (  # lazy: rich, only for a progress bar
         BarColumn,
         MofNCompleteColumn,
         Progress,

@@ -335,7 +335,7 @@ class BatchLoader:
         device: str | torch.device = "cpu",
         prefetch: int | None = None,
     ) -> None:
-        import torch
+        import torch  # lazy: torch (the cache itself is numpy; `launch` builds it without torch)
 
         if images.ndim != 4 or images.shape[1] != 3 or images.dtype != np.uint8:
             raise ValueError(f"images must be an (N, 3, H, W) uint8 array, got {images.shape} {images.dtype}")
@@ -383,7 +383,7 @@ class BatchLoader:
             yield np.sort(order[b * self.batch_size : (b + 1) * self.batch_size])
 
     def _read(self, idx: NDArray[np.int64], pin: bool) -> Batch:
-        import torch
+        import torch  # lazy: torch
 
         if pin:  # read straight into page-locked memory (indices were checked, so mode="clip" is safe)
             x = torch.empty((len(idx), *self.images.shape[1:]), dtype=torch.uint8, pin_memory=True)
@@ -406,7 +406,7 @@ class BatchLoader:
     def _cuda_transfer(self) -> Callable[[NDArray[np.int64]], Batch]:
         # NOTE: the copies are queued on the consumer's current stream (captured here) from the producer
         # thread; torch's caching host allocator keeps each pinned buffer alive until its copy has finished.
-        import torch
+        import torch  # lazy: torch
 
         stream = torch.cuda.current_stream(self.device)
 

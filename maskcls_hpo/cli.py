@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,9 +18,12 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional
 import typer
 from rich.console import Console
 
+from maskcls_hpo.errors import DataError, MaskclsError, PredictError
+from maskcls_hpo.hpo.logs import setup_logging
+from maskcls_hpo.versions import version_line
+
 if TYPE_CHECKING:
     from maskcls_hpo.config import TrainConfig
-    from maskcls_hpo.errors import DataError
     from maskcls_hpo.hpo.launch import SweepResult
     from maskcls_hpo.hpo.select import ConfirmResult
     from maskcls_hpo.hpo.store import ResolvedStorage
@@ -35,8 +39,6 @@ console = Console(stderr=True, soft_wrap=True)
 
 def _print_version(value: bool) -> None:
     if value:
-        from maskcls_hpo.versions import version_line
-
         typer.echo(version_line())
         raise typer.Exit()
 
@@ -65,8 +67,7 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 def _report(err: Exception) -> NoReturn:
     """The one place where a user-fixable error becomes output: each problem on its own line, then a summary."""
-    from maskcls_hpo.errors import DataError
-    from maskcls_hpo.hpo.store import mask_password
+    from maskcls_hpo.hpo.store import mask_password  # lazy: start-up of the CLI (optuna)
 
     problems = getattr(err, "problems", None)
     if isinstance(err, DataError) and problems and len(problems) > 1:
@@ -82,8 +83,6 @@ def verb(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
         def run(*args: Any, **kwargs: Any) -> Any:
-            from maskcls_hpo.errors import MaskclsError
-
             try:
                 return fn(*args, **kwargs)
             except MaskclsError as err:
@@ -113,7 +112,7 @@ def demo_data_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Write a dataset in the competition layout (procedural faces, or real faces with drawn masks)."""
-    from maskcls_hpo.demo import write_contact_sheet, write_demo_dataset
+    from maskcls_hpo.demo import write_contact_sheet, write_demo_dataset  # lazy: start-up of the CLI (numpy, PIL)
 
     summary = write_demo_dataset(
         out,
@@ -144,9 +143,9 @@ def check_data_cmd(
     corrections: Optional[str] = typer.Option(None, help="'known' or a corrections CSV (id,field,value)."),
 ) -> None:
     """Check a dataset: print its summary, or every problem by path (exit 1)."""
-    from maskcls_hpo.data import check_dataset
-    from maskcls_hpo.labels import check_age_bins
-    from maskcls_hpo.results.dataset import dataset_tables
+    from maskcls_hpo.data import check_dataset  # lazy: start-up of the CLI (pandas)
+    from maskcls_hpo.labels import check_age_bins  # lazy: start-up of the CLI (numpy)
+    from maskcls_hpo.results.dataset import dataset_tables  # lazy: start-up of the CLI (pandas)
 
     try:
         bins = check_age_bins(age_bins.split(","))
@@ -190,10 +189,10 @@ def train_cmd(
     ),
 ) -> None:
     """Train one model from a config (independent of any study)."""
-    import yaml
+    import yaml  # lazy: start-up of the CLI
 
-    from maskcls_hpo.config import resume_files, run_config, save_config
-    from maskcls_hpo.data import DataError, load_train
+    from maskcls_hpo.config import resume_files, run_config, save_config  # lazy: start-up of the CLI
+    from maskcls_hpo.data import load_train  # lazy: start-up of the CLI (pandas)
 
     last = None
     if resume is not None:
@@ -217,14 +216,12 @@ def train_cmd(
         _fail_data(err, cfg.data_dir, "; nothing written")
     done = 0
     if last is not None:
-        from maskcls_hpo.checkpoint import check_resume
+        from maskcls_hpo.checkpoint import check_resume  # lazy: torch
 
         done = check_resume(last, cfg)
     _setup_logging()
-    import logging
-
     logging.getLogger("maskcls_hpo.train").setLevel(logging.WARNING)  # the table below shows every epoch
-    from maskcls_hpo.train import train
+    from maskcls_hpo.train import train  # lazy: torch
 
     out_console = Console(highlight=False, soft_wrap=True)
     resuming = f" (resuming from {last}, epoch {done + 1})" if last is not None else ""
@@ -349,8 +346,6 @@ DeviceOption = Annotated[
 
 
 def _setup_logging(verbose: bool = False) -> None:
-    from maskcls_hpo.hpo.logs import setup_logging
-
     setup_logging(console, verbose=verbose)
 
 
@@ -358,14 +353,14 @@ def _resolve_storage(
     storage: Optional[str], must_exist: bool = False, password_file: Optional[Path] = None
 ) -> ResolvedStorage:
     """--storage, env MASKCLS_HPO_STORAGE, env OPTUNA_STORAGE or the default -> ``ResolvedStorage`` (url, source)."""
-    from maskcls_hpo.hpo.store import resolve_storage
+    from maskcls_hpo.hpo.store import resolve_storage  # lazy: start-up of the CLI (optuna)
 
     return resolve_storage(storage, must_exist=must_exist, password_file=password_file)
 
 
 def _run_options(params: dict[str, Any]) -> RunOptions:
     """The verb's RunOptions flags (its parameters named as ``RunOptions.from_flags`` keywords) -> RunOptions."""
-    from maskcls_hpo.hpo.workers import FLAGS, RunOptions
+    from maskcls_hpo.hpo.workers import FLAGS, RunOptions  # lazy: start-up of the CLI (optuna)
 
     return RunOptions.from_flags(**{k: v for k, v in params.items() if k in FLAGS})
 
@@ -378,7 +373,7 @@ def _given(ctx: typer.Context, *names: str) -> list[str]:
 
 def _events(on_progress: Callable[[Progress], None] | None, stop_live: Callable[[], None] | None = None) -> SweepEvents:
     """The live view's callbacks: messages on stderr, progress frames, and a yes/no prompt on a terminal."""
-    from maskcls_hpo.hpo.workers import SweepEvents
+    from maskcls_hpo.hpo.workers import SweepEvents  # lazy: start-up of the CLI (optuna)
 
     def ask(question: str) -> bool:
         if stop_live is not None:
@@ -395,7 +390,7 @@ def _events(on_progress: Callable[[Progress], None] | None, stop_live: Callable[
 @contextlib.contextmanager
 def _live_view() -> Iterator[SweepEvents]:
     """A terminal gets a table redrawn in place; a file (output redirected) one plain line per epoch and trial."""
-    from maskcls_hpo.results.live import live_view
+    from maskcls_hpo.results.live import live_view  # lazy: start-up of the CLI (optuna)
 
     with live_view(console) as (on_progress, stop):
         yield _events(on_progress, stop)
@@ -468,8 +463,8 @@ def launch_cmd(
     watchdog: WatchdogOption = None,
 ) -> None:
     """Create or resume a study and run workers until it holds --n-trials finished trials."""
-    from maskcls_hpo.hpo.launch import run_sweep
-    from maskcls_hpo.hpo.workers import make_backend
+    from maskcls_hpo.hpo.launch import run_sweep  # lazy: start-up of the CLI (optuna)
+    from maskcls_hpo.hpo.workers import make_backend  # lazy: start-up of the CLI (optuna)
 
     options = _run_options(locals())
     chosen = make_backend(
@@ -526,7 +521,7 @@ def worker_cmd(
     watchdog: WatchdogOption = None,
 ) -> None:
     """Join a study as one worker (from another shell or machine) and run trials until the budget is met."""
-    from maskcls_hpo.hpo.workers import join_worker
+    from maskcls_hpo.hpo.workers import join_worker  # lazy: start-up of the CLI (optuna)
 
     options = _run_options(locals())
     _setup_logging(verbose=True)
@@ -549,8 +544,8 @@ def status_cmd(
     study: ReaderStudyOption = None,
 ) -> None:
     """Trial counts by state, the best trial, running trials with their last heartbeat, stale trials."""
-    from maskcls_hpo.hpo.store import open_study
-    from maskcls_hpo.results.status import print_status
+    from maskcls_hpo.hpo.store import open_study  # lazy: start-up of the CLI (optuna)
+    from maskcls_hpo.results.status import print_status  # lazy: start-up of the CLI (optuna)
 
     url = _resolve_storage(storage, must_exist=True, password_file=password_file).url
     print_status(open_study(storage, study, password_file=password_file), console, storage_url=url)
@@ -577,8 +572,8 @@ def export_cmd(
     The best is the confirmed winner when `maskcls-hpo confirm` finished a confirm study of this study. Paths in
     the file (data_dir, cache_dir) are absolute, so `train --config FILE` works from any folder.
     """
-    from maskcls_hpo.hpo.select import export_trials, selection_ranking
-    from maskcls_hpo.hpo.store import open_study
+    from maskcls_hpo.hpo.select import export_trials, selection_ranking  # lazy: start-up of the CLI (optuna)
+    from maskcls_hpo.hpo.store import open_study  # lazy: start-up of the CLI (optuna)
 
     url = _resolve_storage(storage, must_exist=True, password_file=password_file).url
     loaded = open_study(storage, study, password_file=password_file)
@@ -595,7 +590,7 @@ def export_cmd(
     for p in paths:
         console.print(f"wrote {p}", highlight=False)
     if ranking is not None and ranking.confirm is None:  # a confirmed ranking says its own runner-up line
-        from maskcls_hpo.hpo.select import compare_runner_up
+        from maskcls_hpo.hpo.select import compare_runner_up  # lazy: start-up of the CLI (optuna)
 
         comparison = compare_runner_up(loaded, storage_url=url)
         if comparison is not None:
@@ -626,8 +621,8 @@ def confirm_cmd(
     watchdog: WatchdogOption = None,
 ) -> None:
     """Re-train the --top best configs on --folds folds (x --seeds) as a linked study; print mean, s.e., winner."""
-    from maskcls_hpo.hpo.select import format_summary, run_confirm
-    from maskcls_hpo.hpo.workers import LocalBackend
+    from maskcls_hpo.hpo.select import format_summary, run_confirm  # lazy: start-up of the CLI (optuna)
+    from maskcls_hpo.hpo.workers import LocalBackend  # lazy: start-up of the CLI (optuna)
 
     options = _run_options(locals())
     _setup_logging()
@@ -667,7 +662,7 @@ def finalize_cmd(
     password_file: PasswordFileOption = None,
 ) -> None:
     """Retrain the winner (confirmed, else best) on all persons with --seeds seeds, ensemble, write the submission."""
-    from maskcls_hpo.hpo.select import finalize
+    from maskcls_hpo.hpo.select import finalize  # lazy: start-up of the CLI (optuna)
 
     options = _run_options(locals())
     _setup_logging()
@@ -697,7 +692,11 @@ def dashboard_cmd(
     ),
 ) -> None:
     """Run optuna-dashboard on the study database and the trials' artifacts (read-only; Ctrl-C stops it)."""
-    from maskcls_hpo.results.dashboard import dashboard_app, is_loopback, serve_dashboard
+    from maskcls_hpo.results.dashboard import (
+        dashboard_app,
+        is_loopback,
+        serve_dashboard,
+    )  # lazy: start-up of the CLI (optuna)
 
     _setup_logging()
     resolved = _resolve_storage(storage, must_exist=True, password_file=password_file)
@@ -737,9 +736,9 @@ def report_cmd(
     study: ReaderStudyOption = None,
 ) -> None:
     """Write one HTML page with Optuna's plots (history, intermediate values, importances, ...) and the top trials."""
-    from maskcls_hpo.hpo.store import open_study
-    from maskcls_hpo.hpo.trial import open_artifact_store
-    from maskcls_hpo.results.report import write_report
+    from maskcls_hpo.hpo.store import open_study  # lazy: start-up of the CLI (optuna)
+    from maskcls_hpo.hpo.trial import open_artifact_store  # lazy: start-up of the CLI (optuna)
+    from maskcls_hpo.results.report import write_report  # lazy: start-up of the CLI (optuna)
 
     url = _resolve_storage(storage, must_exist=True, password_file=password_file).url
     loaded = open_study(storage, study, password_file=password_file)
@@ -775,13 +774,12 @@ def predict_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Predict eval/info.csv with one checkpoint or an ensemble and write the submission atomically."""
-    import numpy as np
+    import numpy as np  # lazy: start-up of the CLI
 
-    from maskcls_hpo.data import DataError
-    from maskcls_hpo.hpo.select import study_checkpoints
-    from maskcls_hpo.hpo.store import open_study, storage_folder
-    from maskcls_hpo.labels import NUM_CLASSES
-    from maskcls_hpo.predict import PredictError, predict
+    from maskcls_hpo.hpo.select import study_checkpoints  # lazy: start-up of the CLI (optuna)
+    from maskcls_hpo.hpo.store import open_study, storage_folder  # lazy: start-up of the CLI (optuna)
+    from maskcls_hpo.labels import NUM_CLASSES  # lazy: start-up of the CLI
+    from maskcls_hpo.predict import predict  # lazy: torch
 
     paths = list(checkpoint or [])
     if study is not None or top is not None:
@@ -826,7 +824,7 @@ def score_cmd(
     answers: Path = typer.Option(..., "--answers", help="True classes (ImageID,ans), e.g. DATA_DIR/eval/answers.csv."),
 ) -> None:
     """Accuracy and macro F1 (18 classes) of a submission against an answers file, matched by ImageID."""
-    from maskcls_hpo.scoring import score
+    from maskcls_hpo.scoring import score  # lazy: start-up of the CLI (pandas)
 
     result = score(submission, answers)
     t = result["task_f1"]

@@ -10,6 +10,7 @@ Units: `epochs`, `t_max` and `step_size` count epochs; `lr` is per optimizer ste
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -197,8 +198,6 @@ def unknown_key_hint(key: str) -> str:
     Uses :func:`difflib.get_close_matches` (cutoff 0.6) over the :class:`TrainConfig` field names, e.g.
     ``"opt"`` -> ``"timm's name for 'optimizer'"``, ``"lrr"`` -> ``"did you mean 'lr'?"``.
     """
-    import difflib
-
     if key in TIMM_KEYS:
         return f"timm's name for '{TIMM_KEYS[key]}'"
     if key in TIMM_NOTES:

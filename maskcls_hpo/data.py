@@ -543,7 +543,7 @@ def split_by_person(samples: pd.DataFrame, val_ratio: float, seed: int) -> tuple
     Raises:
         ValueError: ``val_ratio`` not in [0, 1), or fewer than 2 persons / an empty train part.
     """
-    from sklearn.model_selection import train_test_split
+    from sklearn.model_selection import train_test_split  # lazy: sklearn (1 s)
 
     if not 0.0 <= val_ratio < 1.0:
         raise ValueError(f"val_ratio must be in [0, 1) (a share of persons), got {val_ratio}")
@@ -615,7 +615,7 @@ def assign_folds(samples: pd.DataFrame, folds: int, seed: int) -> NDArray[np.int
     Raises:
         DataError: see :func:`check_folds`.
     """
-    from sklearn.model_selection import StratifiedGroupKFold
+    from sklearn.model_selection import StratifiedGroupKFold  # lazy: sklearn (1 s)
 
     check_folds(samples, folds)
     persons = person_strata(samples)

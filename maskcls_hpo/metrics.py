@@ -51,7 +51,7 @@ TASK_CLASSES = TASK_SIZES  # classes per task (labels.TASK_SIZES)
 
 
 def _macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n: int) -> float:
-    from sklearn.metrics import f1_score  # NOTE imported on use: `status` and `export` load this module (4 s)
+    from sklearn.metrics import f1_score  # lazy: sklearn; `status` and `export` load this module (4 s)
 
     return float(f1_score(y_true, y_pred, average="macro", labels=list(range(n)), zero_division=0))
 
@@ -84,7 +84,7 @@ def evaluate_predictions(y_true: ArrayLike, y_pred: ArrayLike) -> PredictionScor
     Raises:
         ValueError: empty input or different lengths.
     """
-    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score  # lazy: sklearn
 
     true = np.asarray(y_true, dtype=np.int64).reshape(-1)
     pred = np.asarray(y_pred, dtype=np.int64).reshape(-1)
@@ -313,7 +313,7 @@ def corrected_fold_interval(differences: ArrayLike, folds: int, confidence: floa
     Raises:
         ValueError: fewer than 2 differences, a non-finite one, `folds` < 2 or `confidence` outside (0, 1).
     """
-    from scipy import stats
+    from scipy import stats  # lazy: scipy
 
     d = np.asarray(differences, dtype=float)
     if d.ndim != 1 or d.size < 2 or not np.isfinite(d).all():
@@ -369,7 +369,7 @@ def write_val_predictions(
     Raises:
         ValueError: lengths or the probability width do not fit.
     """
-    import pandas as pd
+    import pandas as pd  # lazy: pandas (0.4 s); `status` and `export` load this module
 
     columns = prediction_columns(head)
     probs = np.asarray(probabilities, dtype=np.float64)
@@ -402,7 +402,7 @@ def read_val_predictions(path: str | Path | IO[bytes]) -> pd.DataFrame:
         OSError: the file cannot be read; ValueError: it lacks the columns path, person_id, epoch, true_class,
             pred_class.
     """
-    import pandas as pd
+    import pandas as pd  # lazy: pandas (0.4 s); `status` and `export` load this module
 
     frame = pd.read_csv(path, dtype={"path": str, "person_id": str})
     missing = [c for c in _ID_COLUMNS if c not in frame.columns]

@@ -44,8 +44,10 @@ import torch
 from numpy.typing import ArrayLike, NDArray
 
 from maskcls_hpo._util import atomic_path
+from maskcls_hpo.cache import BatchLoader, build_cache
 from maskcls_hpo.checkpoint import load_checkpoint
 from maskcls_hpo.config import ConfigError, config_from_mapping
+from maskcls_hpo.data import load_eval
 from maskcls_hpo.errors import PredictError, TrainingError
 from maskcls_hpo.labels import NUM_CLASSES, encode_label
 from maskcls_hpo.metrics import TASK_CLASSES
@@ -120,7 +122,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
         PredictError: missing or unreadable file, not a maskcls-hpo checkpoint, a stored config that does not
             validate, or weights that do not fit the model the config describes (all name the file).
     """
-    from maskcls_hpo.models import build_model, resolve_preprocessing
+    from maskcls_hpo.models import build_model, resolve_preprocessing  # lazy: timm (3 s beyond torch)
 
     path = Path(path)
     try:
@@ -189,7 +191,7 @@ def model_probabilities(loaded: LoadedModel, images: torch.Tensor, tta: bool = F
         single head: `{"class": (B, 18) float32}`; multi head: `{"mask": (B, 3), "gender": (B, 2),
         "age": (B, 3)}` float32; NumPy arrays whose rows sum to 1.
     """
-    from maskcls_hpo.transforms import normalize
+    from maskcls_hpo.transforms import normalize  # lazy: torchvision (2 s beyond torch)
 
     x = normalize(images.to(loaded.device, non_blocking=True), loaded.mean, loaded.std)
     if loaded.channels_last:
@@ -346,9 +348,6 @@ def predict(
             written.
         PredictError: no checkpoint, or a checkpoint that cannot be loaded (named); nothing written.
     """
-    from maskcls_hpo.cache import BatchLoader, build_cache
-    from maskcls_hpo.data import load_eval
-
     if not checkpoints:
         raise PredictError("no checkpoint given: pass at least one checkpoint (best.pt / model.pt)")
     if batch_size < 1:

@@ -56,6 +56,7 @@ from numpy.typing import NDArray
 from torch import nn
 
 from maskcls_hpo._util import atomic_write_text, progress_bar
+from maskcls_hpo.cache import BatchLoader, build_cache
 from maskcls_hpo.checkpoint import (
     BEST_FILE,
     CHECKPOINT_FORMAT,  # re-exported: `from maskcls_hpo.train import CHECKPOINT_FORMAT` (tests)
@@ -68,6 +69,7 @@ from maskcls_hpo.checkpoint import (
     write_model_file,
 )
 from maskcls_hpo.config import ConfigError, TrainConfig
+from maskcls_hpo.data import load_train, split_by_fold, split_by_person
 from maskcls_hpo.errors import TrainingError
 from maskcls_hpo.losses import build_loss
 from maskcls_hpo.metrics import (
@@ -85,8 +87,6 @@ from maskcls_hpo.transforms import BatchAugment, normalize
 if TYPE_CHECKING:
     import pandas as pd
     from torch.optim.lr_scheduler import LRScheduler
-
-    from maskcls_hpo.cache import BatchLoader
 
 __all__ = [
     "train",
@@ -465,8 +465,6 @@ def _setup(config: TrainConfig, out_dir: str | Path | None, resume_from: str | P
 
 def _load_split(config: TrainConfig) -> tuple[pd.DataFrame, NDArray[np.int64], NDArray[np.int64]]:
     """The train table and its (train rows, val rows): everyone with `full_data`, else by fold or by person."""
-    from maskcls_hpo.data import load_train, split_by_fold, split_by_person
-
     # NOTE verify=False: build_cache decodes every image anyway and names any unreadable file.
     samples = load_train(config.data_dir, age_bins=config.age_bins, corrections=config.corrections, verify=False)
     if config.full_data:
@@ -487,8 +485,6 @@ def _loaders(
 ) -> tuple[BatchLoader, BatchLoader | None, str]:
     """(train loader, val loader or None without val rows, the cache's fingerprint) over the uint8 image cache
     at the model's input size (built on first use)."""
-    from maskcls_hpo.cache import BatchLoader, build_cache
-
     cache = build_cache(
         samples["path"].tolist(),
         size=image_size,

@@ -61,10 +61,10 @@ def write_contact_sheet(
     Raises:
         DemoDataError: `data_dir/train/images` is missing or holds no image; `per_class` out of range.
     """
-    import matplotlib
+    import matplotlib  # lazy: matplotlib (0.7 s), only for the contact sheet
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: matplotlib, after choosing the Agg backend
 
     images_dir = Path(data_dir) / "train" / "images"
     if not images_dir.is_dir():

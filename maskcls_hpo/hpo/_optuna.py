@@ -35,6 +35,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, cast
 
 import optuna
+from optuna.trial import TrialState
 
 if TYPE_CHECKING:
     from optuna.storages._heartbeat import BaseHeartbeatThread
@@ -88,14 +89,14 @@ RETRIED_METHODS = (
 
 def rdb_models() -> ModuleType:
     """Optuna's SQLAlchemy models module (``TrialModel``, ``TrialHeartbeatModel``, ...)."""
-    from optuna.storages._rdb import models
+    from optuna.storages._rdb import models  # lazy: SQLAlchemy ORM (0.4 s; `import optuna` does not load it)
 
     return models
 
 
 def alembic_dir() -> Path:
     """Folder of the alembic scripts bundled with the installed Optuna (its schema history)."""
-    from optuna.storages import _rdb
+    from optuna.storages import _rdb  # lazy: private API, looked up on use (check_internals names what is gone)
 
     return Path(_rdb.__file__).parent / "alembic"
 
@@ -105,7 +106,7 @@ def heartbeat(trial: optuna.Trial, study: optuna.Study) -> BaseHeartbeatThread:
 
     A no-op when the storage has no heartbeat.
     """
-    from optuna.storages._heartbeat import get_heartbeat_thread
+    from optuna.storages._heartbeat import get_heartbeat_thread  # lazy: private API, looked up on use (as above)
 
     return get_heartbeat_thread(trial_id_of(trial), storage_of(study))
 
@@ -141,13 +142,13 @@ def ask_tracked(study: optuna.Study) -> optuna.Trial:
 
 
 def tell_quietly(
-    study: optuna.Study, trial: optuna.Trial, value: float | None = None, state: optuna.trial.TrialState | None = None
+    study: optuna.Study, trial: optuna.Trial, value: float | None = None, state: TrialState | None = None
 ) -> None:
     """``study.tell(trial, value, state=state)`` without reading the finished trial back.
 
     Same checks, warnings and errors as ``Study.tell`` (``Study.optimize`` calls the same function).
     """
-    from optuna.study._tell import _tell_with_warning
+    from optuna.study._tell import _tell_with_warning  # lazy: private API, looked up on use (as above)
 
     _tell_with_warning(study=study, trial=trial, value_or_values=value, state=state)
 
@@ -182,8 +183,7 @@ def finished_since(storage: object, study_id: int, since: datetime.datetime) -> 
     ``datetime_complete`` column holds naive UTC in Optuna >= 5 (the model's ``_datetime_complete_utc``) and
     naive local time before; `since` (timezone-aware, or naive local) is converted to match.
     """
-    import sqlalchemy
-    from optuna.trial import TrialState
+    import sqlalchemy  # lazy: sqlalchemy (0.35 s; `import optuna` does not load it)
 
     tm = rdb_models().TrialModel
     aware = since if since.tzinfo is not None else since.astimezone()

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from rich.console import Console
+from rich.console import Console
+from rich.logging import RichHandler
 
 __all__ = ["setup_logging"]
 
@@ -18,9 +17,6 @@ def setup_logging(console: Console | None = None, verbose: bool = False) -> None
         console: a ``rich.console.Console`` (default: a new one on stderr).
         verbose: INFO for every library, not only this package.
     """
-    from rich.console import Console
-    from rich.logging import RichHandler
-
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(message)s",
@@ -30,7 +26,7 @@ def setup_logging(console: Console | None = None, verbose: bool = False) -> None
     logging.getLogger("maskcls_hpo").setLevel(logging.INFO)
     logging.getLogger("alembic").setLevel(logging.WARNING)  # Optuna's schema setup logs plugin lines at INFO
     try:
-        import optuna
+        import optuna  # lazy: optuna; the CLI imports this module at start-up
     except ImportError:  # pragma: no cover - optuna is a dependency
         return
     optuna.logging.set_verbosity(optuna.logging.WARNING)

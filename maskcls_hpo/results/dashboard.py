@@ -31,8 +31,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+import optuna
+
 from maskcls_hpo.errors import DashboardError, StorageError
 from maskcls_hpo.hpo.store import display_url, mask_password, open_storage
+from maskcls_hpo.hpo.trial import open_artifact_store
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -152,10 +155,7 @@ def dashboard_app(
         StorageError: the database cannot be reached (message with the password masked).
         DashboardError: the database has no Optuna tables, or `study` is not in it (the studies named).
     """
-    import optuna
-    import optuna_dashboard
-
-    from maskcls_hpo.hpo.trial import open_artifact_store
+    import optuna_dashboard  # lazy: optuna-dashboard (3 s)
 
     try:
         storage = open_storage(storage_url, create=False)

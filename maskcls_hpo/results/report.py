@@ -18,30 +18,33 @@ reason, then each trial's last epoch and reason). Every figure is as wide as the
 
 from __future__ import annotations
 
+import base64
+import csv
 import datetime as dt
 import functools
 import html
+import io
+import json
 import logging
 import math
+import random
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import optuna
+import plotly
+import plotly.graph_objects as go
+import sqlalchemy
+from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta
+from optuna.distributions import json_to_distribution
 from optuna.trial import FrozenTrial, TrialState
 
-from maskcls_hpo.hpo._optuna import storage_of
+from maskcls_hpo.hpo._optuna import rdb_models, rdb_of, storage_of, study_id_of
 from maskcls_hpo.hpo.attrs import OBJECTIVE_LABEL, TrialAttrs
-from maskcls_hpo.hpo.store import mask_password, ranked_complete_trials
-
-if TYPE_CHECKING:
-    import random
-
-    import plotly.graph_objects as go
-    import sqlalchemy
-    from optuna.artifacts import FileSystemArtifactStore
+from maskcls_hpo.hpo.store import mask_password, ranked_complete_trials, uses_sql
 
 __all__ = ["write_report", "report_html", "report_figures", "ReportFigure", "StudyDigest", "TARGET_NAME", "PLOT_TOP"]
 
@@ -89,11 +92,8 @@ class StudyDigest:
     """
 
     def __init__(self, study: optuna.Study, plot_top: int | None = None, importance_sample: int | None = None) -> None:
-        import random
-
         plot_top = PLOT_TOP if plot_top is None else plot_top
         importance_sample = IMPORTANCE_SAMPLE if importance_sample is None else importance_sample
-        from maskcls_hpo.hpo.store import uses_sql
 
         self.plot_top = plot_top
         self.top = ranked_complete_trials(study, limit=plot_top)
@@ -112,9 +112,6 @@ class StudyDigest:
         self.sample = complete if len(complete) <= importance_sample else rng.sample(complete, importance_sample)
 
     def _from_sql(self, study: optuna.Study, plot_top: int, importance_sample: int, rng: random.Random) -> None:
-        import sqlalchemy
-
-        from maskcls_hpo.hpo._optuna import rdb_models, rdb_of, storage_of, study_id_of
 
         m = rdb_models()
         storage, sid = storage_of(study), study_id_of(study)
@@ -158,9 +155,6 @@ def _finite(value: float | None) -> float | None:
 
 def _params_only(engine: sqlalchemy.engine.Engine, m: ModuleType, trials: list[tuple[int, float]]) -> list[FrozenTrial]:
     """COMPLETE FrozenTrials with only params, distributions and value, from the trial_params table."""
-    import sqlalchemy
-    from optuna.distributions import json_to_distribution
-
     by_trial: dict[int, tuple[dict, dict]] = {tid: ({}, {}) for tid, _ in trials}
     cache: dict[str, Any] = {}
     ids = list(by_trial)
@@ -217,8 +211,6 @@ def _renumber(fig: go.Figure, key: str, numbers: list[int]) -> None:
 
 def _history_figure(digest: StudyDigest) -> go.Figure:
     """Every COMPLETE trial's value by trial number and the best value so far (plotly), from the digest's rows."""
-    import plotly.graph_objects as go
-
     xs = [n for n, st, v in digest.rows if st == TrialState.COMPLETE and v is not None]
     ys = [v for n, st, v in digest.rows if st == TrialState.COMPLETE and v is not None]
     best, running = [], -math.inf
@@ -272,7 +264,7 @@ def _figure_specs(
 ) -> list[_FigureSpec]:
     """The report's figures, in page order: history, intermediate values, parallel coordinates, importances,
     slice (drawn from the light studies of :func:`report_figures`)."""
-    from optuna import visualization as vis
+    from optuna import visualization as vis  # lazy: optuna.visualization (1 s): only the figures need it
 
     n_complete = d.counts[TrialState.COMPLETE]
     top_only = n_complete > len(d.top)
@@ -422,7 +414,6 @@ def _artifact(
     """The bytes of the trial's artifact `filename` (the newest upload), or None (no store, none uploaded)."""
     if store is None:
         return None
-    from optuna.artifacts import get_all_artifact_meta
 
     try:
         metas = [m for m in get_all_artifact_meta(trial, storage=storage_of(study)) if m.filename == filename]
@@ -445,9 +436,6 @@ def _interval(attrs: dict[str, Any]) -> str:
 
 def _per_class_table(csv_bytes: bytes) -> str:
     """The per_class_f1.csv artifact as a table (class, label, F1 with a bar, support, predicted)."""
-    import csv
-    import io
-
     rows = list(csv.DictReader(io.StringIO(csv_bytes.decode("utf-8"))))
     body = []
     for r in rows:
@@ -471,8 +459,6 @@ def _best_section(study: optuna.Study, digest: StudyDigest, store: FileSystemArt
     The image and the table are the trial's ``confusion_matrix.png`` and ``per_class_f1.csv`` artifacts
     (:mod:`maskcls_hpo.hpo.trial`), read from `store`; a note says so when they are missing.
     """
-    import base64
-
     ranked = digest.top
     if not ranked:
         return "<section id='best'><h2>Best trial</h2><p class='note'>No COMPLETE trial yet.</p></section>"
@@ -540,17 +526,10 @@ def _ended_trials(study: optuna.Study, latest: int) -> tuple[list[tuple[TrialSta
     With an SQL storage one query reads numbers, states and the `reason` attr only (so a study of 10,000
     trials is not loaded whole); then only the `latest` trials are read in full.
     """
-    import json
-
-    from maskcls_hpo.hpo.store import uses_sql
-
     ended_states = (TrialState.PRUNED, TrialState.FAIL)
     if not uses_sql(study):
         ended = study.get_trials(deepcopy=False, states=ended_states)
         return [(t.state, str(t.user_attrs.get(TrialAttrs.REASON, ""))) for t in ended], ended[-latest:]
-    import sqlalchemy
-
-    from maskcls_hpo.hpo._optuna import rdb_models, rdb_of, study_id_of
 
     m = rdb_models()
     storage = storage_of(study)
@@ -645,8 +624,6 @@ def report_html(study: optuna.Study, top: int = 10, artifact_store: FileSystemAr
         artifact_store: the study's Optuna artifact store (:func:`maskcls_hpo.hpo.trial.open_artifact_store`),
             where the best trial's confusion matrix and per-class F1 are read; None leaves a note instead.
     """
-    import plotly
-
     digest = StudyDigest(study, plot_top=max(PLOT_TOP, top))
     title = f"Study {study.study_name}"
     now = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")

@@ -26,7 +26,7 @@ from rich.table import Table
 
 from maskcls_hpo.hpo._optuna import rdb_models, rdb_of, storage_of, study_id_of, trial_id_of
 from maskcls_hpo.hpo.attrs import StudyAttrs, TrialAttrs, slurm_label
-from maskcls_hpo.hpo.select import find_confirm_study, format_summary, summarize_confirm
+from maskcls_hpo.hpo.select import compare_runner_up, find_confirm_study, format_summary, summarize_confirm
 from maskcls_hpo.hpo.store import count_trials, fail_stale_trials, ranked_complete_trials, trial_ids
 
 __all__ = ["study_status", "print_status", "last_heartbeats"]
@@ -150,8 +150,6 @@ def _confirm(study: optuna.Study) -> dict[str, Any] | None:
 def _runner_up(study: optuna.Study, storage_url: str | None, checkpoints: str | Path | None) -> dict[str, Any] | None:
     if storage_url is None and checkpoints is None:
         return None
-    from maskcls_hpo.hpo.select import compare_runner_up
-
     comparison = compare_runner_up(study, storage_url=storage_url, checkpoints=checkpoints)
     return comparison.as_dict() if comparison is not None else None
 

@@ -21,7 +21,7 @@ import math
 import os
 from collections.abc import Callable
 from pathlib import Path, PurePath
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -29,10 +29,9 @@ from optuna.trial import FrozenTrial, TrialState
 from maskcls_hpo.config import config_from_mapping, save_config
 from maskcls_hpo.errors import ExportError, PredictError
 from maskcls_hpo.hpo.attrs import StudyAttrs, TrialAttrs, checkpoint_dir
-from maskcls_hpo.hpo.store import mask_password, ranked_complete_trials, state_counts_text, trial_by_number
-
-if TYPE_CHECKING:
-    from maskcls_hpo.hpo.select._ranking import Ranking
+from maskcls_hpo.hpo.select._ranking import Ranking, selection_ranking
+from maskcls_hpo.hpo.store import mask_password, open_study, ranked_complete_trials, state_counts_text, trial_by_number
+from maskcls_hpo.versions import package_versions
 
 
 def _plain(value: Any) -> Any:
@@ -56,8 +55,6 @@ def _plain(value: Any) -> Any:
 
 def _versions() -> dict[str, str]:
     """The version stamp (from the installed packages' metadata: torch and timm are not imported)."""
-    from maskcls_hpo.versions import package_versions
-
     v = package_versions()
     return {k: v[k] for k in ("maskcls_hpo", "optuna", "torch", "timm", "scikit_learn", "python")}
 
@@ -256,8 +253,6 @@ def _ranked_docs(
     """
     if top is not None and top < 1:
         raise ExportError(f"--top must be at least 1, got {top}")
-    from maskcls_hpo.hpo.select._ranking import selection_ranking
-
     ranking = selection_ranking(study, single_split=single_split, limit=1 if top is None else top)
     ranked = ranking.trials
     if not ranked:
@@ -345,7 +340,5 @@ def export_best(
     Raises:
         StorageError: see :func:`open_study`. ExportError: no COMPLETE trial, unknown trial, bad format.
     """
-    from maskcls_hpo.hpo.store import open_study
-
     study = open_study(storage, study_name, password_file=password_file)
     return export_trials(study, Path(out), trial_number=trial_number, top=top, fmt=fmt, force=force)

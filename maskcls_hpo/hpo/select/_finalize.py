@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 
 from maskcls_hpo.config import TrainConfig, config_from_mapping, load_config, save_config
+from maskcls_hpo.data import load_eval
 from maskcls_hpo.errors import ConfirmError
 from maskcls_hpo.hpo.attrs import TrialAttrs
 from maskcls_hpo.hpo.select._ranking import Ranking, selection_ranking
@@ -160,8 +161,6 @@ def finalize_study(
         DataError: no eval set (``DATA_DIR/eval/info.csv``) or a broken one, before anything is trained or
             written. ConfirmError: see :func:`final_configs`. PredictError: a model that cannot be loaded.
     """
-    from maskcls_hpo.data import load_eval  # lazy: pandas / PIL, not needed by `export`
-
     say = on_message or (lambda _line: None)
     opts = options or RunOptions()
     started = time.monotonic()

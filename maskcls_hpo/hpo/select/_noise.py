@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from maskcls_hpo.hpo.store import ranked_complete_trials
+from maskcls_hpo.hpo.store import ranked_complete_trials, storage_folder
+from maskcls_hpo.hpo.trial import load_val_predictions
 from maskcls_hpo.metrics import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, BootstrapInterval, paired_bootstrap_difference
 
 if TYPE_CHECKING:
@@ -114,15 +115,11 @@ def compare_runner_up(
         None when the study has fewer than 2 COMPLETE trials, else a :class:`RunnerUpComparison` (with
         `difference` None and a `reason` when a trial's predictions are missing).
     """
-    from maskcls_hpo.hpo.trial import load_val_predictions
-
     ranked = ranked_complete_trials(study, limit=2)  # one ranked SQL query; loads these two trials only
     if len(ranked) < 2:
         return None
     best, runner_up = ranked[0], ranked[1]
     if checkpoints is None and storage_url is not None:
-        from maskcls_hpo.hpo.store import storage_folder
-
         checkpoints = storage_folder(storage_url, "checkpoints")
     frames = [load_val_predictions(study, t, checkpoints, storage_url, artifact_root) for t in (best, runner_up)]
     missing = [t.number for t, f in zip((best, runner_up), frames, strict=True) if f is None]

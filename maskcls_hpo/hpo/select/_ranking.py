@@ -8,6 +8,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from maskcls_hpo.hpo.select._summary import ConfirmSummary, find_confirm_study, summarize_confirm
+from maskcls_hpo.hpo.store import ranked_complete_trials, trial_by_number
 
 
 @dataclass
@@ -38,8 +39,6 @@ def selection_ranking(source: optuna.Study, single_split: bool = False, limit: i
         single_split: ignore any confirm study.
         limit: at most this many trials (the best; see ``export.ranked_complete_trials``).
     """
-    from maskcls_hpo.hpo.store import ranked_complete_trials, trial_by_number
-
     if single_split:
         return Ranking("single validation split", ranked_complete_trials(source, limit=limit))
     linked = find_confirm_study(source)

@@ -17,15 +17,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+import optuna
 import sqlalchemy
+from optuna.exceptions import ExperimentalWarning
 from sqlalchemy.engine import make_url
 
-from maskcls_hpo.errors import StorageError, StorageSchemaError
+from maskcls_hpo.errors import LaunchError, StorageError, StorageSchemaError
+from maskcls_hpo.hpo._optuna import RETRIED_METHODS, alembic_dir
 from maskcls_hpo.hpo.store._retry import _retry_budget, retry_db
 from maskcls_hpo.hpo.store._secrets import display_url, first_line, mask_password
 
 if TYPE_CHECKING:
-    import optuna
 
     class RetryingRDBStorage(optuna.storages.RDBStorage):
         """The class :func:`_retrying_storage_class` builds on first use, as the type checker sees it."""
@@ -176,8 +178,6 @@ def check_schema(url: str) -> None:
         StorageSchemaError: naming both versions and the command that upgrades the schema.
         StorageError: the database cannot be reached (message masked).
     """
-    import optuna
-
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").is_file():
         return  # no database yet: nothing to compare (and connecting would create an empty file)
@@ -223,8 +223,6 @@ def check_connection_budget(url: str, workers: int, launcher: int = CONNECTIONS_
         LaunchError: naming the number of workers, the connections they need and the server's max_connections.
         StorageError: the server cannot be reached (masked URL).
     """
-    from maskcls_hpo.errors import LaunchError
-
     if make_url(url).get_backend_name() != "postgresql":
         return None
     kwargs = engine_kwargs(url)
@@ -268,9 +266,7 @@ def check_connection_budget(url: str, workers: int, launcher: int = CONNECTIONS_
 
 def _alembic_head() -> str:
     """The schema revision the installed Optuna writes (head of its bundled alembic scripts)."""
-    from alembic.script import ScriptDirectory
-
-    from maskcls_hpo.hpo._optuna import alembic_dir
+    from alembic.script import ScriptDirectory  # lazy: alembic (0.3 s), only for a database that exists
 
     script = ScriptDirectory(str(alembic_dir()))
     head = script.get_current_head()
@@ -283,8 +279,6 @@ def _alembic_head() -> str:
 @functools.lru_cache(maxsize=1)
 def _retrying_storage_class() -> type[RetryingRDBStorage]:
     """An RDBStorage subclass whose database calls go through :func:`retry_db` (built on first use)."""
-    import optuna
-
     base = optuna.storages.RDBStorage
 
     def wrap(name: str) -> Callable[..., Any]:
@@ -340,8 +334,6 @@ def _retrying_storage_class() -> type[RetryingRDBStorage]:
             max_delay=float(self.heartbeat_interval or 10),
         )
 
-    from maskcls_hpo.hpo._optuna import RETRIED_METHODS
-
     namespace: dict[str, Any] = {name: wrap(name) for name in RETRIED_METHODS if hasattr(base, name)}
     for name in ("set_trial_user_attr", "set_trial_system_attr", "set_study_user_attr", "set_study_system_attr"):
         namespace[name] = native_value(name)
@@ -356,8 +348,8 @@ def _retrying_storage_class() -> type[RetryingRDBStorage]:
 
 
 def __getattr__(name: str) -> type[RetryingRDBStorage]:
-    # `maskcls_hpo.hpo.store._rdb.RetryingRDBStorage` is built on first use (Optuna is a heavy import); this makes
-    # the name resolvable, so a storage can be pickled (e.g. to a multiprocessing child) and loaded again.
+    # `maskcls_hpo.hpo.store._rdb.RetryingRDBStorage` is built on first use (:func:`_retrying_storage_class`); this
+    # makes the name resolvable, so a storage can be pickled (e.g. to a multiprocessing child) and loaded again.
     if name == "RetryingRDBStorage":
         return _retrying_storage_class()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -385,9 +377,6 @@ def open_storage(
     Raises:
         StorageSchemaError, StorageError: see :func:`check_schema`; connection failures name the masked URL.
     """
-    import optuna
-    from optuna.exceptions import ExperimentalWarning
-
     heartbeat = heartbeat or HeartbeatSettings.from_env()
     check_schema(url)
     backend = make_url(url).get_backend_name()

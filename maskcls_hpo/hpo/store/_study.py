@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+import optuna
 
 from maskcls_hpo.errors import StorageError
+from maskcls_hpo.hpo.attrs import KIND_CONFIRM, ConfirmAttrs
 from maskcls_hpo.hpo.store._rdb import open_storage
 from maskcls_hpo.hpo.store._secrets import mask_password
 from maskcls_hpo.hpo.store._url import resolve_storage
-
-if TYPE_CHECKING:
-    import optuna
 
 
 def open_study(
@@ -31,8 +30,6 @@ def open_study(
         StorageError: no such database (nothing is created), no such study, or several studies and no name;
             each message names the storage and where it came from (``from env OPTUNA_STORAGE``, ...).
     """
-    import optuna
-
     resolved = resolve_storage(storage, must_exist=True, password_file=password_file)
     rdb = open_storage(resolved.url, create=False)
     try:
@@ -42,8 +39,6 @@ def open_study(
     if study_name is None:
         candidates = names
         if len(names) > 1:  # a linked confirm study (`S-confirm`) is not a candidate for the default
-            from maskcls_hpo.hpo.attrs import KIND_CONFIRM, ConfirmAttrs
-
             linked = {
                 s.study_name for s in rdb.get_all_studies() if s.user_attrs.get(ConfirmAttrs.KIND) == KIND_CONFIRM
             }

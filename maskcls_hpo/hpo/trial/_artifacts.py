@@ -87,7 +87,7 @@ def open_artifact_store(
     Returns:
         (store, folder Path).
     """
-    from optuna.artifacts import FileSystemArtifactStore
+    from optuna.artifacts import FileSystemArtifactStore  # lazy: worker start-up, imports being reworked (B3)
 
     folder = artifact_dir(storage_url, root)
     if create:
@@ -117,7 +117,7 @@ def write_confusion_png(
     Raises:
         ValueError: the matrix is not 18 x 18.
     """
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # lazy: matplotlib (0.7 s)
 
     matrix = _check_confusion(confusion)
     rows = matrix.sum(axis=1, keepdims=True)
@@ -191,7 +191,7 @@ def write_per_class_f1_csv(
 
 def write_config_yaml(config: Mapping[str, Any], path: str | Path) -> Path:
     """Write a trial's training config (a plain mapping, `TrainConfig.to_dict()`) as YAML."""
-    from maskcls_hpo.config import save_config
+    from maskcls_hpo.config import save_config  # lazy: worker start-up, imports being reworked (B3)
 
     return save_config(dict(config), path)
 
@@ -221,7 +221,7 @@ def upload_trial_artifacts(
     Raises:
         Whatever writing or uploading raises (callers that must not fail use :class:`TrialArtifactUploader`).
     """
-    from optuna.artifacts import upload_artifact
+    from optuna.artifacts import upload_artifact  # lazy: worker start-up, imports being reworked (B3)
 
     age_bins = tuple((config or {}).get("age_bins") or (30, 60))
     has_confusion = confusion is not None and np.asarray(confusion).size == NUM_CLASSES**2
@@ -253,7 +253,9 @@ def upload_trial_artifacts(
         if isinstance(trial, optuna.Trial):
             trial.set_user_attr(TrialAttrs.ARTIFACTS, uploaded)
         elif storage is not None and trial.state == optuna.trial.TrialState.RUNNING:  # a finished one is frozen
-            from maskcls_hpo.hpo._optuna import trial_id_of
+            from maskcls_hpo.hpo._optuna import (
+                trial_id_of,
+            )  # lazy: worker start-up, imports being reworked (B3)
 
             storage.set_trial_user_attr(trial_id_of(trial), TrialAttrs.ARTIFACTS, uploaded)
     return list(uploaded)
@@ -278,7 +280,9 @@ class TrialArtifactUploader:
     def store(self) -> FileSystemArtifactStore:
         """The ``FileSystemArtifactStore`` (its folder is made on first use)."""
         if self._store is None:
-            from optuna.artifacts import FileSystemArtifactStore
+            from optuna.artifacts import (
+                FileSystemArtifactStore,
+            )  # lazy: worker start-up, imports being reworked (B3)
 
             self.folder.mkdir(parents=True, exist_ok=True)
             self._store = FileSystemArtifactStore(base_path=self.folder)
@@ -379,7 +383,7 @@ def load_val_predictions(
     (when `checkpoints` is given), then as the trial's ``val_predictions.csv`` artifact in the artifact store
     of `storage_url` (:func:`maskcls_hpo.hpo.store.artifact_dir`; when `storage_url` is given).
     """
-    from maskcls_hpo.hpo._optuna import storage_of
+    from maskcls_hpo.hpo._optuna import storage_of  # lazy: worker start-up, imports being reworked (B3)
 
     candidates: list[Callable[[], pd.DataFrame | None]] = []
     if checkpoints is not None:
@@ -388,7 +392,9 @@ def load_val_predictions(
     if storage_url is not None:
 
         def from_artifact() -> pd.DataFrame | None:
-            from optuna.artifacts import get_all_artifact_meta
+            from optuna.artifacts import (
+                get_all_artifact_meta,
+            )  # lazy: worker start-up, imports being reworked (B3)
 
             folder = artifact_dir(storage_url, artifact_root)
             if not folder.is_dir():
@@ -465,10 +471,10 @@ def save_study_note(study: optuna.Study, body: str) -> bool:
         True when a new note version was written. Errors are logged as a warning (False), never raised.
     """
     try:
-        import warnings
+        import warnings  # lazy: worker start-up, imports being reworked (B3)
 
-        from optuna.exceptions import ExperimentalWarning
-        from optuna_dashboard import get_note, save_note
+        from optuna.exceptions import ExperimentalWarning  # lazy: worker start-up, imports being reworked (B3)
+        from optuna_dashboard import get_note, save_note  # lazy: optuna-dashboard (3 s)
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ExperimentalWarning)

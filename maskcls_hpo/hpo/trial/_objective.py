@@ -91,7 +91,7 @@ def make_objective(
         optuna.TrialPruned: pruned, non-finite, or out of memory (reason in the trial's user attrs).
         Exception: anything else, after recording `reason`.
     """
-    from maskcls_hpo.train import NonFiniteLossError, OutOfMemoryError, train
+    from maskcls_hpo.train import NonFiniteLossError, OutOfMemoryError, train  # lazy: torch, timm
 
     def objective(trial: optuna.Trial) -> float:
         config, resume, epoch_seconds = _start_trial(trial, sweep, checkpoint_root, overrides, worker, epoch_done)
@@ -200,7 +200,7 @@ def _resume_records(trial: optuna.Trial, resume: Path) -> list[float]:
     written but whose value the killed worker did not report yet is reported now (earlier ones were
     inherited by the re-queued trial and are left as they are), and `epoch_seconds` restarts from it.
     """
-    from maskcls_hpo.train import load_checkpoint
+    from maskcls_hpo.train import load_checkpoint  # lazy: torch
 
     ckpt = load_checkpoint(resume)
     epoch = int(ckpt["epoch"])

@@ -67,7 +67,7 @@ MLFLOW_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED",
 def tensorboard_available() -> bool:
     """True when ``torch.utils.tensorboard`` can be imported (it needs the ``tensorboard`` package)."""
     try:
-        import torch.utils.tensorboard  # noqa: F401
+        import torch.utils.tensorboard  # lazy: optional tensorboard package (and torch)  # noqa: F401
     except ImportError:
         return False
     return True
@@ -90,7 +90,7 @@ def _hparam(value: Any) -> bool | int | float | str:
 
 
 def _mlflow_client(uri: str) -> MlflowClient:
-    from mlflow import MlflowClient
+    from mlflow import MlflowClient  # lazy: optional extra mlflow
 
     # MLflow logs its database set-up at INFO on its own handler; the launch's live view has no room for it
     for name in ("mlflow", "alembic"):
@@ -125,7 +125,7 @@ def check_mlflow(uri: str, study_name: str) -> str:
         LaunchError: mlflow is not installed, or the tracking URI cannot be used (URI masked, what to do).
     """
     try:
-        import mlflow  # noqa: F401
+        import mlflow  # lazy: optional extra mlflow  # noqa: F401
     except ImportError:
         raise LaunchError(
             "--mlflow needs the mlflow package: pip install 'maskcls-hpo[mlflow]' (or leave out --mlflow)"
@@ -197,7 +197,7 @@ class TrialRun:
             w.flush()
 
         def ml(client: MlflowClient, run_id: str) -> None:
-            from mlflow.entities import Metric
+            from mlflow.entities import Metric  # lazy: optional extra mlflow
 
             now = int(time.time() * 1000)
             metrics = [
@@ -226,7 +226,7 @@ class TrialRun:
             w.add_text("state", f"{state}{': ' + reason if reason else ''}", 0)
 
         def ml(client: MlflowClient, run_id: str) -> None:
-            from mlflow.entities import Metric, RunTag
+            from mlflow.entities import Metric, RunTag  # lazy: optional extra mlflow
 
             tags = [RunTag("state", state)] + ([RunTag("reason", reason[:500])] if reason else [])
             metrics = [Metric("best_val_macro_f1", best, int(time.time() * 1000), 0)] if best is not None else []
@@ -239,7 +239,7 @@ class TrialRun:
 
     def end_with(self, err: BaseException) -> None:
         """End the run for an exception that left the objective: PRUNED, KILLED (stop signal) or FAIL."""
-        from maskcls_hpo.hpo.signals import Interrupted
+        from maskcls_hpo.hpo.signals import Interrupted  # lazy: worker start-up, imports being reworked (B3)
 
         if isinstance(err, optuna.TrialPruned):
             self.end("PRUNED", reason=str(err))
@@ -278,8 +278,8 @@ class TrialTracker:
         if not self._tb_ok:
             return None, None
         try:
-            from torch.utils.tensorboard import SummaryWriter
-            from torch.utils.tensorboard.summary import hparams
+            from torch.utils.tensorboard import SummaryWriter  # lazy: optional tensorboard package (and torch)
+            from torch.utils.tensorboard.summary import hparams  # lazy: optional tensorboard package (and torch)
 
             writer = SummaryWriter(log_dir=str(trial_log_dir(self.tensorboard_dir, number)))
             summaries = None
@@ -296,7 +296,7 @@ class TrialTracker:
         if not self.mlflow_uri:
             return None
         try:
-            from mlflow.entities import Param
+            from mlflow.entities import Param  # lazy: optional extra mlflow
 
             client = _mlflow_client(self.mlflow_uri)
             if self._experiment is None:

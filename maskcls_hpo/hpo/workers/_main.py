@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         0 when the study reached its budget (or the timeout) or a standby worker was not needed, 3 after the
         failure cap, 130 when interrupted, 1 on an error a user can fix (one line on stderr).
     """
-    from maskcls_hpo.hpo.logs import setup_logging
+    from maskcls_hpo.hpo.logs import setup_logging  # lazy: worker start-up, imports being reworked (B3)
 
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:

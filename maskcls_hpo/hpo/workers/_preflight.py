@@ -10,6 +10,7 @@ import optuna
 from maskcls_hpo.errors import DataError, LaunchError, StorageError
 from maskcls_hpo.hpo._optuna import rdb_of, storage_of
 from maskcls_hpo.hpo.attrs import StudyAttrs
+from maskcls_hpo.hpo.store import open_study
 from maskcls_hpo.hpo.trial import Sweep
 
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ def _input_size(config: TrainConfig) -> tuple[int, int]:
         # NOTE resolve_preprocessing returns a set image_size unchanged; no model is built (and torch / timm are
         # not imported) just to learn it: a launch's workers import them meanwhile.
         return int(config.image_size[0]), int(config.image_size[1])
-    from maskcls_hpo.models import build_model, resolve_preprocessing
+    from maskcls_hpo.models import build_model, resolve_preprocessing  # lazy: torch, timm
 
     backbone = build_model(config.model_copy(update={"pretrained": False}))
     image_size, _, _ = resolve_preprocessing(config, backbone)
@@ -34,7 +35,7 @@ def _input_size(config: TrainConfig) -> tuple[int, int]:
 
 def _samples_and_size(config: TrainConfig, verify: bool = True) -> tuple[pd.DataFrame, tuple[int, int]]:
     """The training samples (every image decoded as a check when `verify`) and the model's input size (H, W)."""
-    from maskcls_hpo.data import load_train
+    from maskcls_hpo.data import load_train  # lazy: pandas, PIL (a worker process imports this package first)
 
     samples = load_train(config.data_dir, age_bins=config.age_bins, corrections=config.corrections, verify=verify)
     return samples, _input_size(config)
@@ -60,11 +61,11 @@ def prepare_data(config: TrainConfig) -> dict[str, Any]:
     Raises:
         DataError: every problem by path. PretrainedWeightsError: naming the model and the ways to get weights.
     """
-    from maskcls_hpo.cache import build_cache, find_cache
-    from maskcls_hpo.data import check_train
+    from maskcls_hpo.cache import build_cache, find_cache  # lazy: pandas, PIL (as above)
+    from maskcls_hpo.data import check_train  # lazy: pandas, PIL (as above)
 
     if config.pretrained is not False:  # NOTE `pretrained: false` has nothing to check (and needs no timm here)
-        from maskcls_hpo.models import check_pretrained_available
+        from maskcls_hpo.models import check_pretrained_available  # lazy: torch, timm
 
         check_pretrained_available(config)
     samples, image_size = _samples_and_size(config, verify=False)
@@ -108,8 +109,6 @@ def check_join(
         StorageError: no database, another schema, no such study (the studies there are named).
         SweepError: the search space differs. LaunchError: other data than the study's. DataError: bad data.
     """
-    from maskcls_hpo.hpo.store import open_study
-
     try:
         study = open_study(storage_url, study_name)
     except StorageError as err:
@@ -125,7 +124,7 @@ def _check_joined_study(
     study: optuna.Study, sweep: Sweep | None, study_name: str, overrides: dict[str, Any] | None, check_data: bool
 ) -> None:
     """Search space and data fingerprint of :func:`check_join` (raises as it documents)."""
-    from maskcls_hpo.cache import fingerprint
+    from maskcls_hpo.cache import fingerprint  # lazy: pandas, PIL (as above)
 
     if sweep is None:  # a confirm study: its runs are fixed params of stored configs (hpo/select/_confirm.py)
         return
