@@ -41,6 +41,8 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy maskcls_hpo
+	$(BIN)/python scripts/check_function_length.py
 
 # The docs site, strictly: a warning (a broken link, anchor or cross-reference) fails; docs/development.md.
 docs: venv
