@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from maskcls_hpo.errors import DataError, MaskclsError, PredictError
 from maskcls_hpo.hpo.logs import setup_logging
@@ -58,8 +59,6 @@ def main(
 
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print one red line on stderr and exit with `code` (never a traceback); `message` is shown as written."""
-    from rich.markup import escape
-
     # NOTE escape: rich would take `[pretrained]` in "pip install 'maskcls-hpo[pretrained]'" for a style tag
     console.print(f"[bold red]error:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)

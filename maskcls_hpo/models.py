@@ -41,6 +41,7 @@ from urllib.parse import urlparse
 
 import timm
 import torch
+from huggingface_hub import constants, try_to_load_from_cache
 from torch import nn
 
 from maskcls_hpo.config import ConfigError, TrainConfig
@@ -215,8 +216,6 @@ def _install_extra_message(spec: PackagedWeights) -> str:
 
 
 def _hf_cached_file(repo_id: str, filenames: tuple[str, ...]) -> Path | None:
-    from huggingface_hub import constants, try_to_load_from_cache
-
     repo, _, revision = repo_id.partition("@")
     for filename in filenames:
         found = try_to_load_from_cache(repo, filename, cache_dir=constants.HF_HUB_CACHE, revision=revision or None)
@@ -355,8 +354,6 @@ def _cached_timm_weights(name: str) -> tuple[PretrainedSource | None, list[str]]
         found = _hf_cached_file(cfg.hf_hub_id, files)
         if found is not None:
             return PretrainedSource("hf-cache", found), looked
-        from huggingface_hub import constants
-
         looked.append(f"Hugging Face cache {constants.HF_HUB_CACHE} for {cfg.hf_hub_id}")
     if cfg is not None and cfg.url:
         url = cfg.url if isinstance(cfg.url, str) else cfg.url[0]
@@ -377,8 +374,6 @@ def _check_model_name(name: str) -> None:
 @contextlib.contextmanager
 def _hub_offline() -> Iterator[None]:
     """Make huggingface_hub refuse network access while timm loads weights (HF_HUB_OFFLINE=1)."""
-    from huggingface_hub import constants
-
     old_env, old_const = os.environ.get("HF_HUB_OFFLINE"), constants.HF_HUB_OFFLINE
     os.environ["HF_HUB_OFFLINE"] = "1"
     constants.HF_HUB_OFFLINE = True
