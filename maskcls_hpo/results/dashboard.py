@@ -34,7 +34,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import optuna
 
 from maskcls_hpo.errors import DashboardError, StorageError
-from maskcls_hpo.hpo.store import display_url, mask_password, open_storage
+from maskcls_hpo.hpo.store import display_url, first_line, mask_password, open_storage
 from maskcls_hpo.hpo.trial import open_artifact_store
 
 if TYPE_CHECKING:
@@ -164,7 +164,7 @@ def dashboard_app(
         raise
     except Exception as err:  # noqa: BLE001 - e.g. "no such table: studies" (Optuna's StorageInternalError)
         raise DashboardError(
-            f"{display_url(storage_url)} is not an Optuna study database ({mask_password(_first_line(err))}); "
+            f"{display_url(storage_url)} is not an Optuna study database ({mask_password(first_line(err))}); "
             "pass the --storage that `launch` used"
         ) from None
     study_id = None
@@ -182,13 +182,6 @@ def dashboard_app(
     return Dashboard(
         app=app, storage_url=storage_url, studies=studies, artifact_dir=folder, writable=allow_writes, study_id=study_id
     )
-
-
-def _first_line(err: BaseException) -> str:
-    """First line of the driver's message (Optuna wraps SQLAlchemy errors, which wrap the driver's)."""
-    err = err.__cause__ or err
-    text = str(getattr(err, "orig", None) or err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def is_loopback(host: str) -> bool:

@@ -42,6 +42,7 @@ from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta
 from optuna.distributions import json_to_distribution
 from optuna.trial import FrozenTrial, TrialState
 
+from maskcls_hpo._util import atomic_write_text
 from maskcls_hpo.hpo._optuna import rdb_models, rdb_of, storage_of, study_id_of
 from maskcls_hpo.hpo.attrs import OBJECTIVE_LABEL, TrialAttrs
 from maskcls_hpo.hpo.store import mask_password, ranked_complete_trials, uses_sql
@@ -674,7 +675,4 @@ def write_report(
     out = Path(out)
     text = report_html(study, top=top, artifact_store=artifact_store)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(out)
-    return out
+    return atomic_write_text(out, text)

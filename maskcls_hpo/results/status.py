@@ -27,7 +27,7 @@ from rich.table import Table
 from maskcls_hpo.hpo._optuna import rdb_models, rdb_of, storage_of, study_id_of, trial_id_of
 from maskcls_hpo.hpo.attrs import StudyAttrs, TrialAttrs, slurm_label
 from maskcls_hpo.hpo.select import compare_runner_up, find_confirm_study, format_summary, summarize_confirm
-from maskcls_hpo.hpo.store import count_trials, fail_stale_trials, ranked_complete_trials, trial_ids
+from maskcls_hpo.hpo.store import count_trials, db_now, fail_stale_trials, ranked_complete_trials, trial_ids
 
 __all__ = ["study_status", "print_status", "last_heartbeats"]
 
@@ -44,18 +44,6 @@ def last_heartbeats(study: optuna.Study) -> dict[int, dt.datetime]:
     )
     with storage.engine.connect() as con:
         return {tid: hb for tid, hb in con.execute(q)}
-
-
-def _db_now(study: optuna.Study) -> dt.datetime:
-    """The database's clock (heartbeats are stamped by it), as a naive datetime."""
-    storage = rdb_of(storage_of(study))
-    backend = storage.engine.url.get_backend_name()
-    expr = "SELECT CURRENT_TIMESTAMP" if backend == "sqlite" else "SELECT LOCALTIMESTAMP"
-    with storage.engine.connect() as con:
-        value = con.execute(sqlalchemy.text(expr)).scalar_one()
-    if isinstance(value, str):
-        value = dt.datetime.fromisoformat(value)
-    return value.replace(tzinfo=None)
 
 
 def study_status(
@@ -100,7 +88,7 @@ def study_status(
             "params": b.params,
         }
     beats = last_heartbeats(study)
-    now = _db_now(study)
+    now = db_now(rdb_of(storage_of(study)).engine)
     rows = []
     for t in running:
         hb = beats.get(trial_id_of(t))

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
+from maskcls_hpo._util import atomic_write_text
 from maskcls_hpo.config import TrainConfig, config_from_mapping, load_config, save_config
 from maskcls_hpo.data import load_eval
 from maskcls_hpo.errors import ConfirmError
@@ -245,10 +246,7 @@ def _write_manifest(
         "submission": str(Path(out).resolve()),
         "rows": int(len(prediction.labels)),
     }
-    tmp = manifest.with_name(manifest.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(manifest)
-    return manifest
+    return atomic_write_text(manifest, json.dumps(doc, indent=2) + "\n")
 
 
 def finalize(

@@ -34,6 +34,7 @@ import json
 import logging
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,7 +42,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import optuna
 from numpy.typing import ArrayLike, NDArray
+from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta, upload_artifact
+from optuna.exceptions import ExperimentalWarning
 
+from maskcls_hpo.config import save_config
+from maskcls_hpo.hpo._optuna import storage_of, trial_id_of
 from maskcls_hpo.hpo.attrs import OBJECTIVE_NAME, TrialAttrs, checkpoint_dir
 from maskcls_hpo.hpo.signals import deferred_interrupts
 from maskcls_hpo.hpo.store import artifact_dir, mask_password
@@ -87,7 +92,6 @@ def open_artifact_store(
     Returns:
         (store, folder Path).
     """
-    from optuna.artifacts import FileSystemArtifactStore  # lazy: worker start-up, imports being reworked (B3)
 
     folder = artifact_dir(storage_url, root)
     if create:
@@ -191,7 +195,6 @@ def write_per_class_f1_csv(
 
 def write_config_yaml(config: Mapping[str, Any], path: str | Path) -> Path:
     """Write a trial's training config (a plain mapping, `TrainConfig.to_dict()`) as YAML."""
-    from maskcls_hpo.config import save_config  # lazy: worker start-up, imports being reworked (B3)
 
     return save_config(dict(config), path)
 
@@ -221,7 +224,6 @@ def upload_trial_artifacts(
     Raises:
         Whatever writing or uploading raises (callers that must not fail use :class:`TrialArtifactUploader`).
     """
-    from optuna.artifacts import upload_artifact  # lazy: worker start-up, imports being reworked (B3)
 
     age_bins = tuple((config or {}).get("age_bins") or (30, 60))
     has_confusion = confusion is not None and np.asarray(confusion).size == NUM_CLASSES**2
@@ -253,10 +255,6 @@ def upload_trial_artifacts(
         if isinstance(trial, optuna.Trial):
             trial.set_user_attr(TrialAttrs.ARTIFACTS, uploaded)
         elif storage is not None and trial.state == optuna.trial.TrialState.RUNNING:  # a finished one is frozen
-            from maskcls_hpo.hpo._optuna import (
-                trial_id_of,
-            )  # lazy: worker start-up, imports being reworked (B3)
-
             storage.set_trial_user_attr(trial_id_of(trial), TrialAttrs.ARTIFACTS, uploaded)
     return list(uploaded)
 
@@ -280,10 +278,6 @@ class TrialArtifactUploader:
     def store(self) -> FileSystemArtifactStore:
         """The ``FileSystemArtifactStore`` (its folder is made on first use)."""
         if self._store is None:
-            from optuna.artifacts import (
-                FileSystemArtifactStore,
-            )  # lazy: worker start-up, imports being reworked (B3)
-
             self.folder.mkdir(parents=True, exist_ok=True)
             self._store = FileSystemArtifactStore(base_path=self.folder)
         return self._store
@@ -383,7 +377,6 @@ def load_val_predictions(
     (when `checkpoints` is given), then as the trial's ``val_predictions.csv`` artifact in the artifact store
     of `storage_url` (:func:`maskcls_hpo.hpo.store.artifact_dir`; when `storage_url` is given).
     """
-    from maskcls_hpo.hpo._optuna import storage_of  # lazy: worker start-up, imports being reworked (B3)
 
     candidates: list[Callable[[], pd.DataFrame | None]] = []
     if checkpoints is not None:
@@ -392,9 +385,6 @@ def load_val_predictions(
     if storage_url is not None:
 
         def from_artifact() -> pd.DataFrame | None:
-            from optuna.artifacts import (
-                get_all_artifact_meta,
-            )  # lazy: worker start-up, imports being reworked (B3)
 
             folder = artifact_dir(storage_url, artifact_root)
             if not folder.is_dir():
@@ -471,9 +461,6 @@ def save_study_note(study: optuna.Study, body: str) -> bool:
         True when a new note version was written. Errors are logged as a warning (False), never raised.
     """
     try:
-        import warnings  # lazy: worker start-up, imports being reworked (B3)
-
-        from optuna.exceptions import ExperimentalWarning  # lazy: worker start-up, imports being reworked (B3)
         from optuna_dashboard import get_note, save_note  # lazy: optuna-dashboard (3 s)
 
         with warnings.catch_warnings():

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 
 from maskcls_hpo.errors import LaunchError
+from maskcls_hpo.hpo.signals import Interrupted
 from maskcls_hpo.hpo.store import mask_password
 
 if TYPE_CHECKING:
@@ -239,7 +240,6 @@ class TrialRun:
 
     def end_with(self, err: BaseException) -> None:
         """End the run for an exception that left the objective: PRUNED, KILLED (stop signal) or FAIL."""
-        from maskcls_hpo.hpo.signals import Interrupted  # lazy: worker start-up, imports being reworked (B3)
 
         if isinstance(err, optuna.TrialPruned):
             self.end("PRUNED", reason=str(err))

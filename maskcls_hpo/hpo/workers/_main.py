@@ -15,6 +15,7 @@ from typing import TextIO
 from pydantic import ValidationError
 
 from maskcls_hpo.errors import LaunchError, MaskclsError
+from maskcls_hpo.hpo.logs import setup_logging
 from maskcls_hpo.hpo.store import mask_password
 from maskcls_hpo.hpo.workers._loop import run_worker
 from maskcls_hpo.hpo.workers._options import WorkerSettings
@@ -101,7 +102,6 @@ def main(argv: list[str] | None = None) -> int:
         0 when the study reached its budget (or the timeout) or a standby worker was not needed, 3 after the
         failure cap, 130 when interrupted, 1 on an error a user can fix (one line on stderr).
     """
-    from maskcls_hpo.hpo.logs import setup_logging  # lazy: worker start-up, imports being reworked (B3)
 
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
