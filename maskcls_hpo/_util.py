@@ -1,4 +1,5 @@
-"""Small helpers shared by the ML modules and `hpo/`: atomic file writes and the rich progress bar.
+"""Small helpers shared by the ML modules and `hpo/`: atomic file writes, reading a user's text file, the rich
+progress bar.
 
 Bottom layer: imports nothing from `maskcls_hpo` and only the standard library at import time (rich is
 imported when a bar is actually shown), so every module may use it.
@@ -22,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "progress_bar", "Advance"]
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "progress_bar", "Advance", "read_text_file"]
 
 
 @contextlib.contextmanager
@@ -145,3 +146,27 @@ def progress_bar(
 
 def _no_op(loss: float = math.nan) -> None:
     return None
+
+
+def read_text_file(path: Path, error: type[Exception], what: str, hint: str) -> str:
+    """The text of a file a user names (a sweep file, a training config), or one line saying what is wrong.
+
+    Args:
+        path: the file. error: the exception class raised (a :class:`maskcls_hpo.errors.MaskclsError`).
+        what: the kind of file in messages (``sweep file``). hint: what the file should be (``a sweep file is
+            Python source, see sweeps/ for examples``).
+
+    Raises:
+        error: the file is missing, unreadable, not UTF-8 or holds NUL bytes (a binary file).
+    """
+    if not path.is_file():
+        raise error(f"{path}: {what} not found ({hint})")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise error(f"{path}: not a text file (not UTF-8 at byte {err.start}); {hint}") from None
+    except OSError as err:
+        raise error(f"{path}: cannot read the {what}: {err.strerror or err}") from None
+    if "\0" in text:
+        raise error(f"{path}: not a text file (it holds NUL bytes); {hint}")
+    return text

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from maskcls_hpo._util import atomic_write_text
+from maskcls_hpo._util import atomic_write_text, read_text_file
 from maskcls_hpo.errors import ConfigError
 from maskcls_hpo.labels import check_age_bins
 
@@ -248,18 +248,7 @@ def load_config(path: str | Path, section: str | None = None) -> TrainConfig:
         ConfigError: missing/unreadable file, a parse error (with the line), or invalid keys.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise ConfigError(
-            f"{path}: not a text file (not UTF-8 at byte {err.start}); give a YAML or JSON training config"
-        ) from None
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read the config file: {err.strerror or err}") from None
-    if "\0" in text:
-        raise ConfigError(f"{path}: not a text file (it holds NUL bytes); give a YAML or JSON training config")
+    text = read_text_file(path, ConfigError, "config file", "give a YAML or JSON training config")
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as err:

@@ -9,8 +9,11 @@ fails when it differs from what this script generates. Rerun after adding or ren
 
 from __future__ import annotations
 
-import argparse
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from generated import main, section  # noqa: E402
 
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
 BEGIN, END = "<!-- options:begin -->", "<!-- options:end -->"
@@ -46,28 +49,9 @@ def options_table() -> str:
 
 
 def page_section(text: str) -> str | None:
-    """The table currently in docs/cli.md (between the markers), or None without markers."""
-    if BEGIN not in text or END not in text:
-        return None
-    return text.split(BEGIN, 1)[1].split(END, 1)[0].strip("\n") + "\n"
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--print", action="store_true", help="print the table, do not touch docs/cli.md")
-    args = parser.parse_args()
-    table = options_table()
-    if args.print:
-        print(table, end="")
-        return
-    text = PAGE.read_text(encoding="utf-8")
-    if page_section(text) is None:
-        raise SystemExit(f"{PAGE}: no {BEGIN} ... {END} markers; add them where the table belongs")
-    head, rest = text.split(BEGIN, 1)
-    tail = rest.split(END, 1)[1]
-    PAGE.write_text(f"{head}{BEGIN}\n{table}{END}{tail}", encoding="utf-8")
-    print(f"wrote the option table ({table.count(chr(10)) - 2} verbs) into {PAGE}")
+    """The table currently in the page (between the markers), or None without markers."""
+    return section(text, BEGIN, END)
 
 
 if __name__ == "__main__":
-    main()
+    main(options_table, PAGE, BEGIN, END, __doc__.splitlines()[0], "option table")

@@ -13,11 +13,14 @@ a class has no section on the page:
 
 from __future__ import annotations
 
-import argparse
 import ast
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from generated import main, section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "maskcls_hpo"
@@ -107,28 +110,9 @@ def errors_table() -> str:
 
 
 def page_section(text: str) -> str | None:
-    """The table currently in docs/errors.md (between the markers), or None without markers."""
-    if BEGIN not in text or END not in text:
-        return None
-    return text.split(BEGIN, 1)[1].split(END, 1)[0].strip("\n") + "\n"
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--print", action="store_true", help="print the table, do not touch docs/errors.md")
-    args = parser.parse_args()
-    table = errors_table()
-    if args.print:
-        print(table, end="")
-        return
-    text = PAGE.read_text(encoding="utf-8")
-    if page_section(text) is None:
-        raise SystemExit(f"{PAGE}: no {BEGIN} ... {END} markers; add them where the table belongs")
-    head, rest = text.split(BEGIN, 1)
-    tail = rest.split(END, 1)[1]
-    PAGE.write_text(f"{head}{BEGIN}\n{table}{END}{tail}", encoding="utf-8")
-    print(f"wrote the error table ({len(table.splitlines()) - 2} classes) into {PAGE}")
+    """The table currently in the page (between the markers), or None without markers."""
+    return section(text, BEGIN, END)
 
 
 if __name__ == "__main__":
-    main()
+    main(errors_table, PAGE, BEGIN, END, __doc__.splitlines()[0], "error table")

@@ -47,6 +47,7 @@ from optuna.distributions import (
     distribution_to_json,
 )
 
+from maskcls_hpo._util import read_text_file
 from maskcls_hpo.config import ConfigError, TrainConfig, config_from_mapping
 from maskcls_hpo.errors import SweepError
 from maskcls_hpo.hpo._optuna import percentile_warmup_steps, tpe_startup_trials
@@ -320,19 +321,7 @@ def load_sweep(path: str | Path) -> Sweep:
             or wrong-typed object, or a BASE_CONFIG / suggest() result that is not a valid TrainConfig.
     """
     path = Path(path)
-    if not path.is_file():
-        raise SweepError(f"{path}: sweep file not found (see sweeps/ for examples)")
-    try:
-        source = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise SweepError(
-            f"{path}: not a text file (not UTF-8 at byte {err.start}); a sweep file is Python source, "
-            "see sweeps/ for examples"
-        ) from None
-    except OSError as err:
-        raise SweepError(f"{path}: cannot read the sweep file: {err.strerror or err}") from None
-    if "\0" in source:
-        raise SweepError(f"{path}: not a text file (it holds NUL bytes); a sweep file is Python source, see sweeps/")
+    source = read_text_file(path, SweepError, "sweep file", "a sweep file is Python source, see sweeps/ for examples")
     try:
         code = compile(source, str(path), "exec")
     except SyntaxError as err:
