@@ -63,7 +63,8 @@ nitpick_ignore_regex = [
     (
         r"py:.*",
         r"(Any|Callable|Iterable|Iterator|Mapping|Sequence|Literal|Self|Path|PathLike|TextIO|Generator|"
-        r"TypeVar|Protocol|Optional|Union|NoneType|Ellipsis|T|_T|IntLike)",
+        r"TypeVar|Protocol|Optional|Union|NoneType|Ellipsis|T|_T|IntLike|BaseHeartbeatThread|WSGIApplication|"
+        r"maskcls_hpo\..*\._T)",
     ),
 ]
 
