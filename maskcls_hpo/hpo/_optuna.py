@@ -8,7 +8,8 @@ What is used and why:
 
 - ``optuna.storages._rdb.models`` (``TrialModel``, ``TrialHeartbeatModel``): trial counts by state and last
   heartbeats with one SQL statement each, instead of loading every trial (``count_trials``,
-  ``last_heartbeats``, ``find_stale_trials``; the latter reads the column ``TrialModel._datetime_start_utc``).
+  ``last_heartbeats``, ``find_stale_trials``; the latter reads the column ``TrialModel._datetime_start_utc``);
+  ``TrialSystemAttributeModel`` and the trials table for the atomic claim of a trial (``hpo/store/_claim.py``).
 - the bundled alembic scripts of ``optuna.storages._rdb``: the schema revision the installed Optuna writes
   (``alembic_dir``), compared with a database's before anything touches it.
 - ``optuna.storages._heartbeat.get_heartbeat_thread``: the heartbeat thread that ``Study.optimize`` runs,
@@ -24,12 +25,13 @@ What is used and why:
   (``tpe_startup_trials``, ``percentile_warmup_steps``).
 - ``Study._pop_waiting_trial_id`` and ``Study._thread_local``: ``Study.ask`` in two steps (``ask_tracked``),
   so that a trial whose creation fails half-way (a sampler error in ``before_trial``) is known and failed
-  instead of staying RUNNING.
+  instead of staying RUNNING, and so that the worker takes a queued trial with its own atomic claim.
 """
 
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, cast
@@ -124,18 +126,32 @@ class AskError(Exception):
         self.trial_id, self.error = trial_id, error
 
 
-def ask_tracked(study: optuna.Study) -> optuna.Trial:
+def ask_tracked(
+    study: optuna.Study,
+    pop: Callable[[], int | None] | None = None,
+    created: Callable[[int], None] | None = None,
+) -> optuna.Trial:
     """``study.ask()`` (same steps: sync the trial cache, pop a WAITING trial or create one, build the Trial).
+
+    Args:
+        pop: takes a WAITING trial and returns its id, or None when none could be taken (default: Optuna's
+            ``Study._pop_waiting_trial_id``); the worker passes its atomic claim
+            (:func:`~maskcls_hpo.hpo.store.claim_waiting_trial`).
+        created: called with the id of a trial this call created (the worker claims it).
 
     Raises:
         AskError: building the trial failed once it was RUNNING in the storage (e.g. the sampler's
-            ``before_trial`` raised); ``trial_id`` names it. Errors before that propagate unchanged.
+            ``before_trial`` raised, or `created` raised); ``trial_id`` names it. Errors before that propagate
+            unchanged.
     """
     study._thread_local.cached_all_trials = None
-    trial_id = study._pop_waiting_trial_id()
+    trial_id = (pop or study._pop_waiting_trial_id)()
+    new = trial_id is None
     if trial_id is None:
         trial_id = storage_of(study).create_new_trial(study_id_of(study))
     try:
+        if new and created is not None:
+            created(trial_id)
         return optuna.Trial(study, trial_id)
     except Exception as err:
         raise AskError(trial_id, err) from err
@@ -222,7 +238,7 @@ def check_internals() -> list[str]:
     missing = []
     try:
         models = rdb_models()
-        for name in ("TrialModel", "TrialHeartbeatModel", "StudyModel"):
+        for name in ("TrialModel", "TrialHeartbeatModel", "StudyModel", "TrialSystemAttributeModel"):
             if not hasattr(models, name):
                 missing.append(f"optuna.storages._rdb.models.{name}")
         for name in ("study_id", "state", "number", "trial_id", "_datetime_start_utc"):

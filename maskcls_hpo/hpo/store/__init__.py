@@ -3,9 +3,21 @@
 The bottom layer of :mod:`maskcls_hpo.hpo`: it imports only Optuna, SQLAlchemy and the base modules
 (``hpo._optuna``, ``hpo.attrs``). Everything that touches the study database goes through here: `launch`, the
 workers, `status`, `export` and the dashboard open storages with :func:`open_storage` / :func:`open_study`,
-count trials with :func:`count_trials` and rank them with :func:`ranked_complete_trials`.
+count trials with :func:`count_trials` and rank them with :func:`ranked_complete_trials`; a worker owns a
+trial only after :func:`claim_trial` / :func:`claim_waiting_trial` (one atomic claim row per trial).
 """
 
+from maskcls_hpo.hpo.store._claim import (
+    CLAIM_KEY,
+    Claim,
+    claim_of,
+    claim_trial,
+    claim_waiting_trial,
+    finish_running,
+    holds_claim,
+    new_claim,
+    release_trial,
+)
 from maskcls_hpo.hpo.store._queries import (
     FINISHED,
     SLOT_STATES,
@@ -63,6 +75,11 @@ __all__ = [
     "artifact_dir",
     "best_of",
     "check_connection_budget",
+    "Claim",
+    "CLAIM_KEY",
+    "claim_of",
+    "claim_trial",
+    "claim_waiting_trial",
     "check_schema",
     "CONNECTIONS_PER_PROCESS",
     "count_trials",
@@ -81,14 +98,18 @@ __all__ = [
     "fail_stale_trials",
     "fail_trial",
     "find_stale_trials",
+    "finish_running",
     "FINISHED",
     "first_line",
     "HeartbeatSettings",
+    "holds_claim",
     "is_transient_db_error",
     "mask_password",
+    "new_claim",
     "open_storage",
     "open_study",
     "ranked_complete_trials",
+    "release_trial",
     "requeue",
     "resolve_storage",
     "resolve_storage_url",

@@ -29,7 +29,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from maskcls_hpo.hpo._optuna import rdb_models, rdb_of, storage_of, study_id_of
 from maskcls_hpo.hpo.attrs import TrialAttrs
+from maskcls_hpo.hpo.store._claim import CLAIM_KEY, finish_running
 from maskcls_hpo.hpo.store._queries import db_now
+from maskcls_hpo.hpo.store._retry import retry_db
 
 log = logging.getLogger(__name__)
 
@@ -96,21 +98,23 @@ def requeue(study: optuna.Study, frozen: FrozenTrial) -> None:
     """Queue a copy of the failed trial `frozen` (same params, intermediate values, retry history).
 
     Runs the storage's heartbeat-stale callback (``RetryHeartbeatStaleTrialCallback``, which stops after its
-    `max_retry`). The copy does not inherit the failed trial's ``reason``.
+    `max_retry`). The copy inherits neither the failed trial's ``reason`` nor its claim.
     """
     callback = rdb_of(storage_of(study)).get_heartbeat_stale_trial_callback()
     if callback is None:
         return
     frozen = copy.deepcopy(frozen)
     frozen.user_attrs.pop(TrialAttrs.REASON, None)
+    frozen.system_attrs.pop(CLAIM_KEY, None)  # the copy is claimed afresh by the worker that takes it
     callback(study, frozen)
 
 
 def fail_trial(study: optuna.Study, trial_id: int, reason: str, *, queue_copy: bool = True) -> bool:
     """Mark the RUNNING trial `trial_id` FAIL with `reason` and (when `queue_copy`) queue a copy to resume it.
 
-    Safe from any thread and against other processes doing the same: only the process whose state change
-    succeeds queues the copy.
+    Safe from any thread and against other processes doing the same: the state changes with a compare-and-set
+    (:func:`~maskcls_hpo.hpo.store.finish_running`), so only the process whose change succeeds queues the copy,
+    and a trial told COMPLETE by its owner a moment before is never failed.
 
     Returns:
         True when this call failed the trial; False when it was no longer RUNNING.
@@ -118,7 +122,8 @@ def fail_trial(study: optuna.Study, trial_id: int, reason: str, *, queue_copy: b
     storage = storage_of(study)
     try:
         storage.set_trial_user_attr(trial_id, TrialAttrs.REASON, reason)
-        if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+        # compare-and-set (hpo/store/_claim.py): a trial its owner told a moment ago is left as it is
+        if not retry_db(lambda: finish_running(storage, trial_id, TrialState.FAIL), "failing a trial"):
             return False
     except optuna.exceptions.UpdateFinishedTrialError:
         return False  # another process finished or failed it first

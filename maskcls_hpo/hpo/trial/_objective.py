@@ -81,8 +81,9 @@ def make_objective(
         after_trial: called with (trial, TrainResult) after a finished run (used to upload artifacts).
         tracker: a :class:`~maskcls_hpo.hpo.trial.TrialTracker`: each trial's params, every epoch (from
             the `on_epoch` hook) and its end state go to TensorBoard / MLflow; None tracks nothing.
-        epoch_done: called with the seconds of every finished epoch (and of each epoch restored on resume) and
-            whether it was the trial's last epoch: the worker's watchdog for hung trials (``hpo/workers/_watchdog.py``).
+        epoch_done: called with the seconds of every epoch finished in this run (not those restored on resume:
+            the resumed run's start-up is no epoch) and whether it was the trial's last epoch: the worker's
+            watchdog for hung trials (``hpo/workers/_watchdog.py``).
 
     Returns:
         ``objective(trial) -> float``: the best epoch's val macro F1 in [0, 1].
@@ -94,7 +95,7 @@ def make_objective(
     from maskcls_hpo.train import NonFiniteLossError, OutOfMemoryError, train  # lazy: torch, timm
 
     def objective(trial: optuna.Trial) -> float:
-        config, resume, epoch_seconds = _start_trial(trial, sweep, checkpoint_root, overrides, worker, epoch_done)
+        config, resume, epoch_seconds = _start_trial(trial, sweep, checkpoint_root, overrides, worker)
         on_epoch = _epoch_hook(trial, config, epoch_seconds, tracker, epoch_done)
         out_dir = checkpoint_dir(checkpoint_root, trial.number)
         try:
@@ -124,10 +125,9 @@ def _start_trial(
     checkpoint_root: Path,
     overrides: dict[str, Any] | None,
     worker: str,
-    epoch_done: Callable[[float, bool], None] | None,
 ) -> tuple[TrainConfig, Path | None, list[float]]:
     """A trial's first steps: its worker label, its params and config (stored as user attrs), the `last.pt` it
-    resumes from, and the seconds of the epochs it already has (each one passed to `epoch_done`).
+    resumes from, and the seconds of the epochs it already has.
 
     Returns:
         (config, the checkpoint to resume from or None, epoch seconds so far).
@@ -143,9 +143,10 @@ def _start_trial(
     epoch_seconds: list[float] = list(trial.user_attrs.get(TrialAttrs.EPOCH_SECONDS, []))
     if resume is not None:
         epoch_seconds = _resume_records(trial, resume)
-    if epoch_done is not None:
-        for seconds in epoch_seconds:
-            epoch_done(seconds, False)
+    # NOTE epochs restored from a checkpoint are not passed to `epoch_done`: the watchdog would then time the
+    # resumed trial's start-up (model, data, loading the checkpoint: no epoch) against the "after an epoch"
+    # limit (factor x a 0.3 s epoch) and fail it as hung (issue 25); until its first epoch here it gets the
+    # first-epoch allowance
     return config, resume, epoch_seconds
 
 

@@ -48,15 +48,20 @@ from maskcls_hpo.hpo._optuna import (
     tell_quietly,
     trial_id_of,
 )
-from maskcls_hpo.hpo.attrs import StudyAttrs, TrialAttrs
+from maskcls_hpo.hpo.attrs import StudyAttrs, TrialAttrs, checkpoint_dir
 from maskcls_hpo.hpo.signals import Interrupted, deferred_interrupts, stop_requested, stop_signals
 from maskcls_hpo.hpo.store import (
+    Claim,
     StudyCounts,
+    claim_trial,
+    claim_waiting_trial,
     count_trials,
     fail_stale_trials,
     fail_trial,
     mask_password,
+    new_claim,
     open_storage,
+    release_trial,
     retry_db,
     seconds_since_db_error,
 )
@@ -341,8 +346,13 @@ def _counts_after_stale(worker: _Worker) -> StudyCounts:
 def _run_next(worker: _Worker) -> TrialEnd:
     """Ask for a trial, claim its slot and run it under a heartbeat; tell its end state."""
     study = worker.study
+    claim = new_claim(worker.label)
     try:
-        trial = ask_tracked(study)
+        trial = ask_tracked(
+            study,
+            pop=lambda: retry_db(lambda: claim_waiting_trial(storage_of(study), study_id_of(study), claim), "claiming"),
+            created=lambda trial_id: _claim_created(worker, trial_id, claim),
+        )
     except AskError as err:
         # e.g. the sampler raised: the trial exists as RUNNING; fail it (no copy: it would fail again)
         reason = mask_password(f"ask() failed: {err}")[:500]
@@ -357,10 +367,10 @@ def _run_next(worker: _Worker) -> TrialEnd:
         try:
             claimed = retry_db(lambda: _claim_slot(worker, trial), "claiming")
         except (KeyboardInterrupt, Interrupted):
-            storage_of(study).set_trial_state_values(trial_id_of(trial), state=TrialState.WAITING)
+            retry_db(lambda: release_trial(worker.storage, trial_id_of(trial)), "returning a trial to the queue")
             return TrialEnd(Outcome.INTERRUPTED, trial.number)
         if not claimed:
-            storage_of(study).set_trial_state_values(trial_id_of(trial), state=TrialState.WAITING)
+            retry_db(lambda: release_trial(worker.storage, trial_id_of(trial)), "returning a trial to the queue")
             time.sleep(worker.settings.options.poll_interval)
             return TrialEnd(Outcome.RETURNED, trial.number)
         if worker.slurm is not None:  # `status` shows where a running trial runs
@@ -369,6 +379,13 @@ def _run_next(worker: _Worker) -> TrialEnd:
                 trial.set_user_attr(TrialAttrs.SLURM_TASK_ID, worker.slurm[1])
         outcome, value = _train(worker, trial)
     return _tell(worker, trial, outcome, value)
+
+
+def _claim_created(worker: _Worker, trial_id: int, claim: Claim) -> None:
+    """Claim a trial this worker just created (RUNNING, known to no other process yet): the same claim row as a
+    queued trial's, so every running trial has exactly one owner (hpo/store/_claim.py)."""
+    if not retry_db(lambda: claim_trial(worker.storage, trial_id, claim, from_waiting=False), "claiming"):
+        raise RuntimeError(f"trial id {trial_id} was claimed by another process right after this one created it")
 
 
 def _claim_slot(worker: _Worker, trial: optuna.Trial) -> bool:
@@ -398,11 +415,7 @@ def _train(worker: _Worker, trial: optuna.Trial) -> tuple[Outcome, float | None]
         return Outcome.INTERRUPTED, None
     except Exception as err:
         if _finished_elsewhere(study, trial, err):
-            log.warning(
-                "trial %d was failed as stale by another process while it ran here (heartbeat late by more "
-                "than the grace period?); its copy resumes from the checkpoint; this worker goes on",
-                trial.number,
-            )
+            log.warning("%s", _ended_elsewhere(worker, trial))
             return Outcome.STALE, None
         text = mask_password(f"{type(err).__name__}: {err}")
         log.error("trial %d failed: %s", trial.number, text, exc_info=True)
@@ -430,8 +443,8 @@ def _tell(worker: _Worker, trial: optuna.Trial, outcome: Outcome, value: float |
             else:
                 tell_quietly(study, trial, state=state)
     except optuna.exceptions.UpdateFinishedTrialError:
-        # The trial was declared stale (its heartbeat was late) while it still ran; a copy is queued.
-        log.warning("trial %d was already finished by another process (stale heartbeat?); going on", trial.number)
+        # Another process ended the trial while it still ran here (e.g. failed it as stale: its heartbeat was late)
+        log.warning("%s", _ended_elsewhere(worker, trial))
         return TrialEnd(Outcome.STALE, trial.number)
     except Exception as err:  # noqa: BLE001 - e.g. a value Optuna refuses, or the sampler's after_trial raised
         outcome = _tell_failed(study, trial, err)
@@ -494,6 +507,28 @@ def _finished_elsewhere(study: optuna.Study, trial: optuna.Trial, err: BaseExcep
         return rdb_of(storage_of(study)).get_trial(trial_id_of(trial)).state != TrialState.RUNNING
     except Exception:  # noqa: BLE001 - cannot tell; treat it as an ordinary failure
         return False
+
+
+def _ended_elsewhere(worker: _Worker, trial: optuna.Trial) -> str:
+    """One line on a trial that another process ended while it ran here: the state and reason it stored, and
+    what its queued copy starts from (the checkpoint only when one was written)."""
+    try:
+        frozen = rdb_of(worker.storage).get_trial(trial_id_of(trial))
+        state, reason = frozen.state.name, str(frozen.user_attrs.get(TrialAttrs.REASON, ""))
+    except Exception:  # noqa: BLE001 - the database may be gone; the line is for a message only
+        state, reason = "?", ""
+    line = f"trial {trial.number} was marked {state} by another process while it ran here"
+    if reason:
+        line += f" (reason: {reason})"
+    if reason.startswith("stale"):
+        line += "; this worker's heartbeat was late by more than the grace period (machine overloaded?)"
+    if state == TrialState.FAIL.name:
+        last = checkpoint_dir(worker.settings.checkpoint_root / worker.settings.study_name, trial.number) / "last.pt"
+        if last.is_file():
+            line += f"; its queued copy resumes from {last}"
+        else:
+            line += "; its queued copy starts at epoch 1 (no checkpoint was written yet)"
+    return line + "; this worker goes on"
 
 
 def _stored_state(study: optuna.Study, trial: optuna.Trial) -> TrialState | None:

@@ -4,7 +4,9 @@ A trial stuck inside an epoch (a dead data path, a deadlocked collective, a stuc
 fresh, so it never looks stale. A daemon thread of the worker watches the time since the trial's last
 finished epoch (or since it started). The limit is
 
-- before the first epoch ends: ``max(minimum, first_epoch)`` (model build, data loading, one epoch);
+- before the first epoch ends: ``max(minimum, first_epoch)`` (model build, data loading, one epoch); a
+  resumed trial too, until its first epoch in this process ends (loading its checkpoint is no epoch, and the
+  epochs it restored are not timed here: issue 25 saw a resumed trial failed as hung during its start-up);
 - after that: ``max(minimum, factor x the slowest epoch so far)``;
 - after the trial's last epoch (writing the final files, uploading artifacts): ``max(minimum, first_epoch)``.
 
@@ -78,7 +80,7 @@ class TrialWatchdog:
         self._wake.set()
 
     def epoch_done(self, seconds: float, last: bool = False) -> None:
-        """One epoch of the watched trial finished (or was restored from a checkpoint); it took `seconds`.
+        """One epoch of the watched trial finished in this process; it took `seconds`.
 
         `last`: it was the trial's last epoch (what follows is no epoch: the first-epoch limit applies).
         """

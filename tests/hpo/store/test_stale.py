@@ -6,6 +6,7 @@ No training: a no-op objective on the real SQLite storage, so each test takes ab
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import optuna
 import pytest
@@ -78,7 +79,8 @@ def test_running_trial_without_heartbeat_is_failed_by_start_time_and_requeued(tm
     assert s["counts"]["running"] == 0 and s["counts"]["failed"] == 1 and s["counts"]["waiting"] >= 1
     failed = study.trials[young]
     assert failed.state == TrialState.FAIL
-    assert failed.user_attrs["reason"].startswith("stale: started 60 s ago and never sent a heartbeat")
+    # 60 s back, plus the seconds this test took to get here on a loaded machine
+    assert re.match(r"stale: started (6\d) s ago and never sent a heartbeat", failed.user_attrs["reason"])
     copy = next(t for t in study.trials if t.system_attrs.get("failed_trial") == young)
     assert copy.state == TrialState.WAITING and "reason" not in copy.user_attrs
 
