@@ -7,12 +7,15 @@ timeout) and PostgreSQL for dropped connections (`pool_pre_ping`).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import os
 import socket
 import sqlite3
+import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -378,23 +381,10 @@ def open_storage(
         StorageSchemaError, StorageError: see :func:`check_schema`; connection failures name the masked URL.
     """
     heartbeat = heartbeat or HeartbeatSettings.from_env()
-    check_schema(url)
-    backend = make_url(url).get_backend_name()
     try:
-        if backend == "sqlite":
-            _enable_wal(url)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ExperimentalWarning)
-            storage = _retrying_storage_class()(
-                url,
-                engine_kwargs=engine_kwargs(url),
-                heartbeat_interval=heartbeat.interval,
-                grace_period=heartbeat.grace_period,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                    max_retry=heartbeat.max_retry, inherit_intermediate_values=True
-                ),
-                skip_table_creation=not create,
-            )
+        with first_use_lock(url, create=create):
+            check_schema(url)
+            storage = _construct(url, heartbeat, create)
     except (sqlalchemy.exc.SQLAlchemyError, sqlite3.Error) as err:
         raise StorageError(f"cannot open storage {display_url(url)!r}: {mask_password(first_line(err))}") from None
     except optuna.exceptions.StorageInternalError as err:  # e.g. a file without Optuna's tables (create=False)
@@ -404,3 +394,121 @@ def open_storage(
         ) from None
     storage._maskcls_retry_seconds = _retry_budget(retry_seconds)
     return storage
+
+
+FIRST_USE_ATTEMPTS = 5
+"""Times the storage is constructed when another process creates the same schema at that moment."""
+
+
+def _construct(url: str, heartbeat: HeartbeatSettings, create: bool) -> RetryingRDBStorage:
+    """Build the retrying RDBStorage (creating Optuna's tables when `create`), again when another process
+    created the schema at the same moment (:func:`is_schema_race`): the second try finds the tables made."""
+    for attempt in range(FIRST_USE_ATTEMPTS):
+        try:
+            if make_url(url).get_backend_name() == "sqlite":
+                _enable_wal(url)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ExperimentalWarning)
+                return _retrying_storage_class()(
+                    url,
+                    engine_kwargs=engine_kwargs(url),
+                    heartbeat_interval=heartbeat.interval,
+                    grace_period=heartbeat.grace_period,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                        max_retry=heartbeat.max_retry, inherit_intermediate_values=True
+                    ),
+                    skip_table_creation=not create,
+                )
+        except sqlalchemy.exc.SQLAlchemyError as err:
+            if attempt + 1 == FIRST_USE_ATTEMPTS or not is_schema_race(err):
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+
+_SCHEMA_RACE = (
+    "already exists",  # SQLite "table ... already exists", PostgreSQL DuplicateTable / DuplicateObject
+    "unique constraint",  # SQLite "UNIQUE constraint failed: alembic_version.version_num"
+    "duplicate key",  # PostgreSQL UniqueViolation (pg_type of a table made twice, alembic_version, version_info)
+)
+
+
+def is_schema_race(err: BaseException) -> bool:
+    """True when `err` says another process created Optuna's schema at the same moment (a table, its type, the
+    alembic or version row already there): constructing the storage again joins that schema."""
+    if not isinstance(
+        err, sqlalchemy.exc.IntegrityError | sqlalchemy.exc.ProgrammingError | sqlalchemy.exc.OperationalError
+    ):
+        return False
+    text = str(getattr(err, "orig", None) or err).lower()
+    return any(marker in text for marker in _SCHEMA_RACE)
+
+
+@contextlib.contextmanager
+def first_use_lock(url: str, *, create: bool = True) -> Iterator[None]:
+    """Hold a lock that processes opening the same storage share while one checks and creates the schema.
+
+    Two launches on a new SQLite file, a launch and the dashboard, or two workers would otherwise race to create
+    Optuna's tables (issue 25: "UNIQUE constraint failed: alembic_version.version_num", "table ... already
+    exists"); with it the first creates the schema and the others wait, then find it made and join.
+
+    SQLite: an exclusive ``flock`` on ``<database>.lock`` beside the file (left there: removing it would race;
+    a folder where it cannot be made, e.g. a read-only one, is opened without it; `create` False and no file:
+    none). PostgreSQL: a session-level
+    advisory lock (``pg_advisory_lock``) on a connection of its own. Other databases: no lock (the retry in
+    :func:`_construct` still joins a schema made meanwhile).
+    """
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    database = Path(parsed.database or "")
+    if backend == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        if not create and not database.is_file():
+            yield  # a reader of a missing file creates nothing (it is refused further on)
+            return
+        if create:
+            database.parent.mkdir(parents=True, exist_ok=True)
+        with _file_lock(database.with_name(database.name + ".lock")):
+            yield
+    elif backend == "postgresql":
+        with _pg_advisory_lock(url):
+            yield
+    else:
+        yield
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive ``fcntl.flock`` on `path` (created when missing); none when it cannot be opened."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+    except OSError:
+        yield  # e.g. a read-only folder: nothing can be created there, so nobody races to create a schema
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+FIRST_USE_LOCK_ID = 0x6D61736B636C73  # "maskcls": the advisory lock key of schema creation
+"""PostgreSQL advisory lock key held while one process checks and creates the schema."""
+
+
+@contextlib.contextmanager
+def _pg_advisory_lock(url: str) -> Iterator[None]:
+    """``pg_advisory_lock(FIRST_USE_LOCK_ID)`` on a connection of its own for the block; released after (or when
+    the connection closes). A server that cannot be reached raises here as opening the storage would."""
+    kwargs = engine_kwargs(url)
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool, connect_args=kwargs["connect_args"])
+    try:
+        with engine.connect() as con:
+            con.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": FIRST_USE_LOCK_ID})
+            con.commit()
+            try:
+                yield
+            finally:
+                con.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": FIRST_USE_LOCK_ID})
+                con.commit()
+    finally:
+        engine.dispose()

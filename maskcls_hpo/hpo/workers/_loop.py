@@ -3,6 +3,10 @@
 Run in a process of its own by the supervisor (``python -m maskcls_hpo.hpo.workers SETTINGS.json``, the
 settings serialised whole), by `maskcls-hpo worker`, or called directly (:func:`run_worker`).
 
+Ownership: a worker runs a trial only after its atomic claim (hpo/store/_claim.py): a queued trial is taken
+with ``claim_waiting_trial`` (not Optuna's pop, which lets two SQLite processes take one trial), a created
+one is claimed at once; a trial handed back to the queue drops its claim.
+
 Budget (problem C1 in docs/architecture.md): the study holds `n_trials` *finished* trials (COMPLETE + PRUNED)
 in total, across all workers and all launches. A worker only starts a trial while `finished + running <
 n_trials`; after `study.ask()` it claims a slot: its trial counts only if at most `n_trials` slot-holding
