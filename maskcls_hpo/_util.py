@@ -1,5 +1,5 @@
-"""Small helpers shared by the ML modules and `hpo/`: atomic file writes, reading a user's text file, the rich
-progress bar.
+"""Small helpers shared by the ML modules and `hpo/`: atomic file writes, reading a user's text file, names from
+users used as path components, the rich progress bar.
 
 Bottom layer: imports nothing from `maskcls_hpo` and only the standard library at import time (rich is
 imported when a bar is actually shown), so every module may use it.
@@ -19,11 +19,21 @@ import contextlib
 import math
 import os
 import secrets
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "progress_bar", "Advance", "read_text_file"]
+__all__ = [
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "progress_bar",
+    "Advance",
+    "read_text_file",
+    "check_path_name",
+    "path_under",
+]
 
 
 @contextlib.contextmanager
@@ -170,3 +180,65 @@ def read_text_file(path: Path, error: type[Exception], what: str, hint: str) -> 
     if "\0" in text:
         raise error(f"{path}: not a text file (it holds NUL bytes); {hint}")
     return text
+
+
+MAX_NAME_BYTES = 200
+"""The longest name (UTF-8 bytes) used as one path component (file systems allow 255 bytes per name)."""
+
+
+def check_path_name(name: str, option: str, error: type[Exception] = ValueError) -> str:
+    """`name` (a study name, confirm ``--name``, a sweep's name) checked before it is used as one folder name.
+
+    Refused: an empty name, ``.``, ``..`` anywhere in it (``..``, ``a..b``), a path separator (``/``, ``\\``,
+    the system's), control characters (NUL, newline, ESC, ...; Unicode category ``Cc``) and names longer than
+    :data:`MAX_NAME_BYTES`. Anyone who can name a study (a shared PostgreSQL study list included) could
+    otherwise place files outside the storage folder (issue 25: ``--study "../../escape"``).
+
+    Args:
+        option: the option or field the name came from, for the message (``--study``).
+        error: the exception class raised (a :class:`maskcls_hpo.errors.MaskclsError`, or ``ValueError`` inside
+            a pydantic validator).
+
+    Returns:
+        `name` unchanged.
+
+    Raises:
+        error: one line naming `option`, the name (control characters escaped) and what is allowed.
+    """
+    shown = repr(name) if isinstance(name, str) else type(name).__name__
+    why = ""
+    if not isinstance(name, str) or name.strip() == "":
+        why = "is empty"
+    elif any(unicodedata.category(c) == "Cc" for c in name):
+        why = "holds control characters"
+    elif any(sep and sep in name for sep in ("/", "\\", os.sep, os.altsep)):
+        why = "holds a path separator"
+    elif name == ".":
+        why = "is '.'"
+    elif ".." in name:
+        why = "holds '..'"
+    elif len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        why = f"is longer than {MAX_NAME_BYTES} bytes"
+    if why:
+        raise error(
+            f"{option} {shown} {why}; it names a folder: use letters, digits and '-', '_', '.' "
+            "(no '/', '\\', '..' or control characters)"
+        )
+    return name
+
+
+def path_under(root: str | os.PathLike[str], *parts: str, error: type[Exception] = ValueError) -> Path:
+    """``root / parts...``, checked to stay inside `root` once resolved (``..`` and symbolic links followed).
+
+    Every path built from a user's name goes through here after :func:`check_path_name`, so that a name that
+    slipped past it (or a symbolic link inside `root`) cannot point outside.
+
+    Raises:
+        error: the path resolves outside `root` (one line naming both).
+    """
+    base = Path(root)
+    path = base.joinpath(*parts)
+    resolved_root, resolved = base.resolve(), path.resolve()
+    if resolved != resolved_root and resolved_root not in resolved.parents:
+        raise error(f"{path} resolves to {resolved}, outside {resolved_root}; refusing to write there")
+    return path

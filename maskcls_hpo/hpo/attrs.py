@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from maskcls_hpo._util import check_path_name, path_under
+from maskcls_hpo.errors import ExportError
+
 __all__ = [
     "TrialAttrs",
     "StudyAttrs",
@@ -85,7 +88,8 @@ def checkpoint_dir(root: Path, trial_number: int) -> Path:
 
 def checkpoint_of(checkpoints: Path, study_name: str, trial_number: int) -> Path:
     """`best.pt` of a trial: ``<checkpoints>/<study>/trial_<number>/best.pt`` (used by export/predict)."""
-    return checkpoint_dir(Path(checkpoints) / study_name, trial_number) / "best.pt"
+    check_path_name(study_name, "--study", ExportError)
+    return checkpoint_dir(path_under(checkpoints, study_name, error=ExportError), trial_number) / "best.pt"
 
 
 # --- confirm studies (maskcls_hpo.hpo.select) --------------------------------------------------

@@ -84,6 +84,20 @@ def _cases(tmp: Path, db: Path) -> dict[str, tuple[list[str], str]]:
             ["worker", str(SMOKE), *st, "--data-dir", "DEMO"],
             "not the data study 'smoke' was launched on",
         ),
+        # names used as folder names (issue 25): refused before anything is written, inside or outside tmp
+        "launch --study ../../escape": (
+            ["launch", str(SMOKE), "--storage", new_db, "--study", "../../escape"],
+            "--study '../../escape' holds a path separator",
+        ),
+        "confirm --name ../../evil": (
+            ["confirm", *st, "--study", "smoke", "--name", "../../evil", "--top", "1", "--folds", "2"],
+            "--name '../../evil' holds a path separator",
+        ),
+        "confirm --name ..": (["confirm", *st, "--study", "smoke", "--name", ".."], "--name '..' holds '..'"),
+        "worker --study with a newline": (
+            ["worker", str(SMOKE), *st, "--study", "a\nb"],
+            "--study 'a\\nb' holds control characters",
+        ),
     }
 
 
@@ -106,6 +120,10 @@ NAMES = [
     "worker --study nosuch",
     "worker with an edited search space",
     "worker on other data",
+    "launch --study ../../escape",
+    "confirm --name ../../evil",
+    "confirm --name ..",
+    "worker --study with a newline",
 ]
 
 
@@ -130,6 +148,8 @@ def test_bad_input_is_one_line_and_creates_nothing(name, tmp_path, study_db, tin
     created = _tree(tmp_path) - before
     # the study database's own WAL/SHM files may appear when a reader opened it; nothing else may
     assert {c for c in created if not c.startswith("study.db-")} == set(), created
+    # nor outside it: the names of the escape cases, where `../../` from the storage's folders would point
+    assert not [p for a in list(tmp_path.parents)[:3] for p in (a / "escape", a / "evil") if p.exists()]
     assert len(optuna.load_study(study_name="smoke", storage=f"sqlite:///{study_db}").trials) == n_trials_before
 
 

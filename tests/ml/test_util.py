@@ -7,7 +7,14 @@ import threading
 
 import pytest
 
-from maskcls_hpo._util import atomic_path, atomic_write_bytes, atomic_write_text, progress_bar
+from maskcls_hpo._util import (
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_text,
+    check_path_name,
+    path_under,
+    progress_bar,
+)
 
 
 def names(folder):
@@ -96,3 +103,44 @@ def test_the_progress_bar_counts_steps_on_stderr(capsys):
     out, err = capsys.readouterr()
     assert out == ""
     assert "caching 3 images at 64x48" in err and "3/3" in err
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("../../escape", "holds a path separator"),
+        ("a/b", "holds a path separator"),
+        ("a\\b", "holds a path separator"),
+        ("..", "holds '..'"),
+        ("x..y", "holds '..'"),
+        (".", "is '.'"),
+        ("a\nb", "holds control characters"),
+        ("a\x00b", "holds control characters"),
+        ("a\x1b[31mb", "holds control characters"),
+        ("", "is empty"),
+        ("  ", "is empty"),
+        ("é" * 101, "is longer than 200 bytes"),
+    ],
+)
+def test_check_path_name_refuses_names_that_are_no_single_folder(name, why):
+    with pytest.raises(ValueError) as err:
+        check_path_name(name, "--study")
+    assert str(err.value).startswith("--study ") and why in str(err.value)
+    assert "\n" not in str(err.value)  # one line, control characters escaped
+
+
+@pytest.mark.parametrize("name", ["smoke", "smoke-confirm", "v1.2_run", "résumé", "a" * 200])
+def test_check_path_name_keeps_ordinary_names(name):
+    assert check_path_name(name, "--study") == name
+
+
+def test_path_under_refuses_a_path_that_resolves_outside_its_root(tmp_path):
+    root = tmp_path / "logs"
+    root.mkdir()
+    assert path_under(root, "smoke") == root / "smoke"
+    with pytest.raises(ValueError, match="outside"):
+        path_under(root, "..", "escape")
+    (root / "link").symlink_to(tmp_path.parent)  # a symbolic link inside the root pointing out of it
+    with pytest.raises(ValueError, match="outside"):
+        path_under(root, "link", "x")
+    assert not (tmp_path / "escape").exists()

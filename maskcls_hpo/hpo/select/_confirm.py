@@ -28,6 +28,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
+from maskcls_hpo._util import check_path_name
 from maskcls_hpo.config import config_from_mapping
 from maskcls_hpo.data import check_folds, load_train
 from maskcls_hpo.errors import ConfirmError
@@ -88,6 +89,15 @@ def _check_existing(study: optuna.Study, source: str, top: int, folds: int, seed
         )
 
 
+def _checked_name(source_name: str, name: str | None) -> str:
+    """The confirm study's name (`name`, else ``<source>-confirm``), checked as a folder name (its logs and
+    checkpoints live in ``<root>/<name>``); ConfirmError naming the option otherwise."""
+    check_path_name(source_name, "--study", ConfirmError)
+    if name is not None:
+        return check_path_name(name, "--name", ConfirmError)
+    return check_path_name(confirm_study_name(source_name), "--study (its confirm study's name)", ConfirmError)
+
+
 def prepare_confirm(
     storage: optuna.storages.BaseStorage,
     source_name: str,
@@ -110,6 +120,7 @@ def prepare_confirm(
         DataError: more folds than persons in a gender x age band stratum, or a broken dataset.
         ConfigError: a bad override.
     """
+    name = _checked_name(source_name, name)
     source = _source_study(storage, source_name)
     _check_counts(top, folds, seeds)
     ranked = ranked_complete_trials(source, limit=top)
@@ -118,7 +129,6 @@ def prepare_confirm(
             f"study '{source_name}' has {len(ranked)} COMPLETE trial(s), --top asks for {top} "
             f"({state_counts_text(source)}); lower --top or run more trials"
         )
-    name = name or confirm_study_name(source_name)
     study: optuna.Study | None = None
     if name in set(optuna.get_all_study_names(storage)):
         study = optuna.load_study(study_name=name, storage=storage)
@@ -274,6 +284,7 @@ def run_confirm(
     """
     if workers < 0:
         raise ConfirmError(f"--workers must be 0 or more, got {workers}")
+    _checked_name(study_name, name)  # before the storage is opened
     opts = run_options(options, flags)
     events = events or SweepEvents()
     backend = backend if backend is not None else LocalBackend()

@@ -26,6 +26,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from maskcls_hpo._util import check_path_name, path_under
 from maskcls_hpo.config import config_from_mapping, save_config
 from maskcls_hpo.errors import ExportError, PredictError
 from maskcls_hpo.hpo.attrs import StudyAttrs, TrialAttrs, checkpoint_dir
@@ -303,7 +304,8 @@ def study_checkpoints(study: optuna.Study, top: int, checkpoints: str | Path = "
             f"study '{study.study_name}' has {len(ranked)} COMPLETE trial(s) with a value, --top asks for {top} "
             f"({state_counts_text(study)})"
         )
-    root = Path(checkpoints) / study.study_name
+    check_path_name(study.study_name, "--study", PredictError)
+    root = path_under(checkpoints, study.study_name, error=PredictError)
     found = []
     for t in ranked[:top]:
         path = checkpoint_dir(root, t.number) / "best.pt"

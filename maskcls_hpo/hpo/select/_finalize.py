@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from maskcls_hpo._util import atomic_write_text
+from maskcls_hpo._util import atomic_write_text, check_path_name, path_under
 from maskcls_hpo.config import TrainConfig, config_from_mapping, load_config, save_config
 from maskcls_hpo.data import load_eval
 from maskcls_hpo.errors import ConfirmError
@@ -170,7 +170,11 @@ def finalize_study(
     planned = [(n, config_from_mapping({**c.to_dict(), **extra}, source="finalize")) for n, c in planned]
     eval_dir = Path(planned[0][1].data_dir)
     load_eval(eval_dir)  # no eval set: refused here, before anything is trained or written
-    root = Path(folder) if folder is not None else storage_folder(storage_url, "finalize") / study.study_name
+    if folder is not None:
+        root = Path(folder)
+    else:
+        check_path_name(study.study_name, "--study", ConfirmError)
+        root = path_under(storage_folder(storage_url, "finalize"), study.study_name, error=ConfirmError)
     say(f"finalize '{study.study_name}' by ranking: {ranking.label}")
     models = [_final_model(number, config, root, say) for number, config in planned]
     prediction = _predict(models, eval_dir, out, tta, opts.device or "auto", planned[0][1].cache_dir)

@@ -453,8 +453,8 @@ def first_use_lock(url: str, *, create: bool = True) -> Iterator[None]:
     exists"); with it the first creates the schema and the others wait, then find it made and join.
 
     SQLite: an exclusive ``flock`` on ``<database>.lock`` beside the file (left there: removing it would race;
-    a folder where it cannot be made, e.g. a read-only one, is opened without it; `create` False and no file:
-    none). PostgreSQL: a session-level
+    a folder where it cannot be made, e.g. a read-only one, is opened without it; a reader, `create` False,
+    takes it only when it exists and adds no file). PostgreSQL: a session-level
     advisory lock (``pg_advisory_lock``) on a connection of its own. Other databases: no lock (the retry in
     :func:`_construct` still joins a schema made meanwhile).
     """
@@ -467,7 +467,7 @@ def first_use_lock(url: str, *, create: bool = True) -> Iterator[None]:
             return
         if create:
             database.parent.mkdir(parents=True, exist_ok=True)
-        with _file_lock(database.with_name(database.name + ".lock")):
+        with _file_lock(database.with_name(database.name + ".lock"), create=create):
             yield
     elif backend == "postgresql":
         with _pg_advisory_lock(url):
@@ -477,10 +477,12 @@ def first_use_lock(url: str, *, create: bool = True) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """An exclusive ``fcntl.flock`` on `path` (created when missing); none when it cannot be opened."""
+def _file_lock(path: Path, create: bool) -> Iterator[None]:
+    """An exclusive ``fcntl.flock`` on `path` (created when missing and `create`); none when it cannot be opened
+    (a reader of a database whose creator never made the lock file adds no file)."""
+    flags = os.O_RDWR | getattr(os, "O_CLOEXEC", 0) | (os.O_CREAT if create else 0)
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+        fd = os.open(path, flags, 0o666)
     except OSError:
         yield  # e.g. a read-only folder: nothing can be created there, so nobody races to create a schema
         return

@@ -45,7 +45,9 @@ from numpy.typing import ArrayLike, NDArray
 from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta, upload_artifact
 from optuna.exceptions import ExperimentalWarning
 
+from maskcls_hpo._util import check_path_name, path_under
 from maskcls_hpo.config import save_config
+from maskcls_hpo.errors import ExportError
 from maskcls_hpo.hpo._optuna import storage_of, trial_id_of
 from maskcls_hpo.hpo.attrs import OBJECTIVE_NAME, TrialAttrs, checkpoint_dir
 from maskcls_hpo.hpo.signals import deferred_interrupts
@@ -380,7 +382,9 @@ def load_val_predictions(
 
     candidates: list[Callable[[], pd.DataFrame | None]] = []
     if checkpoints is not None:
-        local = checkpoint_dir(Path(checkpoints) / study.study_name, trial.number) / VAL_PREDICTIONS_CSV
+        name = check_path_name(study.study_name, "--study", ExportError)
+        local = checkpoint_dir(path_under(checkpoints, name, error=ExportError), trial.number)
+        local = local / VAL_PREDICTIONS_CSV
         candidates.append(lambda: read_val_predictions(local) if local.is_file() else None)
     if storage_url is not None:
 

@@ -47,7 +47,7 @@ from optuna.distributions import (
     distribution_to_json,
 )
 
-from maskcls_hpo._util import read_text_file
+from maskcls_hpo._util import check_path_name, read_text_file
 from maskcls_hpo.config import ConfigError, TrainConfig, config_from_mapping
 from maskcls_hpo.errors import SweepError
 from maskcls_hpo.hpo._optuna import percentile_warmup_steps, tpe_startup_trials
@@ -357,6 +357,7 @@ def load_sweep(path: str | Path) -> Sweep:
     seed = ns.get("SEED", 0)
     if not isinstance(seed, int):
         raise SweepError(f"{path}: SEED must be an int, got {seed!r}")
+    check_path_name(path.stem, f"{path}: the sweep's name (its file name without .py)", SweepError)
     sweep = Sweep(
         path=path,
         name=path.stem,

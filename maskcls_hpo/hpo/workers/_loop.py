@@ -287,7 +287,7 @@ def _training_objective(
     if mlflow:
         check_mlflow(mlflow, settings.study_name)
     uploader = TrialArtifactUploader(url)
-    checkpoint_root = settings.checkpoint_root / settings.study_name
+    checkpoint_root = settings.study_checkpoints
     objective = make_objective(
         sweep,
         checkpoint_root=checkpoint_root,
@@ -527,7 +527,7 @@ def _ended_elsewhere(worker: _Worker, trial: optuna.Trial) -> str:
     if reason.startswith("stale"):
         line += "; this worker's heartbeat was late by more than the grace period (machine overloaded?)"
     if state == TrialState.FAIL.name:
-        last = checkpoint_dir(worker.settings.checkpoint_root / worker.settings.study_name, trial.number) / "last.pt"
+        last = checkpoint_dir(worker.settings.study_checkpoints, trial.number) / "last.pt"
         if last.is_file():
             line += f"; its queued copy resumes from {last}"
         else:

@@ -32,6 +32,7 @@ from pydantic import (
 )
 from sqlalchemy.engine import URL, make_url
 
+from maskcls_hpo._util import check_path_name, path_under
 from maskcls_hpo.errors import LaunchError, MaskclsError
 from maskcls_hpo.hpo.store import HeartbeatSettings, ResolvedStorage, resolve_storage, storage_folder
 
@@ -315,6 +316,11 @@ class WorkerSettings(BaseModel):
             raise ValueError("this settings file was written by another maskcls-hpo version; launch again")
         return data
 
+    @field_validator("study_name")
+    @classmethod
+    def _study_name(cls, value: str) -> str:
+        return check_path_name(value, "--study")  # it names the study's log, checkpoint and TensorBoard folders
+
     @field_validator("n_trials")
     @classmethod
     def _budget(cls, value: int | None) -> int | None:
@@ -370,13 +376,19 @@ class WorkerSettings(BaseModel):
     def log_dir(self) -> Path:
         """``<logs>/<study>``: where the supervisor writes this study's worker logs and settings files."""
         root = self.options.logs
-        return (Path(root) if root is not None else storage_folder(self.storage_url, "logs")) / self.study_name
+        base = Path(root) if root is not None else storage_folder(self.storage_url, "logs")
+        return path_under(base, self.study_name, error=LaunchError)
 
     @property
     def tensorboard_dir(self) -> Path:
         """``<tensorboard>/<study>``: the trials' TensorBoard folders (``tensorboard/`` beside an SQLite file,
         else ``storage/tensorboard``; :func:`maskcls_hpo.hpo.store.storage_folder`)."""
-        return storage_folder(self.storage_url, "tensorboard") / self.study_name
+        return path_under(storage_folder(self.storage_url, "tensorboard"), self.study_name, error=LaunchError)
+
+    @property
+    def study_checkpoints(self) -> Path:
+        """``<checkpoints>/<study>``: the study's trial folders (``trial_<number>/``)."""
+        return path_under(self.checkpoint_root, self.study_name, error=LaunchError)
 
     def for_this_process(self, environ: Mapping[str, str] | None = None) -> WorkerSettings:
         """A copy with `worker_index` taken from env `worker_index_env` when that is set (else `self`).
