@@ -107,7 +107,9 @@ class DashboardPoller:
 
     Each round GETs `/dashboard` (the page), `/api/studies` and, once the study exists, `/api/studies/<id>`
     (what the study page loads). `polls` holds (path, HTTP status or the error's text); `states` the
-    trial states the study detail showed in each round.
+    trial states the study detail showed in each round. Leaving the block stops the thread and then reads once
+    more (`final_states`, also appended to `states`), so the last read is after whatever ran inside the block
+    ended, however late the thread was scheduled: tests compare it with the stored study, never with timing.
     """
 
     def __init__(self, base: str, study_name: str, interval: float = 0.5):
@@ -116,6 +118,8 @@ class DashboardPoller:
         self.base, self.study_name, self.interval = base, study_name, interval
         self.polls: list[tuple[str, object]] = []
         self.states: list[list[str]] = []
+        self.final_states: list[str] | None = None
+        self._study_id: int | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -128,21 +132,28 @@ class DashboardPoller:
         self.polls.append((path, status))
         return body if status == 200 else None
 
-    def _run(self) -> None:
+    def _round(self) -> list[str] | None:
+        """One read of the page, the study list and the study detail; the detail's trial states (None: none)."""
         import json
 
-        study_id = None
+        self._get("/dashboard")
+        body = self._get("/api/studies")
+        if body is not None and self._study_id is None:
+            for s in json.loads(body)["study_summaries"]:
+                if s["study_name"] == self.study_name:
+                    self._study_id = s["study_id"]
+        if self._study_id is None:
+            return None
+        detail = self._get(f"/api/studies/{self._study_id}")
+        if detail is None:
+            return None
+        states = [t["state"] for t in json.loads(detail)["trials"]]
+        self.states.append(states)
+        return states
+
+    def _run(self) -> None:
         while not self._stop.is_set():
-            self._get("/dashboard")
-            body = self._get("/api/studies")
-            if body is not None and study_id is None:
-                for s in json.loads(body)["study_summaries"]:
-                    if s["study_name"] == self.study_name:
-                        study_id = s["study_id"]
-            if study_id is not None:
-                detail = self._get(f"/api/studies/{study_id}")
-                if detail is not None:
-                    self.states.append([t["state"] for t in json.loads(detail)["trials"]])
+            self._round()
             self._stop.wait(self.interval)
 
     def __enter__(self) -> DashboardPoller:
@@ -152,3 +163,4 @@ class DashboardPoller:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=60)
+        self.final_states = self._round()  # after the block's work ended (the thread has stopped)

@@ -70,12 +70,21 @@ def test_every_dashboard_load_during_the_sweep_succeeded(swept_study):
     poller = swept_study.poller
     failed = [(path, status) for path, status in poller.polls if status != 200]
     assert failed == []
-    detail_polls = [p for p, _ in poller.polls if p.startswith("/api/studies/")]
-    assert len(detail_polls) >= 10  # the study page was read many times while the sweep ran
-    # The dashboard was read while trials were running, and again after all 3 had finished.
-    assert any("Running" in states for states in poller.states)
-    # exactly 3 finished; a trial that lost the race for the last slot stays WAITING by design (hpo/workers/_loop.py)
-    last = poller.states[-1]
+    # The study page was read while the sweep ran (at least once: how often depends on the machine's load) and
+    # once more after the launch returned (the poller's final read, never raced with the sweep).
+    assert len(poller.states) >= 2
+    last = poller.final_states
+    assert last is not None
+    # that last read shows what is stored: exactly 3 finished, none running (a trial that lost the race for the
+    # last slot stays WAITING by design, hpo/workers/_loop.py)
+    stored = {
+        TrialState.COMPLETE: "Complete",
+        TrialState.PRUNED: "Pruned",
+        TrialState.WAITING: "Waiting",
+        TrialState.FAIL: "Fail",
+        TrialState.RUNNING: "Running",
+    }
+    assert sorted(last) == sorted(stored[t.state] for t in load(swept_study).get_trials(deepcopy=False))
     assert sum(state in ("Complete", "Pruned") for state in last) == 3 and "Running" not in last, last
     # The dashboard is still up after the sweep.
     assert http_get(swept_study.dashboard.base + "/dashboard")[0] == 200

@@ -237,15 +237,18 @@ def test_sqlite_four_workers_and_a_polling_reader_never_locked(tiny_demo, tmp_pa
     errors: list[str] = []
     polls = []
     stop = threading.Event()
+    storage = open_storage(url, HeartbeatSettings(interval=1, grace_period=15), create=False)
+    study = optuna.load_study(study_name="many", storage=storage)
+
+    def read_once() -> None:
+        try:
+            polls.append(study_status(study)["counts"]["finished"])
+        except Exception as err:  # noqa: BLE001 - every error is a finding
+            errors.append(f"{type(err).__name__}: {err}")
 
     def reader() -> None:
-        storage = open_storage(url, HeartbeatSettings(interval=1, grace_period=15), create=False)
-        study = optuna.load_study(study_name="many", storage=storage)
         while not stop.is_set():
-            try:
-                polls.append(study_status(study)["counts"]["finished"])
-            except Exception as err:  # noqa: BLE001 - every error is a finding
-                errors.append(f"{type(err).__name__}: {err}")
+            read_once()
             stop.wait(0.2)
 
     thread = threading.Thread(target=reader, daemon=True)
@@ -257,6 +260,7 @@ def test_sqlite_four_workers_and_a_polling_reader_never_locked(tiny_demo, tmp_pa
         thread.join(timeout=60)
         if launch.poll() is None:
             launch.kill()
+    read_once()  # once more after the sweep ended: the last read is never raced with it
     out = launch.log_path.read_text(errors="replace")
     assert code == 0, out[-3000:]
     logs = worker_logs(tmp_path, "many")
@@ -265,7 +269,8 @@ def test_sqlite_four_workers_and_a_polling_reader_never_locked(tiny_demo, tmp_pa
     assert "database is locked" not in everything
     assert "database error" not in everything  # not even a retried one
     assert errors == []
-    assert len(polls) >= 10 and polls[-1] <= 8
+    # read during the sweep (how often depends on the machine's load) and after it: the last read is the total
+    assert len(polls) >= 2 and polls[-1] == 8 and polls == sorted(polls)
     trials = load_trials(url, "many")
     assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == 8
     assert not [t.number for t in trials if t.state in (TrialState.FAIL, TrialState.RUNNING)]
