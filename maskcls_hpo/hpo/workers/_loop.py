@@ -377,6 +377,7 @@ def _run_next(worker: _Worker) -> TrialEnd:
             retry_db(lambda: release_trial(worker.storage, trial_id_of(trial)), "returning a trial to the queue")
             time.sleep(worker.settings.options.poll_interval)
             return TrialEnd(Outcome.RETURNED, trial.number)
+        log.info("trial %d claimed by worker %s (claim %s); it trains here", trial.number, worker.label, claim.token)
         if worker.slurm is not None:  # `status` shows where a running trial runs
             trial.set_user_attr(TrialAttrs.SLURM_JOB_ID, worker.slurm[0])
             if worker.slurm[1] is not None:
