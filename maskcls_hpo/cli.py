@@ -692,11 +692,13 @@ def dashboard_cmd(
 ) -> None:
     """Run optuna-dashboard on the study database and the trials' artifacts (read-only; Ctrl-C stops it)."""
     from maskcls_hpo.results.dashboard import (
+        check_host,
         dashboard_app,
         is_loopback,
         serve_dashboard,
     )  # lazy: start-up of the CLI (optuna)
 
+    check_host(host)  # before the storage is opened: a bad --host changes nothing
     _setup_logging()
     resolved = _resolve_storage(storage, must_exist=True, password_file=password_file)
     dash = dashboard_app(resolved.url, allow_writes=allow_writes, study=study)

@@ -79,7 +79,7 @@ class StorageSchemaError(StorageError):
 
 
 class DashboardError(StorageError):
-    """The storage can be reached but holds no Optuna studies database."""
+    """The dashboard cannot start: the storage holds no Optuna studies database, or `--host` is no address."""
 
 
 class SweepError(MaskclsError, ValueError):
