@@ -91,7 +91,8 @@ class LaunchError(MaskclsError, RuntimeError):
 
 
 class ExportError(MaskclsError, RuntimeError):
-    """Nothing to export (no COMPLETE trial, unknown trial number); the message is one line."""
+    """Nothing to export or report (no COMPLETE trial, unknown trial number), or a bad `--out` / `--top` /
+    `--trial` of `export` or `report`; the message is one line."""
 
 
 class ConfirmError(MaskclsError, ValueError):
