@@ -33,6 +33,10 @@ __all__ = [
     "read_text_file",
     "check_path_name",
     "path_under",
+    "check_output_file",
+    "check_whole_number",
+    "check_cache_dir",
+    "check_output_folder",
 ]
 
 
@@ -242,3 +246,77 @@ def path_under(root: str | os.PathLike[str], *parts: str, error: type[Exception]
     if resolved != resolved_root and resolved_root not in resolved.parents:
         raise error(f"{path} resolves to {resolved}, outside {resolved_root}; refusing to write there")
     return path
+
+
+def check_output_file(path: str | os.PathLike[str], flag: str, error: type[Exception]) -> Path:
+    """`path` as an output file a user names (``--out``), refused before anything is computed or written.
+
+    Args:
+        path: the file to be written. flag: its name in messages (``--out``). error: the exception class
+            raised (a :class:`maskcls_hpo.errors.MaskclsError`).
+
+    Returns:
+        `path` as a :class:`Path` (``~`` expanded).
+
+    Raises:
+        error: `path` is empty or blank, is a folder, or a folder above it is a file.
+    """
+    if str(path).strip() == "":
+        raise error(f"{flag} is empty; give a file name")
+    out = Path(path).expanduser()
+    if out.is_dir():
+        raise error(f"{flag} {out} is a folder; give a file name (in it, or elsewhere)")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise error(f"{flag} {out}: {parent} is not a folder (a file); pick another {flag}")
+            break
+    return out
+
+
+def check_whole_number(value: int, flag: str, low: int, high: int, error: type[Exception]) -> int:
+    """`value` if it is a whole number in ``[low, high]``, else one line naming `flag` and the range.
+
+    Catches numbers no database column or NumPy seed takes (``--top 99999999999999999999``) before they
+    reach one.
+
+    Raises:
+        error: `value` is not an int (a bool is not one), or out of range.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise error(f"{flag} must be a whole number from {low} to {high}, got {value!r}")
+    return value
+
+
+def check_cache_dir(cache_dir: str | os.PathLike[str], error: type[Exception]) -> Path:
+    """`cache_dir` as a folder that is or can be made, or one line: empty, a file, or under a file.
+
+    Raises:
+        error: `cache_dir` is empty, is a file, or a folder above it is a file.
+    """
+    if str(cache_dir).strip() == "":
+        raise error("cache_dir is empty; give the decoded-image cache folder, e.g. storage/cache")
+    folder = Path(cache_dir).expanduser()
+    for path in (folder, *folder.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise error(f"cache_dir {folder}: {path} is a file, not a folder; move it away or give another folder")
+            break
+    return folder
+
+
+def check_output_folder(path: str | os.PathLike[str], flag: str, error: type[Exception]) -> Path:
+    """`path` as an output folder a user names (``train --out``): empty, a file, or under a file is refused.
+
+    Raises:
+        error: one line naming `flag`.
+    """
+    if str(path).strip() == "":
+        raise error(f"{flag} is empty; give a folder")
+    folder = Path(path).expanduser()
+    for parent in (folder, *folder.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise error(f"{flag} {folder}: {parent} is a file, not a folder; give a folder")
+            break
+    return folder

@@ -36,7 +36,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from PIL import Image
 
-from maskcls_hpo._util import atomic_path, atomic_write_text, progress_bar
+from maskcls_hpo._util import atomic_path, atomic_write_text, check_cache_dir, progress_bar
 from maskcls_hpo.data import DataError
 
 if TYPE_CHECKING:
@@ -224,14 +224,15 @@ def build_cache(
         :class:`ImageCache` with ``decoded`` = images decoded by this call (0 when reused).
 
     Raises:
-        DataError: files that are missing or cannot be decoded, every one named; nothing is written.
+        DataError: files that are missing or cannot be decoded, every one named; `cache_dir` (or a folder above
+            it) is a file; nothing is written.
         ValueError: empty ``paths``, a bad ``size`` or ``interpolation``.
     """
     if len(paths) == 0:
         raise ValueError("build_cache needs at least one image path")
     height, width = _check_size(size)
     key = fingerprint(paths, (height, width), interpolation)
-    cache_dir = Path(cache_dir)
+    cache_dir = check_cache_dir(cache_dir, DataError)
     cache_dir.mkdir(parents=True, exist_ok=True)
     data_path = cache_dir / f"{key}.u8"
     meta_path = cache_dir / f"{key}.json"

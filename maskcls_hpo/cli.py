@@ -97,7 +97,7 @@ def verb(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
 
 @verb("demo-data")
 def demo_data_cmd(
-    out: Path = typer.Argument(..., help="Folder to write the dataset into (train/ and eval/)."),
+    out: str = typer.Argument(..., metavar="OUT", help="Folder to write the dataset into (train/ and eval/)."),
     persons: int = typer.Option(300, help="Train persons (7 images each)."),
     eval_persons: Optional[int] = typer.Option(None, help="Eval persons (default: persons // 3)."),
     size: str = typer.Option("96x128", help="Image size WxH in pixels."),
@@ -123,7 +123,7 @@ def demo_data_cmd(
         progress=not quiet,
         overwrite=overwrite,
     )
-    sheet = None if no_contact_sheet else write_contact_sheet(out, contact_sheet or out / "contact_sheet.png")
+    sheet = None if no_contact_sheet else write_contact_sheet(out, contact_sheet or Path(out) / "contact_sheet.png")
     w, h = summary.size
     kind = f"faces from {summary.faces}" if summary.faces else "procedural faces"
     print(
@@ -172,8 +172,10 @@ def _print_problems(problems: list[str]) -> None:
 def train_cmd(
     config: Optional[Path] = typer.Option(None, help="Training config (YAML/JSON; an export file works)."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Overrides the config's data_dir."),
-    out: Optional[Path] = typer.Option(
-        None, help="Output folder (checkpoints, metrics.json; default runs/train, with --resume RUN_DIR itself)."
+    out: Optional[str] = typer.Option(
+        None,
+        metavar="PATH",
+        help="Output folder (checkpoints, metrics.json; default runs/train, with --resume RUN_DIR itself).",
     ),
     epochs: Optional[int] = typer.Option(None, help="Overrides the config's epochs."),
     seed: Optional[int] = typer.Option(None, help="Overrides the config's seed (Python, NumPy, torch and the split)."),
@@ -190,14 +192,14 @@ def train_cmd(
     """Train one model from a config (independent of any study)."""
     import yaml  # lazy: start-up of the CLI
 
-    from maskcls_hpo.config import resume_files, run_config, save_config  # lazy: start-up of the CLI
+    from maskcls_hpo._util import check_output_folder  # lazy: start-up of the CLI
+    from maskcls_hpo.config import ConfigError, resume_files, run_config, save_config  # lazy: start-up of the CLI
     from maskcls_hpo.data import load_train  # lazy: start-up of the CLI (pandas)
 
     last = None
     if resume is not None:
         last, config = resume_files(resume, config)
-        out = out or resume
-    out = out or Path("runs/train")
+    out_dir = check_output_folder(out if out is not None else (resume or "runs/train"), "--out", ConfigError)
     flags = {
         "data_dir": str(data_dir) if data_dir else None,
         "epochs": epochs,
@@ -224,21 +226,21 @@ def train_cmd(
 
     out_console = Console(highlight=False, soft_wrap=True)
     resuming = f" (resuming from {last}, epoch {done + 1})" if last is not None else ""
-    out_console.print(_train_header(cfg, out) + resuming)
+    out_console.print(_train_header(cfg, out_dir) + resuming)
     out_console.print(EPOCH_COLUMNS)
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out_dir / "config.yaml")
         result = train(
             cfg,
-            out_dir=out,
+            out_dir=out_dir,
             on_epoch=lambda r: out_console.print(_epoch_line(r, cfg.full_data)),
             resume_from=last,
             progress=console.is_terminal,
         )
     except DataError as err:
         _fail_data(err, cfg.data_dir)
-    for line in _train_footer(result, cfg.full_data, out):
+    for line in _train_footer(result, cfg.full_data, out_dir):
         out_console.print(line)
 
 
@@ -327,12 +329,12 @@ WorkersOption = Annotated[
 ]
 GpusOption = Annotated[Optional[str], typer.Option(help="Comma-separated GPU ids, assigned round-robin (e.g. 0,1).")]
 DataDirOption = Annotated[
-    Optional[Path], typer.Option("--data-dir", help="Dataset root (overrides the configs' data_dir).")
+    Optional[str], typer.Option("--data-dir", metavar="PATH", help="Dataset root (overrides the configs' data_dir).")
 ]
 TimeoutOption = Annotated[Optional[float], typer.Option(help="Seconds after which workers start no new trial.")]
 HeartbeatOption = Annotated[Optional[int], typer.Option(help="Heartbeat interval in seconds (default 30).")]
 GraceOption = Annotated[Optional[int], typer.Option(help="Seconds without heartbeat before a trial is stale (120).")]
-CheckpointsOption = Annotated[Optional[Path], typer.Option(help=CHECKPOINTS_HELP)]
+CheckpointsOption = Annotated[Optional[str], typer.Option(metavar="PATH", help=CHECKPOINTS_HELP)]
 MlflowOption = Annotated[Optional[str], typer.Option("--mlflow", help=MLFLOW_HELP)]
 WatchdogOption = Annotated[Optional[float], typer.Option(help=WATCHDOG_HELP)]
 MaxFailuresOption = Annotated[
@@ -552,7 +554,7 @@ def status_cmd(
 
 @verb("export")
 def export_cmd(
-    out: Path = typer.Option(Path("best.yaml"), help="Output file (.yaml/.yml or .json)."),
+    out: str = typer.Option("best.yaml", metavar="PATH", help="Output file (.yaml/.yml or .json)."),
     trial: Optional[int] = typer.Option(None, help="Export this trial number instead of the best."),
     top: Optional[int] = typer.Option(None, help="Export the best K COMPLETE trials to OUT-1, OUT-2, ..."),
     format: Optional[str] = typer.Option(None, "--format", help="yaml or json (default: from the suffix)."),
@@ -648,7 +650,7 @@ def confirm_cmd(
 @verb("finalize")
 def finalize_cmd(
     study: str = typer.Option(..., "--study", "--study-name", help="The sweep's study."),
-    out: Path = typer.Option(Path("submission.csv"), help="Submission CSV to write (ImageID,ans)."),
+    out: str = typer.Option("submission.csv", metavar="PATH", help="Submission CSV to write (ImageID,ans)."),
     seeds: int = typer.Option(1, "--seeds", help="Seeds per config (models in the ensemble)."),
     top: int = typer.Option(1, "--top", help="How many of the best configs (confirmed ranking when there is one)."),
     tta: bool = typer.Option(False, "--tta", help="Average each model with its horizontally flipped input."),
@@ -692,11 +694,13 @@ def dashboard_cmd(
 ) -> None:
     """Run optuna-dashboard on the study database and the trials' artifacts (read-only; Ctrl-C stops it)."""
     from maskcls_hpo.results.dashboard import (
+        check_host,
         dashboard_app,
         is_loopback,
         serve_dashboard,
     )  # lazy: start-up of the CLI (optuna)
 
+    check_host(host)  # before the storage is opened: a bad --host changes nothing
     _setup_logging()
     resolved = _resolve_storage(storage, must_exist=True, password_file=password_file)
     dash = dashboard_app(resolved.url, allow_writes=allow_writes, study=study)
@@ -728,7 +732,7 @@ def dashboard_cmd(
 
 @verb("report")
 def report_cmd(
-    out: Path = typer.Option(Path("report.html"), help="HTML file to write (self-contained, opens offline)."),
+    out: str = typer.Option("report.html", metavar="PATH", help="HTML file to write (self-contained, opens offline)."),
     top: int = typer.Option(10, min=1, help="Rows of the top-trials table."),
     storage: StorageOption = None,
     password_file: PasswordFileOption = None,
@@ -758,7 +762,7 @@ def predict_cmd(
         None, "--checkpoint", help="A checkpoint (model.pt / best.pt of `train`); repeat to ensemble."
     ),
     data_dir: Path = typer.Option(..., "--data-dir", help="Dataset root with eval/info.csv and eval/images/."),
-    out: Path = typer.Option(Path("submission.csv"), help="Submission CSV to write (ImageID,ans)."),
+    out: str = typer.Option("submission.csv", metavar="PATH", help="Submission CSV to write (ImageID,ans)."),
     tta: bool = typer.Option(False, "--tta", help="Average each model with its horizontally flipped input."),
     study: Optional[str] = typer.Option(
         None, "--study", "--study-name", help="Ensemble the best checkpoints of this study's top trials."
@@ -769,7 +773,9 @@ def predict_cmd(
     checkpoints: Optional[Path] = typer.Option(None, help=CHECKPOINTS_HELP),
     batch_size: int = typer.Option(64, min=1, help="Images per forward pass."),
     device: str = typer.Option("auto", help="auto (CUDA when visible), cpu or cuda."),
-    cache_dir: Path = typer.Option(Path("storage/cache"), help="Decoded-image cache folder (shared with training)."),
+    cache_dir: str = typer.Option(
+        "storage/cache", metavar="PATH", help="Decoded-image cache folder (shared with training)."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Predict eval/info.csv with one checkpoint or an ensemble and write the submission atomically."""

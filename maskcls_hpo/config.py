@@ -5,7 +5,8 @@ with `save_config`, and `maskcls-hpo train --print-config` prints the defaults. 
 value is refused with a :class:`ConfigError` that names the key, the value and the accepted values.
 
 Units: `epochs`, `t_max` and `step_size` count epochs; `lr` is per optimizer step; `image_size` is
-`[height, width]` in pixels; `val_ratio` is the share of *persons* held out for validation.
+`[height, width]` in pixels; `val_ratio` is the share of *persons* held out for validation. Every number is
+finite and bounded (:data:`MAX_EPOCHS`, :data:`MAX_BATCH_SIZE`, :data:`MAX_SEED`, :data:`MAX_FOLDS`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,20 @@ __all__ = [
     "config_from_mapping",
     "run_config",
     "resume_files",
+    "MAX_EPOCHS",
+    "MAX_BATCH_SIZE",
+    "MAX_SEED",
+    "MAX_FOLDS",
 ]
+
+MAX_EPOCHS = 10_000
+"""The most epochs (and `t_max`, `step_size`) a config takes: a larger number is a typo, not a plan."""
+MAX_BATCH_SIZE = 65_536
+"""The largest `batch_size` a config takes."""
+MAX_SEED = 2**32 - 1
+"""The largest `seed` / `split_seed`: NumPy's seeds are 32-bit."""
+MAX_FOLDS = 1_000
+"""The most `folds` (and the largest `fold`) a config takes."""
 
 
 class TrainConfig(BaseModel):
@@ -68,7 +82,7 @@ class TrainConfig(BaseModel):
       seeds can share one split).
     """
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     model: str = "test_efficientnet"
     pretrained: bool | str = False
@@ -79,16 +93,16 @@ class TrainConfig(BaseModel):
     std: tuple[float, float, float] | None = None
     interpolation: Literal["bilinear", "bicubic", "nearest"] = "bilinear"
 
-    batch_size: int = Field(32, ge=1)
-    epochs: int = Field(5, ge=1)
+    batch_size: int = Field(32, ge=1, le=MAX_BATCH_SIZE)
+    epochs: int = Field(5, ge=1, le=MAX_EPOCHS)
     optimizer: Literal["adam", "adamw", "radam", "sgd"] = "adam"
     lr: float = Field(1e-3, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0)
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     scheduler: Literal["step", "cosine", "none"] = "step"
-    t_max: int | None = Field(None, ge=1)
+    t_max: int | None = Field(None, ge=1, le=MAX_EPOCHS)
     eta_min: float = Field(0.0, ge=0.0)
-    step_size: int = Field(5, ge=1)
+    step_size: int = Field(5, ge=1, le=MAX_EPOCHS)
     gamma: float = Field(0.5, gt=0.0, le=1.0)
 
     loss: Literal["cross_entropy", "label_smoothing", "focal", "f1"] = "cross_entropy"
@@ -103,16 +117,16 @@ class TrainConfig(BaseModel):
     crop_scale: tuple[float, float] = (0.8, 1.0)
     color_jitter: float = Field(0.2, ge=0.0, le=1.0)
 
-    seed: int = 42
+    seed: int = Field(42, ge=0, le=MAX_SEED)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = True
     channels_last: bool = True
     data_dir: str = "storage/demo"
     cache_dir: str = "storage/cache"
     full_data: bool = False
-    folds: int | None = Field(None, ge=2)
-    fold: int | None = Field(None, ge=0)
-    split_seed: int | None = None
+    folds: int | None = Field(None, ge=2, le=MAX_FOLDS)
+    fold: int | None = Field(None, ge=0, le=MAX_FOLDS)
+    split_seed: int | None = Field(None, ge=0, le=MAX_SEED)
 
     @field_validator("image_size")
     @classmethod

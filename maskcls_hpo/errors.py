@@ -79,7 +79,7 @@ class StorageSchemaError(StorageError):
 
 
 class DashboardError(StorageError):
-    """The storage can be reached but holds no Optuna studies database."""
+    """The dashboard cannot start: the storage holds no Optuna studies database, or `--host` is no address."""
 
 
 class SweepError(MaskclsError, ValueError):
@@ -91,7 +91,8 @@ class LaunchError(MaskclsError, RuntimeError):
 
 
 class ExportError(MaskclsError, RuntimeError):
-    """Nothing to export (no COMPLETE trial, unknown trial number); the message is one line."""
+    """Nothing to export or report (no COMPLETE trial, unknown trial number), or a bad `--out` / `--top` /
+    `--trial` of `export` or `report`; the message is one line."""
 
 
 class ConfirmError(MaskclsError, ValueError):

@@ -43,10 +43,10 @@ import pandas as pd
 import torch
 from numpy.typing import ArrayLike, NDArray
 
-from maskcls_hpo._util import atomic_path
+from maskcls_hpo._util import atomic_path, check_cache_dir, check_output_file, check_whole_number
 from maskcls_hpo.cache import BatchLoader, build_cache
 from maskcls_hpo.checkpoint import load_checkpoint
-from maskcls_hpo.config import ConfigError, config_from_mapping
+from maskcls_hpo.config import MAX_BATCH_SIZE, ConfigError, config_from_mapping
 from maskcls_hpo.data import load_eval
 from maskcls_hpo.errors import PredictError, TrainingError
 from maskcls_hpo.labels import NUM_CLASSES, encode_label
@@ -105,8 +105,14 @@ def _pick_device(device: str | torch.device) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         raise PredictError("device 'cuda' asked for but no CUDA device is visible; use --device auto or cpu")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise PredictError(f"device must be auto, cpu or cuda, got {device!r}")
+    index = device[5:] if device.startswith("cuda:") else None
+    if index is not None and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+        raise PredictError(
+            f"--device {device}: this machine has {torch.cuda.device_count()} visible CUDA device(s); use --device "
+            "auto, cpu, cuda or cuda:N with N below that"
+        )
+    if device not in ("cpu", "cuda") and index is None:
+        raise PredictError(f"--device must be auto, cpu or cuda, got {device!r}")
     return torch.device(device)
 
 
@@ -350,12 +356,14 @@ def predict(
     """
     if not checkpoints:
         raise PredictError("no checkpoint given: pass at least one checkpoint (best.pt / model.pt)")
-    if batch_size < 1:
-        raise PredictError(f"batch_size must be >= 1, got {batch_size}")
+    check_whole_number(batch_size, "--batch-size", 1, MAX_BATCH_SIZE, PredictError)
+    if out is not None:
+        out = check_output_file(out, "--out", PredictError)
+    check_cache_dir(cache_dir, PredictError)
+    dev = _pick_device(device)
     table = load_eval(data_dir)
     if len(table) == 0:
         raise PredictError(f"{Path(data_dir) / 'eval' / 'info.csv'} lists no image")
-    dev = _pick_device(device)
     models = [load_model(p, dev) for p in checkpoints]
 
     groups: dict[tuple[tuple[int, int], str], list[int]] = {}

@@ -55,7 +55,7 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
-from maskcls_hpo._util import atomic_write_text, progress_bar
+from maskcls_hpo._util import atomic_write_text, check_output_folder, progress_bar
 from maskcls_hpo.cache import BatchLoader, build_cache
 from maskcls_hpo.checkpoint import (
     BEST_FILE,
@@ -216,10 +216,13 @@ def train(
     Raises:
         NonFiniteLossError: the loss became NaN/inf (epoch and step in the message).
         OutOfMemoryError: CUDA ran out of memory anywhere in the run; model and optimizer are freed first.
-        ConfigError: e.g. `device: cuda` without a GPU, an unknown model, missing pretrained weights.
+        ConfigError: e.g. `device: cuda` without a GPU, an unknown model, missing pretrained weights, an
+            `out_dir` that is empty, a file or under a file.
         DataError: a dataset problem (from `data.load_train` / `cache.build_cache`).
         TrainingError: a checkpoint that does not fit the config.
     """
+    if out_dir is not None:
+        out_dir = check_output_folder(out_dir, "--out", ConfigError)
     try:
         return _run(config, out_dir, on_epoch, resume_from, progress)
     except torch.cuda.OutOfMemoryError as err:

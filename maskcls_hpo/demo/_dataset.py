@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from maskcls_hpo._util import progress_bar
+from maskcls_hpo._util import check_output_folder, check_whole_number, progress_bar
 from maskcls_hpo.demo._faces import RGB, Person, draw_procedural_face, load_photo_face
 from maskcls_hpo.demo._masks import MASK_STYLES, draw_mask
 from maskcls_hpo.errors import DemoDataError
@@ -27,6 +27,9 @@ UTK_RACES = ("White", "Black", "Asian", "Indian", "Other")
 _SUPERSAMPLE = 2  # faces are drawn at 2x the output size and downsampled (anti-aliasing)
 # NOTE: the first bytes of a macOS AppleDouble file, as the real set's `._mask1.jpg` files hold.
 _APPLEDOUBLE = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        \x00\x02"
+
+MAX_PERSONS = 1_000_000
+"""The most train (or eval) persons one demo dataset holds (7 images each)."""
 
 
 @dataclass(frozen=True)
@@ -331,7 +334,7 @@ def write_demo_dataset(
             `eval_persons < 0`; bad `size`; `faces` is not a folder, has no usable photo or fewer than N + M.
     """
     t0 = time.perf_counter()
-    out, wh = Path(out), parse_size(size)
+    out, wh = check_output_folder(out, "OUT", DemoDataError), parse_size(size)
     eval_persons = _check_counts(persons, eval_persons)
     _clear_out(out, overwrite)
     photo_dir = Path(faces) if faces is not None else None
@@ -372,13 +375,10 @@ def write_demo_dataset(
 
 def _check_counts(persons: int, eval_persons: int | None) -> int:
     """The eval persons M (default N // 3, at least 1), after checking both counts."""
-    if persons < 1:
-        raise DemoDataError(f"--persons {persons}: need at least 1 train person")
+    check_whole_number(persons, "--persons", 1, MAX_PERSONS, DemoDataError)
     if eval_persons is None:
         eval_persons = max(1, persons // 3)
-    if eval_persons < 0:
-        raise DemoDataError(f"--eval-persons {eval_persons}: must be >= 0")
-    return eval_persons
+    return check_whole_number(eval_persons, "--eval-persons", 0, MAX_PERSONS, DemoDataError)
 
 
 def _clear_out(out: Path, overwrite: bool) -> None:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from sqlalchemy.engine import make_url
 
+from maskcls_hpo._util import check_whole_number
 from maskcls_hpo.errors import LaunchError
 from maskcls_hpo.hpo._optuna import study_id_of
 from maskcls_hpo.hpo.attrs import StudyAttrs
@@ -37,6 +38,7 @@ from maskcls_hpo.hpo.store import StudyCounts, best_of, check_connection_budget,
 from maskcls_hpo.hpo.trial import Sweep, budget_warnings, check_mlflow, load_sweep, save_study_note, study_note
 from maskcls_hpo.hpo.workers import (
     MAX_TRIALS,
+    MAX_WORKERS,
     Backend,
     Followed,
     LocalBackend,
@@ -46,6 +48,7 @@ from maskcls_hpo.hpo.workers import (
     SweepEvents,
     WorkerPool,
     WorkerSettings,
+    check_run_folders,
     follow,
     prepare_data,
     run_options,
@@ -178,6 +181,7 @@ def plan_sweep(
         n_trials=n_trials,
         check_data=False,  # launch checks the data and builds the cache itself (prepare_data)
     )
+    check_run_folders(settings)
     return SweepPlan(loaded, n_trials, settings, config, resolved.shown)
 
 
@@ -308,8 +312,7 @@ def run_sweep(
         result = m.run_sweep("sweeps/smoke.py", 4, storage="storage/nb.db", data_dir="storage/demo")
         print(result.counts.finished, result.best_value)
     """
-    if workers < 0:
-        raise LaunchError(f"--workers must be 0 or more, got {workers}")
+    check_whole_number(workers, "--workers", 0, MAX_WORKERS, LaunchError)
     backend = backend if backend is not None else LocalBackend()
     events = events or SweepEvents()
     plan = plan_sweep(sweep, n_trials, run_options(options, flags), study_name)

@@ -49,6 +49,7 @@ __all__ = [
     "serve_dashboard",
     "dashboard_address",
     "is_loopback",
+    "check_host",
 ]
 
 log = logging.getLogger(__name__)
@@ -184,6 +185,23 @@ def dashboard_app(
     )
 
 
+def check_host(host: str) -> str:
+    """`--host` as given, refused when it is no address to listen on (empty, blank, spaces or control characters).
+
+    An empty host would make the server listen on every interface (``bind(("", port))``) although nobody
+    asked for that: the dashboard has no login, so every interface must be asked for by name (``0.0.0.0``).
+
+    Raises:
+        DashboardError: one line naming `--host` and what to give.
+    """
+    if not host.strip() or any(c.isspace() or not c.isprintable() for c in host):
+        raise DashboardError(
+            f"--host {host!r} is not an address to listen on; give 127.0.0.1 (this machine only, the default) or "
+            "0.0.0.0 (every interface: anyone who can reach this machine can open the dashboard, it has no login)"
+        )
+    return host
+
+
 def is_loopback(host: str) -> bool:
     """True for `localhost` and loopback addresses (127.0.0.0/8, ::1): not reachable from other machines."""
     if host == "localhost":
@@ -200,7 +218,7 @@ def dashboard_address(host: str, port: int, study_id: int | None = None) -> str:
 
     A wildcard bind (0.0.0.0 / ::) is shown as 127.0.0.1 / [::1], the address that works on this machine.
     """
-    shown = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    shown = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
     if ":" in shown:
         shown = f"[{shown}]"
     page = f"/studies/{study_id}" if study_id is not None else ""
@@ -216,8 +234,10 @@ def serve_dashboard(
         on_ready: called with the browser address once the socket listens.
 
     Raises:
+        DashboardError: `host` is empty or blank (:func:`check_host`).
         OSError: the address cannot be bound (port in use, unknown host).
     """
+    check_host(host)
     server_class = _ThreadingWSGIServer6 if ":" in host else _ThreadingWSGIServer
     httpd = make_server(host, port, dashboard.app, server_class=server_class, handler_class=_QuietHandler)
     try:

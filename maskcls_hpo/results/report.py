@@ -42,9 +42,11 @@ from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta
 from optuna.distributions import json_to_distribution
 from optuna.trial import FrozenTrial, TrialState
 
-from maskcls_hpo._util import atomic_write_text
+from maskcls_hpo._util import atomic_write_text, check_output_file, check_whole_number
+from maskcls_hpo.errors import ExportError
 from maskcls_hpo.hpo._optuna import rdb_models, rdb_of, storage_of, study_id_of
 from maskcls_hpo.hpo.attrs import OBJECTIVE_LABEL, TrialAttrs
+from maskcls_hpo.hpo.select import MAX_TOP
 from maskcls_hpo.hpo.store import mask_password, ranked_complete_trials, uses_sql
 
 __all__ = ["write_report", "report_html", "report_figures", "ReportFigure", "StudyDigest", "TARGET_NAME", "PLOT_TOP"]
@@ -667,12 +669,12 @@ def write_report(
         The path written.
 
     Raises:
-        ValueError: `top` < 1.
+        ExportError: `top` outside 1..:data:`~maskcls_hpo.hpo.select.MAX_TOP`; `out` is empty, a folder or
+            under a file (before the page is built).
         OSError: the file cannot be written.
     """
-    if top < 1:
-        raise ValueError(f"--top must be at least 1, got {top}")
-    out = Path(out)
+    check_whole_number(top, "--top", 1, MAX_TOP, ExportError)
+    out = check_output_file(out, "--out", ExportError)
     text = report_html(study, top=top, artifact_store=artifact_store)
     out.parent.mkdir(parents=True, exist_ok=True)
     return atomic_write_text(out, text)

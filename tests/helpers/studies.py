@@ -68,3 +68,19 @@ def sqlite_copy(db: Path, folder: Path) -> Path:
     with sqlite3.connect(db) as src, sqlite3.connect(target) as dst:
         src.backup(dst)
     return target
+
+
+def one_trial_study(db: Path, sweep: Path, name: str = "smoke") -> None:
+    """An SQLite study `name` of `sweep`'s space at `db` holding one COMPLETE trial (value 0.5), as `launch` leaves
+    it (a data fingerprint of zeros)."""
+    from maskcls_hpo.hpo.launch import prepare_study
+    from maskcls_hpo.hpo.store import open_storage
+    from maskcls_hpo.hpo.trial import load_sweep
+
+    loaded = load_sweep(sweep)
+    study = prepare_study(loaded, open_storage(f"sqlite:///{db}"), name, 2)
+    study.set_user_attr("data_fingerprint", "0" * 64)
+    trial = study.ask()
+    loaded.suggest(trial)
+    trial.set_user_attr("config", loaded.build_config(trial.params).to_dict())
+    study.tell(trial, 0.5)

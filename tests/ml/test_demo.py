@@ -216,7 +216,7 @@ def test_refuses_bad_input(tmp_path):
     with pytest.raises(DemoDataError, match="16..2048"):
         parse_size("8x8")
     assert parse_size("96x128") == (96, 128)
-    with pytest.raises(DemoDataError, match="--persons 0"):
+    with pytest.raises(DemoDataError, match="--persons must be a whole number from 1 to 1000000, got 0"):
         write_demo_dataset(tmp_path / "e", persons=0)
 
     faces = tmp_path / "faces"

@@ -134,8 +134,12 @@ def test_no_complete_trial_gives_notes_and_no_plotly(tmp_path):
 
 
 def test_top_must_be_positive(tmp_path):
-    with pytest.raises(ValueError, match="--top must be at least 1"):
-        write_report(make_study(), tmp_path / "r.html", top=0)
+    from maskcls_hpo.errors import ExportError
+
+    for top in (0, 10**20):  # 10**20: no SQLite INTEGER holds it
+        with pytest.raises(ExportError, match=rf"--top must be a whole number from 1 to 1000, got {top}$"):
+            write_report(make_study(), tmp_path / "r.html", top=top)
+    assert list(tmp_path.iterdir()) == []
 
 
 # --- the CLI on the real smoke sweep --------------------------------------------------------------------

@@ -15,7 +15,7 @@ from maskcls_hpo.hpo.select._export import (
 )
 from maskcls_hpo.hpo.select._finalize import FinalizeResult, FinalModel, final_configs, finalize, finalize_study
 from maskcls_hpo.hpo.select._noise import RunnerUpComparison, compare_runner_up, compare_trials
-from maskcls_hpo.hpo.select._ranking import Ranking, selection_ranking
+from maskcls_hpo.hpo.select._ranking import MAX_TOP, Ranking, selection_ranking
 from maskcls_hpo.hpo.select._summary import (
     ConfirmRow,
     ConfirmSummary,
@@ -25,6 +25,7 @@ from maskcls_hpo.hpo.select._summary import (
 )
 
 __all__ = [
+    "MAX_TOP",
     "absolute_config_paths",
     "compare_runner_up",
     "compare_trials",

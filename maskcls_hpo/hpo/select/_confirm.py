@@ -28,7 +28,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from maskcls_hpo._util import check_path_name
+from maskcls_hpo._util import check_path_name, check_whole_number
 from maskcls_hpo.config import config_from_mapping
 from maskcls_hpo.data import check_folds, load_train
 from maskcls_hpo.errors import ConfirmError
@@ -44,12 +44,15 @@ from maskcls_hpo.hpo.trial import (
     source_configs,
 )
 from maskcls_hpo.hpo.workers import (
+    MAX_WORKERS,
     Backend,
     LocalBackend,
     ProgressReader,
     RunOptions,
     SweepEvents,
     WorkerSettings,
+    check_device_here,
+    check_run_folders,
     follow,
     prepare_data,
     run_options,
@@ -282,13 +285,16 @@ def run_confirm(
         MaskclsError: before anything is stored (see :func:`prepare_confirm`); LaunchError for a bad option or
             a worker process that cannot start.
     """
-    if workers < 0:
-        raise ConfirmError(f"--workers must be 0 or more, got {workers}")
+    check_whole_number(workers, "--workers", 0, MAX_WORKERS, ConfirmError)
     _checked_name(study_name, name)  # before the storage is opened
     opts = run_options(options, flags)
     events = events or SweepEvents()
     backend = backend if backend is not None else LocalBackend()
     url = opts.resolve_storage(must_exist=True).url
+    # folders and the device before the confirm study is stored (the study name does not change the roots)
+    check_run_folders(WorkerSettings.for_study(name or study_name, opts, storage_url=url, kind="confirm"))
+    if workers > 0 and isinstance(backend, LocalBackend):
+        check_device_here(opts.device)
     rdb = open_storage(url, opts.heartbeat, create=False)
     study, plan = prepare_confirm(rdb, study_name, top, folds, seeds, name=name, overrides=opts.config_overrides())
     settings = WorkerSettings.for_study(

@@ -26,12 +26,13 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from maskcls_hpo._util import check_path_name, path_under
+from maskcls_hpo._util import check_output_file, check_path_name, check_whole_number, path_under
 from maskcls_hpo.config import config_from_mapping, save_config
 from maskcls_hpo.errors import ExportError, PredictError
 from maskcls_hpo.hpo.attrs import StudyAttrs, TrialAttrs, checkpoint_dir
-from maskcls_hpo.hpo.select._ranking import Ranking, selection_ranking
+from maskcls_hpo.hpo.select._ranking import MAX_TOP, Ranking, selection_ranking
 from maskcls_hpo.hpo.store import mask_password, open_study, ranked_complete_trials, state_counts_text, trial_by_number
+from maskcls_hpo.hpo.workers import MAX_TRIALS
 from maskcls_hpo.versions import package_versions
 
 
@@ -156,7 +157,7 @@ def _interval_of(trial: FrozenTrial) -> dict[str, Any] | None:
 
 def export_trials(
     study: optuna.Study,
-    out: Path,
+    out: str | Path,
     trial_number: int | None = None,
     top: int | None = None,
     fmt: str | None = None,
@@ -179,10 +180,14 @@ def export_trials(
 
     Raises:
         ExportError: no COMPLETE trial (message counts the states), unknown trial number, a trial that is
-            not COMPLETE without `force`, bad format, an `out` that is a folder, has no .yaml/.yml/.json
-            suffix, or whose folder does not exist (nothing written).
+            not COMPLETE without `force`, bad format, an `out` that is empty or a folder, has no .yaml/.yml/.json
+            suffix, or whose folder does not exist, `trial_number` or `top` out of range (nothing written).
     """
-    out = _export_path(Path(out), fmt)
+    out = _export_path(check_output_file(out, "--out", ExportError), fmt)
+    if trial_number is not None:
+        check_whole_number(trial_number, "--trial", 0, MAX_TRIALS, ExportError)
+    if top is not None:
+        check_whole_number(top, "--top", 1, MAX_TOP, ExportError)
     if trial_number is not None:
         docs = [(out, _chosen_record(study, trial_number, force, on_warning))]
     else:
@@ -296,8 +301,7 @@ def study_checkpoints(study: optuna.Study, top: int, checkpoints: str | Path = "
         PredictError: top < 1, fewer COMPLETE trials than `top` (with the study's state counts), or a
             trial's best.pt missing (the path named; pass the workers' --checkpoints folder).
     """
-    if top < 1:
-        raise PredictError(f"--top must be >= 1, got {top}")
+    check_whole_number(top, "--top", 1, MAX_TOP, PredictError)
     ranked = ranked_complete_trials(study, limit=top)
     if len(ranked) < top:
         raise PredictError(

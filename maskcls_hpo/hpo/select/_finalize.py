@@ -23,12 +23,18 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from maskcls_hpo._util import atomic_write_text, check_path_name, path_under
+from maskcls_hpo._util import (
+    atomic_write_text,
+    check_output_file,
+    check_path_name,
+    check_whole_number,
+    path_under,
+)
 from maskcls_hpo.config import TrainConfig, config_from_mapping, load_config, save_config
 from maskcls_hpo.data import load_eval
 from maskcls_hpo.errors import ConfirmError
 from maskcls_hpo.hpo.attrs import TrialAttrs
-from maskcls_hpo.hpo.select._ranking import Ranking, selection_ranking
+from maskcls_hpo.hpo.select._ranking import MAX_TOP, Ranking, selection_ranking
 from maskcls_hpo.hpo.store import open_study, state_counts_text, storage_folder
 from maskcls_hpo.hpo.workers import RunOptions, run_options
 
@@ -36,6 +42,9 @@ if TYPE_CHECKING:
     from maskcls_hpo.predict import Prediction
 
 log = logging.getLogger(__name__)
+
+MAX_SEEDS = 1000
+"""The most seeds per config (``--seeds``) finalize trains."""
 
 
 @dataclass
@@ -98,10 +107,8 @@ def final_configs(
     Raises:
         ConfirmError: seeds or top < 1, fewer COMPLETE trials than `top`, a trial without a stored config.
     """
-    if seeds < 1:
-        raise ConfirmError(f"--seeds must be at least 1, got {seeds}")
-    if top < 1:
-        raise ConfirmError(f"--top must be at least 1, got {top}")
+    check_whole_number(seeds, "--seeds", 1, MAX_SEEDS, ConfirmError)
+    check_whole_number(top, "--top", 1, MAX_TOP, ConfirmError)
     ranking = selection_ranking(study, single_split=single_split, limit=top)
     if len(ranking.trials) < top:
         raise ConfirmError(
@@ -164,6 +171,7 @@ def finalize_study(
     """
     say = on_message or (lambda _line: None)
     opts = options or RunOptions()
+    out = check_output_file(out, "--out", ConfirmError)  # before minutes of training
     started = time.monotonic()
     ranking, planned = final_configs(study, seeds=seeds, top=top, single_split=single_split, data_dir=opts.data_dir)
     extra = {k: v for k, v in opts.config_overrides().items() if k != "data_dir"}
@@ -283,6 +291,9 @@ def finalize(
         m.finalize("smoke", "submission.csv", storage="storage/nb.db", seeds=3, tta=True)
     """
     opts = run_options(options, flags)
+    out = check_output_file(out, "--out", ConfirmError)  # before minutes of training
+    check_whole_number(seeds, "--seeds", 1, MAX_SEEDS, ConfirmError)
+    check_whole_number(top, "--top", 1, MAX_TOP, ConfirmError)
     url = opts.resolve_storage(must_exist=True).url
     pw = str(opts.password_file) if opts.password_file is not None else None
     study = open_study(url, study_name, password_file=pw)

@@ -10,6 +10,9 @@ from optuna.trial import FrozenTrial, TrialState
 from maskcls_hpo.hpo.select._summary import ConfirmSummary, find_confirm_study, summarize_confirm
 from maskcls_hpo.hpo.store import ranked_complete_trials, trial_by_number
 
+MAX_TOP = 1000
+"""The most trials one ``--top`` ranks (export, finalize, predict, report; confirm has its own bound of 1000)."""
+
 
 @dataclass
 class Ranking:

@@ -6,6 +6,7 @@ Every message that may quote a storage URL or a driver error goes through :func:
 from __future__ import annotations
 
 import re
+from urllib.parse import quote, quote_plus
 
 from sqlalchemy.engine import URL
 
@@ -14,7 +15,8 @@ _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)(?P<
 
 # `?password=...` / `&sslpassword=...` in a URL's query string, and libpq's `password=...` conninfo keyword
 _KEY_PASSWORD = re.compile(
-    r"(?P<head>(?:^|[?&;\s'\"(,])(?:ssl)?pass(?:word|wd)?\s*=\s*)(?P<pw>[^&\s'\",)]*)", re.IGNORECASE
+    r"(?P<head>(?:^|[?&;\s'\"(,])(?:ssl)?pass(?:word|wd)?\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|'.*|[^&\s'\",)]*)",
+    re.IGNORECASE,
 )
 
 
@@ -25,20 +27,25 @@ _KNOWN_SECRETS: set[str] = set()
 
 
 def _remember_secret(password: str | None) -> None:
+    """Remember `password` as written, URL-encoded (three ways) and as SQLAlchemy writes it in a URL."""
     if password:
-        _KNOWN_SECRETS.add(password)
+        in_url = URL.create("x", username="u", password=password, host="h").render_as_string(hide_password=False)
+        written = in_url[len("x://u:") : -len("@h")]
+        _KNOWN_SECRETS.update({password, quote(password, safe=""), quote_plus(password), quote(password), written})
 
 
 def mask_password(text: object) -> str:
     """Return `str(text)` with every URL password (and every password this process has seen) as `***`.
 
     Works on URLs (`postgresql+psycopg://u:pw@h/db` -> `postgresql+psycopg://u:***@h/db`), on passwords in
-    a URL's query string (`?password=pw`, `&sslpassword=pw`, also URL-encoded: the raw text is replaced) and
-    libpq's `password=pw` keyword, and on free text such as exception messages that quote a URL.
+    a URL's query string (`?password=pw`, `&sslpassword=pw`, also URL-encoded: the raw text is replaced),
+    libpq's `password=pw` keyword (also quoted: `password='p w'`), and on free text such as exception messages
+    that quote a URL.
+    A password seen before is masked as written and URL-encoded (``S3 cr3t``, ``S3%20cr3t``, ``S3+cr3t``).
     """
     out = _URL_PASSWORD.sub(lambda m: m.group("head") + "***" + m.group("tail"), str(text))
     out = _KEY_PASSWORD.sub(lambda m: m.group("head") + ("***" if m.group("pw") else ""), out)
-    for secret in _KNOWN_SECRETS:
+    for secret in sorted(_KNOWN_SECRETS, key=len, reverse=True):  # the longest first: no half-masked form
         out = out.replace(secret, "***")
     return out
 

@@ -7,14 +7,22 @@ same study, and every message says where the URL came from.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from maskcls_hpo.errors import StorageError
-from maskcls_hpo.hpo.store._secrets import _QUERY_PASSWORD_KEYS, _remember_secret, display_url, mask_password
+from maskcls_hpo.hpo.store._secrets import (
+    _QUERY_PASSWORD_KEYS,
+    _remember_secret,
+    display_url,
+    first_line,
+    mask_password,
+)
 
 DEFAULT_STORAGE = "sqlite:///storage/maskcls_hpo.db"
 
@@ -26,6 +34,72 @@ ENV_OPTUNA_STORAGE = "OPTUNA_STORAGE"  # Optuna's own CLI reads it (`optuna tria
 
 
 ENV_PASSWORD_FILE = "MASKCLS_HPO_PASSWORD_FILE"
+
+
+# `key=value` pairs separated by blanks, values bare or in single quotes (libpq's "Keyword/Value Connection Strings")
+_KEYWORD_STRING = re.compile(r"\s*(?:\w+\s*=\s*(?:'(?:[^'\\]|\\.)*'|[^\s']*)\s*)+")
+
+# keywords that make a `key=value` text a libpq connection string rather than an odd SQLite file name
+_LIBPQ_KEYS = frozenset({"host", "hostaddr", "port", "dbname", "user", "password", "passfile", "service", "sslmode"})
+
+
+def is_keyword_string(raw: str) -> bool:
+    """True when `raw` is written as a libpq keyword/value string (``host=h user=u dbname=d``), not a URL or path.
+
+    It starts with ``key=`` and either its first key is libpq's (``host``, ``user``, ``dbname``, ...), a key
+    holds ``pass``, or it is several ``key=value`` pairs: so a typo in a key or an unclosed quote is refused as a
+    keyword string (its password masked) rather than taken for an SQLite file name; ``a=b.db`` stays a path.
+    """
+    keys = [k.lower() for k in re.findall(r"(?:^|\s)(\w+)\s*=", raw.strip())]
+    if "://" in raw or not keys or not re.match(r"\s*\w+\s*=", raw):
+        return False
+    several = len(keys) > 1 and _KEYWORD_STRING.fullmatch(raw) is not None
+    return keys[0] in _LIBPQ_KEYS or any("pass" in k for k in keys) or several
+
+
+def keyword_string_url(raw: str, where: str) -> str:
+    """A libpq keyword/value string (``host=h port=5432 user=u password=pw dbname=d``) as a SQLAlchemy URL.
+
+    Parsed by libpq itself (:func:`psycopg.conninfo.conninfo_to_dict`); ``user``, ``password``, ``host``,
+    ``port`` and ``dbname`` become the URL's parts, every other keyword (``sslmode``, a socket folder as
+    ``host``, several hosts) its query string, which psycopg hands back to libpq unchanged. The password is
+    remembered as a secret, so no message shows it.
+
+    Raises:
+        StorageError: libpq cannot parse it (an unknown keyword, an unclosed quote); the message masks the
+            password.
+    """
+    import psycopg  # lazy: start-up of the CLI (only a libpq keyword string needs it)
+
+    for password in re.findall(r"pass(?:word)?\s*=\s*('(?:[^'\\]|\\.)*'|'.*|[^\s']*)", raw, flags=re.I):
+        _remember_secret(password.strip("'"))
+    try:
+        parts: dict[str, Any] = psycopg.conninfo.conninfo_to_dict(raw)
+    except psycopg.Error as err:
+        raise StorageError(
+            f"cannot parse storage {mask_password(raw)!r} ({where}) as a libpq keyword string: "
+            f"{mask_password(first_line(err))}; use host=HOST user=USER dbname=DB (the password in --password-file "
+            "or PGPASSWORD), or postgresql+psycopg://USER@HOST:PORT/DB"
+        ) from None
+    _remember_secret(parts.get("password"))
+    host, port = parts.pop("host", None), parts.pop("port", None)
+    simple = host is not None and "," not in host and not host.startswith("/")
+    if port is not None and (not simple or not str(port).isdigit()):
+        parts["port"] = port  # several hosts, or a socket folder: libpq reads them from the query string
+        port = None
+    if host is not None and not simple:
+        parts["host"] = host
+        host = None
+    url = URL.create(
+        "postgresql+psycopg",
+        username=parts.pop("user", None),
+        password=parts.pop("password", None),
+        host=host,
+        port=int(port) if port is not None else None,
+        database=parts.pop("dbname", None),
+        query={k: str(v) for k, v in sorted(parts.items())},
+    )
+    return url.render_as_string(hide_password=False)
 
 
 def _read_password_file(path: str | os.PathLike[str]) -> str:
@@ -102,12 +176,15 @@ def resolve_storage(
         given_as: the name of `value` in messages (``--storage`` for the CLI, ``storage=`` for the API).
 
     Raises:
-        StorageError: unparsable URL, unsupported dialect, missing SQLite file when `must_exist`.
+        StorageError: unparsable URL or keyword string, unsupported dialect, missing SQLite file when
+            `must_exist`.
     """
     raw, source = storage_source(value, given_as)
     where = describe_source(source)
     raw = raw.strip()
-    if "://" not in raw:
+    if is_keyword_string(raw):
+        raw = keyword_string_url(raw, where)
+    elif "://" not in raw:
         raw = "sqlite:///" + raw
     try:
         url = make_url(raw)

@@ -19,11 +19,13 @@ A sweep file defines:
     warm-up of W epochs is ``n_warmup_steps=W + 1`` (:func:`median_pruner` says it in epochs). The pruner is
     never asked after a trial's last epoch (``hpo.objective``).
 ``KNOWN_GOOD`` (list of param dicts, optional)
-    Enqueued as the study's first trials (``enqueue_trial(skip_if_exists=True)``).
+    Enqueued as the study's first trials (``enqueue_trial(skip_if_exists=True)``); a key that `suggest` never
+    asks is refused, naming the key.
 ``SEED`` (int, optional, default 0)
     Each worker seeds its sampler with ``SEED`` + its worker index.
 
-A file that does not load (syntax error, missing object, bad config key) or whose search space differs
+A file that does not load (syntax error, missing object, bad config key, a ``make_sampler`` / ``make_pruner``
+that returns no Optuna sampler / pruner) or whose search space differs
 from the one stored in the study is refused with :class:`SweepError` before any trial starts (problem C3).
 """
 
@@ -368,10 +370,28 @@ def load_sweep(path: str | Path) -> Sweep:
         _make_sampler=ns.get("make_sampler"),
         _make_pruner=ns.get("make_pruner"),
     )
-    sweep.search_space()  # dry runs: suggest() works and every branch gives a valid config
-    for name, fn in (("make_sampler", sweep.make_sampler), ("make_pruner", sweep.make_pruner)):
+    space = sweep.search_space()  # dry runs: suggest() works and every branch gives a valid config
+    _check_known_good(sweep, space)
+    kinds = (
+        ("make_sampler", sweep.make_sampler, optuna.samplers.BaseSampler, "an optuna.samplers sampler"),
+        ("make_pruner", sweep.make_pruner, optuna.pruners.BasePruner, "an optuna.pruners pruner"),
+    )
+    for name, fn, kind, what in kinds:
         try:
-            fn()
+            made = fn()
         except Exception as err:
             raise SweepError(f"{path}: {name}() raised {type(err).__name__}: {err}{_user_line(err, path)}") from None
+        if not isinstance(made, kind):
+            raise SweepError(f"{path}: {name}() must return {what}, got {type(made).__name__}")
     return sweep
+
+
+def _check_known_good(sweep: Sweep, space: dict[str, BaseDistribution]) -> None:
+    """Refuse a KNOWN_GOOD entry with a key that no parameter of `suggest` has (a typo would be ignored)."""
+    for i, entry in enumerate(sweep.known_good):
+        unknown = sorted(set(entry) - set(space))
+        if unknown:
+            raise SweepError(
+                f"{sweep.path}: KNOWN_GOOD[{i}] has {', '.join(map(repr, unknown))}, which suggest() never asks; "
+                f"its parameters: {', '.join(sorted(space)) or 'none'}"
+            )

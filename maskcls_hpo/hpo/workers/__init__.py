@@ -33,11 +33,13 @@ from maskcls_hpo.hpo.workers._options import (
     FLAGS,
     MAX_SECONDS,
     MAX_TRIALS,
+    MAX_WORKER_INDEX,
+    MAX_WORKERS,
     RunOptions,
     Watchdog,
     WorkerSettings,
 )
-from maskcls_hpo.hpo.workers._preflight import check_join, prepare_data
+from maskcls_hpo.hpo.workers._preflight import check_device_here, check_join, check_run_folders, prepare_data
 from maskcls_hpo.hpo.workers._progress import FinishedTrial, Progress, ProgressReader, RunningTrial
 from maskcls_hpo.hpo.workers._slurm import (
     COMMANDS,
@@ -59,6 +61,8 @@ __all__ = [
     "Backend",
     "check_cluster",
     "check_join",
+    "check_device_here",
+    "check_run_folders",
     "COMMANDS",
     "DEFAULT_MAX_CONSECUTIVE_FAILURES",
     "DEFAULT_WATCHDOG_FIRST_EPOCH_S",
@@ -74,6 +78,8 @@ __all__ = [
     "make_backend",
     "MAX_SECONDS",
     "MAX_TRIALS",
+    "MAX_WORKER_INDEX",
+    "MAX_WORKERS",
     "Objective",
     "Outcome",
     "prepare_data",

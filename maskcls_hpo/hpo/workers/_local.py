@@ -35,6 +35,7 @@ from typing import IO
 
 from maskcls_hpo.errors import LaunchError
 from maskcls_hpo.hpo.workers._options import EXIT_HUNG, WorkerSettings
+from maskcls_hpo.hpo.workers._preflight import check_device_here
 
 log = logging.getLogger(__name__)
 
@@ -402,7 +403,8 @@ class LocalBackend:
         return False
 
     def preflight(self, settings: WorkerSettings, workers: int) -> list[str]:
-        """Nothing to check beyond the options (already checked); no notes."""
+        """``--device cuda`` needs a GPU here (:func:`check_device_here`); no notes."""
+        check_device_here(settings.options.device)
         return []
 
     def describe(self, workers: int) -> str:

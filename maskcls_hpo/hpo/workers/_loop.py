@@ -81,7 +81,7 @@ from maskcls_hpo.hpo.trial import (
     requeue_failed,
 )
 from maskcls_hpo.hpo.workers._options import RunOptions, WorkerSettings
-from maskcls_hpo.hpo.workers._preflight import check_join
+from maskcls_hpo.hpo.workers._preflight import check_device_here, check_join, check_run_folders
 from maskcls_hpo.hpo.workers._slurm import slurm_task_of_env
 from maskcls_hpo.hpo.workers._watchdog import TrialWatchdog
 
@@ -256,6 +256,8 @@ def _open(settings: WorkerSettings, sweep: Sweep | None, objective: Objective | 
         assert settings.sweep_path is not None  # WorkerSettings requires it for kind "sweep"
         sweep = load_sweep(settings.sweep_path)
     url = settings.resolved_storage_url()
+    check_device_here(settings.options.device)
+    check_run_folders(settings)
     # launch's checks before anything is created: database, schema, study, search space, data
     check_join(sweep, url, settings.study_name, settings.overrides, check_data=settings.check_data)
     storage = open_storage(url, settings.options.heartbeat)

@@ -48,7 +48,11 @@ MAX_TRIALS = 10_000_000
 MAX_SECONDS = 10 * 365 * 24 * 3600.0
 """The largest duration an option takes (ten years, in seconds): a larger one is a typo, not a plan."""
 
-_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+_DEVICE = re.compile(r"^(auto|cpu|cuda)$")
+MAX_WORKERS = 4096
+"""The most worker processes (``--workers``) one launch or confirm starts."""
+MAX_WORKER_INDEX = 10_000_000
+"""The largest ``--worker-index`` (it offsets the sampler's seed, which NumPy keeps in 32 bits)."""
 
 FLAGS: dict[str, str] = {
     "storage": "--storage",
@@ -79,12 +83,17 @@ def _seconds(value: float | None, flag: str, *, positive: bool = False) -> float
     return value
 
 
-def _folder(value: Path | None, flag: str) -> Path | None:
+def _folder(value: str | os.PathLike[str] | None, flag: str) -> Path | None:
     if value is None:
         return None
     if str(value).strip() == "":
         raise ValueError(f"{flag} is empty; give a folder")
     path = Path(value).expanduser()
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"{flag} {path}: {parent} is a file, not a folder; give a folder")
+            break
     if path.exists() and not path.is_dir():
         raise ValueError(f"{flag} {path} is a file, not a folder; give a folder")
     return path
@@ -130,7 +139,9 @@ class RunOptions(BaseModel):
         heartbeat: ``--heartbeat-interval`` / ``--grace-period`` (seconds; env, else 30 / 120).
         data_dir: ``--data-dir``: overrides the configs' ``data_dir``.
         overrides: further config keys applied on top of the sweep's (or the stored) configs.
-        device: ``--device``: ``auto`` (CUDA when visible), ``cpu``, ``cuda`` or ``cuda:N``; None: the config's.
+        device: ``--device``: ``auto`` (CUDA when visible), ``cpu`` or ``cuda`` (a GPU is picked with ``--gpus``,
+            i.e. CUDA_VISIBLE_DEVICES); None: the config's. ``cuda`` where no GPU is visible is refused by the
+            local backend before anything is stored, and by a worker before it claims a trial.
         timeout: ``--timeout``: seconds after which workers start no new trial (None: no limit).
         checkpoints: ``--checkpoints``: checkpoint root shared by all workers (``<root>/<study>/trial_<n>/``);
             None: ``checkpoints/`` beside an SQLite file, else ``storage/checkpoints``.
@@ -175,14 +186,21 @@ class RunOptions(BaseModel):
     def _timeout(cls, value: float | None) -> float | None:
         return _seconds(value, "--timeout")
 
+    @field_validator("checkpoints", "logs", "data_dir", mode="before")
+    @classmethod
+    def _folder_text(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, (str, os.PathLike)) and os.fspath(value).strip() == "":  # NOTE Path("") is "."
+            raise ValueError(f"{_flag(info)} is empty; give a folder")
+        return value
+
     @field_validator("checkpoints", "logs", "data_dir")
     @classmethod
     def _folders(cls, value: Path | None, info: ValidationInfo) -> Path | None:
         return _folder(value, _flag(info))
 
-    @field_validator("password_file")
+    @field_validator("password_file", mode="before")
     @classmethod
-    def _password_file(cls, value: Path | None) -> Path | None:
+    def _password_file(cls, value: Any) -> Any:
         if value is not None and str(value).strip() == "":
             raise ValueError("--password-file is empty; give the file that holds the password")
         return value
@@ -202,8 +220,12 @@ class RunOptions(BaseModel):
     @field_validator("device")
     @classmethod
     def _device(cls, value: str | None) -> str | None:
+        if value is not None and re.fullmatch(r"cuda:\d+", value):
+            raise ValueError(
+                f"--device {value}: pick the GPU with --gpus {value[5:]} (CUDA_VISIBLE_DEVICES) and give --device cuda"
+            )
         if value is not None and not _DEVICE.match(value):
-            raise ValueError(f"--device {value!r} is not a device; use auto, cpu, cuda or cuda:N")
+            raise ValueError(f"--device {value!r} is not a device; use auto, cpu or cuda")
         return value
 
     @field_serializer("heartbeat")
@@ -232,12 +254,8 @@ class RunOptions(BaseModel):
             )
         except MaskclsError as err:
             raise LaunchError(str(err)) from None
-        if "watchdog" in given:
-            given["watchdog"] = (
-                Watchdog(seconds=given["watchdog"])
-                if not isinstance(given["watchdog"], Watchdog)
-                else given["watchdog"]
-            )
+        if "watchdog" in given and not isinstance(given["watchdog"], Watchdog):
+            given["watchdog"] = {"seconds": given["watchdog"]}  # checked by _validated: one line naming --watchdog
         return _validated(cls, {**given, "heartbeat": heartbeat})
 
     def config_overrides(self) -> dict[str, Any]:
@@ -279,6 +297,9 @@ def _validated(cls: type[RunOptions], values: dict[str, Any]) -> RunOptions:
         raise LaunchError(f"{message}; nothing was started") from None
 
 
+_SETTINGS_FLAGS = {"worker_index": "--worker-index", "n_trials": "--n-trials"}
+
+
 class WorkerSettings(BaseModel):
     """What one worker process runs with: the study, its budget and the :class:`RunOptions`, serialised whole.
 
@@ -304,7 +325,7 @@ class WorkerSettings(BaseModel):
     storage_url: str
     sweep_path: Path | None = None
     n_trials: int | None = None
-    worker_index: int = 0
+    worker_index: int = Field(default=0, ge=0, le=MAX_WORKER_INDEX)
     worker_index_env: str | None = None
     check_data: bool = True
     options: RunOptions = Field(default_factory=RunOptions)
@@ -358,7 +379,8 @@ class WorkerSettings(BaseModel):
             first = err.errors()[0]
             message = str(first.get("ctx", {}).get("error") or first["msg"])
             if not message.startswith("--"):
-                message = f"{'.'.join(map(str, first['loc']))}: {message}"
+                field = ".".join(map(str, first["loc"]))
+                message = f"{_SETTINGS_FLAGS.get(field, field)}: {message}"
             raise LaunchError(f"{message}; nothing was started") from None
 
     @property

@@ -1,4 +1,5 @@
-"""The checks before any trial: the dataset, pretrained weights and the image cache; a joining worker's checks."""
+"""The checks before any trial: the dataset, pretrained weights and the image cache; a joining worker's checks;
+folders that are files; a CUDA device that is not there."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from maskcls_hpo.config import TrainConfig
+    from maskcls_hpo.hpo.workers._options import WorkerSettings
 
 
 def _input_size(config: TrainConfig) -> tuple[int, int]:
@@ -142,4 +144,46 @@ def _check_joined_study(
             f"not the data study '{study_name}' was launched on ({was.get('data_dir', '?')}: "
             f"{was.get('persons', '?')} persons, {was.get('images', '?')} images; fingerprints {found[:12]} vs "
             f"{stored[:12]}); pass the same --data-dir as launch, or start a new study with --study NEW_NAME"
+        )
+
+
+def check_run_folders(settings: WorkerSettings) -> None:
+    """Refuse a checkpoint root, logs or TensorBoard folder that is a file (or lies under a file).
+
+    Checked before anything is stored, so a file where the checkpoint root belongs is one line, not a FAIL
+    trial per attempt until the failure cap.
+
+    Raises:
+        LaunchError: naming the folder and the file in its way.
+    """
+    folders = (
+        ("checkpoint root", settings.checkpoint_root, "--checkpoints DIR"),
+        ("logs folder", settings.log_dir.parent, "another --storage"),
+        ("TensorBoard folder", settings.tensorboard_dir.parent, "another --storage"),
+    )
+    for what, folder, instead in folders:
+        for path in (folder, *folder.parents):
+            if path.exists():
+                if not path.is_dir():
+                    raise LaunchError(
+                        f"the {what} {folder} cannot be made: {path} is a file, not a folder; move it away or pass "
+                        f"{instead}; nothing was started"
+                    )
+                break
+
+
+def check_device_here(device: str | None) -> None:
+    """Refuse ``--device cuda`` on a machine where torch sees no CUDA device (before any trial is claimed).
+
+    Raises:
+        LaunchError: `device` is ``cuda`` and :func:`torch.cuda.is_available` is False.
+    """
+    if device != "cuda":
+        return
+    import torch  # lazy: torch (only to look for a GPU)
+
+    if not torch.cuda.is_available():
+        raise LaunchError(
+            "--device cuda but no CUDA device is visible here (torch.cuda.is_available() is False; "
+            "CUDA_VISIBLE_DEVICES and --gpus pick among the GPUs); use --device auto or cpu; nothing was started"
         )
