@@ -11,7 +11,9 @@ from __future__ import annotations
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from maskcls_hpo.hpo._optuna import storage_of, study_id_of
 from maskcls_hpo.hpo.attrs import TrialAttrs
+from maskcls_hpo.hpo.store import flagged_trial_ids, uses_sql
 
 
 def is_known_good(trial: FrozenTrial) -> bool:
@@ -20,12 +22,15 @@ def is_known_good(trial: FrozenTrial) -> bool:
 
 
 def known_good_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """The COMPLETE known-good trials of `study` with a value, in trial order."""
-    return [
-        t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if is_known_good(t) and t.value is not None
-    ]
+    """The COMPLETE known-good trials of `study` with a value, in trial order (with an SQL storage one query finds
+    them and only they are loaded, so `status` stays cheap on large studies)."""
+    if uses_sql(study):
+        storage = storage_of(study)
+        ids = flagged_trial_ids(storage, study_id_of(study), TrialAttrs.KNOWN_GOOD, (TrialState.COMPLETE,))
+        found = [storage.get_trial(tid) for tid in ids]
+    else:
+        found = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return [t for t in found if is_known_good(t) and t.value is not None]
 
 
 class KnownGoodPruner(optuna.pruners.BasePruner):
