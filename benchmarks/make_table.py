@@ -617,6 +617,47 @@ def _verdict(flags: dict[str, bool]) -> str:
     return "; ".join(f"{met(ok)} ({what})" for what, ok in flags.items())
 
 
+def _ci(x: dict) -> str:
+    """``+0.012 [-0.004, +0.027]`` of an ``{"estimate", "ci95"}`` figure."""
+    return f"{x['estimate']:+.3f} [{x['ci95'][0]:+.3f}, {x['ci95'][1]:+.3f}]"
+
+
+def b5_rows(b5: dict | None) -> list[list[Any]]:
+    """B5's rows of the README summary: the workflow (d) against the hand setting (a), the equal-compute hand
+    ensemble (b_eq) and random search (r), pooled over the draws, and its epochs (new-format JSON only)."""
+    if not b5 or "d_minus_b_eq" not in b5.get("summary", {}).get("gain", {}):
+        return []
+    s, t = b5["summary"], b5["targets"]
+    g, m = s["gain"], s["met"]
+    where = f"{s['draws']} draws, {s['eval_images']:,} eval images"
+    return [
+        [
+            "B5 tuning quality: d - b_eq",
+            f">= +{t['d_minus_b_eq']:.2f} eval macro F1, interval above 0 (hand setting, equal compute + TTA)",
+            f"{_ci(g['d_minus_b_eq'])} ({where})",
+            met(m["d_minus_b_eq"]),
+        ],
+        [
+            "B5: d - a",
+            f">= +{t['d_minus_a']:.2f}, interval above 0 (hand setting, one model)",
+            _ci(g["d_minus_a"]),
+            met(m["d_minus_a"]),
+        ],
+        [
+            "B5: d - r",
+            "> 0 (random search, same trials, same confirm + finalize)",
+            _ci(g["d_minus_r"]),
+            met(m["d_minus_r"]),
+        ],
+        [
+            "B5: compute of d",
+            f"<= {t['max_epochs_vs_one_hand_run']:.0f}x one hand run's epochs",
+            f"{s['arms']['d']['epochs_vs_one_hand_run']:.1f}x",
+            met(m["epochs"]),
+        ],
+    ]
+
+
 def targets() -> str:
     """The README's short summary: one row per benchmark with a target, its figure and whether it is met."""
     rows: list[list[Any]] = []
@@ -679,6 +720,7 @@ def targets() -> str:
                 _verdict(flags),
             ]
         )
+    rows.extend(b5_rows(load("b5_tuning_quality")))
     ten = ((load("b6_study_size") or {}).get("sizes", {}).get("10000") or {}).get("summary")
     if ten:
         base = ten["optuna_trials"]["median_s"]

@@ -585,9 +585,15 @@ def export_cmd(
     paths = export_trials(
         loaded, out, trial_number=trial, top=top, fmt=format, single_split=single_split, force=force, on_warning=warn
     )
-    ranking = selection_ranking(loaded, single_split=single_split, limit=1) if trial is None else None  # the best only
+    ranking = (  # the best only
+        selection_ranking(loaded, single_split=single_split, limit=1, known_good=True, storage_url=url)
+        if trial is None
+        else None
+    )
     if ranking is not None:
-        console.print(f"ranking: {ranking.label}", highlight=False)
+        console.print(f"ranking: {ranking.label}", highlight=False, soft_wrap=True)
+        if ranking.reference is not None:
+            console.print(ranking.reference.message, highlight=False, soft_wrap=True)
     for p in paths:
         console.print(f"wrote {p}", highlight=False)
     if ranking is not None and ranking.confirm is None:  # a confirmed ranking says its own runner-up line
@@ -658,6 +664,12 @@ def finalize_cmd(
     single_split: bool = typer.Option(
         False, "--single-split", help="Rank by the single validation split even when a confirm study is finished."
     ),
+    ensemble_selection: bool = typer.Option(
+        True,
+        "--ensemble-selection/--no-ensemble-selection",
+        help="With a confirm study: mix the confirmed configs by ensemble selection when that beats the winner "
+        "out of fold beyond noise.",
+    ),
     device: DeviceOption = None,
     storage: StorageOption = None,
     password_file: PasswordFileOption = None,
@@ -669,7 +681,15 @@ def finalize_cmd(
     _setup_logging()
     say = functools.partial(console.print, highlight=False, soft_wrap=True)
     result = finalize(
-        study, out, seeds=seeds, top=top, tta=tta, single_split=single_split, options=options, on_message=say
+        study,
+        out,
+        seeds=seeds,
+        top=top,
+        tta=tta,
+        single_split=single_split,
+        options=options,
+        on_message=say,
+        ensemble_selection=ensemble_selection,
     )
     for line in result.summary_lines():
         say(line)

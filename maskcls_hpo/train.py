@@ -152,6 +152,7 @@ class EpochResult:
         seconds: wall time of the epoch (train + validation); images_per_second: training images / training
             seconds.
         is_best: this epoch set a new best val macro F1 (with `full_data`: every epoch).
+        train_images: training images of one epoch (the compute ledger's image-epochs); 0 when not known.
     """
 
     epoch: int
@@ -164,6 +165,7 @@ class EpochResult:
     seconds: float
     images_per_second: float
     is_best: bool
+    train_images: int = 0
 
 
 @dataclass
@@ -266,6 +268,7 @@ def _run(
             seconds=time.perf_counter() - started,
             images_per_second=images_per_second,
             is_best=is_best,
+            train_images=len(run.train_loader.indices),
         )
         run.history.append(result)
         _save_checkpoints(run, epoch, is_best)

@@ -42,6 +42,10 @@ class StudyAttrs:
     SWEEP = "sweep_file"
     FINGERPRINT = "data_fingerprint"
     DATASET = "dataset"
+    LEDGER = "ledger"
+    """The compute ledger (epochs, image-epochs, seconds by stage; what pruning saved): hpo.select._ledger."""
+    FINALIZE_LEDGER = "ledger_finalize"
+    """What `finalize` trained (epochs, image-epochs, seconds), written by finalize on the source study."""
 
 
 class TrialAttrs:
@@ -49,6 +53,10 @@ class TrialAttrs:
 
     CONFIG = "config"
     REASON = "reason"
+    KNOWN_GOOD = "known_good"
+    """True on a trial enqueued from the sweep file's KNOWN_GOOD (never pruned, always confirmed)."""
+    TRAIN_IMAGES = "train_images"
+    """Training images of one epoch (image-epochs of the compute ledger = epochs x this)."""
     ACCURACY = "accuracy"
     TASK_F1 = "task_f1"
     BEST_EPOCH = "best_epoch"
@@ -58,6 +66,8 @@ class TrialAttrs:
     PEAK_MEMORY = "peak_memory_bytes"
     SEED = "seed"
     RESUMED_FROM = "resumed_from"
+    RESUMED_AT_EPOCH = "resumed_at_epoch"
+    """The checkpoint epoch a resumed trial started after (its epochs up to it were trained before)."""
     WORKER = "worker"
     # 95% interval of the best epoch's val macro F1 from a bootstrap over val persons (metrics.bootstrap_macro_f1)
     VAL_F1_CI_LOW = "val_f1_ci_low"
@@ -111,3 +121,4 @@ class ConfirmAttrs:
     SOURCE_TRIALS = "source_trials"  # trial numbers in the source study, best first (single-split ranking)
     SOURCE_VALUES = "source_values"  # their single-split val macro F1, same order
     SPLIT_SEED = "split_seed"  # seed of the fold assignment
+    KNOWN_GOOD = "known_good_trials"  # known-good source trials confirmed besides the top K (not counted in TOP)

@@ -33,7 +33,7 @@ from sqlalchemy.engine import make_url
 from maskcls_hpo._util import check_whole_number
 from maskcls_hpo.errors import LaunchError
 from maskcls_hpo.hpo._optuna import study_id_of
-from maskcls_hpo.hpo.attrs import StudyAttrs
+from maskcls_hpo.hpo.attrs import StudyAttrs, TrialAttrs
 from maskcls_hpo.hpo.store import StudyCounts, best_of, check_connection_budget, count_trials, display_url, open_storage
 from maskcls_hpo.hpo.trial import Sweep, budget_warnings, check_mlflow, load_sweep, save_study_note, study_note
 from maskcls_hpo.hpo.workers import (
@@ -128,7 +128,7 @@ def prepare_study(
         study.set_user_attr(key, value)
     save_study_note(study, study_note(study_name, sweep.path, n_trials, study_attrs))
     for params in sweep.known_good:
-        study.enqueue_trial(params, skip_if_exists=True)
+        study.enqueue_trial(params, user_attrs={TrialAttrs.KNOWN_GOOD: True}, skip_if_exists=True)
     for line in budget_warnings(sweep, int(n_trials)):
         log.warning("%s", line)
     return study

@@ -46,7 +46,7 @@ from maskcls_hpo._util import atomic_write_text, check_output_file, check_whole_
 from maskcls_hpo.errors import ExportError
 from maskcls_hpo.hpo._optuna import rdb_models, rdb_of, storage_of, study_id_of
 from maskcls_hpo.hpo.attrs import OBJECTIVE_LABEL, TrialAttrs
-from maskcls_hpo.hpo.select import MAX_TOP
+from maskcls_hpo.hpo.select import MAX_TOP, STAGES, selection_ranking, study_ledger
 from maskcls_hpo.hpo.store import mask_password, ranked_complete_trials, uses_sql
 
 __all__ = ["write_report", "report_html", "report_figures", "ReportFigure", "StudyDigest", "TARGET_NAME", "PLOT_TOP"]
@@ -401,6 +401,9 @@ def _summary(study: optuna.Study, digest: StudyDigest) -> str:
         items.append(("dataset", f"{size} in {dataset.get('data_dir', '?')}"))
     if attrs.get("data_fingerprint"):
         items.append(("data fingerprint", str(attrs["data_fingerprint"])))
+    reference = selection_ranking(study, limit=1, known_good=True).reference
+    if reference is not None:
+        items.append(("winner vs known-good", reference.message))
     return (
         "<dl>"
         + "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(mask_password(v))}</dd>" for k, v in items)
@@ -619,6 +622,37 @@ table.perclass tbody tr:first-child, table.reasons tbody tr:first-child, table.e
 """
 
 
+def _ledger_section(study: optuna.Study, include_plotlyjs: bool) -> str:
+    """Section "compute ledger": epochs, image-epochs and seconds by stage, what pruning saved, and a bar chart
+    of epochs by stage with the epochs pruning saved beside them (:func:`maskcls_hpo.hpo.select.study_ledger`)."""
+    ledger = study_ledger(study)
+    saved = ledger["pruning_saved"]
+    rows = "".join(
+        f"<tr><td>{name}</td><td>{ledger[name]['epochs']:,}</td><td>{ledger[name]['image_epochs']:,}</td>"
+        f"<td>{ledger[name]['seconds']:,.0f}</td></tr>"
+        for name in STAGES
+    )
+    t = ledger["total"]
+    rows += f"<tr><td>total</td><td>{t['epochs']:,}</td><td>{t['image_epochs']:,}</td><td>{t['seconds']:,.0f}</td></tr>"
+    table = (
+        "<table><thead><tr><th>stage</th><th>epochs</th><th>image-epochs</th><th>seconds</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table>"
+        f"<p>Pruning saved {saved['epochs']:,} epochs ({saved['image_epochs']:,} image-epochs) over "
+        f"{saved['trials']} pruned trial(s), against running each to its last epoch.</p>"
+    )
+    if not t["epochs"]:
+        return f"<section id='ledger'><h2>Compute ledger</h2>{table}</section>"
+    fig = go.Figure(
+        [
+            go.Bar(name="epochs trained", x=[*STAGES], y=[ledger[s]["epochs"] for s in STAGES]),
+            go.Bar(name="epochs pruning saved", x=["sweep"], y=[saved["epochs"]]),
+        ]
+    )
+    fig.update_layout(barmode="group", height=320, yaxis_title="epochs", margin={"t": 20})
+    chart = fig.to_html(full_html=False, include_plotlyjs=include_plotlyjs, config=PLOTLY_CONFIG, div_id="fig-ledger")
+    return f"<section id='ledger'><h2>Compute ledger</h2>{table}{chart}</section>"
+
+
 def report_html(study: optuna.Study, top: int = 10, artifact_store: FileSystemArtifactStore | None = None) -> str:
     """The whole report as one HTML document (str). plotly.js is inlined with the first figure.
 
@@ -656,6 +690,7 @@ def report_html(study: optuna.Study, top: int = 10, artifact_store: FileSystemAr
             )
             plotly_included = True
         parts.append("</section>")
+    parts.append(_ledger_section(study, include_plotlyjs=not plotly_included))
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 

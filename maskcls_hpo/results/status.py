@@ -26,7 +26,15 @@ from rich.table import Table
 
 from maskcls_hpo.hpo._optuna import rdb_models, rdb_of, storage_of, study_id_of, trial_id_of
 from maskcls_hpo.hpo.attrs import StudyAttrs, TrialAttrs, slurm_label
-from maskcls_hpo.hpo.select import compare_runner_up, find_confirm_study, format_summary, summarize_confirm
+from maskcls_hpo.hpo.select import (
+    compare_runner_up,
+    find_confirm_study,
+    format_ledger,
+    format_summary,
+    selection_ranking,
+    study_ledger,
+    summarize_confirm,
+)
 from maskcls_hpo.hpo.store import count_trials, db_now, fail_stale_trials, ranked_complete_trials, trial_ids
 
 __all__ = ["study_status", "print_status", "last_heartbeats"]
@@ -65,6 +73,10 @@ def study_status(
          "runner_up": RunnerUpComparison.as_dict() | None (fewer than 2 COMPLETE trials, or nowhere to look),
          "confirm": {study, finished, runs_finished, runs, winner (source trial number or None), lines} | None
          (no linked confirm study; `lines` are the winner and runner-up lines that `confirm` prints),
+         "known_good": KnownGoodComparison.as_dict() | None (the ranking's winner against the known-good trial on
+         the same persons; None without a COMPLETE known-good trial or nowhere to look),
+         "ledger": the compute ledger by stage as the workers last stored it
+         (:func:`~maskcls_hpo.hpo.select.study_ledger`),
          "running": [{number, last_epoch, heartbeat_age_s, worker, slurm}]}; `slurm` is the Slurm job and
          array task the trial runs in (``"12_1"``; None outside Slurm).
     """
@@ -116,6 +128,8 @@ def study_status(
         "best": best,
         "runner_up": _runner_up(study, storage_url, checkpoints),
         "confirm": _confirm(study),
+        "known_good": _known_good(study, storage_url, checkpoints),
+        "ledger": study_ledger(study, fresh=False),
         "running": rows,
     }
 
@@ -133,6 +147,14 @@ def _confirm(study: optuna.Study) -> dict[str, Any] | None:
         "winner": summary.winner.source_trial if summary.finished and summary.winner else None,
         "lines": format_summary(summary)[1 + len(summary.rows) :],
     }
+
+
+def _known_good(study: optuna.Study, storage_url: str | None, checkpoints: str | Path | None) -> dict[str, Any] | None:
+    """The winner of the ranking `export` uses against the known-good (None without one, or nowhere to look)."""
+    if storage_url is None and checkpoints is None:
+        return None
+    ranking = selection_ranking(study, limit=1, known_good=True, storage_url=storage_url, checkpoints=checkpoints)
+    return ranking.reference.as_dict() if ranking.reference is not None else None
 
 
 def _runner_up(study: optuna.Study, storage_url: str | None, checkpoints: str | Path | None) -> dict[str, Any] | None:
@@ -179,6 +201,10 @@ def print_status(
                 highlight=False,
                 soft_wrap=True,
             )
+    if s["known_good"]:
+        console.print(s["known_good"]["message"], highlight=False, soft_wrap=True)
+    for line in format_ledger(s["ledger"]):
+        console.print(line, highlight=False, soft_wrap=True)
     if s["stale_failed"]:
         console.print(f"stale trials failed and re-queued: {s['stale_failed']}", highlight=False)
     if s["running"]:

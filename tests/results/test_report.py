@@ -86,7 +86,7 @@ def test_report_draws_every_figure_offline_in_chromium(tmp_path):
             page.screenshot(path=str(tmp_path / "report.png"))
         finally:
             browser.close()
-    assert sorted(drawn) == sorted(f"fig-{k}" for k in FIGURES)
+    assert sorted(drawn) == sorted(f"fig-{k}" for k in (*FIGURES, "ledger"))  # and the compute ledger's bars
     assert requested == []
 
 

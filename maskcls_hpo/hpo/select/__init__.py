@@ -14,8 +14,10 @@ from maskcls_hpo.hpo.select._export import (
     trial_record,
 )
 from maskcls_hpo.hpo.select._finalize import FinalizeResult, FinalModel, final_configs, finalize, finalize_study
+from maskcls_hpo.hpo.select._ledger import STAGES, format_ledger, record_final_model, study_ledger
 from maskcls_hpo.hpo.select._noise import RunnerUpComparison, compare_runner_up, compare_trials
 from maskcls_hpo.hpo.select._ranking import MAX_TOP, Ranking, selection_ranking
+from maskcls_hpo.hpo.select._reference import KnownGoodComparison, apply_known_good_default, compare_known_good
 from maskcls_hpo.hpo.select._summary import (
     ConfirmRow,
     ConfirmSummary,
@@ -27,6 +29,8 @@ from maskcls_hpo.hpo.select._summary import (
 __all__ = [
     "MAX_TOP",
     "absolute_config_paths",
+    "apply_known_good_default",
+    "compare_known_good",
     "compare_runner_up",
     "compare_trials",
     "confirm",
@@ -41,15 +45,20 @@ __all__ = [
     "FinalizeResult",
     "FinalModel",
     "find_confirm_study",
+    "format_ledger",
     "format_summary",
+    "KnownGoodComparison",
     "launch_dir_of",
     "PATH_KEYS",
     "prepare_confirm",
     "Ranking",
+    "record_final_model",
     "run_confirm",
     "RunnerUpComparison",
     "selection_ranking",
+    "STAGES",
     "study_checkpoints",
+    "study_ledger",
     "summarize_confirm",
     "trial_record",
 ]

@@ -1,5 +1,8 @@
 """`confirm`: re-train the K best COMPLETE configs of a study on F person-grouped folds (x R seeds).
 
+The known-good trials of S (enqueued from the sweep file's KNOWN_GOOD) are confirmed besides the K best
+(:func:`with_known_good`): the reference that the winner is compared with on the same folds.
+
 One validation split of a few hundred persons cannot tell the top configs of a sweep apart (README,
 "Trustworthy winner"). `confirm` re-trains each of the K best COMPLETE configs of study S on every fold of
 a person-grouped, gender x age band stratified K-fold (:func:`maskcls_hpo.data.assign_folds`, one fold
@@ -38,6 +41,8 @@ from maskcls_hpo.hpo.store import display_url, open_storage, ranked_complete_tri
 from maskcls_hpo.hpo.trial import (
     ConfirmPlan,
     confirm_study_name,
+    is_known_good,
+    known_good_trials,
     load_plan,
     missing_runs,
     save_study_note,
@@ -84,7 +89,7 @@ def _check_existing(study: optuna.Study, source: str, top: int, folds: int, seed
         raise ConfirmError(
             f"study '{study.study_name}' exists and is not the confirm study of '{source}'; pass another --name"
         )
-    stored = (int(a[ConfirmAttrs.TOP]), int(a[ConfirmAttrs.FOLDS]), int(a[ConfirmAttrs.SEEDS]))
+    stored = (int(a[ConfirmAttrs.TOP]), int(a[ConfirmAttrs.FOLDS]), int(a[ConfirmAttrs.SEEDS]))  # TOP: the asked K
     if stored != (top, folds, seeds):
         raise ConfirmError(
             f"confirm study '{study.study_name}' was made with --top {stored[0]} --folds {stored[1]} --seeds "
@@ -138,13 +143,20 @@ def prepare_confirm(
         _check_existing(study, source_name, top, folds, seeds)
         plan = load_plan(storage, name)
     else:
-        plan = _new_plan(source, ranked[:top], name, folds, seeds, overrides)
+        plan = _new_plan(source, with_known_good(source, ranked[:top]), name, folds, seeds, overrides)
     meta = _check_data(plan, overrides)
     if study is None:
-        study = _create(storage, plan, ranked, meta)
+        study = _create(storage, plan, with_known_good(source, ranked), meta, top)
     for params in missing_runs(study, plan):
         study.enqueue_trial(params)
     return study, plan
+
+
+def with_known_good(source: optuna.Study, chosen: list[FrozenTrial]) -> list[FrozenTrial]:
+    """`chosen` plus the source study's COMPLETE known-good trials that are not among them (always confirmed:
+    the reference the winner is judged against, :mod:`maskcls_hpo.hpo.trial._reference`)."""
+    numbers = {t.number for t in chosen}
+    return [*chosen, *(t for t in known_good_trials(source) if t.number not in numbers)]
 
 
 def _source_study(storage: optuna.storages.BaseStorage, source_name: str) -> optuna.Study:
@@ -209,9 +221,14 @@ def _check_data(plan: ConfirmPlan, overrides: dict[str, Any] | None) -> dict[str
 
 
 def _create(
-    storage: optuna.storages.BaseStorage, plan: ConfirmPlan, ranked: list[FrozenTrial], meta: dict[str, Any]
+    storage: optuna.storages.BaseStorage,
+    plan: ConfirmPlan,
+    ranked: list[FrozenTrial],
+    meta: dict[str, Any],
+    top: int,
 ) -> optuna.Study:
-    """Create the confirm study with its attrs (the link to the source, K, F, R, the budget) and its note."""
+    """Create the confirm study with its attrs (the link to the source, K, F, R, the budget, the known-good trials
+    confirmed besides the top K) and its note."""
     study = optuna.create_study(
         study_name=plan.study_name,
         storage=storage,
@@ -223,7 +240,8 @@ def _create(
     attrs = {
         ConfirmAttrs.KIND: KIND_CONFIRM,
         ConfirmAttrs.SOURCE: plan.source_study,
-        ConfirmAttrs.TOP: len(plan.sources),
+        ConfirmAttrs.TOP: top,
+        ConfirmAttrs.KNOWN_GOOD: [t.number for t in ranked if is_known_good(t) and t.number in plan.sources],
         ConfirmAttrs.FOLDS: plan.folds,
         ConfirmAttrs.SEEDS: plan.seeds,
         ConfirmAttrs.SOURCE_TRIALS: plan.sources,

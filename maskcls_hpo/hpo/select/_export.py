@@ -30,6 +30,7 @@ from maskcls_hpo._util import check_output_file, check_path_name, check_whole_nu
 from maskcls_hpo.config import config_from_mapping, save_config
 from maskcls_hpo.errors import ExportError, PredictError
 from maskcls_hpo.hpo.attrs import StudyAttrs, TrialAttrs, checkpoint_dir
+from maskcls_hpo.hpo.select._ledger import study_ledger
 from maskcls_hpo.hpo.select._ranking import MAX_TOP, Ranking, selection_ranking
 from maskcls_hpo.hpo.store import mask_password, open_study, ranked_complete_trials, state_counts_text, trial_by_number
 from maskcls_hpo.hpo.workers import MAX_TRIALS
@@ -169,7 +170,10 @@ def export_trials(
 
     The best trial is the confirmed winner when a finished confirm study is linked to `study`
     (:func:`maskcls_hpo.hpo.select.selection_ranking`), else the best single-split value; each file says
-    which ranking chose it (``ranking``) and, for a confirmed config, its fold results (``confirm``).
+    which ranking chose it (``ranking``) and, for a confirmed config, its fold results (``confirm``). When the
+    winner does not beat the known-good trial beyond noise (paired person bootstrap on the same persons,
+    :func:`maskcls_hpo.hpo.select.compare_known_good`), the known-good is exported and ``known_good`` says why.
+    ``ledger`` is the compute the sweep, confirm and finalize spent (:func:`maskcls_hpo.hpo.select.study_ledger`).
 
     Args:
         trial_number: export this trial instead of the best; a trial that is not COMPLETE (PRUNED, FAIL,
@@ -259,7 +263,7 @@ def _ranked_docs(
     """
     if top is not None and top < 1:
         raise ExportError(f"--top must be at least 1, got {top}")
-    ranking = selection_ranking(study, single_split=single_split, limit=1 if top is None else top)
+    ranking = selection_ranking(study, single_split=single_split, limit=1 if top is None else top, known_good=True)
     ranked = ranking.trials
     if not ranked:
         raise ExportError(f"no COMPLETE trial in study '{study.study_name}' ({state_counts_text(study)})")
@@ -275,6 +279,9 @@ def _ranked_record(study: optuna.Study, trial: FrozenTrial, ranking: Ranking, ra
     """`trial_record` plus the ranking that chose the trial and, when confirmed, its fold results."""
     record = trial_record(study, trial, rank=rank)
     record["ranking"] = ranking.label
+    if ranking.reference is not None:
+        record["known_good"] = _plain(ranking.reference.as_dict())
+    record["ledger"] = _plain(study_ledger(study))
     if ranking.confirm is not None:
         row = next((r for r in ranking.confirm.rows if r.source_trial == trial.number), None)
         if row is not None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
+from optuna.trial import FrozenTrial
 
 from maskcls_hpo._util import (
     atomic_write_text,
@@ -34,8 +35,10 @@ from maskcls_hpo.config import TrainConfig, config_from_mapping, load_config, sa
 from maskcls_hpo.data import load_eval
 from maskcls_hpo.errors import ConfirmError
 from maskcls_hpo.hpo.attrs import TrialAttrs
+from maskcls_hpo.hpo.select._ensemble import EnsembleChoice, choose_ensemble
+from maskcls_hpo.hpo.select._ledger import record_final_model
 from maskcls_hpo.hpo.select._ranking import MAX_TOP, Ranking, selection_ranking
-from maskcls_hpo.hpo.store import open_study, state_counts_text, storage_folder
+from maskcls_hpo.hpo.store import open_study, state_counts_text, storage_folder, trial_by_number
 from maskcls_hpo.hpo.workers import RunOptions, run_options
 
 if TYPE_CHECKING:
@@ -57,6 +60,8 @@ class FinalModel:
     config: TrainConfig
     reused: bool = False
     seconds: float = 0.0
+    train_images: int = 0
+    device: str = "cpu"
 
 
 @dataclass
@@ -98,25 +103,39 @@ def final_configs(
     top: int = 1,
     single_split: bool = False,
     data_dir: str | Path | None = None,
+    storage_url: str | None = None,
 ) -> tuple[Ranking, list[tuple[int, TrainConfig]]]:
     """The configs `finalize` trains: ``(ranking, [(trial number, TrainConfig), ...])``.
 
     Each of the `top` best trials (by :func:`~maskcls_hpo.hpo.select.selection_ranking`) with seeds
-    ``seed, seed + 1, ..., seed + seeds - 1``, ``full_data`` on, fold settings off.
+    ``seed, seed + 1, ..., seed + seeds - 1``, ``full_data`` on, fold settings off. The known-good trial is
+    first when the winner does not beat it beyond noise (:func:`~maskcls_hpo.hpo.select.compare_known_good`).
 
     Raises:
         ConfirmError: seeds or top < 1, fewer COMPLETE trials than `top`, a trial without a stored config.
     """
     check_whole_number(seeds, "--seeds", 1, MAX_SEEDS, ConfirmError)
     check_whole_number(top, "--top", 1, MAX_TOP, ConfirmError)
-    ranking = selection_ranking(study, single_split=single_split, limit=top)
+    ranking = selection_ranking(study, single_split=single_split, limit=top, known_good=True, storage_url=storage_url)
     if len(ranking.trials) < top:
         raise ConfirmError(
             f"study '{study.study_name}' has {len(ranking.trials)} COMPLETE trial(s), --top asks for {top} "
             f"({state_counts_text(study)})"
         )
+    return ranking, configs_of(study, ranking.trials[:top], seeds, data_dir)
+
+
+def configs_of(
+    study: optuna.Study, trials: list[FrozenTrial], seeds: int, data_dir: str | Path | None = None
+) -> list[tuple[int, TrainConfig]]:
+    """``[(trial number, TrainConfig)]``: each of `trials` with seeds ``seed .. seed + seeds - 1``, ``full_data``
+    on, fold settings off (`data_dir` replaces the stored one when given).
+
+    Raises:
+        ConfirmError: a trial without a stored config.
+    """
     planned = []
-    for t in ranking.trials[:top]:
+    for t in trials:
         stored = t.user_attrs.get(TrialAttrs.CONFIG)
         if not isinstance(stored, dict):
             raise ConfirmError(f"trial {t.number} of study '{study.study_name}' has no stored config")
@@ -127,7 +146,7 @@ def final_configs(
                 update["data_dir"] = str(data_dir)
             data = {**base.to_dict(), **update}
             planned.append((t.number, config_from_mapping(data, source=f"study '{study.study_name}' trial {t.number}")))
-    return ranking, planned
+    return planned
 
 
 def _reusable(folder: Path, config: TrainConfig) -> bool:
@@ -151,6 +170,7 @@ def finalize_study(
     options: RunOptions | None = None,
     folder: str | Path | None = None,
     on_message: Callable[[str], None] | None = None,
+    ensemble_selection: bool = True,
 ) -> FinalizeResult:
     """Retrain the winner (or the top `top` configs) with `seeds` seeds on all persons, ensemble, write `out`.
 
@@ -161,6 +181,10 @@ def finalize_study(
         options: ``data_dir`` (dataset root with ``train/`` and ``eval/``; default the winner config's),
             ``device`` (default auto) and further config ``overrides`` for the retrained models.
         folder: where the models go (default ``storage_folder(storage_url, "finalize") / <study>``).
+        ensemble_selection: with a confirmed ranking and `top` 1, choose a mixture of the confirmed configs by
+            ensemble selection on confirm's out-of-fold predictions and use it (each member with `seeds` seeds,
+            weighted by its count) only when its cross-fitted gain over the winner's seed ensemble lies above 0
+            (:func:`~maskcls_hpo.hpo.select.choose_ensemble`); it says which it used and why.
 
     Returns:
         FinalizeResult.
@@ -173,7 +197,9 @@ def finalize_study(
     opts = options or RunOptions()
     out = check_output_file(out, "--out", ConfirmError)  # before minutes of training
     started = time.monotonic()
-    ranking, planned = final_configs(study, seeds=seeds, top=top, single_split=single_split, data_dir=opts.data_dir)
+    ranking, planned = final_configs(
+        study, seeds=seeds, top=top, single_split=single_split, data_dir=opts.data_dir, storage_url=storage_url
+    )
     extra = {k: v for k, v in opts.config_overrides().items() if k != "data_dir"}
     planned = [(n, config_from_mapping({**c.to_dict(), **extra}, source="finalize")) for n, c in planned]
     eval_dir = Path(planned[0][1].data_dir)
@@ -184,9 +210,22 @@ def finalize_study(
         check_path_name(study.study_name, "--study", ConfirmError)
         root = path_under(storage_folder(storage_url, "finalize"), study.study_name, error=ConfirmError)
     say(f"finalize '{study.study_name}' by ranking: {ranking.label}")
+    if ranking.reference is not None:
+        say(ranking.reference.message)
+    choice = choose_ensemble(study, ranking, storage_url) if ensemble_selection and top == 1 else None
+    if choice is not None:
+        say(choice.message)
+        if choice.used:
+            planned = configs_of(study, _member_trials(study, choice.members), seeds, opts.data_dir)
+            planned = [(n, config_from_mapping({**c.to_dict(), **extra}, source="finalize")) for n, c in planned]
     models = [_final_model(number, config, root, say) for number, config in planned]
-    prediction = _predict(models, eval_dir, out, tta, opts.device or "auto", planned[0][1].cache_dir)
-    manifest = _write_manifest(root, study.study_name, ranking, models, prediction, eval_dir, out, tta)
+    for m in models:
+        if not m.reused:  # the compute ledger's finalize stage (a reused model was counted when it was trained)
+            epochs = m.config.epochs
+            record_final_model(study, m.folder.name, epochs, epochs * m.train_images, m.seconds, m.device)
+    weights = choice.members if choice is not None and choice.used else {}
+    prediction = _predict(models, eval_dir, out, tta, opts.device or "auto", planned[0][1].cache_dir, weights)
+    manifest = _write_manifest(root, study.study_name, ranking, models, prediction, eval_dir, out, tta, choice)
     return FinalizeResult(
         study_name=study.study_name,
         ranking=ranking.label,
@@ -215,21 +254,34 @@ def _final_model(number: int, config: TrainConfig, root: Path, say: Callable[[st
     t0 = time.monotonic()
     target.mkdir(parents=True, exist_ok=True)
     (target / "config.yaml").unlink(missing_ok=True)  # written after the model: marks it complete
-    train(config, out_dir=target)
+    result = train(config, out_dir=target)
     save_config(config, target / "config.yaml")
     model.seconds = time.monotonic() - t0
+    model.train_images, model.device = int(result.train_images), str(result.device)
     return model
 
 
+def _member_trials(study: optuna.Study, members: dict[int, int]) -> list[FrozenTrial]:
+    """The source trials of a mixture's members, in the mixture's order."""
+    found = [trial_by_number(study, n) for n in members]
+    return [t for t in found if t is not None]
+
+
 def _predict(
-    models: list[FinalModel], eval_dir: Path, out: str | Path, tta: bool, device: str, cache_dir: str
+    models: list[FinalModel],
+    eval_dir: Path,
+    out: str | Path,
+    tta: bool,
+    device: str,
+    cache_dir: str,
+    weights: dict[int, int] | None = None,
 ) -> Prediction:
-    """The ensemble's prediction of the eval set, written to `out` (:func:`maskcls_hpo.predict.predict`)."""
+    """The ensemble's prediction of the eval set, written to `out` (:func:`maskcls_hpo.predict.predict`); a model of
+    source trial n counts ``weights[n]`` times in the mean (an ensemble selection's counts; default once)."""
     from maskcls_hpo.predict import predict  # lazy: torch
 
-    return predict(
-        [m.folder / "model.pt" for m in models], eval_dir, out=out, tta=tta, device=device, cache_dir=cache_dir
-    )
+    paths = [m.folder / "model.pt" for m in models for _ in range((weights or {}).get(m.trial, 1))]
+    return predict(paths, eval_dir, out=out, tta=tta, device=device, cache_dir=cache_dir)
 
 
 def _write_manifest(
@@ -241,6 +293,7 @@ def _write_manifest(
     eval_dir: Path,
     out: str | Path,
     tta: bool,
+    choice: EnsembleChoice | None = None,
 ) -> Path:
     """``<root>/finalize.json``: what was trained, by which ranking, and what was written."""
     manifest = root / "finalize.json"
@@ -257,6 +310,8 @@ def _write_manifest(
         "data_dir": str(eval_dir),
         "submission": str(Path(out).resolve()),
         "rows": int(len(prediction.labels)),
+        "known_good": ranking.reference.as_dict() if ranking.reference is not None else None,
+        "ensemble_selection": choice.as_dict() if choice is not None else None,
     }
     return atomic_write_text(manifest, json.dumps(doc, indent=2) + "\n")
 
@@ -271,6 +326,7 @@ def finalize(
     single_split: bool = False,
     options: RunOptions | None = None,
     on_message: Callable[[str], None] | None = None,
+    ensemble_selection: bool = True,
     **flags: Any,
 ) -> FinalizeResult:
     """Retrain the winner (confirmed, else best) on all persons with `seeds` seeds (or the `top` configs),
@@ -298,5 +354,14 @@ def finalize(
     pw = str(opts.password_file) if opts.password_file is not None else None
     study = open_study(url, study_name, password_file=pw)
     return finalize_study(
-        study, out, storage_url=url, seeds=seeds, top=top, tta=tta, single_split=single_split, options=opts
+        study,
+        out,
+        storage_url=url,
+        seeds=seeds,
+        top=top,
+        tta=tta,
+        single_split=single_split,
+        options=opts,
+        on_message=on_message,
+        ensemble_selection=ensemble_selection,
     )

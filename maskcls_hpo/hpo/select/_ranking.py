@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -12,6 +14,9 @@ from maskcls_hpo.hpo.store import ranked_complete_trials, trial_by_number
 
 MAX_TOP = 1000
 """The most trials one ``--top`` ranks (export, finalize, predict, report; confirm has its own bound of 1000)."""
+
+if TYPE_CHECKING:
+    from maskcls_hpo.hpo.select._reference import KnownGoodComparison
 
 
 @dataclass
@@ -24,24 +29,48 @@ class Ranking:
         trials: source-study trials, best first (confirmed configs first in their confirmed order, then the
             remaining COMPLETE trials by their single-split value).
         confirm: the confirm summary used (None for the single-split ranking).
+        reference: the winner against the known-good (None without a known-good trial, or when not asked); when
+            the winner does not beat it beyond noise the known-good is first in `trials` and `label` says why.
     """
 
     label: str
     trials: list[FrozenTrial]
     confirm: ConfirmSummary | None = None
+    reference: KnownGoodComparison | None = None
 
     @property
     def confirmed(self) -> bool:
         return self.confirm is not None
 
 
-def selection_ranking(source: optuna.Study, single_split: bool = False, limit: int | None = None) -> Ranking:
+def selection_ranking(
+    source: optuna.Study,
+    single_split: bool = False,
+    limit: int | None = None,
+    *,
+    known_good: bool = False,
+    storage_url: str | None = None,
+    checkpoints: str | Path | None = None,
+) -> Ranking:
     """Rank the COMPLETE trials of `source`: by a finished linked confirm study, else by the single split.
 
     Args:
         single_split: ignore any confirm study.
         limit: at most this many trials (the best; see ``export.ranked_complete_trials``).
+        known_good: compare the winner with the known-good trial (paired person bootstrap on the same persons,
+            :func:`~maskcls_hpo.hpo.select.compare_known_good`) and put the known-good first when the winner does
+            not beat it beyond noise; `storage_url` / `checkpoints` locate the predictions.
     """
+    ranking = _ranking(source, single_split, limit)
+    if not known_good:
+        return ranking
+    from maskcls_hpo.hpo.select._reference import apply_known_good_default, compare_known_good
+
+    comparison = compare_known_good(source, ranking, storage_url, checkpoints)
+    return apply_known_good_default(source, ranking, comparison)
+
+
+def _ranking(source: optuna.Study, single_split: bool, limit: int | None) -> Ranking:
     if single_split:
         return Ranking("single validation split", ranked_complete_trials(source, limit=limit))
     linked = find_confirm_study(source)

@@ -29,6 +29,7 @@ class ConfirmRow:
         mean: mean of `fold_values` (NaN without any); se: its standard error, ``std(ddof=1) / sqrt(F)``
             (NaN with fewer than 2 folds). Folds share training persons, so this standard error is the usual
             K-fold one, which tends to be optimistic.
+        known_good: the config is a known-good trial of the source study (confirmed besides the top K).
     """
 
     source_trial: int
@@ -39,6 +40,7 @@ class ConfirmRow:
     runs_total: int
     mean: float
     se: float
+    known_good: bool = False
 
     @property
     def complete(self) -> bool:
@@ -105,12 +107,13 @@ def summarize_confirm(study: optuna.Study) -> ConfirmSummary:
         runs[key[0]].setdefault(key[1], []).append(float(t.value))
         done[key[0]] += 1
     rows = []
+    known = {int(n) for n in attrs.get(ConfirmAttrs.KNOWN_GOOD, [])}
     for rank, (n, single) in enumerate(zip(sources, values, strict=True), start=1):
         by_fold = {f: float(np.mean(v)) for f, v in sorted(runs[n].items())}
         arr = np.array(list(by_fold.values()), dtype=float)
         mean = float(arr.mean()) if len(arr) else math.nan
         se = float(arr.std(ddof=1) / math.sqrt(len(arr))) if len(arr) >= 2 else math.nan
-        rows.append(ConfirmRow(n, rank, single, by_fold, done[n], folds * seeds, mean, se))
+        rows.append(ConfirmRow(n, rank, single, by_fold, done[n], folds * seeds, mean, se, n in known))
     rows.sort(key=lambda r: (not r.complete, -(r.mean if math.isfinite(r.mean) else -math.inf), r.single_rank))
     counts = count_trials(storage_of(study), study_id_of(study))
     n_trials = int(attrs.get(StudyAttrs.N_TRIALS, folds * seeds * len(sources)))
@@ -160,7 +163,7 @@ def format_summary(summary: ConfirmSummary) -> list[str]:
         folds = " ".join(f"{v:.4f}" for v in r.fold_values.values())
         lines.append(
             f"{r.source_trial:>5} {r.single_value:>12.4f} {r.mean:>16.4f} {r.se:>7.4f} "
-            f"{r.runs_done:>3}/{r.runs_total:<2}  {folds}"
+            f"{r.runs_done:>3}/{r.runs_total:<2}  {folds}{'  (known-good)' if r.known_good else ''}"
         )
     w = summary.winner
     if w is None:

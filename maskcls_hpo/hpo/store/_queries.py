@@ -82,6 +82,28 @@ def trial_ids(storage: optuna.storages.BaseStorage, study_id: int, states: tuple
         return [tid for (tid,) in con.execute(query)]
 
 
+def flagged_trial_ids(
+    storage: optuna.storages.BaseStorage, study_id: int, key: str, states: tuple[TrialState, ...]
+) -> list[int]:
+    """Database ids of a study's trials in `states` whose user attr `key` is ``true``, by trial number, with one
+    SQL statement (e.g. the known-good trials: ``TrialAttrs.KNOWN_GOOD``)."""
+    models = rdb_models()
+    attr = models.TrialUserAttributeModel
+    query = (
+        sqlalchemy.select(models.TrialModel.trial_id)
+        .join(attr, attr.trial_id == models.TrialModel.trial_id)
+        .where(
+            models.TrialModel.study_id == study_id,
+            models.TrialModel.state.in_(states),
+            attr.key == key,
+            attr.value_json == "true",
+        )
+        .order_by(models.TrialModel.number)
+    )
+    with rdb_of(storage).engine.connect() as con:
+        return [tid for (tid,) in con.execute(query)]
+
+
 def top_complete_trial_ids(
     storage: optuna.storages.BaseStorage, study_id: int, limit: int | None, maximize: bool = True
 ) -> list[int]:

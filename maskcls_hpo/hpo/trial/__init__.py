@@ -23,6 +23,7 @@ from maskcls_hpo.hpo.trial._artifacts import (
     write_confusion_png,
     write_per_class_f1_csv,
 )
+from maskcls_hpo.hpo.trial._ledger import LedgerWriter, empty_stage, stage_ledger, trial_epochs
 from maskcls_hpo.hpo.trial._objective import make_objective, resume_checkpoint
 from maskcls_hpo.hpo.trial._plan import (
     ConfirmPlan,
@@ -33,6 +34,7 @@ from maskcls_hpo.hpo.trial._plan import (
     run_key,
     source_configs,
 )
+from maskcls_hpo.hpo.trial._reference import KnownGoodPruner, is_known_good, known_good_trials
 from maskcls_hpo.hpo.trial._spaces import LOSSES, mask_classifier_space
 from maskcls_hpo.hpo.trial._sweep import (
     OPTUNA_STARTUP_TRIALS,
@@ -67,6 +69,11 @@ __all__ = [
     "CONFUSION_PNG",
     "CSV_COLUMNS",
     "describe_distribution",
+    "empty_stage",
+    "is_known_good",
+    "LedgerWriter",
+    "KnownGoodPruner",
+    "known_good_trials",
     "load_plan",
     "load_sweep",
     "load_val_predictions",
@@ -88,7 +95,9 @@ __all__ = [
     "save_study_note",
     "SCALARS",
     "source_configs",
+    "stage_ledger",
     "startup_trials",
+    "trial_epochs",
     "study_note",
     "Sweep",
     "tensorboard_available",

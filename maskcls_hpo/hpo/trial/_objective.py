@@ -159,6 +159,7 @@ def _epoch_hook(
 ) -> Callable[[EpochResult], None]:
     """The `on_epoch` hook of one trial's training: track the epoch, report its val macro F1 (step = epoch), record
     its seconds (appended to `epoch_seconds`) and speed, and ask the pruner (never after the last epoch)."""
+    recorded: list[bool] = []  # train_images stored (the compute ledger's image-epochs)
 
     def on_epoch(r: EpochResult) -> None:
         if tracker is not None:
@@ -171,6 +172,9 @@ def _epoch_hook(
             epoch_done(float(r.seconds), r.epoch >= config.epochs)
         trial.set_user_attr(TrialAttrs.EPOCH_SECONDS, epoch_seconds)
         trial.set_user_attr(TrialAttrs.IMAGES_PER_SECOND, round(float(r.images_per_second), 1))
+        if r.train_images and not recorded:  # once per run: the same images every epoch
+            trial.set_user_attr(TrialAttrs.TRAIN_IMAGES, int(r.train_images))
+            recorded.append(True)
         # NOTE the pruner is not asked after the last epoch: the work is done, and a trial pruned there
         # would be dropped from export and `--top` although it trained as long as every COMPLETE one.
         if r.epoch < config.epochs and trial.should_prune():
@@ -207,6 +211,7 @@ def _resume_records(trial: optuna.Trial, resume: Path) -> list[float]:
     epoch = int(ckpt["epoch"])
     history = [h for h in ckpt.get("history", []) if int(h["epoch"]) <= epoch]
     trial.set_user_attr(TrialAttrs.RESUMED_FROM, str(resume))
+    trial.set_user_attr(TrialAttrs.RESUMED_AT_EPOCH, epoch)
     log.info(
         "trial %d resumes from %s (epoch %d); training continues at epoch %d", trial.number, resume, epoch, epoch + 1
     )

@@ -19,8 +19,9 @@ A sweep file defines:
     warm-up of W epochs is ``n_warmup_steps=W + 1`` (:func:`median_pruner` says it in epochs). The pruner is
     never asked after a trial's last epoch (``hpo.objective``).
 ``KNOWN_GOOD`` (list of param dicts, optional)
-    Enqueued as the study's first trials (``enqueue_trial(skip_if_exists=True)``); a key that `suggest` never
-    asks is refused, naming the key.
+    Enqueued as the study's first trials (``enqueue_trial(skip_if_exists=True)``) with the user attr
+    ``known_good = True``: never pruned, always confirmed, and the reference the winner is compared with
+    (:mod:`maskcls_hpo.hpo.trial._reference`). A key that `suggest` never asks is refused, naming the key.
 ``SEED`` (int, optional, default 0)
     Each worker seeds its sampler with ``SEED`` + its worker index.
 
@@ -53,6 +54,7 @@ from maskcls_hpo._util import check_path_name, read_text_file
 from maskcls_hpo.config import ConfigError, TrainConfig, config_from_mapping
 from maskcls_hpo.errors import SweepError
 from maskcls_hpo.hpo._optuna import percentile_warmup_steps, tpe_startup_trials
+from maskcls_hpo.hpo.trial._reference import KnownGoodPruner
 
 OPTUNA_STARTUP_TRIALS = 10
 """Optuna's TPE default of random start-up trials: used when the trial budget is unknown."""
@@ -115,11 +117,11 @@ class Sweep:
             return self._make_sampler(seed, n_trials)
         return self._make_sampler(seed)
 
-    def make_pruner(self) -> optuna.pruners.BasePruner:
-        """The sweep's pruner (default: :func:`median_pruner`: 3 start-up trials, no pruning in epoch 1)."""
-        if self._make_pruner is None:
-            return median_pruner(warmup_epochs=1, n_startup_trials=3)
-        return self._make_pruner(self.base_config)
+    def make_pruner(self) -> KnownGoodPruner:
+        """The sweep's pruner (default: :func:`median_pruner`: 3 start-up trials, no pruning in epoch 1), wrapped
+        in :class:`~maskcls_hpo.hpo.trial.KnownGoodPruner` so that known-good trials are never pruned."""
+        inner = self._make_pruner(self.base_config) if self._make_pruner is not None else median_pruner(1, 3)
+        return KnownGoodPruner(inner)
 
     def build_config(self, params: dict[str, Any], overrides: dict[str, Any] | None = None) -> TrainConfig:
         """base config + the trial's overrides + run-time overrides (data_dir, device, ...).
@@ -242,7 +244,7 @@ def budget_warnings(sweep: Sweep, n_trials: int) -> list[str]:
             f"make_sampler(seed, n_trials) and n_startup_trials=startup_trials(n_trials) "
             f"(maskcls_hpo.hpo.trial; {startup_trials(n_trials)} for {n_trials} trials)"
         )
-    warmup = percentile_warmup_steps(sweep.make_pruner())
+    warmup = percentile_warmup_steps(sweep.make_pruner().inner)
     if warmup == 1:
         lines.append(
             f"{sweep.path}: the pruner has n_warmup_steps=1, which prunes at epoch 1 (epochs count from 1), so "

@@ -71,6 +71,7 @@ from maskcls_hpo.hpo.store import (
 )
 from maskcls_hpo.hpo.trial import (
     ConfirmPlan,
+    LedgerWriter,
     Sweep,
     TrialArtifactUploader,
     TrialTracker,
@@ -223,6 +224,7 @@ def run_worker(
     """
     worker = _open(settings, sweep, objective)
     report = WorkerReport(worker_index=worker.settings.worker_index)
+    ledger = LedgerWriter()  # the study's compute ledger as its user attr `ledger` (at most every 10 s, at stop)
     where = ""
     if worker.slurm is not None:
         job, task, restarts = worker.slurm
@@ -244,7 +246,9 @@ def run_worker(
                 time.sleep(settings.options.poll_interval)  # the last slots are taken; a running trial may fail
                 continue
             report.record(_run_next(worker))
+            ledger.maybe_write(worker.study)
         report.stopped(*stop)
+    ledger.write(worker.study)
     log.info("worker %s stops: %s", worker.label, report.stop_reason)
     return report
 

@@ -10,7 +10,7 @@ from optuna.trial import TrialState
 
 from maskcls_hpo.hpo.launch import prepare_study
 from maskcls_hpo.hpo.store import HeartbeatSettings, count_trials, open_storage, resolve_storage_url
-from maskcls_hpo.hpo.trial import load_sweep
+from maskcls_hpo.hpo.trial import load_sweep, stage_ledger
 from maskcls_hpo.hpo.workers import EXIT_HUNG, LocalWorkers, RunOptions, Watchdog, WorkerSettings
 
 # A backbone whose forward blocks for good in the first training step after a validation pass (= epoch 2),
@@ -95,6 +95,12 @@ def test_trial_hung_in_epoch_2_is_failed_requeued_once_and_its_worker_replaced(t
     assert "reason" not in copy.user_attrs
     c = count_trials(open_storage(url, heartbeat), study._study_id)
     assert (c.finished, c.running, c.failed, c.waiting) == (2, 0, 1, 0)
+    # the compute ledger: epoch 1 of the hung trial, epochs 2-3 of its copy (resumed after epoch 1), 3 of the other
+    assert copy.user_attrs["resumed_at_epoch"] == 1
+    ledger = stage_ledger(trials)
+    assert ledger["epochs"] == 1 + 2 + 3 and ledger["trials"] == 3
+    assert ledger["image_epochs"] == 6 * copy.user_attrs["train_images"] > 0
+    assert study.user_attrs["ledger"]["epochs"] == 6  # written by the worker when it stopped
     log = " ".join((tmp_path / "logs" / "hang" / "worker-0.log").read_text().split())  # rich wraps long lines
     assert "this worker process exits (code 4) to be replaced" in log
     assert "exited after a hung trial (code 4); a new process starts" in log
