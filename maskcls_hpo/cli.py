@@ -604,6 +604,14 @@ def confirm_cmd(
     top: int = typer.Option(3, "--top", help="How many of the best COMPLETE configs to re-train."),
     folds: int = typer.Option(5, "--folds", help="Person-grouped folds (stratified by gender x age band)."),
     seeds: int = typer.Option(1, "--seeds", help="Seeds per fold."),
+    race: bool = typer.Option(
+        False,
+        "--race",
+        help="Stop a config once it is worse than the leader with 95% confidence (paired t test, >= 4 folds x seeds).",
+    ),
+    keep: Optional[list[int]] = typer.Option(
+        None, "--keep", help="With --race: a trial (number in STUDY) that always runs to the end; repeatable."
+    ),
     workers: WorkersOption = 1,
     gpus: GpusOption = None,
     name: Optional[str] = typer.Option(None, help="Name of the confirm study (default STUDY-confirm)."),
@@ -636,6 +644,8 @@ def confirm_cmd(
             options=options,
             backend=LocalBackend.from_flag(gpus),
             events=events,
+            race=race,
+            protected=keep,
         )
     _finish_run(result)
     out = Console(highlight=False, soft_wrap=True)

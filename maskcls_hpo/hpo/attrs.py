@@ -63,6 +63,8 @@ class TrialAttrs:
     BOOTSTRAP_RESAMPLES = "bootstrap_resamples"
     VAL_PERSONS = "val_persons"
     ARTIFACTS = "artifacts"  # {file name: artifact id} of the uploaded artifacts (hpo/trial/_artifacts.py)
+    RACE_STOPPED = "race_stopped"
+    """A confirm run the race did not train (PRUNED at once): its config's stop, ``RaceStop.to_attr()``."""
     SLURM_JOB_ID = "slurm_job_id"
     """The Slurm job the trial ran in: the array job's id for an array task (what ``squeue`` shows before ``_``)."""
     SLURM_TASK_ID = "slurm_task_id"
@@ -107,3 +109,5 @@ class ConfirmAttrs:
     SOURCE_TRIALS = "source_trials"  # trial numbers in the source study, best first (single-split ranking)
     SOURCE_VALUES = "source_values"  # their single-split val macro F1, same order
     SPLIT_SEED = "split_seed"  # seed of the fold assignment
+    RACE = "race"  # True: runs queued round by round, configs worse than the leader stopped (hpo/trial/_race.py)
+    PROTECTED = "protected_trials"  # source trial numbers the race never stops (the known-good)

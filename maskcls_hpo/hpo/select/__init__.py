@@ -15,6 +15,7 @@ from maskcls_hpo.hpo.select._export import (
 )
 from maskcls_hpo.hpo.select._finalize import FinalizeResult, FinalModel, final_configs, finalize, finalize_study
 from maskcls_hpo.hpo.select._noise import RunnerUpComparison, compare_runner_up, compare_trials
+from maskcls_hpo.hpo.select._race import RaceReport, check_race, race_lines, race_report
 from maskcls_hpo.hpo.select._ranking import Ranking, selection_ranking
 from maskcls_hpo.hpo.select._summary import (
     ConfirmRow,
@@ -44,6 +45,10 @@ __all__ = [
     "launch_dir_of",
     "PATH_KEYS",
     "prepare_confirm",
+    "race_lines",
+    "race_report",
+    "RaceReport",
+    "check_race",
     "Ranking",
     "run_confirm",
     "RunnerUpComparison",

@@ -33,6 +33,16 @@ from maskcls_hpo.hpo.trial._plan import (
     run_key,
     source_configs,
 )
+from maskcls_hpo.hpo.trial._race import (
+    RACE_ALPHA,
+    RACE_MIN_PAIRS,
+    RACE_REASON,
+    RaceStop,
+    paired_less_p,
+    race_state,
+    race_stops,
+    stopped_configs,
+)
 from maskcls_hpo.hpo.trial._spaces import LOSSES, mask_classifier_space
 from maskcls_hpo.hpo.trial._sweep import (
     OPTUNA_STARTUP_TRIALS,
@@ -57,6 +67,14 @@ from maskcls_hpo.hpo.trial._tracking import (
 )
 
 __all__ = [
+    "paired_less_p",
+    "RACE_ALPHA",
+    "RACE_MIN_PAIRS",
+    "RACE_REASON",
+    "race_state",
+    "race_stops",
+    "RaceStop",
+    "stopped_configs",
     "ARTIFACT_FILES",
     "BEST_TAG",
     "budget_warnings",
