@@ -424,6 +424,26 @@ SLURM_FLAGS = (
 )
 
 
+@verb("lr-range")
+def lr_range_cmd(
+    sweep_file: Path = typer.Argument(..., help="Sweep file, e.g. sweeps/smoke.py."),
+    steps: int = typer.Option(200, "--steps", help="Training steps with an exponentially rising lr (>= 10)."),
+    data_dir: DataDirOption = None,
+    device: DeviceOption = None,
+) -> None:
+    """Learning-rate range test (Smith 2017) on the sweep's base config: the usable lr range; stores nothing."""
+    from maskcls_hpo.hpo.launch import lr_range  # lazy: start-up of the CLI (optuna)
+    from maskcls_hpo.hpo.trial import lr_range_line  # lazy: start-up of the CLI (optuna)
+
+    _setup_logging()
+    found = lr_range(sweep_file, steps, options=_run_options(locals()))
+    out = Console(highlight=False, soft_wrap=True)
+    out.print(f"{lr_range_line(found)}; the loss {'diverged' if found['diverged'] else 'did not diverge'}")
+    if found["sweep_low"] is not None:
+        out.print(f"the sweep file draws lr from {found['sweep_low']:.3g} .. {found['sweep_high']:.3g}")
+    out.print("set LR_RANGE_TEST = True in the sweep file to have `launch` measure it and sample lr from it")
+
+
 @verb("launch")
 def launch_cmd(
     ctx: typer.Context,

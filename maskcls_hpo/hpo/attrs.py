@@ -39,6 +39,9 @@ class StudyAttrs:
     SWEEP = "sweep_file"
     FINGERPRINT = "data_fingerprint"
     DATASET = "dataset"
+    LR_RANGE = "lr_range"
+    """The learning-rate range test's result (``LrRange.to_dict()`` + model, image size, batch size): the
+    range the sampler draws ``lr`` from (``LR_RANGE_TEST = True`` in the sweep file, or `maskcls-hpo lr-range`)."""
 
 
 class TrialAttrs:

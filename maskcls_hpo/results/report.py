@@ -44,8 +44,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from maskcls_hpo._util import atomic_write_text
 from maskcls_hpo.hpo._optuna import rdb_models, rdb_of, storage_of, study_id_of
-from maskcls_hpo.hpo.attrs import OBJECTIVE_LABEL, TrialAttrs
+from maskcls_hpo.hpo.attrs import OBJECTIVE_LABEL, StudyAttrs, TrialAttrs
 from maskcls_hpo.hpo.store import mask_password, ranked_complete_trials, uses_sql
+from maskcls_hpo.hpo.trial import lr_range_line
 
 __all__ = ["write_report", "report_html", "report_figures", "ReportFigure", "StudyDigest", "TARGET_NAME", "PLOT_TOP"]
 
@@ -399,6 +400,8 @@ def _summary(study: optuna.Study, digest: StudyDigest) -> str:
         items.append(("dataset", f"{size} in {dataset.get('data_dir', '?')}"))
     if attrs.get("data_fingerprint"):
         items.append(("data fingerprint", str(attrs["data_fingerprint"])))
+    if line := lr_range_line(attrs.get(StudyAttrs.LR_RANGE)):
+        items.append(("learning rate", line))
     return (
         "<dl>"
         + "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(mask_password(v))}</dd>" for k, v in items)

@@ -23,6 +23,7 @@ from maskcls_hpo.hpo.trial._artifacts import (
     write_confusion_png,
     write_per_class_f1_csv,
 )
+from maskcls_hpo.hpo.trial._lr import lr_range_line, measure_lr_range
 from maskcls_hpo.hpo.trial._objective import make_objective, resume_checkpoint
 from maskcls_hpo.hpo.trial._plan import (
     ConfirmPlan,
@@ -46,6 +47,7 @@ from maskcls_hpo.hpo.trial._race import (
 from maskcls_hpo.hpo.trial._spaces import LOSSES, mask_classifier_space
 from maskcls_hpo.hpo.trial._sweep import (
     OPTUNA_STARTUP_TRIALS,
+    MeasuredLrTrial,
     RecordingTrial,
     Sweep,
     budget_warnings,
@@ -67,6 +69,9 @@ from maskcls_hpo.hpo.trial._tracking import (
 )
 
 __all__ = [
+    "lr_range_line",
+    "measure_lr_range",
+    "MeasuredLrTrial",
     "paired_less_p",
     "RACE_ALPHA",
     "RACE_MIN_PAIRS",
