@@ -131,8 +131,7 @@ def prepare_confirm(
     else:
         plan = _new_plan(source, ranked[:top], name, folds, seeds, overrides)
         plan.race, plan.protected = race, sorted(set(protected or []))
-    if plan.race:  # a resumed confirm keeps the race setting it was made with
-        check_race(plan.folds, plan.seeds, plan.sources, plan.protected)
+    check_race(plan, race, protected)
     meta = _check_data(plan, overrides)
     if study is None:
         study = _create(storage, plan, ranked, meta)

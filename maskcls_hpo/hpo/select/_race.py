@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 
 from maskcls_hpo.errors import ConfirmError
 from maskcls_hpo.hpo.attrs import ConfirmAttrs, TrialAttrs
-from maskcls_hpo.hpo.trial import RACE_MIN_PAIRS, RaceStop, race_state, run_key
+from maskcls_hpo.hpo.trial import RACE_MIN_PAIRS, ConfirmPlan, RaceStop, race_state, run_key
 
 
 @dataclass
@@ -35,21 +35,30 @@ class RaceReport:
     epochs_full: int = 0
 
 
-def check_race(folds: int, seeds: int, sources: Sequence[int], protected: Sequence[int]) -> None:
-    """The race's counts: at least 4 rounds (folds x seeds) and protected trials among the confirmed ones.
+def check_race(plan: ConfirmPlan, race: bool, protected: Sequence[int] | None) -> None:
+    """The race's settings: the same as a resumed confirm study's, at least 4 rounds (folds x seeds), and
+    protected trials among the confirmed ones.
 
     Raises:
-        ConfirmError: fewer than 4 rounds, or a protected trial that is not among the confirmed trials.
+        ConfirmError: --race (or --keep) given otherwise than the existing study was made, fewer than 4 rounds,
+            or a protected trial that is not among the confirmed trials.
     """
-    if folds * seeds < RACE_MIN_PAIRS:
+    if (plan.race, plan.protected) != (race, sorted(set(protected or []))):
+        made = f"{'with' if plan.race else 'without'} --race" + "".join(f" --keep {n}" for n in plan.protected)
+        raise ConfirmError(
+            f"confirm study '{plan.study_name}' was made {made}; run it again so to resume it, or pass --name NEW"
+        )
+    if not plan.race:
+        return
+    if plan.folds * plan.seeds < RACE_MIN_PAIRS:
         raise ConfirmError(
             f"--race needs at least {RACE_MIN_PAIRS} paired results per config: --folds x --seeds is "
-            f"{folds} x {seeds}; raise --folds or --seeds"
+            f"{plan.folds} x {plan.seeds}; raise --folds or --seeds"
         )
-    missing = sorted(set(protected) - set(sources))
+    missing = sorted(set(plan.protected) - set(plan.sources))
     if missing:
         raise ConfirmError(
-            f"--keep {missing[0]}: trial {missing[0]} is not among the confirmed trials {list(sources)}; "
+            f"--keep {missing[0]}: trial {missing[0]} is not among the confirmed trials {plan.sources}; "
             "raise --top or drop --keep"
         )
 

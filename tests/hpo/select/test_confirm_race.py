@@ -92,3 +92,6 @@ def test_race_refuses_fewer_than_4_rounds_and_unknown_keep(confirm_source, tmp_p
         m.confirm("src", top=2, folds=2, seeds=2, storage=db, workers=0, race=True, protected=[5])
     storage = optuna.storages.RDBStorage(f"sqlite:///{db}")
     assert optuna.get_all_study_names(storage) == ["src"]  # nothing created
+    m.confirm("src", top=2, folds=2, seeds=2, storage=db, workers=0, race=True, protected=[0])
+    with pytest.raises(ConfirmError, match=r"was made with --race --keep 0; run it again so to resume it"):
+        m.confirm("src", top=2, folds=2, seeds=2, storage=db, workers=0)
