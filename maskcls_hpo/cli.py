@@ -426,6 +426,26 @@ SLURM_FLAGS = (
 )
 
 
+@verb("lr-range")
+def lr_range_cmd(
+    sweep_file: Path = typer.Argument(..., help="Sweep file, e.g. sweeps/smoke.py."),
+    steps: int = typer.Option(200, "--steps", help="Training steps with an exponentially rising lr (>= 10)."),
+    data_dir: DataDirOption = None,
+    device: DeviceOption = None,
+) -> None:
+    """Learning-rate range test (Smith 2017) on the sweep's base config: the usable lr range; stores nothing."""
+    from maskcls_hpo.hpo.launch import lr_range  # lazy: start-up of the CLI (optuna)
+    from maskcls_hpo.hpo.trial import lr_range_line  # lazy: start-up of the CLI (optuna)
+
+    _setup_logging()
+    found = lr_range(sweep_file, steps, options=_run_options(locals()))
+    out = Console(highlight=False, soft_wrap=True)
+    out.print(f"{lr_range_line(found)}; the loss {'diverged' if found['diverged'] else 'did not diverge'}")
+    if found["sweep_low"] is not None:
+        out.print(f"the sweep file draws lr from {found['sweep_low']:.3g} .. {found['sweep_high']:.3g}")
+    out.print("set LR_RANGE_TEST = True in the sweep file to have `launch` measure it and sample lr from it")
+
+
 @verb("launch")
 def launch_cmd(
     ctx: typer.Context,
@@ -612,6 +632,14 @@ def confirm_cmd(
     top: int = typer.Option(3, "--top", help="How many of the best COMPLETE configs to re-train."),
     folds: int = typer.Option(5, "--folds", help="Person-grouped folds (stratified by gender x age band)."),
     seeds: int = typer.Option(1, "--seeds", help="Seeds per fold."),
+    race: bool = typer.Option(
+        False,
+        "--race",
+        help="Stop a config once it is worse than the leader with 95% confidence (paired t test, >= 4 folds x seeds).",
+    ),
+    keep: Optional[list[int]] = typer.Option(
+        None, "--keep", help="With --race: a trial (number in STUDY) that always runs to the end; repeatable."
+    ),
     workers: WorkersOption = 1,
     gpus: GpusOption = None,
     name: Optional[str] = typer.Option(None, help="Name of the confirm study (default STUDY-confirm)."),
@@ -644,6 +672,8 @@ def confirm_cmd(
             options=options,
             backend=LocalBackend.from_flag(gpus),
             events=events,
+            race=race,
+            protected=keep,
         )
     _finish_run(result)
     out = Console(highlight=False, soft_wrap=True)

@@ -46,6 +46,9 @@ class StudyAttrs:
     """The compute ledger (epochs, image-epochs, seconds by stage; what pruning saved): hpo.select._ledger."""
     FINALIZE_LEDGER = "ledger_finalize"
     """What `finalize` trained (epochs, image-epochs, seconds), written by finalize on the source study."""
+    LR_RANGE = "lr_range"
+    """The learning-rate range test's result (``LrRange.to_dict()`` + model, image size, batch size): the
+    range the sampler draws ``lr`` from (``LR_RANGE_TEST = True`` in the sweep file, or `maskcls-hpo lr-range`)."""
 
 
 class TrialAttrs:
@@ -76,6 +79,8 @@ class TrialAttrs:
     BOOTSTRAP_RESAMPLES = "bootstrap_resamples"
     VAL_PERSONS = "val_persons"
     ARTIFACTS = "artifacts"  # {file name: artifact id} of the uploaded artifacts (hpo/trial/_artifacts.py)
+    RACE_STOPPED = "race_stopped"
+    """A confirm run the race did not train (PRUNED at once): its config's stop, ``RaceStop.to_attr()``."""
     SLURM_JOB_ID = "slurm_job_id"
     """The Slurm job the trial ran in: the array job's id for an array task (what ``squeue`` shows before ``_``)."""
     SLURM_TASK_ID = "slurm_task_id"
@@ -122,3 +127,5 @@ class ConfirmAttrs:
     SOURCE_VALUES = "source_values"  # their single-split val macro F1, same order
     SPLIT_SEED = "split_seed"  # seed of the fold assignment
     KNOWN_GOOD = "known_good_trials"  # known-good source trials confirmed besides the top K (not counted in TOP)
+    RACE = "race"  # True: runs queued round by round, configs worse than the leader stopped (hpo/trial/_race.py)
+    PROTECTED = "protected_trials"  # source trial numbers the race never stops (the known-good)

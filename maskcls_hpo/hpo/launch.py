@@ -35,7 +35,16 @@ from maskcls_hpo.errors import LaunchError
 from maskcls_hpo.hpo._optuna import study_id_of
 from maskcls_hpo.hpo.attrs import StudyAttrs, TrialAttrs
 from maskcls_hpo.hpo.store import StudyCounts, best_of, check_connection_budget, count_trials, display_url, open_storage
-from maskcls_hpo.hpo.trial import Sweep, budget_warnings, check_mlflow, load_sweep, save_study_note, study_note
+from maskcls_hpo.hpo.trial import (
+    Sweep,
+    budget_warnings,
+    check_mlflow,
+    load_sweep,
+    lr_range_line,
+    measure_lr_range,
+    save_study_note,
+    study_note,
+)
 from maskcls_hpo.hpo.workers import (
     MAX_TRIALS,
     MAX_WORKERS,
@@ -239,6 +248,7 @@ def prepare_sweep(
     try:
         events.say(f"checking data in {plan.config.data_dir} and building the image cache ...")
         meta = prepare_data(plan.config)
+        meta.update(_lr_range_test(plan, counts_before, events))
         rdb = rdb if rdb is not None else open_storage(url, plan.settings.options.heartbeat)
         study = prepare_study(plan.sweep, rdb, name, n_trials, study_attrs=meta)
     except BaseException:
@@ -249,6 +259,48 @@ def prepare_sweep(
     result.log_dir, result.backend = plan.settings.log_dir, backend.name
     result.best_value, result.best_trial = best_of(study)
     return PreparedSweep(plan, study, rdb, result, standby, started)
+
+
+def _lr_range_test(plan: SweepPlan, counts_before: StudyCounts, events: SweepEvents) -> dict[str, Any]:
+    """With ``LR_RANGE_TEST = True``, for a study without trials and without a stored range: run the range test on
+    the base config, draw ``lr`` from its range; the study attr to store ({} when no test ran)."""
+    sweep = plan.sweep
+    if not sweep.lr_range_test or sweep.lr_range is not None:
+        return {}
+    if counts_before != StudyCounts():
+        events.say("LR_RANGE_TEST: the study already has trials; its lr range is kept (use a new --study)")
+        return {}
+    events.say(f"learning-rate range test on {plan.config.model} (Smith 2017) ...")
+    attr = measure_lr_range(plan.config)
+    sweep.lr_range = (float(attr["low"]), float(attr["high"]))
+    events.say(f"{lr_range_line(attr)}: the sampler draws lr from it")
+    return {StudyAttrs.LR_RANGE: attr}
+
+
+def lr_range(
+    sweep: str | Path | Sweep, steps: int = 200, options: RunOptions | None = None, **flags: Any
+) -> dict[str, Any]:
+    """`maskcls-hpo lr-range SWEEP`: the learning-rate range test on the sweep's base config (+ `options`).
+
+    Nothing is stored; `launch` runs the same test and stores it when the sweep file sets ``LR_RANGE_TEST = True``.
+
+    Returns:
+        The ``lr_range`` dict of :func:`~maskcls_hpo.hpo.trial.measure_lr_range` (``low``, ``high``, the
+        curve) plus ``sweep_low`` / ``sweep_high``: the lr range the sweep file states (None without one).
+
+    Raises:
+        SweepError, ConfigError: the sweep or an override; LaunchError: `steps` < 10 or no usable range;
+        DataError: the data.
+    """
+    loaded = sweep if isinstance(sweep, Sweep) else load_sweep(sweep)
+    opts = run_options(options, flags)
+    config = loaded.build_config({}, opts.config_overrides())
+    prepare_data(config)
+    attr = measure_lr_range(config, steps)
+    dist = loaded.search_space().get("lr")
+    attr["sweep_low"] = getattr(dist, "low", None)
+    attr["sweep_high"] = getattr(dist, "high", None)
+    return attr
 
 
 def _existing_study(plan: SweepPlan) -> tuple[optuna.storages.RDBStorage | None, StudyCounts]:

@@ -86,6 +86,8 @@ def progress_table(p: Progress) -> Group:
         (_best(p), "bold green" if p.best is not None else ""),
     )
     tasks = [Text(line, style="cyan")] if (line := _tasks_line(p)) else []
+    if p.warning:
+        tasks.append(Text(p.warning, style="yellow"))
     if p.final:
         return Group(head, Text(_end_line(p), style="yellow" if p.phase == "interrupted" else ""), *tasks)
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
@@ -129,6 +131,7 @@ class ProgressLines:
         self._epochs: dict[int, int] = {}
         self._said_starting = False
         self._tasks: str | None = None
+        self._warned = False
 
     def _epoch_lines(self, stamp: str, number: int, values: dict[int, float], epochs: int | None) -> list[str]:
         done = self._epochs.get(number, 0)
@@ -171,6 +174,9 @@ class ProgressLines:
             self._epochs.pop(t.number, None)
         for r in p.running:
             lines += self._epoch_lines(stamp, r.number, r.values, r.epochs)
+        if p.warning and not self._warned:  # once per launch
+            lines.append(f"{stamp} {p.warning}")
+            self._warned = True
         if p.final:
             lines.append(f"{stamp} {_end_line(p).split(':', 1)[0]}: {_counts(p)}; {_best(p)}")
             if p.phase == "interrupted":

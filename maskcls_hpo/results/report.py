@@ -45,9 +45,10 @@ from optuna.trial import FrozenTrial, TrialState
 from maskcls_hpo._util import atomic_write_text, check_output_file, check_whole_number
 from maskcls_hpo.errors import ExportError
 from maskcls_hpo.hpo._optuna import rdb_models, rdb_of, storage_of, study_id_of
-from maskcls_hpo.hpo.attrs import OBJECTIVE_LABEL, TrialAttrs
+from maskcls_hpo.hpo.attrs import OBJECTIVE_LABEL, StudyAttrs, TrialAttrs
 from maskcls_hpo.hpo.select import MAX_TOP, STAGES, selection_ranking, study_ledger
 from maskcls_hpo.hpo.store import mask_password, ranked_complete_trials, uses_sql
+from maskcls_hpo.hpo.trial import lr_range_line
 
 __all__ = ["write_report", "report_html", "report_figures", "ReportFigure", "StudyDigest", "TARGET_NAME", "PLOT_TOP"]
 
@@ -404,6 +405,8 @@ def _summary(study: optuna.Study, digest: StudyDigest) -> str:
     reference = selection_ranking(study, limit=1, known_good=True).reference
     if reference is not None:
         items.append(("winner vs known-good", reference.message))
+    if line := lr_range_line(attrs.get(StudyAttrs.LR_RANGE)):
+        items.append(("learning rate", line))
     return (
         "<dl>"
         + "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(mask_password(v))}</dd>" for k, v in items)

@@ -35,7 +35,15 @@ from maskcls_hpo.hpo.select import (
     study_ledger,
     summarize_confirm,
 )
-from maskcls_hpo.hpo.store import count_trials, db_now, fail_stale_trials, ranked_complete_trials, trial_ids
+from maskcls_hpo.hpo.store import (
+    count_trials,
+    db_now,
+    fail_stale_trials,
+    first_rung_warning,
+    ranked_complete_trials,
+    trial_ids,
+)
+from maskcls_hpo.hpo.trial import lr_range_line
 
 __all__ = ["study_status", "print_status", "last_heartbeats"]
 
@@ -78,7 +86,9 @@ def study_status(
          "ledger": the compute ledger by stage as the workers last stored it
          (:func:`~maskcls_hpo.hpo.select.study_ledger`),
          "running": [{number, last_epoch, heartbeat_age_s, worker, slurm}]}; `slurm` is the Slurm job and
-         array task the trial runs in (``"12_1"``; None outside Slurm).
+         array task the trial runs in (``"12_1"``; None outside Slurm);
+         "lr_range": the line of the study's learning-rate range test (None without one);
+         "warning": more than half of the finished trials pruned at the first rung (None otherwise).
     """
     storage, study_id = storage_of(study), study_id_of(study)
     rdb = rdb_of(storage)
@@ -131,6 +141,8 @@ def study_status(
         "known_good": _known_good(study, storage_url, checkpoints),
         "ledger": study_ledger(study, fresh=False),
         "running": rows,
+        "lr_range": lr_range_line(study.user_attrs.get(StudyAttrs.LR_RANGE)),
+        "warning": first_rung_warning(storage, study_id, c.finished) if c.pruned else None,
     }
 
 
@@ -177,6 +189,10 @@ def print_status(
         t.add_column(col, justify="right")
     t.add_row(*(str(c[k]) for k in ("complete", "pruned", "failed", "running", "waiting")))
     console.print(t)
+    if s["lr_range"]:
+        console.print(s["lr_range"], highlight=False, soft_wrap=True)
+    if s["warning"]:
+        console.print(s["warning"], style="yellow", highlight=False, soft_wrap=True)
     if s["best"]:
         b = s["best"]
         acc = f", accuracy {b['accuracy']:.4f}" if isinstance(b["accuracy"], int | float) else ""

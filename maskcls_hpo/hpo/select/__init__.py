@@ -16,6 +16,7 @@ from maskcls_hpo.hpo.select._export import (
 from maskcls_hpo.hpo.select._finalize import FinalizeResult, FinalModel, final_configs, finalize, finalize_study
 from maskcls_hpo.hpo.select._ledger import STAGES, format_ledger, record_final_model, study_ledger
 from maskcls_hpo.hpo.select._noise import RunnerUpComparison, compare_runner_up, compare_trials
+from maskcls_hpo.hpo.select._race import RaceReport, check_race, race_lines, race_report
 from maskcls_hpo.hpo.select._ranking import MAX_TOP, Ranking, selection_ranking
 from maskcls_hpo.hpo.select._reference import KnownGoodComparison, apply_known_good_default, compare_known_good
 from maskcls_hpo.hpo.select._summary import (
@@ -51,6 +52,10 @@ __all__ = [
     "launch_dir_of",
     "PATH_KEYS",
     "prepare_confirm",
+    "race_lines",
+    "race_report",
+    "RaceReport",
+    "check_race",
     "Ranking",
     "record_final_model",
     "run_confirm",

@@ -36,6 +36,7 @@ from maskcls_hpo.config import config_from_mapping
 from maskcls_hpo.data import check_folds, load_train
 from maskcls_hpo.errors import ConfirmError
 from maskcls_hpo.hpo.attrs import KIND_CONFIRM, PARAM_FOLD, PARAM_SEED, PARAM_SOURCE, ConfirmAttrs, StudyAttrs
+from maskcls_hpo.hpo.select._race import check_race
 from maskcls_hpo.hpo.select._summary import ConfirmSummary, summarize_confirm
 from maskcls_hpo.hpo.store import display_url, open_storage, ranked_complete_trials, state_counts_text
 from maskcls_hpo.hpo.trial import (
@@ -114,6 +115,8 @@ def prepare_confirm(
     seeds: int = 1,
     name: str | None = None,
     overrides: dict[str, Any] | None = None,
+    race: bool = False,
+    protected: list[int] | None = None,
 ) -> tuple[optuna.Study, ConfirmPlan]:
     """Check everything, then create (or resume) the confirm study and queue its missing runs.
 
@@ -124,7 +127,8 @@ def prepare_confirm(
     Raises:
         StorageError: no source study.
         ConfirmError: fewer COMPLETE trials than `top`, folds < 2, seeds < 1, an existing confirm study made
-            with other counts.
+            with other counts; with `race`, fewer than 4 rounds (folds x seeds) or a `protected` trial that is
+            not among the confirmed ones.
         DataError: more folds than persons in a gender x age band stratum, or a broken dataset.
         ConfigError: a bad override.
     """
@@ -144,6 +148,9 @@ def prepare_confirm(
         plan = load_plan(storage, name)
     else:
         plan = _new_plan(source, with_known_good(source, ranked[:top]), name, folds, seeds, overrides)
+        known = {t.number for t in known_good_trials(source)}  # the race never stops the known-good
+        plan.race, plan.protected = race, sorted(set(protected or []) | known)
+    check_race(plan, race, protected)
     meta = _check_data(plan, overrides)
     if study is None:
         study = _create(storage, plan, with_known_good(source, ranked), meta, top)
@@ -248,6 +255,8 @@ def _create(
         ConfirmAttrs.SOURCE_VALUES: [values[n] for n in plan.sources],
         ConfirmAttrs.SPLIT_SEED: plan.split_seed,
         StudyAttrs.N_TRIALS: len(plan.runs()),
+        ConfirmAttrs.RACE: plan.race,
+        ConfirmAttrs.PROTECTED: plan.protected,
         **meta,
     }
     for key, value in attrs.items():
@@ -281,6 +290,8 @@ def run_confirm(
     options: RunOptions | None = None,
     backend: Backend | None = None,
     events: SweepEvents | None = None,
+    race: bool = False,
+    protected: list[int] | None = None,
     **flags: Any,
 ) -> ConfirmResult:
     """Confirm the `top` best COMPLETE configs of `study_name` on `folds` folds x `seeds` seeds.
@@ -295,9 +306,14 @@ def run_confirm(
             storage, heartbeat, data_dir, overrides such as ``epochs`` in tests, timeout, checkpoints, mlflow,
             watchdog, ...), or give them as `flags` (not both).
         backend, events: as :func:`maskcls_hpo.hpo.launch.run_sweep`.
+        race: run it as a race (``hpo/trial/_race.py``): runs round by round, a config worse than the leader
+            with 95% confidence (one-sided paired t test over >= 4 paired fold x seed results) is not trained
+            further; its remaining runs are recorded PRUNED. Needs folds x seeds >= 4.
+        protected: source trial numbers the race never stops (the known-good configs).
 
     Returns:
-        ConfirmResult with the :class:`ConfirmSummary` (per-config mean, standard error, winner).
+        ConfirmResult with the :class:`ConfirmSummary` (per-config mean, standard error, winner; with a race,
+        ``summary.race``: the stopped configs and the epochs saved).
 
     Raises:
         MaskclsError: before anything is stored (see :func:`prepare_confirm`); LaunchError for a bad option or
@@ -314,7 +330,9 @@ def run_confirm(
     if workers > 0 and isinstance(backend, LocalBackend):
         check_device_here(opts.device)
     rdb = open_storage(url, opts.heartbeat, create=False)
-    study, plan = prepare_confirm(rdb, study_name, top, folds, seeds, name=name, overrides=opts.config_overrides())
+    study, plan = prepare_confirm(
+        rdb, study_name, top, folds, seeds, name=name, overrides=opts.config_overrides(), race=race, protected=protected
+    )
     settings = WorkerSettings.for_study(
         study.study_name, opts, storage_url=url, kind="confirm", n_trials=len(plan.runs())
     )
@@ -323,7 +341,7 @@ def run_confirm(
     c = summary.counts
     events.say(
         f"confirm study '{study.study_name}' on {display_url(url)}: trials {plan.sources} of '{study_name}' on "
-        f"{folds} folds x {seeds} seed(s); {c.finished} of {summary.n_trials} runs finished; "
+        f"{folds} folds x {seeds} seed(s){plan.race * ' as a race'}; {c.finished} of {summary.n_trials} runs finished; "
         f"{backend.describe(workers)}"
     )
     if summary.finished:

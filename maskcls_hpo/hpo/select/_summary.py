@@ -12,6 +12,7 @@ from optuna.trial import TrialState
 from maskcls_hpo.errors import ConfirmError
 from maskcls_hpo.hpo._optuna import storage_of, study_id_of
 from maskcls_hpo.hpo.attrs import KIND_CONFIRM, ConfirmAttrs, StudyAttrs
+from maskcls_hpo.hpo.select._race import RaceReport, race_lines, race_report
 from maskcls_hpo.hpo.store import StudyCounts, count_trials
 from maskcls_hpo.hpo.trial import run_key
 from maskcls_hpo.metrics import corrected_fold_interval
@@ -61,6 +62,7 @@ class ConfirmSummary:
         runner_up_interval: a 95% interval of that paired difference, the t-interval corrected for folds that
             share training persons (:func:`maskcls_hpo.metrics.corrected_fold_interval`, Nadeau & Bengio 2003);
         within_noise: the interval contains 0.
+        race: what the race stopped and the epochs it saved (None when the confirm is not a race).
     """
 
     study_name: str
@@ -74,6 +76,7 @@ class ConfirmSummary:
     runner_up_diff: float | None = None
     runner_up_interval: tuple[float, float] | None = None
     within_noise: bool | None = None
+    race: RaceReport | None = None
 
     @property
     def finished(self) -> bool:
@@ -118,6 +121,7 @@ def summarize_confirm(study: optuna.Study) -> ConfirmSummary:
     counts = count_trials(storage_of(study), study_id_of(study))
     n_trials = int(attrs.get(StudyAttrs.N_TRIALS, folds * seeds * len(sources)))
     summary = ConfirmSummary(study.study_name, attrs[ConfirmAttrs.SOURCE], folds, seeds, rows, counts, n_trials)
+    summary.race = race_report(study)
     complete = [r for r in rows if r.complete]
     if complete:
         summary.winner = complete[0]
@@ -165,6 +169,7 @@ def format_summary(summary: ConfirmSummary) -> list[str]:
             f"{r.source_trial:>5} {r.single_value:>12.4f} {r.mean:>16.4f} {r.se:>7.4f} "
             f"{r.runs_done:>3}/{r.runs_total:<2}  {folds}{'  (known-good)' if r.known_good else ''}"
         )
+    lines.extend(race_lines(summary.race))
     w = summary.winner
     if w is None:
         lines.append("no winner yet: no config has all its runs COMPLETE")

@@ -25,7 +25,9 @@ from maskcls_hpo.hpo.store._queries import (
     best_of,
     count_trials,
     db_now,
+    first_rung_warning,
     flagged_trial_ids,
+    pruned_at_steps,
     ranked_complete_trials,
     state_counts_text,
     state_summary,
@@ -74,6 +76,8 @@ from maskcls_hpo.hpo.store._url import (
 )
 
 __all__ = [
+    "first_rung_warning",
+    "pruned_at_steps",
     "application_name",
     "artifact_dir",
     "best_of",

@@ -139,6 +139,46 @@ def top_complete_trial_ids(
         return [tid for (tid,) in con.execute(query)]
 
 
+def pruned_at_steps(storage: optuna.storages.BaseStorage, study_id: int) -> dict[int, int]:
+    """{last reported step (epoch): PRUNED trials that stopped there}, with one SQL statement.
+
+    PRUNED trials without any reported value (out of memory before epoch 1, a confirm race's skipped runs) are
+    not counted: a pruner never judged them.
+    """
+    models = rdb_models()
+    values = models.TrialIntermediateValueModel
+    last = (
+        sqlalchemy.select(sqlalchemy.func.max(values.step).label("step"))
+        .join(models.TrialModel, models.TrialModel.trial_id == values.trial_id)
+        .where(models.TrialModel.study_id == study_id, models.TrialModel.state == TrialState.PRUNED)
+        .group_by(values.trial_id)
+        .subquery()
+    )
+    query = sqlalchemy.select(last.c.step, sqlalchemy.func.count()).group_by(last.c.step)
+    with rdb_of(storage).engine.connect() as con:
+        return {int(step): int(n) for step, n in con.execute(query)}
+
+
+def first_rung_warning(storage: optuna.storages.BaseStorage, study_id: int, finished: int) -> str | None:
+    """The warning `status` and the live view show when more than half of the finished trials were pruned at the
+    first rung (the earliest epoch any trial was pruned at); None otherwise.
+
+    A first rung that stops most trials says the search space is mostly dead (often the lr range: try
+    ``maskcls-hpo lr-range SWEEP`` or ``LR_RANGE_TEST = True``) or that the first epochs rank configs badly.
+    """
+    steps = pruned_at_steps(storage, study_id)
+    if not steps or finished <= 0:
+        return None
+    rung = min(steps)
+    if 2 * steps[rung] <= finished:
+        return None
+    return (
+        f"warning: {steps[rung]} of {finished} finished trials were pruned at the first rung (epoch {rung}): "
+        "much of the search space is dead or the first epochs rank configs badly; measure the lr range with "
+        "`maskcls-hpo lr-range SWEEP` (or LR_RANGE_TEST = True in the sweep file)"
+    )
+
+
 def state_summary(trials: list[FrozenTrial]) -> str:
     """`3 pruned, 1 failed` style count of trial states (states with 0 trials omitted)."""
     names = [

@@ -24,6 +24,7 @@ from maskcls_hpo.hpo.trial._artifacts import (
     write_per_class_f1_csv,
 )
 from maskcls_hpo.hpo.trial._ledger import LedgerWriter, empty_stage, stage_ledger, trial_epochs
+from maskcls_hpo.hpo.trial._lr import lr_range_line, measure_lr_range
 from maskcls_hpo.hpo.trial._objective import make_objective, resume_checkpoint
 from maskcls_hpo.hpo.trial._plan import (
     ConfirmPlan,
@@ -34,10 +35,21 @@ from maskcls_hpo.hpo.trial._plan import (
     run_key,
     source_configs,
 )
+from maskcls_hpo.hpo.trial._race import (
+    RACE_ALPHA,
+    RACE_MIN_PAIRS,
+    RACE_REASON,
+    RaceStop,
+    paired_less_p,
+    race_state,
+    race_stops,
+    stopped_configs,
+)
 from maskcls_hpo.hpo.trial._reference import KnownGoodPruner, is_known_good, known_good_trials
 from maskcls_hpo.hpo.trial._spaces import LOSSES, mask_classifier_space
 from maskcls_hpo.hpo.trial._sweep import (
     OPTUNA_STARTUP_TRIALS,
+    MeasuredLrTrial,
     RecordingTrial,
     Sweep,
     budget_warnings,
@@ -59,6 +71,17 @@ from maskcls_hpo.hpo.trial._tracking import (
 )
 
 __all__ = [
+    "lr_range_line",
+    "measure_lr_range",
+    "MeasuredLrTrial",
+    "paired_less_p",
+    "RACE_ALPHA",
+    "RACE_MIN_PAIRS",
+    "RACE_REASON",
+    "race_state",
+    "race_stops",
+    "RaceStop",
+    "stopped_configs",
     "ARTIFACT_FILES",
     "BEST_TAG",
     "budget_warnings",

@@ -32,7 +32,7 @@ import optuna
 from maskcls_hpo.hpo._optuna import storage_of, trial_id_of
 from maskcls_hpo.hpo.attrs import TrialAttrs, checkpoint_dir
 from maskcls_hpo.hpo.store import mask_password, to_native
-from maskcls_hpo.hpo.trial._sweep import Sweep
+from maskcls_hpo.hpo.trial._sweep import MeasuredLrTrial, Sweep
 
 if TYPE_CHECKING:
     from maskcls_hpo.config import TrainConfig
@@ -134,8 +134,11 @@ def _start_trial(
     """
     if worker:
         trial.set_user_attr(TrialAttrs.WORKER, worker)
-    # numpy values (e.g. a GridSampler's grid) as Python ones
-    params = cast(dict[str, Any], to_native(sweep.suggest(trial)))
+    # numpy values (e.g. a GridSampler's grid) as Python ones; lr from the measured range when there is one
+    asked: Any = trial
+    if isinstance(sweep, Sweep) and sweep.lr_range is not None:
+        asked = MeasuredLrTrial(trial, sweep.lr_range)
+    params = cast(dict[str, Any], to_native(sweep.suggest(asked)))
     config = sweep.build_config(params, overrides)
     trial.set_user_attr(TrialAttrs.CONFIG, config.to_dict())
     trial.set_user_attr(TrialAttrs.SEED, config.seed)

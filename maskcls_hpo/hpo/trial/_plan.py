@@ -21,6 +21,7 @@ from maskcls_hpo.config import TrainConfig, config_from_mapping
 from maskcls_hpo.errors import ConfirmError
 from maskcls_hpo.hpo._optuna import storage_of, trial_id_of
 from maskcls_hpo.hpo.attrs import KIND_CONFIRM, PARAM_FOLD, PARAM_SEED, PARAM_SOURCE, ConfirmAttrs, TrialAttrs
+from maskcls_hpo.hpo.trial._race import RACE_REASON, stopped_configs
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,9 @@ class ConfirmPlan:
         study_name, source_study: the confirm study and the study whose configs it re-trains.
         sources: source trial numbers, best first; configs: their stored configs (plain dicts) by number.
         folds, seeds: F and R; split_seed: the fold assignment's seed.
+        race: run the confirm as a race (``hpo/trial/_race.py``): runs queued round by round, a
+            config worse than the leader with 95% confidence is not trained further.
+        protected: source trial numbers the race never stops (the known-good configs).
     """
 
     study_name: str
@@ -51,9 +55,20 @@ class ConfirmPlan:
     seeds: int
     split_seed: int
     path: Path = field(default_factory=lambda: Path("<confirm>"))
+    race: bool = False
+    protected: list[int] = field(default_factory=list)
 
     def runs(self) -> list[dict[str, int]]:
-        """Every run's params, in queue order: by source trial (best first), then fold, then seed index."""
+        """Every run's params, in queue order: by source trial (best first), then fold, then seed index; in a
+        race by round (seed index, then fold), then source trial, so every config's round r runs before round
+        r + 1 and the race can compare them."""
+        if self.race:
+            return [
+                {PARAM_SOURCE: n, PARAM_FOLD: f, PARAM_SEED: r}
+                for r in range(self.seeds)
+                for f in range(self.folds)
+                for n in self.sources
+            ]
         return [
             {PARAM_SOURCE: n, PARAM_FOLD: f, PARAM_SEED: r}
             for n in self.sources
@@ -67,6 +82,8 @@ class ConfirmPlan:
         Raises:
             ConfirmError: the trial was not queued by `confirm` (no fixed params); the first run without a
                 trial is queued, so the next trial runs it.
+            optuna.TrialPruned: in a race, the run's config is stopped (user attrs ``reason = "race"`` and
+                ``race_stopped``); the worker records the run PRUNED without training it.
         """
         frozen = storage_of(trial.study).get_trial(trial_id_of(trial))
         if not frozen.params and "fixed_params" not in frozen.system_attrs:
@@ -74,11 +91,18 @@ class ConfirmPlan:
             if missing:
                 trial.study.enqueue_trial(missing[0])
             raise ConfirmError(f"trial {trial.number} was not queued by confirm; queued the runs still missing")
-        return {
+        params = {
             PARAM_SOURCE: trial.suggest_categorical(PARAM_SOURCE, self.sources),
             PARAM_FOLD: trial.suggest_int(PARAM_FOLD, 0, self.folds - 1),
             PARAM_SEED: trial.suggest_int(PARAM_SEED, 0, self.seeds - 1),
         }
+        if self.race:
+            stop = stopped_configs(trial.study, self.protected).get(int(params[PARAM_SOURCE]))
+            if stop is not None:
+                trial.set_user_attr(TrialAttrs.REASON, RACE_REASON)
+                trial.set_user_attr(TrialAttrs.RACE_STOPPED, stop.to_attr())
+                raise optuna.TrialPruned(f"confirm race: trial {stop.source_trial} {stop.describe()}")
+        return params
 
     def build_config(self, params: dict[str, Any], overrides: dict[str, Any] | None = None) -> TrainConfig:
         """The config of one fold run: the source trial's config + fold, seed and split seed + `overrides`.
@@ -152,6 +176,8 @@ def load_plan(storage: optuna.storages.BaseStorage, study_name: str) -> ConfirmP
         seeds=int(attrs[ConfirmAttrs.SEEDS]),
         split_seed=int(attrs[ConfirmAttrs.SPLIT_SEED]),
         path=Path(f"<confirm study {study_name}>"),
+        race=bool(attrs.get(ConfirmAttrs.RACE, False)),
+        protected=[int(n) for n in attrs.get(ConfirmAttrs.PROTECTED, [])],
     )
 
 

@@ -24,6 +24,11 @@ A sweep file defines:
     (:mod:`maskcls_hpo.hpo.trial._reference`). A key that `suggest` never asks is refused, naming the key.
 ``SEED`` (int, optional, default 0)
     Each worker seeds its sampler with ``SEED`` + its worker index.
+``LR_RANGE_TEST`` (bool, optional, default False)
+    `launch` runs a learning-rate range test (:mod:`maskcls_hpo.lr_range`) on the base config before it
+    creates the study, stores the range in the study's user attrs (``lr_range``), and the sampler then draws
+    ``lr`` (log scale) from that range instead of the file's: every ``suggest_float("lr", ...)`` gets the
+    measured bounds (:attr:`Sweep.lr_range`; workers read it from the study).
 
 A file that does not load (syntax error, missing object, bad config key, a ``make_sampler`` / ``make_pruner``
 that returns no Optuna sampler / pruner) or whose search space differs
@@ -54,6 +59,7 @@ from maskcls_hpo._util import check_path_name, read_text_file
 from maskcls_hpo.config import ConfigError, TrainConfig, config_from_mapping
 from maskcls_hpo.errors import SweepError
 from maskcls_hpo.hpo._optuna import percentile_warmup_steps, tpe_startup_trials
+from maskcls_hpo.hpo.attrs import StudyAttrs
 from maskcls_hpo.hpo.trial._reference import KnownGoodPruner
 
 OPTUNA_STARTUP_TRIALS = 10
@@ -93,6 +99,9 @@ class Sweep:
         suggest: ``trial -> dict`` of config overrides.
         known_good: param dicts to enqueue first.
         seed: the sweep's base seed for samplers.
+        lr_range_test: the file asks for a learning-rate range test at launch (``LR_RANGE_TEST = True``).
+        lr_range: (low, high) the sampler draws ``lr`` from (log scale) instead of the file's range; set from
+            the range test or the study's ``lr_range`` attr (:meth:`adopt_lr_range`); None: the file's range.
     """
 
     path: Path
@@ -101,6 +110,8 @@ class Sweep:
     suggest: Callable[[Any], dict[str, Any]]
     known_good: list[dict[str, Any]] = field(default_factory=list)
     seed: int = 0
+    lr_range_test: bool = False
+    lr_range: tuple[float, float] | None = None
     _make_sampler: Callable[..., optuna.samplers.BaseSampler] | None = None
     _make_pruner: Callable[[TrainConfig], optuna.pruners.BasePruner] | None = None
 
@@ -174,7 +185,15 @@ class Sweep:
                             queue.append({**rec.params, name: choice})
         return space
 
+    def adopt_lr_range(self, study: optuna.Study) -> None:
+        """Draw ``lr`` from the range stored in `study` by a range test (its ``lr_range`` user attr), if any."""
+        stored = study.user_attrs.get(StudyAttrs.LR_RANGE)
+        if isinstance(stored, dict) and "low" in stored and "high" in stored:
+            self.lr_range = (float(stored["low"]), float(stored["high"]))
+
     def _call_suggest(self, trial: Any) -> dict[str, Any]:
+        if self.lr_range is not None:
+            trial = MeasuredLrTrial(trial, self.lr_range)
         try:
             params = self.suggest(trial)
         except Exception as err:  # user code: report file and line
@@ -192,9 +211,12 @@ class Sweep:
         (any state). Equality is strict: a changed range, step, log flag or choice list is a different
         search space.
 
+        The study's measured lr range (``lr_range`` attr) is adopted first (:meth:`adopt_lr_range`).
+
         Raises:
             SweepError: naming the parameter, both distributions and the way out (`--study NEW_NAME`).
         """
+        self.adopt_lr_range(study)
         stored: dict[str, BaseDistribution] = {}
         for t in study.get_trials(deepcopy=False):
             stored.update(t.distributions)
@@ -212,6 +234,28 @@ class Sweep:
                 + "; ".join(problems)
                 + ". Nothing was run. Start a new study with --study NEW_NAME (or restore the old ranges)."
             )
+
+
+class MeasuredLrTrial:
+    """A trial whose ``suggest_float("lr", ...)`` draws from a measured range (log scale); all else passes through.
+
+    Args:
+        trial: an ``optuna.Trial`` (or a :class:`RecordingTrial`); lr_range: (low, high), 0 < low < high.
+    """
+
+    def __init__(self, trial: Any, lr_range: tuple[float, float]) -> None:
+        self._trial = trial
+        self._range = lr_range
+
+    def suggest_float(
+        self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False
+    ) -> float:
+        if name == "lr":
+            (low, high), step, log = self._range, None, True
+        return float(self._trial.suggest_float(name, low, high, step=step, log=log))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._trial, name)
 
 
 def _positional_arity(fn: Callable[..., Any]) -> int:
@@ -362,6 +406,9 @@ def load_sweep(path: str | Path) -> Sweep:
     if not isinstance(seed, int):
         raise SweepError(f"{path}: SEED must be an int, got {seed!r}")
     check_path_name(path.stem, f"{path}: the sweep's name (its file name without .py)", SweepError)
+    lr_range_test = ns.get("LR_RANGE_TEST", False)
+    if not isinstance(lr_range_test, bool):
+        raise SweepError(f"{path}: LR_RANGE_TEST must be True or False, got {lr_range_test!r}")
     sweep = Sweep(
         path=path,
         name=path.stem,
@@ -369,6 +416,7 @@ def load_sweep(path: str | Path) -> Sweep:
         suggest=suggest,
         known_good=[dict(k) for k in known_good],
         seed=seed,
+        lr_range_test=lr_range_test,
         _make_sampler=ns.get("make_sampler"),
         _make_pruner=ns.get("make_pruner"),
     )

@@ -11,7 +11,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from maskcls_hpo.hpo._optuna import finished_since, study_id_of
 from maskcls_hpo.hpo.attrs import TrialAttrs
-from maskcls_hpo.hpo.store import StudyCounts, best_of, count_trials
+from maskcls_hpo.hpo.store import StudyCounts, best_of, count_trials, first_rung_warning
 
 
 @dataclass
@@ -78,6 +78,8 @@ class Progress:
             finished a trial).
         tasks: the Slurm array's tasks by state (e.g. ``{"RUNNING": 2}``); None for local workers.
         job: the Slurm array job id (None for local workers).
+        warning: more than half of the finished trials were pruned at the first rung
+            (:func:`~maskcls_hpo.hpo.store.first_rung_warning`), else None.
     """
 
     study_name: str
@@ -93,6 +95,7 @@ class Progress:
     eta: float | None = None
     tasks: dict[str, int] | None = None
     job: str | None = None
+    warning: str | None = None
 
     @property
     def final(self) -> bool:
@@ -216,4 +219,7 @@ class ProgressReader:
             phase=phase,
             finished=finished,
             eta=eta,
+            warning=first_rung_warning(self.storage, study_id_of(self.study), counts.finished)
+            if counts.pruned
+            else None,
         )
