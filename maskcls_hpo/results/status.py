@@ -109,20 +109,7 @@ def study_status(
             "ci_high": b.user_attrs.get(TrialAttrs.VAL_F1_CI_HIGH),
             "params": b.params,
         }
-    beats = last_heartbeats(study)
-    now = db_now(rdb_of(storage_of(study)).engine)
-    rows = []
-    for t in running:
-        hb = beats.get(trial_id_of(t))
-        rows.append(
-            {
-                "number": t.number,
-                "last_epoch": t.last_step,
-                "heartbeat_age_s": round((now - hb).total_seconds(), 1) if hb is not None else None,
-                "worker": t.user_attrs.get(TrialAttrs.WORKER),
-                "slurm": slurm_label(t.user_attrs),
-            }
-        )
+    rows = _running_rows(study, running)
     return {
         "study": study.study_name,
         "n_trials": study.user_attrs.get(StudyAttrs.N_TRIALS),
@@ -144,6 +131,25 @@ def study_status(
         "lr_range": lr_range_line(study.user_attrs.get(StudyAttrs.LR_RANGE)),
         "warning": first_rung_warning(storage, study_id, c.finished) if c.pruned else None,
     }
+
+
+def _running_rows(study: optuna.Study, running: list[FrozenTrial]) -> list[dict[str, Any]]:
+    """One row per RUNNING trial: number, last epoch, heartbeat age (database clock), worker, Slurm task."""
+    beats = last_heartbeats(study)
+    now = db_now(rdb_of(storage_of(study)).engine)
+    rows = []
+    for t in running:
+        hb = beats.get(trial_id_of(t))
+        rows.append(
+            {
+                "number": t.number,
+                "last_epoch": t.last_step,
+                "heartbeat_age_s": round((now - hb).total_seconds(), 1) if hb is not None else None,
+                "worker": t.user_attrs.get(TrialAttrs.WORKER),
+                "slurm": slurm_label(t.user_attrs),
+            }
+        )
+    return rows
 
 
 def _confirm(study: optuna.Study) -> dict[str, Any] | None:

@@ -319,16 +319,10 @@ def run_confirm(
         MaskclsError: before anything is stored (see :func:`prepare_confirm`); LaunchError for a bad option or
             a worker process that cannot start.
     """
-    check_whole_number(workers, "--workers", 0, MAX_WORKERS, ConfirmError)
-    _checked_name(study_name, name)  # before the storage is opened
     opts = run_options(options, flags)
     events = events or SweepEvents()
     backend = backend if backend is not None else LocalBackend()
-    url = opts.resolve_storage(must_exist=True).url
-    # folders and the device before the confirm study is stored (the study name does not change the roots)
-    check_run_folders(WorkerSettings.for_study(name or study_name, opts, storage_url=url, kind="confirm"))
-    if workers > 0 and isinstance(backend, LocalBackend):
-        check_device_here(opts.device)
+    url = _checked_run(study_name, name, workers, opts, backend)
     rdb = open_storage(url, opts.heartbeat, create=False)
     study, plan = prepare_confirm(
         rdb, study_name, top, folds, seeds, name=name, overrides=opts.config_overrides(), race=race, protected=protected
@@ -363,6 +357,19 @@ def run_confirm(
     result.summary = summarize_confirm(study)
     result.message = _closing_line(result, pool.last_lines([i for i, x in enumerate(followed.exit_codes) if x]))
     return result
+
+
+def _checked_run(study_name: str, name: str | None, workers: int, opts: RunOptions, backend: Backend) -> str:
+    """The storage URL, after the checks `run_confirm` makes before the confirm study is stored: --workers, the
+    confirm study's name (a folder name), the run folders and, for local workers, the device."""
+    check_whole_number(workers, "--workers", 0, MAX_WORKERS, ConfirmError)
+    _checked_name(study_name, name)  # before the storage is opened
+    url = opts.resolve_storage(must_exist=True).url
+    # the study name does not change the folders' roots, so they are checked under the name asked for
+    check_run_folders(WorkerSettings.for_study(name or study_name, opts, storage_url=url, kind="confirm"))
+    if workers > 0 and isinstance(backend, LocalBackend):
+        check_device_here(opts.device)
+    return url
 
 
 def _epochs(plan: ConfirmPlan) -> int | None:
