@@ -148,8 +148,8 @@ def prepare_confirm(
         plan = load_plan(storage, name)
     else:
         plan = _new_plan(source, with_known_good(source, ranked[:top]), name, folds, seeds, overrides)
-        known = {t.number for t in known_good_trials(source)}  # the race never stops the known-good
-        plan.race, plan.protected = race, sorted(set(protected or []) | known)
+        plan.race, plan.protected = race, sorted(set(protected or []))
+        plan.known_good = [t.number for t in known_good_trials(source) if t.number in plan.sources]
     check_race(plan, race, protected)
     meta = _check_data(plan, overrides)
     if study is None:

@@ -95,7 +95,9 @@ def race_report(study: optuna.Study) -> RaceReport | None:
         saved += epochs.get(key[0], 0) if key is not None else 0
     return RaceReport(
         stops=stops,
-        protected=[int(n) for n in attrs.get(ConfirmAttrs.PROTECTED, [])],
+        protected=sorted(
+            {int(n) for key in (ConfirmAttrs.PROTECTED, ConfirmAttrs.KNOWN_GOOD) for n in attrs.get(key, [])}
+        ),
         runs_skipped=len(skipped),
         epochs_saved=saved,
         epochs_full=sum(e * rounds for e in epochs.values()),

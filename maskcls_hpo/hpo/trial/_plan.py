@@ -44,7 +44,9 @@ class ConfirmPlan:
         folds, seeds: F and R; split_seed: the fold assignment's seed.
         race: run the confirm as a race (``hpo/trial/_race.py``): runs queued round by round, a
             config worse than the leader with 95% confidence is not trained further.
-        protected: source trial numbers the race never stops (the known-good configs).
+        protected: source trial numbers the race never stops (``--keep``).
+        known_good: the source study's known-good trials among `sources` (confirmed besides the top K); the race
+            never stops them either.
     """
 
     study_name: str
@@ -57,6 +59,11 @@ class ConfirmPlan:
     path: Path = field(default_factory=lambda: Path("<confirm>"))
     race: bool = False
     protected: list[int] = field(default_factory=list)
+    known_good: list[int] = field(default_factory=list)
+
+    def kept(self) -> list[int]:
+        """The configs the race never stops: ``--keep`` and the known-good, sorted."""
+        return sorted({*self.protected, *self.known_good})
 
     def runs(self) -> list[dict[str, int]]:
         """Every run's params, in queue order: by source trial (best first), then fold, then seed index; in a
@@ -97,7 +104,7 @@ class ConfirmPlan:
             PARAM_SEED: trial.suggest_int(PARAM_SEED, 0, self.seeds - 1),
         }
         if self.race:
-            stop = stopped_configs(trial.study, self.protected).get(int(params[PARAM_SOURCE]))
+            stop = stopped_configs(trial.study, self.kept()).get(int(params[PARAM_SOURCE]))
             if stop is not None:
                 trial.set_user_attr(TrialAttrs.REASON, RACE_REASON)
                 trial.set_user_attr(TrialAttrs.RACE_STOPPED, stop.to_attr())
@@ -178,6 +185,7 @@ def load_plan(storage: optuna.storages.BaseStorage, study_name: str) -> ConfirmP
         path=Path(f"<confirm study {study_name}>"),
         race=bool(attrs.get(ConfirmAttrs.RACE, False)),
         protected=[int(n) for n in attrs.get(ConfirmAttrs.PROTECTED, [])],
+        known_good=[int(n) for n in attrs.get(ConfirmAttrs.KNOWN_GOOD, [])],
     )
 
 
