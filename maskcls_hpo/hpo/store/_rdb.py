@@ -22,6 +22,7 @@ import sqlalchemy
 from optuna.exceptions import ExperimentalWarning
 from sqlalchemy.engine import make_url
 
+from maskcls_hpo._util import full_folder
 from maskcls_hpo.errors import LaunchError, StorageError, StorageSchemaError
 from maskcls_hpo.hpo._optuna import RETRIED_METHODS, alembic_dir
 from maskcls_hpo.hpo.store._retry import _retry_budget, retry_db
@@ -195,7 +196,7 @@ def check_schema(url: str) -> None:
             if insp.has_table("version_info"):
                 made_by = con.execute(sqlalchemy.text("SELECT library_version FROM version_info")).scalar()
     except sqlalchemy.exc.SQLAlchemyError as err:
-        raise StorageError(f"cannot open storage {display_url(url)!r}: {mask_password(first_line(err))}") from None
+        raise cannot_open(url, err) from None
     finally:
         engine.dispose()
     head = _alembic_head()
@@ -206,6 +207,21 @@ def check_schema(url: str) -> None:
             f"{optuna.__version__} uses schema {head}. Nothing was changed. Back up the database, then run: "
             f"optuna storage upgrade --storage '{display_url(url)}'"
         )
+
+
+def cannot_open(url: str, err: BaseException) -> StorageError:
+    """``cannot open storage URL: <driver's first line>``, saying why when an SQLite file's folder is the cause.
+
+    SQLite says "disk I/O error" or "unable to open database file" where its folder is full (the WAL and
+    shared-memory files cannot grow); the message then names the folder and its free space.
+    """
+    text = f"cannot open storage {display_url(url)!r}: {mask_password(first_line(err))}"
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database:
+        full = full_folder([Path(parsed.database).resolve().parent])
+        if full is not None:
+            text += f"; {full}: free space there, then try again"
+    return StorageError(text)
 
 
 def check_connection_budget(url: str, workers: int, launcher: int = CONNECTIONS_PER_PROCESS) -> dict[str, int] | None:
@@ -396,7 +412,7 @@ def open_storage(
                 skip_table_creation=not create,
             )
     except (sqlalchemy.exc.SQLAlchemyError, sqlite3.Error) as err:
-        raise StorageError(f"cannot open storage {display_url(url)!r}: {mask_password(first_line(err))}") from None
+        raise cannot_open(url, err) from None
     except optuna.exceptions.StorageInternalError as err:  # e.g. a file without Optuna's tables (create=False)
         raise StorageError(
             f"{display_url(url)} is not an Optuna study database ({mask_password(first_line(err.__cause__ or err))}); "

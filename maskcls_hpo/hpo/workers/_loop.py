@@ -37,6 +37,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from maskcls_hpo._util import DISK_FULL, disk_full_reason
 from maskcls_hpo.errors import LaunchError
 from maskcls_hpo.hpo._optuna import (
     AskError,
@@ -316,6 +317,8 @@ def _stop_reason(worker: _Worker, report: WorkerReport) -> tuple[StopReason, str
     options = worker.settings.options
     if stop_requested() or report.interrupted:
         return StopReason.INTERRUPTED, "interrupted"
+    if report.last_failure.startswith(DISK_FULL):  # every next trial would fail alike: stop, say where
+        return StopReason.FAILURES, f"stopped: {report.last_failure}; free space there, then launch again"
     if report.consecutive_failures >= options.max_consecutive_failures:
         return StopReason.FAILURES, (
             f"stopped after {report.consecutive_failures} failed trials in a row "
@@ -406,10 +409,11 @@ def _train(worker: _Worker, trial: optuna.Trial) -> tuple[Outcome, float | None]
                 trial.number,
             )
             return Outcome.STALE, None
-        text = mask_password(f"{type(err).__name__}: {err}")
+        full = disk_full_reason(err, worker.settings.run_folders)  # reason "disk-full: FOLDER has N MiB free"
+        text = full or mask_password(f"{type(err).__name__}: {err}")
         log.error("trial %d failed: %s", trial.number, text, exc_info=True)
         with contextlib.suppress(Exception):
-            if TrialAttrs.REASON not in storage_of(study).get_trial(trial_id_of(trial)).user_attrs:
+            if full or TrialAttrs.REASON not in storage_of(study).get_trial(trial_id_of(trial)).user_attrs:
                 trial.set_user_attr(TrialAttrs.REASON, text[:500])
         return Outcome.FAIL, None
     finally:
