@@ -4,15 +4,14 @@ A trial that hits the full disk fails with reason ``disk-full: FOLDER has N MiB 
 (no failure budget burnt); launch's last line says so; no ``.tmp`` is left and no trial is left RUNNING; a new
 launch refuses before starting when the checkpoint root cannot hold one trial's checkpoints.
 
-The tmpfs is mounted here (``mount -t tmpfs -o size=...``, which needs root) and unmounted after; where mounting is
-not permitted the tests skip, saying so.
+The tmpfs comes from the fixture `tmpfs` (tests/system/conftest.py: ``mount -t tmpfs``, root only; the tests skip,
+saying so, where mounting is not permitted).
 """
 
 from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import optuna
@@ -24,26 +23,6 @@ from optuna.trial import TrialState
 SMOKE = REPO_ROOT / "sweeps" / "smoke.py"
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")]
-
-
-@pytest.fixture
-def tmpfs() -> Iterator[Callable[[Path, str], Path]]:
-    """``mount(folder, size)``: a tmpfs of `size` (``2m``, ``150k``) at `folder`; every one unmounted after."""
-    mounted: list[Path] = []
-
-    def mount(folder: Path, size: str) -> Path:
-        folder.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True, text=True
-        )
-        if done.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip() or done.returncode}")
-        mounted.append(folder)
-        return folder
-
-    yield mount
-    for folder in reversed(mounted):
-        subprocess.run(["umount", str(folder)], check=False)
 
 
 def _trials(db: Path) -> list[optuna.trial.FrozenTrial]:

@@ -53,6 +53,7 @@ from maskcls_hpo.hpo.attrs import StudyAttrs, TrialAttrs
 from maskcls_hpo.hpo.signals import Interrupted, deferred_interrupts, stop_requested, stop_signals
 from maskcls_hpo.hpo.store import (
     StudyCounts,
+    check_writable,
     count_trials,
     fail_stale_trials,
     fail_trial,
@@ -248,6 +249,7 @@ def _open(settings: WorkerSettings, sweep: Sweep | None, objective: Objective | 
         assert settings.sweep_path is not None  # WorkerSettings requires it for kind "sweep"
         sweep = load_sweep(settings.sweep_path)
     url = settings.resolved_storage_url()
+    check_writable(url)  # a read-only SQLite file: one line before the (reading) checks below
     check_device_here(settings.options.device)
     check_run_folders(settings)
     # launch's checks before anything is created: database, schema, study, search space, data
