@@ -403,7 +403,7 @@ class WorkerSettings(BaseModel):
     @property
     def run_folders(self) -> list[Path]:
         """Every folder a trial writes to: checkpoints, logs, TensorBoard, artifacts and, for SQLite, the
-        database's own folder (where a full disk is looked for: :func:`maskcls_hpo._util.disk_full_reason`)."""
+        database's own folder (where a full disk is looked for: ``maskcls_hpo._util.disk_full_reason``)."""
         folders = [self.checkpoint_root, self.log_dir, self.tensorboard_dir, artifact_dir(self.storage_url)]
         parsed = make_url(self.storage_url)
         if parsed.get_backend_name() == "sqlite" and parsed.database:  # first: named when it ties for least space
