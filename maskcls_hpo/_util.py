@@ -16,11 +16,13 @@ write survives a crash of the writing process, not a power cut (the same as the 
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import os
 import secrets
+import shutil
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -37,6 +39,10 @@ __all__ = [
     "check_whole_number",
     "check_cache_dir",
     "check_output_folder",
+    "DISK_FULL",
+    "free_bytes",
+    "disk_full_reason",
+    "full_folder",
 ]
 
 
@@ -320,3 +326,68 @@ def check_output_folder(path: str | os.PathLike[str], flag: str, error: type[Exc
                 raise error(f"{flag} {folder}: {parent} is a file, not a folder; give a folder")
             break
     return folder
+
+
+DISK_FULL = "disk-full"
+"""The reason stored on a trial that failed because a disk was full (``disk-full: FOLDER has N MiB free``)."""
+
+_DISK_FULL_TEXT = ("no space left on device", "database or disk is full", "disk quota exceeded")
+# torch.save on a full disk: "[enforce fail at inline_container.cc:...] . unexpected pos 64 vs 0" (PyTorch's zip
+# writer checks its own position); counted as a full disk only when the folder has little space left
+_TORCH_WRITE_FAILED = ("unexpected pos", "enforce fail at inline_container")
+_LOW_FREE_BYTES = 16 * 2**20
+
+
+def free_bytes(folder: str | os.PathLike[str]) -> int:
+    """Free bytes for an unprivileged user on the file system of `folder` (its nearest existing parent)."""
+    path = Path(folder).resolve()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def _chain(err: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [err]
+    while stack:
+        e = stack.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        stack += [e.__cause__, e.__context__, getattr(e, "orig", None)]
+
+
+def disk_full_reason(err: BaseException, folders: Sequence[str | os.PathLike[str]]) -> str | None:
+    """``disk-full: FOLDER has N MiB free`` when `err` (or an error it was raised from) is a full disk, else None.
+
+    A full disk is ``OSError`` ENOSPC / EDQUOT, SQLite's "database or disk is full", or torch.save's "unexpected
+    pos" while one of `folders` has under 16 MiB free. The folder named is the one of the failed file when the
+    error names it, else the one of `folders` with the least free space (:func:`shutil.disk_usage`).
+    """
+    named: Path | None = None
+    full = False
+    for e in _chain(err):
+        text = str(e).lower()
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            full, named = True, Path(e.filename).parent if e.filename else named
+        elif any(marker in text for marker in _DISK_FULL_TEXT):
+            full = True
+        elif any(marker in text for marker in _TORCH_WRITE_FAILED):
+            full = full or any(free_bytes(f) < _LOW_FREE_BYTES for f in folders)
+    if not full:
+        return None
+    folder = named if named is not None else min((Path(f) for f in folders), key=free_bytes, default=Path("."))
+    return f"{DISK_FULL}: {folder} has {free_bytes(folder) / 2**20:.1f} MiB free"
+
+
+def full_folder(folders: Sequence[str | os.PathLike[str]], below: int = 2**20) -> str | None:
+    """``disk-full: FOLDER has N MiB free`` for the first of `folders` with under `below` bytes free, else None.
+
+    For a process that saw another one fail without a readable reason (its log was on the full disk too).
+    """
+    for folder in folders:
+        free = free_bytes(folder)
+        if free < below:
+            return f"{DISK_FULL}: {folder} has {free / 2**20:.1f} MiB free"
+    return None

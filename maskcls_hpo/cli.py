@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperCommand
 
 from maskcls_hpo.errors import DataError, MaskclsError, PredictError
 from maskcls_hpo.hpo.logs import setup_logging
@@ -87,9 +88,23 @@ def verb(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
             except MaskclsError as err:
                 _report(err)
 
-        return app.command(name)(run)
+        return app.command(name, cls=PlainHelpCommand)(run)
 
     return register
+
+
+class PlainHelpCommand(TyperCommand):
+    """A verb whose help texts show as written: each is escaped for rich, which would otherwise take the
+    ``[mlflow]`` of ``pip install 'maskcls-hpo[mlflow]'`` for a style tag and print ``'maskcls-hpo'``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.help:
+            self.help = escape(self.help)
+        for param in self.params:
+            text = getattr(param, "help", None)
+            if text:
+                param.help = escape(text)  # type: ignore[attr-defined]
 
 
 # --- data -----------------------------------------------------------------------------------------

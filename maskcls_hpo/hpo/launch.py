@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from sqlalchemy.engine import make_url
 
-from maskcls_hpo._util import check_whole_number
+from maskcls_hpo._util import DISK_FULL, check_whole_number, full_folder
 from maskcls_hpo.errors import LaunchError
 from maskcls_hpo.hpo._optuna import study_id_of
 from maskcls_hpo.hpo.attrs import StudyAttrs, TrialAttrs
@@ -57,6 +57,7 @@ from maskcls_hpo.hpo.workers import (
     SweepEvents,
     WorkerPool,
     WorkerSettings,
+    check_free_space,
     check_run_folders,
     follow,
     prepare_data,
@@ -370,6 +371,8 @@ def run_sweep(
     plan = plan_sweep(sweep, n_trials, run_options(options, flags), study_name)
     for note in backend.preflight(plan.settings, workers):
         events.say(note)
+    if workers > 0 and not backend.dry_run:
+        check_free_space(plan.settings)
     if backend.dry_run:
         return _dry_run(plan, backend, workers)
     prepared = prepare_sweep(plan, workers=workers, backend=backend, events=events)
@@ -441,9 +444,11 @@ def _finish(prepared: PreparedSweep, pool: WorkerPool, followed: Followed) -> Sw
         )
     else:
         bad = [i for i, code in enumerate(result.worker_exit_codes) if code != 0]
+        why = pool.last_lines(bad)
+        full = full_folder(prepared.plan.settings.run_folders) if DISK_FULL not in why else None
         result.message = (
             f"the study did not reach {result.n_trials} finished trials ({c.finished} finished, {c.failed} failed); "
-            f"{pool.last_lines(bad)}"
+            f"{f'{full}; free space there, then launch again' if full else why}"
         )
     return result
 

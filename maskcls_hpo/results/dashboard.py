@@ -34,7 +34,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import optuna
 
 from maskcls_hpo.errors import DashboardError, StorageError
-from maskcls_hpo.hpo.store import display_url, first_line, mask_password, open_storage
+from maskcls_hpo.hpo.store import display_url, first_line, mask_password, open_storage, read_only_url
 from maskcls_hpo.hpo.trial import open_artifact_store
 
 if TYPE_CHECKING:
@@ -158,8 +158,9 @@ def dashboard_app(
     """
     import optuna_dashboard  # lazy: optuna-dashboard (3 s)
 
+    read_only = read_only_url(storage_url) != storage_url  # an SQLite file that cannot be written
     try:
-        storage = open_storage(storage_url, create=False)
+        storage = open_storage(read_only_url(storage_url), create=False)
         studies = optuna.get_all_study_names(storage)  # summaries would load every trial
     except StorageError:
         raise
@@ -176,7 +177,7 @@ def dashboard_app(
                 "pass one of them to --study or leave it out"
             )
         study_id = storage.get_study_id_from_name(study)
-    store, folder = open_artifact_store(storage_url, artifact_root, create=True)
+    store, folder = open_artifact_store(storage_url, artifact_root, create=not read_only)
     app = optuna_dashboard.wsgi(storage, artifact_store=store)
     if not allow_writes:
         app = ReadOnly(app)

@@ -61,11 +61,13 @@ def make_pruner(config):
 
 def sqlite_copy(db: Path, folder: Path) -> Path:
     """A consistent copy of SQLite file `db` as `folder/study.db` (sqlite3's backup API: WAL pages included)."""
+    import contextlib
     import sqlite3
 
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / "study.db"
-    with sqlite3.connect(db) as src, sqlite3.connect(target) as dst:
+    # NOTE closing(): sqlite3's own context manager commits but leaves the file open (a tmpfs could not be remounted)
+    with contextlib.closing(sqlite3.connect(db)) as src, contextlib.closing(sqlite3.connect(target)) as dst:
         src.backup(dst)
     return target
 

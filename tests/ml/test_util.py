@@ -144,3 +144,58 @@ def test_path_under_refuses_a_path_that_resolves_outside_its_root(tmp_path):
     with pytest.raises(ValueError, match="outside"):
         path_under(root, "link", "x")
     assert not (tmp_path / "escape").exists()
+
+
+# --- issue 25: a full disk named, output paths and whole numbers checked ------------------------------------
+
+
+def test_disk_full_reason_names_the_folder_of_the_failed_file(tmp_path):
+    import errno
+
+    from maskcls_hpo._util import disk_full_reason, free_bytes
+
+    target = tmp_path / "trial_00000" / "best.pt"
+    err = OSError(errno.ENOSPC, "No space left on device", str(target))
+    wrapped = RuntimeError("saving the checkpoint failed")
+    wrapped.__cause__ = err
+    free = free_bytes(tmp_path) / 2**20
+    assert disk_full_reason(wrapped, [tmp_path]) == f"disk-full: {target.parent} has {free:.1f} MiB free"
+    # SQLite's words, no file named: the folder with the least free space of those given
+    assert disk_full_reason(Exception("(sqlite3.OperationalError) database or disk is full"), [tmp_path]) == (
+        f"disk-full: {tmp_path} has {free:.1f} MiB free"
+    )
+    # torch.save's "unexpected pos" is a full disk only where space is short (here it is not), other errors never
+    assert (
+        disk_full_reason(RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0"), [tmp_path])
+        is None
+    )
+    assert disk_full_reason(ValueError("bad value"), [tmp_path]) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("", "--out is empty; give a file name"),
+        ("adir", "--out {tmp}/adir is a folder; give a file name (in it, or elsewhere)"),
+        ("afile/x.csv", "--out {tmp}/afile/x.csv: {tmp}/afile is not a folder (a file); pick another --out"),
+    ],
+)
+def test_check_output_file(tmp_path, value, message):
+    from maskcls_hpo._util import check_output_file
+
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "afile").write_text("x")
+    path = str(tmp_path / value) if value else value
+    with pytest.raises(ValueError) as caught:
+        check_output_file(path, "--out", ValueError)
+    assert str(caught.value) == message.format(tmp=tmp_path)
+    assert check_output_file(tmp_path / "new" / "out.csv", "--out", ValueError) == tmp_path / "new" / "out.csv"
+
+
+def test_check_whole_number():
+    from maskcls_hpo._util import check_whole_number
+
+    assert check_whole_number(5, "--top", 1, 1000, ValueError) == 5
+    for bad in (0, 1001, 10**20, True, 2.0):
+        with pytest.raises(ValueError, match=r"^--top must be a whole number from 1 to 1000, got "):
+            check_whole_number(bad, "--top", 1, 1000, ValueError)  # type: ignore[arg-type]

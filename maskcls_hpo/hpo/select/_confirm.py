@@ -58,6 +58,7 @@ from maskcls_hpo.hpo.workers import (
     SweepEvents,
     WorkerSettings,
     check_device_here,
+    check_free_space,
     check_run_folders,
     follow,
     prepare_data,
@@ -349,6 +350,7 @@ def run_confirm(
         return result
     for note in backend.preflight(settings, workers):
         events.say(note)
+    check_free_space(settings)
     pool = backend.pool(settings, workers)
     reader = ProgressReader(rdb, study, summary.n_trials, default_epochs=_epochs(plan))
     followed = follow(pool, reader, events, poll_interval=opts.poll_interval)

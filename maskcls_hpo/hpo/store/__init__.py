@@ -43,10 +43,15 @@ from maskcls_hpo.hpo.store._rdb import (
     SQLITE_BUSY_TIMEOUT_S,
     HeartbeatSettings,
     application_name,
+    cannot_open,
     check_connection_budget,
     check_schema,
+    check_writable,
     engine_kwargs,
     open_storage,
+    read_only_url,
+    sqlite_file,
+    sqlite_writable,
     to_native,
 )
 from maskcls_hpo.hpo.store._retry import (
@@ -78,6 +83,11 @@ from maskcls_hpo.hpo.store._url import (
 __all__ = [
     "first_rung_warning",
     "pruned_at_steps",
+    "check_writable",
+    "cannot_open",
+    "read_only_url",
+    "sqlite_file",
+    "sqlite_writable",
     "application_name",
     "artifact_dir",
     "best_of",

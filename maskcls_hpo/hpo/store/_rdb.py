@@ -25,6 +25,7 @@ import sqlalchemy
 from optuna.exceptions import ExperimentalWarning
 from sqlalchemy.engine import make_url
 
+from maskcls_hpo._util import full_folder
 from maskcls_hpo.errors import LaunchError, StorageError, StorageSchemaError
 from maskcls_hpo.hpo._optuna import RETRIED_METHODS, alembic_dir
 from maskcls_hpo.hpo.store._retry import _retry_budget, retry_db
@@ -181,8 +182,8 @@ def check_schema(url: str) -> None:
         StorageSchemaError: naming both versions and the command that upgrades the schema.
         StorageError: the database cannot be reached (message masked).
     """
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").is_file():
+    path = sqlite_file(url)
+    if path is not None and not path.is_file():
         return  # no database yet: nothing to compare (and connecting would create an empty file)
     try:
         engine = sqlalchemy.create_engine(url, **engine_kwargs(url))
@@ -198,7 +199,7 @@ def check_schema(url: str) -> None:
             if insp.has_table("version_info"):
                 made_by = con.execute(sqlalchemy.text("SELECT library_version FROM version_info")).scalar()
     except sqlalchemy.exc.SQLAlchemyError as err:
-        raise StorageError(f"cannot open storage {display_url(url)!r}: {mask_password(first_line(err))}") from None
+        raise cannot_open(url, err) from None
     finally:
         engine.dispose()
     head = _alembic_head()
@@ -209,6 +210,75 @@ def check_schema(url: str) -> None:
             f"{optuna.__version__} uses schema {head}. Nothing was changed. Back up the database, then run: "
             f"optuna storage upgrade --storage '{display_url(url)}'"
         )
+
+
+def cannot_open(url: str, err: BaseException) -> StorageError:
+    """``cannot open storage URL: <driver's first line>``, saying why when an SQLite file's folder is the cause.
+
+    SQLite says "disk I/O error" or "unable to open database file" where its folder is full (the WAL and
+    shared-memory files cannot grow); the message then names the folder and its free space.
+    """
+    text = f"cannot open storage {display_url(url)!r}: {mask_password(first_line(err))}"
+    path = sqlite_file(url)
+    if path is not None:
+        full = full_folder([path.resolve().parent])
+        if full is not None:
+            text += f"; {full}: free space there, then try again"
+        elif not sqlite_writable(path):
+            return read_only_error(path)
+    return StorageError(text)
+
+
+def read_only_error(path: Path) -> StorageError:
+    """The one line for a write on an SQLite file that cannot be written, naming it and its folder."""
+    return StorageError(
+        f"storage {path} is read-only (it or its folder {path.resolve().parent} cannot be written): status, "
+        "export, report and dashboard read it; to run trials, copy it to a writable folder and pass that --storage"
+    )
+
+
+def check_writable(url: str) -> None:
+    """Refuse an existing SQLite file that this process cannot write, before anything else is checked.
+
+    Raises:
+        StorageError: :func:`read_only_error`.
+    """
+    path = sqlite_file(url)
+    if path is not None and path.is_file() and not sqlite_writable(path):
+        raise read_only_error(path)
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The database file of an SQLite URL (``sqlite:///PATH`` or the URI form ``sqlite:///file:PATH?...``)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return None
+    db = parsed.database
+    return Path(db[len("file:") :] if db.startswith("file:") else db)
+
+
+def sqlite_writable(path: Path) -> bool:
+    """Whether this process may write the SQLite file `path` and create its journal (WAL, -shm) beside it.
+
+    ``os.access`` sees a read-only mount and an immutable file (``chattr +i``) even for root, who is otherwise
+    never refused by permissions.
+    """
+    folder = path.resolve().parent
+    return os.access(folder, os.W_OK) and (not path.exists() or os.access(path, os.W_OK))
+
+
+def read_only_url(url: str) -> str:
+    """`url` as a reader opens it: an SQLite file that cannot be written opened read-only as an immutable URI
+    (``sqlite:///file:PATH?mode=ro&immutable=1&uri=true``: no WAL or -shm file is needed, nothing is written);
+    any other URL unchanged.
+
+    An immutable open does not see a write-ahead log left behind by a process that died while writing (a clean
+    exit folds it into the file).
+    """
+    path = sqlite_file(url)
+    if path is None or not path.is_file() or sqlite_writable(path) or "mode=ro" in url:
+        return url
+    return f"sqlite:///file:{path.resolve()}?mode=ro&immutable=1&uri=true"
 
 
 def check_connection_budget(url: str, workers: int, launcher: int = CONNECTIONS_PER_PROCESS) -> dict[str, int] | None:
@@ -386,7 +456,7 @@ def open_storage(
             check_schema(url)
             storage = _construct(url, heartbeat, create)
     except (sqlalchemy.exc.SQLAlchemyError, sqlite3.Error) as err:
-        raise StorageError(f"cannot open storage {display_url(url)!r}: {mask_password(first_line(err))}") from None
+        raise cannot_open(url, err) from None
     except optuna.exceptions.StorageInternalError as err:  # e.g. a file without Optuna's tables (create=False)
         raise StorageError(
             f"{display_url(url)} is not an Optuna study database ({mask_password(first_line(err.__cause__ or err))}); "
@@ -405,7 +475,7 @@ def _construct(url: str, heartbeat: HeartbeatSettings, create: bool) -> Retrying
     created the schema at the same moment (:func:`is_schema_race`): the second try finds the tables made."""
     for attempt in range(FIRST_USE_ATTEMPTS):
         try:
-            if make_url(url).get_backend_name() == "sqlite":
+            if make_url(url).get_backend_name() == "sqlite" and "mode=ro" not in url:  # read-only: changes nothing
                 _enable_wal(url)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ExperimentalWarning)

@@ -9,7 +9,7 @@ import optuna
 
 from maskcls_hpo.errors import StorageError
 from maskcls_hpo.hpo.attrs import KIND_CONFIRM, ConfirmAttrs
-from maskcls_hpo.hpo.store._rdb import open_storage
+from maskcls_hpo.hpo.store._rdb import open_storage, read_only_url
 from maskcls_hpo.hpo.store._secrets import mask_password
 from maskcls_hpo.hpo.store._url import resolve_storage
 
@@ -26,12 +26,15 @@ def open_study(
             ``sqlite:///storage/maskcls_hpo.db``).
         study_name: the study; None: the only study in the storage (a linked confirm study does not count).
 
+    An SQLite file that cannot be written (a read-only mount, an immutable file, a folder of another user) is
+    opened read-only (:func:`~maskcls_hpo.hpo.store.read_only_url`), so `status`, `export` and `report` work on it.
+
     Raises:
         StorageError: no such database (nothing is created), no such study, or several studies and no name;
             each message names the storage and where it came from (``from env OPTUNA_STORAGE``, ...).
     """
     resolved = resolve_storage(storage, must_exist=True, password_file=password_file)
-    rdb = open_storage(resolved.url, create=False)
+    rdb = open_storage(read_only_url(resolved.url), create=False)  # a file that cannot be written: read-only
     try:
         names = optuna.get_all_study_names(rdb)  # summaries would load every trial of every study
     except Exception as err:  # noqa: BLE001 - a database without Optuna's tables

@@ -60,7 +60,7 @@ def is_keyword_string(raw: str) -> bool:
 def keyword_string_url(raw: str, where: str) -> str:
     """A libpq keyword/value string (``host=h port=5432 user=u password=pw dbname=d``) as a SQLAlchemy URL.
 
-    Parsed by libpq itself (:func:`psycopg.conninfo.conninfo_to_dict`); ``user``, ``password``, ``host``,
+    Parsed by libpq itself (psycopg's ``conninfo_to_dict``); ``user``, ``password``, ``host``,
     ``port`` and ``dbname`` become the URL's parts, every other keyword (``sslmode``, a socket folder as
     ``host``, several hosts) its query string, which psycopg hands back to libpq unchanged. The password is
     remembered as a secret, so no message shows it.

@@ -39,7 +39,13 @@ from maskcls_hpo.hpo.workers._options import (
     Watchdog,
     WorkerSettings,
 )
-from maskcls_hpo.hpo.workers._preflight import check_device_here, check_join, check_run_folders, prepare_data
+from maskcls_hpo.hpo.workers._preflight import (
+    check_device_here,
+    check_free_space,
+    check_join,
+    check_run_folders,
+    prepare_data,
+)
 from maskcls_hpo.hpo.workers._progress import FinishedTrial, Progress, ProgressReader, RunningTrial
 from maskcls_hpo.hpo.workers._slurm import (
     COMMANDS,
@@ -63,6 +69,7 @@ __all__ = [
     "check_join",
     "check_device_here",
     "check_run_folders",
+    "check_free_space",
     "COMMANDS",
     "DEFAULT_MAX_CONSECUTIVE_FAILURES",
     "DEFAULT_WATCHDOG_FIRST_EPOCH_S",

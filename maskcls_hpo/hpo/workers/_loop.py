@@ -41,6 +41,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from maskcls_hpo._util import DISK_FULL, disk_full_reason
 from maskcls_hpo.errors import LaunchError
 from maskcls_hpo.hpo._optuna import (
     AskError,
@@ -57,6 +58,7 @@ from maskcls_hpo.hpo.signals import Interrupted, deferred_interrupts, stop_reque
 from maskcls_hpo.hpo.store import (
     Claim,
     StudyCounts,
+    check_writable,
     claim_trial,
     claim_waiting_trial,
     count_trials,
@@ -260,6 +262,7 @@ def _open(settings: WorkerSettings, sweep: Sweep | None, objective: Objective | 
         assert settings.sweep_path is not None  # WorkerSettings requires it for kind "sweep"
         sweep = load_sweep(settings.sweep_path)
     url = settings.resolved_storage_url()
+    check_writable(url)  # a read-only SQLite file: one line before the (reading) checks below
     check_device_here(settings.options.device)
     check_run_folders(settings)
     # launch's checks before anything is created: database, schema, study, search space, data
@@ -329,6 +332,8 @@ def _stop_reason(worker: _Worker, report: WorkerReport) -> tuple[StopReason, str
     options = worker.settings.options
     if stop_requested() or report.interrupted:
         return StopReason.INTERRUPTED, "interrupted"
+    if report.last_failure.startswith(DISK_FULL):  # every next trial would fail alike: stop, say where
+        return StopReason.FAILURES, f"stopped: {report.last_failure}; free space there, then launch again"
     if report.consecutive_failures >= options.max_consecutive_failures:
         return StopReason.FAILURES, (
             f"stopped after {report.consecutive_failures} failed trials in a row "
@@ -428,10 +433,11 @@ def _train(worker: _Worker, trial: optuna.Trial) -> tuple[Outcome, float | None]
         if _finished_elsewhere(study, trial, err):
             log.warning("%s", _ended_elsewhere(worker, trial))
             return Outcome.STALE, None
-        text = mask_password(f"{type(err).__name__}: {err}")
+        full = disk_full_reason(err, worker.settings.run_folders)  # reason "disk-full: FOLDER has N MiB free"
+        text = full or mask_password(f"{type(err).__name__}: {err}")
         log.error("trial %d failed: %s", trial.number, text, exc_info=True)
         with contextlib.suppress(Exception):
-            if TrialAttrs.REASON not in storage_of(study).get_trial(trial_id_of(trial)).user_attrs:
+            if full or TrialAttrs.REASON not in storage_of(study).get_trial(trial_id_of(trial)).user_attrs:
                 trial.set_user_attr(TrialAttrs.REASON, text[:500])
         return Outcome.FAIL, None
     finally:

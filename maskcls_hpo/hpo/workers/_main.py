@@ -14,6 +14,7 @@ from typing import TextIO
 
 from pydantic import ValidationError
 
+from maskcls_hpo._util import disk_full_reason
 from maskcls_hpo.errors import LaunchError, MaskclsError
 from maskcls_hpo.hpo.logs import setup_logging
 from maskcls_hpo.hpo.store import mask_password
@@ -117,11 +118,20 @@ def main(argv: list[str] | None = None) -> int:
         args = [str(told[0])]
     setup_logging(verbose=True)
     import_in_background()
+    settings: WorkerSettings | None = None
     try:
         settings = _read_settings(Path(args[0]))
         report = run_worker(settings)
     except MaskclsError as err:
         print(f"error: {mask_password(err)}", file=sys.stderr)
+        return 1
+    except Exception as err:  # a full disk under the study database (SQLite) or a log: one line, not a traceback
+        full = disk_full_reason(err, settings.run_folders if settings is not None else [])
+        if full is None:
+            raise
+        # NOTE one short line, no traceback: the log may sit on the full disk; launch names the folder anyway
+        logging.getLogger(__name__).error("worker stops: %s", full)
+        print(f"error: {full}; free space there, then launch again", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("worker interrupted", file=sys.stderr)

@@ -34,7 +34,7 @@ from sqlalchemy.engine import URL, make_url
 
 from maskcls_hpo._util import check_path_name, path_under
 from maskcls_hpo.errors import LaunchError, MaskclsError
-from maskcls_hpo.hpo.store import HeartbeatSettings, ResolvedStorage, resolve_storage, storage_folder
+from maskcls_hpo.hpo.store import HeartbeatSettings, ResolvedStorage, artifact_dir, resolve_storage, storage_folder
 
 DEFAULT_MAX_CONSECUTIVE_FAILURES = 5
 EXIT_HUNG = 4
@@ -411,6 +411,16 @@ class WorkerSettings(BaseModel):
     def study_checkpoints(self) -> Path:
         """``<checkpoints>/<study>``: the study's trial folders (``trial_<number>/``)."""
         return path_under(self.checkpoint_root, self.study_name, error=LaunchError)
+
+    @property
+    def run_folders(self) -> list[Path]:
+        """Every folder a trial writes to: checkpoints, logs, TensorBoard, artifacts and, for SQLite, the
+        database's own folder (where a full disk is looked for: ``maskcls_hpo._util.disk_full_reason``)."""
+        folders = [self.checkpoint_root, self.log_dir, self.tensorboard_dir, artifact_dir(self.storage_url)]
+        parsed = make_url(self.storage_url)
+        if parsed.get_backend_name() == "sqlite" and parsed.database:  # first: named when it ties for least space
+            folders.insert(0, Path(parsed.database).resolve().parent)
+        return folders
 
     def for_this_process(self, environ: Mapping[str, str] | None = None) -> WorkerSettings:
         """A copy with `worker_index` taken from env `worker_index_env` when that is set (else `self`).

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
+from maskcls_hpo._util import DISK_FULL, free_bytes
 from maskcls_hpo.errors import DataError, LaunchError, StorageError
 from maskcls_hpo.hpo._optuna import rdb_of, storage_of
 from maskcls_hpo.hpo.attrs import StudyAttrs
@@ -187,3 +188,35 @@ def check_device_here(device: str | None) -> None:
             "--device cuda but no CUDA device is visible here (torch.cuda.is_available() is False; "
             "CUDA_VISIBLE_DEVICES and --gpus pick among the GPUs); use --device auto or cpu; nothing was started"
         )
+
+
+MIN_TRIAL_BYTES = 2**20
+"""The least free space `launch` asks for in the checkpoint root when no trial folder shows a trial's size yet."""
+
+
+def check_free_space(settings: WorkerSettings) -> int:
+    """Refuse to start trials when the checkpoint root has less free space than one trial's checkpoints.
+
+    One trial's size is that of the largest ``trial_<n>/`` folder of the study so far (last.pt, best.pt and
+    model.pt), at least :data:`MIN_TRIAL_BYTES`: a first launch cannot know the model's size without building it.
+
+    Returns:
+        The bytes one trial is taken to need.
+
+    Raises:
+        LaunchError: ``disk-full: FOLDER has N MiB free; one trial's checkpoints need about M MiB ...``.
+    """
+    root = settings.checkpoint_root
+    study_dir = root / settings.study_name
+    sizes = [MIN_TRIAL_BYTES]
+    if study_dir.is_dir():
+        for trial_dir in study_dir.glob("trial_*"):
+            sizes.append(sum(f.stat().st_size for f in trial_dir.rglob("*") if f.is_file()))
+    need = max(sizes)
+    free = free_bytes(root)
+    if free < need:
+        raise LaunchError(
+            f"{DISK_FULL}: {root} has {free / 2**20:.1f} MiB free; one trial's checkpoints need about "
+            f"{need / 2**20:.1f} MiB; free space there or pass --checkpoints DIR; nothing was started"
+        )
+    return need
