@@ -24,6 +24,7 @@ Run (a few minutes per repeat on 2 shared cores):
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -143,6 +144,7 @@ def _one(kind: str, r: int, work: Path, sweep: Path, db: Path, args: argparse.Na
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--start", type=int, default=0, help="number of the first repeat (study names)")
     parser.add_argument("--kinds", nargs="+", default=["confirm", "sweep"], choices=["confirm", "sweep"])
     parser.add_argument("--hogs", type=int, default=2)
     parser.add_argument("--top", type=int, default=3, help="confirm --top (jobs = top x folds)")
@@ -150,6 +152,7 @@ def main() -> None:
     parser.add_argument("--n-trials", type=int, default=6, help="the sweep's budget")
     parser.add_argument("--work", type=Path, default=None, help="work folder (default: a new temporary one)")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
+    parser.add_argument("--merge", type=Path, default=None, help="a stress_claims.json whose runs are kept first")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="stress_claims_"))
     work.mkdir(parents=True, exist_ok=True)
@@ -162,7 +165,7 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     load_before = machine_info()["load_average"]
     try:
-        for r in range(args.repeats):
+        for r in range(args.start, args.start + args.repeats):
             for kind in args.kinds:
                 rows.append(_one(kind, r, work, sweep, db, args))
                 _save(rows, args, load_before)  # what finished so far survives an interrupted run
@@ -174,6 +177,8 @@ def main() -> None:
 
 
 def _save(rows: list[dict[str, Any]], args: argparse.Namespace, load_before: Any) -> None:
+    if args.merge is not None and args.merge.is_file():  # an earlier run's repeats (same settings) come first
+        rows = json.loads(args.merge.read_text(encoding="utf-8"))["runs"] + rows
     summary = {}
     for kind in args.kinds:
         mine = [r for r in rows if r["kind"] == kind]

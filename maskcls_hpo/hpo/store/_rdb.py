@@ -413,11 +413,50 @@ def _retrying_storage_class() -> type[RetryingRDBStorage]:
     namespace["_set_trial_param_retried"] = namespace["set_trial_param"]
     namespace["set_trial_param"] = set_trial_param
     namespace["record_heartbeat"] = record_heartbeat
+
+    def set_trial_state_values(
+        self: RetryingRDBStorage, trial_id: int, state: optuna.trial.TrialState, values: Any = None
+    ) -> bool:
+        return retry_db(
+            lambda: _write_locked_state_change(self, trial_id, state, values),
+            "calling set_trial_state_values",
+            self._maskcls_retry_seconds,
+        )
+
+    namespace["set_trial_state_values"] = set_trial_state_values
     namespace["_maskcls_retry_seconds"] = None
     namespace["__doc__"] = "Optuna's RDBStorage with transient database errors retried (maskcls-hpo)."
     namespace["__module__"] = __name__
     namespace["__qualname__"] = "RetryingRDBStorage"
     return cast("type[RetryingRDBStorage]", type("RetryingRDBStorage", (base,), namespace))
+
+
+def _write_locked_state_change(
+    storage: optuna.storages.RDBStorage, trial_id: int, state: optuna.trial.TrialState, values: Any
+) -> bool:
+    """Optuna's ``set_trial_state_values``, on SQLite inside a transaction that holds the write lock from its start.
+
+    Optuna reads the trial's state, checks it and writes the new one in one session, relying on
+    ``SELECT ... FOR UPDATE``, which SQLite ignores; and Python's sqlite3 begins the transaction only at the
+    write. So a worker telling COMPLETE could overwrite the FAIL another process's stale check wrote a moment
+    before (issue 25; the stale check itself uses a compare-and-set, hpo/store/_claim.py). A no-op write first
+    (``UPDATE trials SET state = state``) takes SQLite's write lock in the same session (Optuna's scoped session
+    is the thread's one), so the read that follows sees the latest state and nothing can change it before the
+    commit. PostgreSQL honours ``FOR UPDATE``: the call is passed through.
+    """
+    base = optuna.storages.RDBStorage.set_trial_state_values
+    if storage.engine.dialect.name != "sqlite":
+        return base(storage, trial_id, state, values)
+    session = storage.scoped_session()
+    try:
+        session.execute(
+            sqlalchemy.text("UPDATE trials SET state = state WHERE trial_id = :trial_id"), {"trial_id": trial_id}
+        )
+    except BaseException:
+        session.rollback()
+        session.close()
+        raise
+    return base(storage, trial_id, state, values)  # commits (or rolls back) the session, the lock with it
 
 
 def __getattr__(name: str) -> type[RetryingRDBStorage]:
@@ -524,17 +563,19 @@ def first_use_lock(url: str, *, create: bool = True) -> Iterator[None]:
 
     SQLite: an exclusive ``flock`` on ``<database>.lock`` beside the file (left there: removing it would race;
     a folder where it cannot be made, e.g. a read-only one, is opened without it; a reader, `create` False,
-    takes it only when it exists and adds no file). PostgreSQL: a session-level
-    advisory lock (``pg_advisory_lock``) on a connection of its own. Other databases: no lock (the retry in
-    :func:`_construct` still joins a schema made meanwhile).
+    takes it only when it exists and adds no file, and is refused when the database file is missing: the lock
+    file is made before the database, so a reader that finds the database waits for its creator). PostgreSQL:
+    a session-level advisory lock (``pg_advisory_lock``) on a connection of its own. Other databases: no lock
+    (the retry in :func:`_construct` still joins a schema made meanwhile).
     """
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     database = Path(parsed.database or "")
     if backend == "sqlite" and parsed.database not in (None, "", ":memory:"):
         if not create and not database.is_file():
-            yield  # a reader of a missing file creates nothing (it is refused further on)
-            return
+            # a reader creates nothing (connecting would make an empty file); callers resolve a missing path
+            # first, so this is a file that vanished or a creator that has not begun yet
+            raise StorageError(f"{display_url(url)}: no study database there (nothing was created)")
         if create:
             database.parent.mkdir(parents=True, exist_ok=True)
         with _file_lock(database.with_name(database.name + ".lock"), create=create):

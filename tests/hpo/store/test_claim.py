@@ -8,6 +8,8 @@ No training: each process only claims, so a test takes a few seconds.
 from __future__ import annotations
 
 import multiprocessing as mp
+import sqlite3
+import threading
 import time
 
 import optuna
@@ -125,3 +127,34 @@ def test_failed_trial_copy_is_claimable_and_a_told_trial_is_not_failed_again(tmp
     assert sum(t.state == TrialState.WAITING for t in study.get_trials(deepcopy=False)) == N_QUEUED
     other = claim_waiting_trial(storage, study_id_of(study), new_claim("b"))
     assert other is not None and other != tid
+
+
+def test_telling_a_trial_another_process_just_failed_refuses_instead_of_overwriting_on_sqlite(tmp_path):
+    """The stale check of another process writes FAIL while this worker tells COMPLETE: the tell must see FAIL.
+
+    Optuna's read-check-write (``SELECT ... FOR UPDATE``, ignored by SQLite) read RUNNING and then wrote
+    COMPLETE over the FAIL; the state change now takes SQLite's write lock before it reads.
+    """
+    db = tmp_path / "tell.db"
+    study = _queued_study(f"sqlite:///{db}")
+    storage = storage_of(study)
+    tid = claim_waiting_trial(storage, study_id_of(study), new_claim("a"))
+    other = sqlite3.connect(db, timeout=60, isolation_level=None)  # another process's stale check, mid-write
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("UPDATE trials SET state = 'FAIL' WHERE trial_id = ?", (tid,))
+    outcome: list[object] = []
+
+    def tell() -> None:
+        try:
+            outcome.append(storage.set_trial_state_values(tid, TrialState.COMPLETE, [0.5]))
+        except optuna.exceptions.UpdateFinishedTrialError as err:
+            outcome.append(err)
+
+    teller = threading.Thread(target=tell)
+    teller.start()
+    time.sleep(1.0)  # the teller waits for the write lock (it would have read RUNNING here before)
+    other.execute("COMMIT")
+    teller.join(timeout=120)
+    other.close()
+    assert len(outcome) == 1 and isinstance(outcome[0], optuna.exceptions.UpdateFinishedTrialError)
+    assert rdb_of(storage).get_trial(tid).state == TrialState.FAIL
