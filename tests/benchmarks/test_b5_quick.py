@@ -51,7 +51,7 @@ def test_b5_quick_records_the_arms_gains_and_compute(tmp_path):
         == ledger["total"]["epochs"]
         == sum(ledger[s]["epochs"] for s in ("sweep", "confirm", "finalize"))
     )
-    assert ledger["finalize"]["epochs"] == 2  # finalize --seeds 1 in quick mode
+    assert ledger["finalize"]["epochs"] in (2, 4)  # finalize --seeds 1: the winner, or a mixture of 2 configs
     assert draw["b_eq_models"] == min(4, round(ledger["total"]["epochs"] / 2))
     assert any("known-good" in line for line in draw["d"]["messages"])
     assert not list(tmp_path.glob("work/draw_*"))  # work folders removed

@@ -257,4 +257,4 @@ def test_the_efficientnet_lite_sweep_fine_tunes_from_the_hand_setting():
         dist = space[name]
         inside = value in dist.choices if hasattr(dist, "choices") else dist.low <= value <= dist.high
         assert inside, name
-    assert isinstance(sweep.make_pruner(), optuna.pruners.SuccessiveHalvingPruner)
+    assert isinstance(sweep.make_pruner().inner, optuna.pruners.SuccessiveHalvingPruner)

@@ -4,6 +4,7 @@ One of the two use cases (the other is :mod:`maskcls_hpo.hpo.launch`); neither i
 """
 
 from maskcls_hpo.hpo.select._confirm import ConfirmResult, confirm, prepare_confirm, run_confirm
+from maskcls_hpo.hpo.select._ensemble import EnsembleChoice, choose_ensemble, greedy_selection, select_from_oof
 from maskcls_hpo.hpo.select._export import (
     PATH_KEYS,
     absolute_config_paths,
@@ -31,6 +32,7 @@ __all__ = [
     "MAX_TOP",
     "absolute_config_paths",
     "apply_known_good_default",
+    "choose_ensemble",
     "compare_known_good",
     "compare_runner_up",
     "compare_trials",
@@ -38,6 +40,7 @@ __all__ = [
     "ConfirmResult",
     "ConfirmRow",
     "ConfirmSummary",
+    "EnsembleChoice",
     "export_best",
     "export_trials",
     "final_configs",
@@ -47,6 +50,7 @@ __all__ = [
     "FinalModel",
     "find_confirm_study",
     "format_ledger",
+    "greedy_selection",
     "format_summary",
     "KnownGoodComparison",
     "launch_dir_of",
@@ -60,6 +64,7 @@ __all__ = [
     "record_final_model",
     "run_confirm",
     "RunnerUpComparison",
+    "select_from_oof",
     "selection_ranking",
     "STAGES",
     "study_checkpoints",

@@ -130,7 +130,7 @@ class EnsembleChoice:
 
 def select_from_oof(frames: dict[int, pd.DataFrame], winner: int, rounds: int = ROUNDS) -> EnsembleChoice:
     """Ensemble selection on the OOF predictions `frames` ({source trial: frame of
-    :func:`~maskcls_hpo.hpo.select._oof.oof_predictions`}, best-ranked first) against `winner`'s.
+    ``oof_predictions`` of hpo/select/_oof.py}, best-ranked first) against `winner`'s.
 
     Raises:
         ValueError: `winner` not in `frames`.

@@ -40,7 +40,7 @@ def test_pruner_is_not_asked_after_the_last_epoch(tmp_path, tiny_sweep):
     path = tiny_sweep(epochs=2, pruner="AlwaysPrune()", extra=ALWAYS_PRUNE)
     study, _, sweep = run_trials(tmp_path, path)
     (trial,) = study.trials
-    asked = sweep.make_pruner().asked
+    asked = sweep.make_pruner().inner.asked  # the sweep's pruner, inside the known-good wrapper
     # asked after epoch 1, where it pruned
     assert asked == [(0, 1)] and trial.state == TrialState.PRUNED
     assert trial.user_attrs[TrialAttrs.REASON].startswith("pruned at epoch 1 (val macro F1")
@@ -56,7 +56,7 @@ def test_a_trial_that_trains_all_its_epochs_is_complete_even_if_the_pruner_would
     study, root, sweep = run_trials(tmp_path, tiny_sweep(epochs=2, pruner="FromEpoch2()", extra=extra))
     (trial,) = study.trials
     assert trial.state == TrialState.COMPLETE and TrialAttrs.REASON not in trial.user_attrs
-    assert sweep.make_pruner().asked == [(0, 1)]  # epoch 1 only
+    assert sweep.make_pruner().inner.asked == [(0, 1)]  # epoch 1 only
     assert sorted(trial.intermediate_values) == [1, 2]  # both epochs reported (what `report` draws)
 
     # the value's 95% person-bootstrap interval, recomputable from the trial's val_predictions.csv
