@@ -21,6 +21,10 @@ Measured per pruner, over the replays:
 - **false-prune rate**: the share of trials of top-decile configs (by value) that the pruner pruned.
 - **epochs share**: epochs of the whole sweep / the no-pruning sweep's.
 
+Besides Optuna's pruners, ``promote_*`` rows replay asynchronous successive halving with promotion from
+checkpoints (``b2_promotion.py``: a paused trial continues its recorded curve when it ranks into the top 1/eta
+of its rung; replay only, the product does not promote yet, so they are never chosen as the shipped default).
+
 And, for the curves themselves, the Spearman correlation between epoch-k F1 and the value over the configs
 (how well an early epoch ranks the configs: what every pruner relies on).
 
@@ -44,6 +48,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from b2_promotion import PROMOTION, replay_asha  # noqa: E402
 from common import REPO, RESULTS, print_table, save_result  # noqa: E402
 
 PLOTTED = ("none", "hyperband_rf2", "hyperband_rf3", "sha_rf3", "sha_rf2_min4", "median", "wilcoxon")
@@ -190,7 +195,11 @@ def evaluate_pruner(key: str, curves: list[list[float]], orders: list[list[int]]
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     n, epochs, replays = len(curves), len(curves[0]), len(orders)
-    desc, make = pruners(epochs)[key]
+    if key in PROMOTION:  # ASHA with promotion from checkpoints: a replay only (b2_promotion.py)
+        min_resource, eta = PROMOTION[key]
+        desc, make = f"ASHA with promotion, min_resource={min_resource}, eta={eta} (replay only)", None
+    else:
+        desc, make = pruners(epochs)[key]
     values = [max(c) for c in curves]
     best = max(values)
     top = {i for i, v in enumerate(values) if v >= float(np.quantile(values, 0.9))}
@@ -201,7 +210,10 @@ def evaluate_pruner(key: str, curves: list[list[float]], orders: list[list[int]]
     for r, order in enumerate(orders):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # WilcoxonPruner's and the experimental warnings
-            res = replay(curves, order, make, f"{key}-{r}")
+            if make is None:
+                res = replay_asha(curves, order, min_resource, eta)
+            else:
+                res = replay(curves, order, make, f"{key}-{r}")
         pos_best = next(k for k, i in enumerate(order) if values[i] >= best)
         pos_eps = next(k for k, i in enumerate(order) if values[i] >= best - eps)
         ref, ref_eps = (pos_best + 1) * epochs, (pos_eps + 1) * epochs
@@ -260,7 +272,7 @@ def evaluate(curves_file: Path, replays: int, seed: int = 0, jobs: int = 1) -> d
     top = {i for i, v in enumerate(values) if v >= float(np.quantile(values, 0.9))}
     rng = np.random.default_rng(seed)
     orders = [[int(i) for i in rng.permutation(n)] for _ in range(replays)]
-    keys = list(pruners(epochs))
+    keys = [*pruners(epochs), *PROMOTION]
     with ProcessPoolExecutor(max_workers=jobs) as pool:
         futures = {k: pool.submit(evaluate_pruner, k, curves, orders, eps) for k in keys}
         out = {}
@@ -342,6 +354,7 @@ def choose(sets: list[dict]) -> tuple[str, str]:
         k
         for k in head["pruners"]
         if k != "none"
+        and k not in PROMOTION  # not in the product yet
         and all(s["pruners"][k]["false_prune_rate_top_decile"] <= TARGET_FALSE_PRUNE for s in sets)
         and head["pruners"][k]["R_eps_median"] is not None
     ]
