@@ -424,7 +424,7 @@ def load_sweep(path: str | Path) -> Sweep:
     _check_known_good(sweep, space)
     kinds = (
         ("make_sampler", sweep.make_sampler, optuna.samplers.BaseSampler, "an optuna.samplers sampler"),
-        ("make_pruner", sweep.make_pruner, optuna.pruners.BasePruner, "an optuna.pruners pruner"),
+        ("make_pruner", lambda: sweep.make_pruner().inner, optuna.pruners.BasePruner, "an optuna.pruners pruner"),
     )
     for name, fn, kind, what in kinds:
         try:
