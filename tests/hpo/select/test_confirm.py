@@ -180,9 +180,10 @@ def test_confirm_run_killed_mid_run_resumes_when_confirm_runs_again(confirm_sour
     assert Path(copy.user_attrs["resumed_from"]).resolve() == last_pt.resolve()
     assert sorted(copy.intermediate_values) == [1, 2, 3, 4, 5]
     assert len(copy.user_attrs["epoch_seconds"]) == 5
-    # exactly the budget: both folds of the one config COMPLETE, nothing left running or waiting
+    # exactly the budget: both folds of the top config and of the other known-good trial (the fixture's two
+    # trials are both KNOWN_GOOD: always confirmed besides --top 1) COMPLETE, nothing left running or waiting
     done = [t for t in trials if t.state == TrialState.COMPLETE]
-    assert _runs(done) == [(done[0].params["source_trial"], 0, 0), (done[0].params["source_trial"], 1, 0)]
+    assert _runs(done) == [(0, 0, 0), (0, 1, 0), (1, 0, 0), (1, 1, 0)]
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
 
 
