@@ -733,7 +733,7 @@ def targets() -> str:
             [
                 "B3 service overhead",
                 "one trial under `launch` at most 3 s + 3% longer than a direct run",
-                f"+{num(s['overhead_s'])} s (limit {num(limit)} s)",
+                f"{s['overhead_s']:+.2f} s (limit {num(limit)} s)",
                 met(s["overhead_s"] <= limit),
             ]
         )
