@@ -295,20 +295,12 @@ def check_whole_number(value: int, flag: str, low: int, high: int, error: type[E
 
 
 def check_cache_dir(cache_dir: str | os.PathLike[str], error: type[Exception]) -> Path:
-    """`cache_dir` as a folder that is or can be made, or one line: empty, a file, or under a file.
+    """`cache_dir` as a folder that is or can be made (:func:`check_output_folder` under the name ``cache_dir``).
 
     Raises:
         error: `cache_dir` is empty, is a file, or a folder above it is a file.
     """
-    if str(cache_dir).strip() == "":
-        raise error("cache_dir is empty; give the decoded-image cache folder, e.g. storage/cache")
-    folder = Path(cache_dir).expanduser()
-    for path in (folder, *folder.parents):
-        if path.exists():
-            if not path.is_dir():
-                raise error(f"cache_dir {folder}: {path} is a file, not a folder; move it away or give another folder")
-            break
-    return folder
+    return check_output_folder(cache_dir, "cache_dir", error)
 
 
 def check_output_folder(path: str | os.PathLike[str], flag: str, error: type[Exception]) -> Path:
