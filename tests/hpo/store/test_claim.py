@@ -14,6 +14,7 @@ import time
 
 import optuna
 import pytest
+from helpers.spawned import claim_racer
 from optuna.trial import TrialState
 
 from maskcls_hpo.hpo._optuna import rdb_of, storage_of, study_id_of
@@ -45,24 +46,12 @@ def _queued_study(url: str) -> optuna.Study:
     return study
 
 
-def _racer(url: str, name: str, start_at: float, out: mp.Queue) -> None:
-    """One process: wait for the common start time, then claim the queue's trials one by one until none is left."""
-    storage = open_storage(url, HEARTBEAT)
-    study = optuna.load_study(study_name="race", storage=storage)
-    claim = new_claim(name)
-    won = []
-    time.sleep(max(0.0, start_at - time.time()))
-    while (trial_id := claim_waiting_trial(storage_of(study), study_id_of(study), claim)) is not None:
-        won.append(trial_id)
-    out.put((name, claim.token, won))
-
-
 def _race(url: str) -> tuple[optuna.Study, dict[str, tuple[str, list[int]]]]:
     study = _queued_study(url)
     ctx = mp.get_context("spawn")
     out: mp.Queue = ctx.Queue()
     start_at = time.time() + 4.0  # both processes have imported Optuna and opened the storage by then
-    procs = [ctx.Process(target=_racer, args=(url, f"racer-{i}", start_at, out)) for i in range(2)]
+    procs = [ctx.Process(target=claim_racer, args=(url, f"racer-{i}", start_at, out)) for i in range(2)]
     for p in procs:
         p.start()
     results = {}

@@ -14,8 +14,9 @@ from pathlib import Path
 import optuna
 import pytest
 import sqlalchemy
+from helpers.spawned import open_at
 
-from maskcls_hpo.hpo.store import HeartbeatSettings, open_storage
+from maskcls_hpo.hpo.store import HeartbeatSettings
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
@@ -26,18 +27,6 @@ HEARTBEAT = HeartbeatSettings(interval=1, grace_period=20)
 N_CREATORS = 4
 
 
-def _open_at(n: int, url: str, start_at: float, study: str | None, create: bool, out: mp.Queue) -> None:
-    """Process `n`: at `start_at`, open the storage (and create a study in it when `study` is given)."""
-    time.sleep(max(0.0, start_at - time.time()))
-    try:
-        storage = open_storage(url, HEARTBEAT, create=create)
-        if study is not None:
-            optuna.create_study(study_name=study, storage=storage, load_if_exists=True)
-        out.put((n, "ok"))
-    except Exception as err:  # noqa: BLE001 - the parent asserts on the text
-        out.put((n, f"{type(err).__name__}: {err}"))
-
-
 def _first_use(url: str, reader: bool) -> list[str]:
     ctx = mp.get_context("spawn")
     out: mp.Queue = ctx.Queue()
@@ -45,7 +34,7 @@ def _first_use(url: str, reader: bool) -> list[str]:
     jobs = [(i, url, start_at, f"study-{i % 2}", True, out) for i in range(N_CREATORS)]
     if reader:  # the dashboard's way: no table creation, a little after the launches began
         jobs.append((N_CREATORS, url, start_at + 0.05, None, False, out))
-    procs = [ctx.Process(target=_open_at, args=job) for job in jobs]
+    procs = [ctx.Process(target=open_at, args=job) for job in jobs]
     for p in procs:
         p.start()
     results = dict(out.get(timeout=180) for _ in procs)
