@@ -30,7 +30,7 @@ def class_probabilities(frame: pd.DataFrame) -> np.ndarray:
     """`(N, 18)` float64 class probabilities of a predictions frame.
 
     Single head: the columns ``p00..p17``. Multi head: the product of the three heads' probabilities at
-    class ``mask * 6 + gender * 3 + age`` (:func:`maskcls_hpo.labels.encode_label`), the heads taken as
+    the class :func:`maskcls_hpo.labels.encode_label` gives, the heads taken as
     independent.
 
     Raises:
