@@ -62,24 +62,32 @@ TARGETS = {"d_minus_b_eq": 0.02, "d_minus_a": 0.05, "d_minus_r": 0.0, "max_epoch
 RANDOM_SAMPLER = "    return optuna.samplers.RandomSampler(seed=seed)\n"
 
 
-def write_sweep(path: Path, base: dict[str, Any], seed: int, random_search: bool = False) -> Path:
-    """``sweeps/xception.py`` with the benchmark's BASE_CONFIG, ``SEED = seed`` and the hand setting as KNOWN_GOOD
-    (its sampler replaced by ``RandomSampler(seed)`` for arm r); the ranges, sampler and pruner as shipped."""
-    text = SHIPPED_SWEEP.read_text(encoding="utf-8")
-    known = {k: v for k, v in HAND.items() if k != "optimizer"}  # the optimizer is in BASE_CONFIG, as shipped
+def write_sweep(
+    path: Path, base: dict[str, Any], seed: int, random_search: bool = False, template: Path = SHIPPED_SWEEP
+) -> Path:
+    """`template` (a shipped sweep file, ``sweeps/xception.py`` by default) with the benchmark's BASE_CONFIG,
+    ``SEED = seed``, ``EPOCHS`` where the file has one, and the hand setting as KNOWN_GOOD (the keys its search
+    space asks); its sampler replaced by ``RandomSampler(seed)`` for arm r; the ranges, sampler and pruner as
+    shipped."""
+    from maskcls_hpo.hpo.trial import load_sweep
+
+    text = template.read_text(encoding="utf-8")
+    space = load_sweep(template).search_space()
+    known = {k: v for k, v in HAND.items() if k in space}  # xception: the optimizer is in BASE_CONFIG, as shipped
     replaced = [
-        (r"SEED = \d+", f"SEED = {seed}"),
-        (r"BASE_CONFIG = \{.*?\n\}\n", f"BASE_CONFIG = {base!r}\n"),
-        (r"KNOWN_GOOD = \[.*?\n\]\n", f"KNOWN_GOOD = [{known!r}]\n"),
-        (r"t_max_min=\d+", f"t_max_min={min(4, int(base['epochs']))}"),
+        (r"SEED = \d+", f"SEED = {seed}", 1),
+        (r"BASE_CONFIG = \{.*?\n\}\n", f"BASE_CONFIG = {base!r}\n", 1),
+        (r"KNOWN_GOOD = \[.*?\n\]\n", f"KNOWN_GOOD = [{known!r}]\n", 1),
+        (r"t_max_min=\d+", f"t_max_min={min(4, int(base['epochs']))}", None),  # a literal bound (xception.py)
+        (r"^EPOCHS = \d+", f"EPOCHS = {int(base['epochs'])}", None),  # efficientnet_lite.py's suggest() reads it
     ]
-    for pattern, new in replaced:
-        text, n = re.subn(pattern, lambda _m, new=new: new, text, flags=re.S)
-        assert n == 1, f"{SHIPPED_SWEEP} no longer matches {pattern!r}"
+    for pattern, new, count in replaced:
+        text, n = re.subn(pattern, lambda _m, new=new: new, text, flags=re.S | re.M)
+        assert n == 1 or (count is None and n == 0), f"{template} no longer matches {pattern!r}"
     if random_search:  # the return line of make_sampler (after its comment lines)
         sampler = r"(def make_sampler\([^\n]*\n(?:    #[^\n]*\n)*)    return [^\n]*\n"
         text, n = re.subn(sampler, lambda m: m.group(1) + RANDOM_SAMPLER, text)
-        assert n == 1, f"{SHIPPED_SWEEP}: make_sampler no longer matches"
+        assert n == 1, f"{template}: make_sampler no longer matches"
     path.write_text(text, encoding="utf-8")
     return path
 
@@ -126,7 +134,7 @@ def workflow(args: argparse.Namespace, work: Path, sweep_path: Path, name: str) 
         seeds=args.seeds,
         tta=True,
         folder=work / f"{name}-finalize",
-        options=RunOptions(device="cpu"),
+        options=RunOptions(device=args.device),
         on_message=said.append,
     )
     ledger = study_ledger(study)
@@ -143,6 +151,21 @@ def workflow(args: argparse.Namespace, work: Path, sweep_path: Path, name: str) 
             "ledger": ledger,
         },
     }
+
+
+def base_config(args: argparse.Namespace, hw: list[int], data: Path, cache: Path) -> dict[str, Any]:
+    """The benchmark's BASE_CONFIG: for the shipped default (``sweeps/xception.py``) a randomly initialised
+    ``test_efficientnet``; for another `--sweep` its own BASE_CONFIG (model, pretrained weights, schedule) at the
+    benchmark's image size, epochs, data and device."""
+    bench = {"image_size": hw, "epochs": args.epochs, "data_dir": str(data), "cache_dir": str(cache)}
+    bench |= {"device": args.device, "val_ratio": 0.2}
+    if args.sweep.resolve() == SHIPPED_SWEEP.resolve():
+        return {"model": "test_efficientnet", "pretrained": False, "optimizer": "adam", **bench}
+    from maskcls_hpo.hpo.trial import load_sweep
+
+    own = load_sweep(args.sweep).base_config.to_dict()
+    keep = ("model", "pretrained", "optimizer", "step_size", "gamma", "corrections", "mean", "std")
+    return {k: own[k] for k in keep if own.get(k) is not None} | bench
 
 
 def run_draw(args: argparse.Namespace, seed: int, work: Path) -> dict[str, Any]:
@@ -163,19 +186,9 @@ def run_draw(args: argparse.Namespace, seed: int, work: Path) -> dict[str, Any]:
     )
     truth = eval_truth(data, seed)
     E = args.epochs
-    base = {
-        "model": "test_efficientnet",
-        "pretrained": False,
-        "image_size": [h, w],
-        "epochs": E,
-        "optimizer": "adam",
-        "val_ratio": 0.2,
-        "data_dir": str(data),
-        "cache_dir": str(cache),
-        "device": "cpu",
-    }
-    d = workflow(args, work, write_sweep(work / "b5.py", base, seed), "b5")
-    r = workflow(args, work, write_sweep(work / "b5r.py", base, seed, random_search=True), "b5r")
+    base = base_config(args, [h, w], data, cache)
+    d = workflow(args, work, write_sweep(work / "b5.py", base, seed, template=args.sweep), "b5")
+    r = workflow(args, work, write_sweep(work / "b5r.py", base, seed, random_search=True, template=args.sweep), "b5r")
     d_epochs = d["ledger"]["total"]["epochs"]
     n_seeds = max(1, min(args.max_b_eq_models, round(d_epochs / E)))
     hand_models, hand_images, hand_seconds = [], 0, 0.0
@@ -186,8 +199,8 @@ def run_draw(args: argparse.Namespace, seed: int, work: Path) -> dict[str, Any]:
         hand_seconds += time.perf_counter() - t0
         hand_images = int(result.train_images)
         hand_models.append(work / "hand" / f"seed_{HAND_SEED + i}" / "model.pt")
-    pred_a = predict(hand_models[:1], data, device="cpu", cache_dir=cache)
-    pred_b = predict(hand_models, data, tta=True, device="cpu", cache_dir=cache)
+    pred_a = predict(hand_models[:1], data, device=args.device, cache_dir=cache)
+    pred_b = predict(hand_models, data, tta=True, device=args.device, cache_dir=cache)
     arms = {"a": pred_a, "b_eq": pred_b, "r": r["prediction"], "d": d["prediction"]}
     ids = list(pred_a.image_ids)
     for name, p in arms.items():
@@ -271,12 +284,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--procedural", action="store_true", help="procedural faces instead of UTKFace")
     p.add_argument("--quick", action="store_true", help="CI size: 1 draw, 40/12 persons, 3 trials, 2 epochs")
     p.add_argument("--keep", action="store_true", help="keep the work folders")
+    p.add_argument(
+        "--sweep",
+        type=Path,
+        default=SHIPPED_SWEEP,
+        help="the shipped sweep file benchmarked (e.g. sweeps/efficientnet_lite.py: pretrained EfficientNet-Lite0); "
+        "a result other than the default's is written as b5_tuning_quality_<stem>.json",
+    )
+    p.add_argument("--device", default="cpu", help="cpu, or cuda on a GPU machine")
     args = p.parse_args(argv)
     if args.quick:
         args.draws, args.persons, args.eval_persons, args.trials, args.epochs = 1, 40, 12, 3, 2
         args.top, args.folds, args.seeds, args.max_b_eq_models = 2, 2, 1, 4
         args.size = "24x32"
     return args
+
+
+def base_model(args: argparse.Namespace) -> str:
+    """The backbone as recorded in the JSON: name and whether it starts from pretrained weights."""
+    config = base_config(args, [1, 1], Path("data"), Path("cache"))
+    return f"{config['model']} ({'ImageNet weights' if config.get('pretrained') else 'random init'})"
+
+
+def result_name(args: argparse.Namespace) -> str:
+    """``b5_tuning_quality`` for the shipped default sweep, else ``b5_tuning_quality_<sweep stem>``."""
+    default = args.sweep.resolve() == SHIPPED_SWEEP.resolve()
+    return "b5_tuning_quality" if default else f"b5_tuning_quality_{args.sweep.stem}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -292,10 +325,11 @@ def main(argv: list[str] | None = None) -> int:
                 "persons": args.persons,
                 "eval_persons": args.eval_persons,
                 "image_size_hw": [int(v) for v in reversed(args.size.split("x"))],
-                "model": "test_efficientnet (random init)",
+                "model": f"{base_model(args)}",
+                "device": args.device,
                 "epochs": args.epochs,
-                "sweep": f"{SHIPPED_SWEEP.relative_to(REPO)} structure: mask_classifier_space default ranges, its "
-                "sampler (TPE multivariate, startup_trials(n)) and pruner (successive halving), KNOWN_GOOD = hand",
+                "sweep": f"{args.sweep.resolve().relative_to(REPO)} as shipped: its ranges (mask_classifier_space), "
+                "sampler (TPE multivariate, startup_trials(n)) and pruner; KNOWN_GOOD = hand",
                 "trials": args.trials,
                 "confirm": {"top": args.top, "folds": args.folds, "seeds": 1},
                 "finalize": {"seeds": args.seeds, "tta": True, "ensemble_selection": True},
@@ -308,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
             "draws": [dr["record"] for dr in draws],
             "wall_seconds": time.perf_counter() - started,
         }
-        path = save_result("b5_tuning_quality", result, args.out)  # rewritten after every draw
+        path = save_result(result_name(args), result, args.out)  # rewritten after every draw
         if not args.keep:
             shutil.rmtree(args.work / f"draw_{seed}", ignore_errors=True)
     s = result["summary"]
