@@ -80,6 +80,10 @@ def claim_trial(storage: object, trial_id: int, claim: Claim, *, from_waiting: b
     trials = models.TrialModel.__table__
     try:
         with _engine(storage).begin() as con:
+            if from_waiting:  # a claim row on a still-WAITING trial is a leftover: copied with the trial's system
+                # attrs by Optuna's own RetryFailedTrialCallback (``**trial.system_attrs``), not a live owner
+                waiting = sqlalchemy.exists().where(trials.c.trial_id == trial_id, trials.c.state == TrialState.WAITING)
+                con.execute(attrs.delete().where(attrs.c.trial_id == trial_id, attrs.c.key == CLAIM_KEY, waiting))
             con.execute(attrs.insert().values(trial_id=trial_id, key=CLAIM_KEY, value_json=claim.to_json()))
             if from_waiting:
                 moved = con.execute(
