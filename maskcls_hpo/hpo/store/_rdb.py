@@ -570,7 +570,7 @@ def first_use_lock(url: str, *, create: bool = True) -> Iterator[None]:
     """
     parsed = make_url(url)
     backend = parsed.get_backend_name()
-    database = Path(parsed.database or "")
+    database = sqlite_file(url) or Path()  # the URI form of a read-only open (read_only_url) included
     if backend == "sqlite" and parsed.database not in (None, "", ":memory:"):
         if not create and not database.is_file():
             # a reader creates nothing (connecting would make an empty file); callers resolve a missing path
