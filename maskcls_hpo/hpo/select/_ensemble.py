@@ -22,13 +22,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import optuna
 
+from maskcls_hpo.hpo._optuna import storage_of
+from maskcls_hpo.hpo.select._oof import FOLD_COLUMN, class_probabilities, oof_predictions
+from maskcls_hpo.hpo.select._reference import url_of
 from maskcls_hpo.labels import NUM_CLASSES
 from maskcls_hpo.metrics import BootstrapInterval, macro_f1_from_counts, paired_bootstrap_difference
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from maskcls_hpo.hpo.select._ranking import Ranking
+    from maskcls_hpo.hpo.select._reference import Ranking
 
 ROUNDS = 20
 """Greedy rounds (additions with replacement) of ensemble selection."""
@@ -135,7 +138,6 @@ def select_from_oof(frames: dict[int, pd.DataFrame], winner: int, rounds: int = 
     Raises:
         ValueError: `winner` not in `frames`.
     """
-    from maskcls_hpo.hpo.select._oof import FOLD_COLUMN, class_probabilities
 
     if winner not in frames:
         raise ValueError(f"winner #{winner} has no out-of-fold predictions")
@@ -164,9 +166,6 @@ def choose_ensemble(study: optuna.Study, ranking: Ranking, storage_url: str | No
     """Ensemble selection among the confirmed configs of `ranking` against its first trial (the winner, or the
     known-good when nothing beat it): None without a confirmed ranking of at least 2 complete configs.
     """
-    from maskcls_hpo.hpo._optuna import storage_of
-    from maskcls_hpo.hpo.select._oof import oof_predictions
-    from maskcls_hpo.hpo.select._reference import url_of
 
     if ranking.confirm is None or not ranking.trials:
         return None

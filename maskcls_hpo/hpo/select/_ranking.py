@@ -2,45 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
-from maskcls_hpo.hpo.select._summary import ConfirmSummary, find_confirm_study, summarize_confirm
+from maskcls_hpo.hpo.select._reference import Ranking, apply_known_good_default, compare_known_good
+from maskcls_hpo.hpo.select._summary import find_confirm_study, summarize_confirm
 from maskcls_hpo.hpo.store import ranked_complete_trials, trial_by_number
 
 MAX_TOP = 1000
 """The most trials one ``--top`` ranks (export, finalize, predict, report; confirm has its own bound of 1000)."""
-
-if TYPE_CHECKING:
-    from maskcls_hpo.hpo.select._reference import KnownGoodComparison
-
-
-@dataclass
-class Ranking:
-    """The ranking that `export` and `finalize` pick configs by.
-
-    Attributes:
-        label: ``confirmed on 5 folds (study S-confirm)`` or ``single validation split``, plus why a confirm
-            study was not used when there is one.
-        trials: source-study trials, best first (confirmed configs first in their confirmed order, then the
-            remaining COMPLETE trials by their single-split value).
-        confirm: the confirm summary used (None for the single-split ranking).
-        reference: the winner against the known-good (None without a known-good trial, or when not asked); when
-            the winner does not beat it beyond noise the known-good is first in `trials` and `label` says why.
-    """
-
-    label: str
-    trials: list[FrozenTrial]
-    confirm: ConfirmSummary | None = None
-    reference: KnownGoodComparison | None = None
-
-    @property
-    def confirmed(self) -> bool:
-        return self.confirm is not None
 
 
 def selection_ranking(
@@ -64,7 +36,6 @@ def selection_ranking(
     ranking = _ranking(source, single_split, limit)
     if not known_good:
         return ranking
-    from maskcls_hpo.hpo.select._reference import apply_known_good_default, compare_known_good
 
     comparison = compare_known_good(source, ranking, storage_url, checkpoints)
     return apply_known_good_default(source, ranking, comparison)

@@ -16,16 +16,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
+from optuna.trial import FrozenTrial
 
+from maskcls_hpo.hpo._optuna import rdb_of, storage_of
 from maskcls_hpo.hpo.select._noise import compare_trials
+from maskcls_hpo.hpo.select._oof import oof_predictions
+from maskcls_hpo.hpo.select._summary import ConfirmSummary
 from maskcls_hpo.hpo.store import storage_folder, trial_by_number
 from maskcls_hpo.hpo.trial import known_good_trials, load_val_predictions
 from maskcls_hpo.metrics import BootstrapInterval
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from maskcls_hpo.hpo.select._ranking import Ranking
 
 
 @dataclass(frozen=True)
@@ -84,11 +86,35 @@ class KnownGoodComparison:
         }
 
 
+@dataclass
+class Ranking:
+    """The ranking that `export` and `finalize` pick configs by.
+
+    Attributes:
+        label: ``confirmed on 5 folds (study S-confirm)`` or ``single validation split``, plus why a confirm
+            study was not used when there is one.
+        trials: source-study trials, best first (confirmed configs first in their confirmed order, then the
+            remaining COMPLETE trials by their single-split value).
+        confirm: the confirm summary used (None for the single-split ranking).
+        reference: the winner against the known-good (None without a known-good trial, or when not asked); when
+            the winner does not beat it beyond noise the known-good is first in `trials` and `label` says why.
+    """
+
+    label: str
+    trials: list[FrozenTrial]
+    confirm: ConfirmSummary | None = None
+    reference: KnownGoodComparison | None = None
+
+    @property
+    def confirmed(self) -> bool:
+        """True when the ranking comes from a confirm study."""
+        return self.confirm is not None
+
+
 def url_of(study: optuna.Study, storage_url: str | None) -> str | None:
     """`storage_url`, else the URL of the study's RDB storage (None for in-memory studies)."""
     if storage_url is not None:
         return storage_url
-    from maskcls_hpo.hpo._optuna import rdb_of, storage_of
 
     try:
         return rdb_of(storage_of(study)).engine.url.render_as_string(hide_password=False)
@@ -132,8 +158,6 @@ def compare_known_good(
 def _oof_frames(
     study: optuna.Study, confirm_name: str, numbers: tuple[int, int], url: str | None, checkpoints: str | Path | None
 ) -> tuple[tuple[pd.DataFrame | None, ...], str]:
-    from maskcls_hpo.hpo._optuna import storage_of
-    from maskcls_hpo.hpo.select._oof import oof_predictions
 
     linked = optuna.load_study(study_name=confirm_name, storage=storage_of(study))
     found = [oof_predictions(linked, n, url, checkpoints) for n in numbers]
@@ -157,7 +181,6 @@ def apply_known_good_default(study: optuna.Study, ranking: Ranking, comparison: 
 
     The label says why: ``...; known-good trial 0 first: the search found nothing better within noise``.
     """
-    from maskcls_hpo.hpo.select._ranking import Ranking
 
     if comparison is None or comparison.beaten is not False or comparison.winner == comparison.known_good:
         return Ranking(ranking.label, ranking.trials, ranking.confirm, comparison)

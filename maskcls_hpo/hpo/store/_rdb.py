@@ -580,7 +580,7 @@ def first_use_lock(url: str, *, create: bool = True) -> Iterator[None]:
             database.parent.mkdir(parents=True, exist_ok=True)
         with _file_lock(database.with_name(database.name + ".lock"), create=create):
             yield
-    elif backend == "postgresql":
+    elif backend == "postgresql" and create and not _pg_schema_made(url):
         with _pg_advisory_lock(url):
             yield
     else:
@@ -606,6 +606,21 @@ def _file_lock(path: Path, create: bool) -> Iterator[None]:
 
 FIRST_USE_LOCK_ID = 0x6D61736B636C73  # "maskcls": the advisory lock key of schema creation
 """PostgreSQL advisory lock key held while one process checks and creates the schema."""
+
+
+def _pg_schema_made(url: str) -> bool:
+    """Whether Optuna's schema is complete in the PostgreSQL database (``alembic_version`` holds its row, which
+    Optuna writes last): then nobody creates it any more and no lock is taken (nor its extra connection, which
+    would count against each worker's connection budget, docs/deploy/slurm.md). Closed before returning."""
+    kwargs = engine_kwargs(url)
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool, connect_args=kwargs["connect_args"])
+    try:
+        with engine.connect() as con:
+            if not sqlalchemy.inspect(con).has_table("alembic_version"):
+                return False
+            return con.execute(sqlalchemy.text("SELECT version_num FROM alembic_version")).first() is not None
+    finally:
+        engine.dispose()
 
 
 @contextlib.contextmanager
