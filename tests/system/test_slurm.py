@@ -128,8 +128,13 @@ def test_array_of_two_reaches_exactly_six_trials(kind, request, slurm_cluster, t
     trials = load_trials(url, "twotasks")
     assert sum(t.state in FINISHED for t in trials) == 6
     assert not [t.number for t in trials if t.state == TrialState.RUNNING]
-    assert {t.user_attrs["slurm_job_id"] for t in trials} == {job}
-    assert {t.user_attrs["slurm_task_id"] for t in trials} <= {0, 1}
+    # A trial asked for when the budget was already taken goes back to the queue unrun (WAITING, no worker
+    # attrs: hpo/workers/_loop.py _claim_slot); on a loaded machine that happens. Every trial that ran names
+    # the array job and its task.
+    ran = [t for t in trials if t.state in FINISHED]
+    assert {t.state for t in trials} - set(FINISHED) <= {TrialState.WAITING}
+    assert {t.user_attrs["slurm_job_id"] for t in ran} == {job}
+    assert {t.user_attrs["slurm_task_id"] for t in ran} <= {0, 1}
     assert _task_states(job) == {0: "COMPLETED", 1: "COMPLETED"}
     assert _in_squeue(job) == []
     assert "tasks COMPLETED 2" in out
