@@ -10,10 +10,15 @@ the trial's full epochs; the value compared at rung k is the F1 reported at epoc
 SuccessiveHalvingPruner compares). A trial that reaches the last rung is COMPLETE with its best epoch's F1.
 The sweep ends when every config started and no trial can be promoted.
 
-REPLAY ONLY: the product does not promote yet (issue 23, item "promotion from checkpoints").
+The product promotes with the same rule (:func:`maskcls_hpo.hpo.trial.top_fraction`,
+hpo/trial/_promotion.py) on top of Optuna's ``SuccessiveHalvingPruner``, which decides at the rung itself
+whether a trial goes on (it pauses a trial only when it is not in the top at that moment); the replay here
+pauses every trial at every rung and promotes from there, as Li et al.'s Algorithm 2 does.
 """
 
 from __future__ import annotations
+
+from maskcls_hpo.hpo.trial import top_fraction
 
 
 def rungs(epochs: int, min_resource: int, eta: int) -> list[int]:
@@ -31,8 +36,7 @@ def _promotable(level: list[int], curves: list[list[float]], ladder: list[int], 
         reached = [c for c, lv in enumerate(level) if lv >= k]
         if not reached:
             continue
-        ranked = sorted(reached, key=lambda c: -curves[c][ladder[k] - 1])
-        top = ranked[: len(reached) // eta]
+        top = top_fraction({c: curves[c][ladder[k] - 1] for c in reached}, eta)  # the product's rule
         for c in top:
             if level[c] == k and (c, k) not in promoted:
                 return c, k
@@ -73,10 +77,77 @@ def replay_asha(curves: list[list[float]], order: list[int], min_resource: int, 
     return {"trace": trace, "pruned": pruned, "epochs": spent, "promotions": promotions}
 
 
+def _sha_goes_on(value: float, competing: list[float], eta: int) -> bool:
+    """Optuna's ``SuccessiveHalvingPruner`` at a rung: go on when `value` is at least the
+    ``max(0, floor(n / eta) - 1)``-th largest of the `n` values at the rung so far, its own included."""
+    ranked = sorted([*competing, value], reverse=True)
+    return value >= ranked[max(0, len(ranked) // eta - 1)]
+
+
+def replay_sha_promotion(curves: list[list[float]], order: list[int], min_resource: int, eta: int) -> dict:
+    """The product's promotion (hpo/trial/_promotion.py) replayed: Optuna's ``SuccessiveHalvingPruner`` judges
+    each trial at each rung as it gets there (:func:`_sha_goes_on`); a trial it stops is paused, and before
+    each new config the worker promotes a paused trial that is now in the top ``floor(n_k / eta)`` of its rung
+    (:func:`maskcls_hpo.hpo.trial.top_fraction`, one value per config), highest rung first. A promoted trial
+    continues its recorded curve from the epoch it stopped at and is judged at the next rung; the pruner's own
+    rung lists hold its earlier rung values twice, as Optuna's do (a copy inherits its source's values).
+
+    Returns the same dict as :func:`replay_asha`.
+    """
+    epochs = len(curves[0])
+    ladder = rungs(epochs, min_resource, eta)[:-1]  # the pruner's rungs; the last epoch is never judged
+    pruner_values: list[list[float]] = [[] for _ in ladder]
+    values: list[dict[int, float]] = [{} for _ in ladder]  # per rung, one value per config
+    paused: dict[int, int] = {}  # config -> rung it stopped at
+    done: set[int] = set()
+    spent, incumbent, trace, promotions, queue = 0, None, [], 0, list(order)
+
+    def run(c: int, start: int) -> None:
+        """Train config `c` from epoch `start` + 1 until the pruner stops it or it completes."""
+        nonlocal spent, incumbent
+        for k, step in enumerate(ladder):
+            if step <= start:
+                continue
+            value = curves[c][step - 1]
+            goes_on = _sha_goes_on(value, pruner_values[k], eta)
+            pruner_values[k].append(value)
+            values[k].setdefault(c, value)
+            if not goes_on:
+                spent += step - start
+                paused[c] = k
+                return
+        spent += epochs - start
+        done.add(c)
+        incumbent = max(curves[c]) if incumbent is None else max(incumbent, max(curves[c]))
+
+    while True:
+        highest_first = range(len(ladder) - 1, -1, -1)
+        job = next(((c, k) for k in highest_first for c in top_fraction(values[k], eta) if paused.get(c) == k), None)
+        if job is not None:
+            c, k = job
+            del paused[c]
+            for j in range(k + 1):
+                pruner_values[j].append(values[j][c])  # the copy's inherited rung values
+            promotions += 1
+            run(c, ladder[k])
+        elif queue:
+            run(queue.pop(0), 0)
+        else:
+            break
+        trace.append((spent, incumbent))
+    pruned = [c for c in range(len(curves)) if c not in done]
+    return {"trace": trace, "pruned": pruned, "epochs": spent, "promotions": promotions}
+
+
 PROMOTION = {
-    "promote_rf2_min1": (1, 2),
-    "promote_rf2_min2": (2, 2),
-    "promote_rf3_min1": (1, 3),
-    "promote_rf2_min4": (4, 2),
+    "promote_rf2_min1": (1, 2, "asha"),
+    "promote_rf2_min2": (2, 2, "asha"),
+    "promote_rf3_min1": (1, 3, "asha"),
+    "promote_rf2_min4": (4, 2, "asha"),
+    "sha_rf2_min4_promote": (4, 2, "product"),
+    "sha_rf2_min2_promote": (2, 2, "product"),
+    "sha_rf2_promote": (1, 2, "product"),
 }
-"""name -> (min_resource, eta) of the ASHA replays (replay only; not in the product)."""
+"""name -> (min_resource, eta, kind): "asha" replays Li et al.'s Algorithm 2 (every trial pauses at every rung;
+not what the product does), "product" replays Optuna's SuccessiveHalvingPruner with the product's promotion
+(:func:`replay_sha_promotion`; a sweep file with that pruner and ``PROMOTION = True``, the default)."""

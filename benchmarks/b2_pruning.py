@@ -23,7 +23,8 @@ Measured per pruner, over the replays:
 
 Besides Optuna's pruners, ``promote_*`` rows replay asynchronous successive halving with promotion from
 checkpoints (``b2_promotion.py``: a paused trial continues its recorded curve when it ranks into the top 1/eta
-of its rung; replay only, the product does not promote yet, so they are never chosen as the shipped default).
+of its rung). The ``*_promote`` rows replay what the product does (Optuna's SuccessiveHalvingPruner with the
+product's promotion); the ``promote_*`` rows replay Li et al.'s ASHA, which the product does not run.
 
 And, for the curves themselves, the Spearman correlation between epoch-k F1 and the value over the configs
 (how well an early epoch ranks the configs: what every pruner relies on).
@@ -48,7 +49,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from b2_promotion import PROMOTION, replay_asha  # noqa: E402
+from b2_promotion import PROMOTION, replay_asha, replay_sha_promotion  # noqa: E402
 from common import REPO, RESULTS, print_table, save_result  # noqa: E402
 
 PLOTTED = ("none", "hyperband_rf2", "hyperband_rf3", "sha_rf3", "sha_rf2_min4", "median", "wilcoxon")
@@ -195,9 +196,13 @@ def evaluate_pruner(key: str, curves: list[list[float]], orders: list[list[int]]
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     n, epochs, replays = len(curves), len(curves[0]), len(orders)
-    if key in PROMOTION:  # ASHA with promotion from checkpoints: a replay only (b2_promotion.py)
-        min_resource, eta = PROMOTION[key]
-        desc, make = f"ASHA with promotion, min_resource={min_resource}, eta={eta} (replay only)", None
+    if key in PROMOTION:  # promotion from checkpoints (b2_promotion.py)
+        min_resource, eta, kind = PROMOTION[key]
+        if kind == "asha":
+            desc = f"ASHA with promotion, min_resource={min_resource}, eta={eta} (replay only)"
+        else:
+            desc = f"SuccessiveHalvingPruner(min_resource={min_resource}, reduction_factor={eta}) + PROMOTION"
+        make = None
     else:
         desc, make = pruners(epochs)[key]
     values = [max(c) for c in curves]
@@ -211,7 +216,8 @@ def evaluate_pruner(key: str, curves: list[list[float]], orders: list[list[int]]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # WilcoxonPruner's and the experimental warnings
             if make is None:
-                res = replay_asha(curves, order, min_resource, eta)
+                promoting = replay_asha if kind == "asha" else replay_sha_promotion
+                res = promoting(curves, order, min_resource, eta)
             else:
                 res = replay(curves, order, make, f"{key}-{r}")
         pos_best = next(k for k, i in enumerate(order) if values[i] >= best)
@@ -354,7 +360,7 @@ def choose(sets: list[dict]) -> tuple[str, str]:
         k
         for k in head["pruners"]
         if k != "none"
-        and k not in PROMOTION  # not in the product yet
+        and PROMOTION.get(k, (0, 0, "product"))[2] == "product"  # the ASHA replays are not in the product
         and all(s["pruners"][k]["false_prune_rate_top_decile"] <= TARGET_FALSE_PRUNE for s in sets)
         and head["pruners"][k]["R_eps_median"] is not None
     ]

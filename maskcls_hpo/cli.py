@@ -465,7 +465,17 @@ def lr_range_cmd(
 def launch_cmd(
     ctx: typer.Context,
     sweep_file: Path = typer.Argument(..., help="Sweep file, e.g. sweeps/smoke.py."),
-    n_trials: int = typer.Option(20, "--n-trials", help="Finished (COMPLETE + PRUNED) trials the study should hold."),
+    n_trials: Optional[int] = typer.Option(
+        None,
+        "--n-trials",
+        help="Finished (COMPLETE + PRUNED) trials the study should hold (default 20; with --budget-epochs: no cap).",
+    ),
+    budget_epochs: Optional[int] = typer.Option(
+        None,
+        "--budget-epochs",
+        help="The most epochs all trials together may train (promoted trials included); a trial starts only if its "
+        "epochs fit.",
+    ),
     workers: WorkersOption = 1,
     gpus: GpusOption = None,
     data_dir: DataDirOption = None,
@@ -498,8 +508,8 @@ def launch_cmd(
     ),
     watchdog: WatchdogOption = None,
 ) -> None:
-    """Create or resume a study and run workers until it holds --n-trials finished trials."""
-    from maskcls_hpo.hpo.launch import run_sweep  # lazy: start-up of the CLI (optuna)
+    """Create or resume a study and run workers until it holds --n-trials finished trials (or --budget-epochs)."""
+    from maskcls_hpo.hpo.launch import default_trials, run_sweep  # lazy: start-up of the CLI (optuna)
     from maskcls_hpo.hpo.workers import make_backend  # lazy: start-up of the CLI (optuna)
 
     options = _run_options(locals())
@@ -519,7 +529,14 @@ def launch_cmd(
     _setup_logging()
     with _live_view() as events:
         result = run_sweep(
-            sweep_file, n_trials, workers=workers, study_name=study, options=options, backend=chosen, events=events
+            sweep_file,
+            n_trials if n_trials is not None else default_trials(budget_epochs),
+            workers=workers,
+            study_name=study,
+            options=options,
+            backend=chosen,
+            events=events,
+            budget_epochs=budget_epochs,
         )
     value, trial = result.best_value, result.best_trial
     _finish_run(result, f"best val macro F1 {value:.4f} (trial {trial})" if value is not None else "")

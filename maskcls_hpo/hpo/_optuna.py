@@ -26,12 +26,16 @@ What is used and why:
 - ``Study._pop_waiting_trial_id`` and ``Study._thread_local``: ``Study.ask`` in two steps (``ask_tracked``),
   so that a trial whose creation fails half-way (a sampler error in ``before_trial``) is known and failed
   instead of staying RUNNING, and so that the worker takes a queued trial with its own atomic claim.
+- ``SuccessiveHalvingPruner._min_resource`` / ``_reduction_factor`` / ``_min_early_stopping_rate`` and its
+  system attrs ``completed_rung_<k>`` (the value a trial had at rung k): where the rungs are and who reached
+  them, for promotion from checkpoints (``sha_rungs``, ``completed_rungs``; hpo/trial/_promotion.py).
 """
 
 from __future__ import annotations
 
 import datetime
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, cast
@@ -233,6 +237,43 @@ def percentile_warmup_steps(pruner: object) -> int | None:
     return None
 
 
+@dataclass(frozen=True)
+class Rungs:
+    """The rungs of a ``SuccessiveHalvingPruner``: rung k is at epoch ``min_resource * eta**(rate + k)``."""
+
+    min_resource: int
+    reduction_factor: int
+    min_early_stopping_rate: int
+
+    def step(self, rung: int) -> int:
+        """The epoch (step) of rung `rung` (0-based), as Optuna's pruner computes it."""
+        return self.min_resource * self.reduction_factor ** (self.min_early_stopping_rate + rung)
+
+
+def sha_rungs(pruner: object) -> Rungs | None:
+    """The rungs of a ``SuccessiveHalvingPruner`` with a fixed ``min_resource`` (``_min_resource``,
+    ``_reduction_factor``, ``_min_early_stopping_rate``); None for any other pruner or ``min_resource="auto"``."""
+    if not isinstance(pruner, optuna.pruners.SuccessiveHalvingPruner) or pruner._min_resource is None:
+        return None
+    return Rungs(int(pruner._min_resource), int(pruner._reduction_factor), int(pruner._min_early_stopping_rate))
+
+
+def completed_rungs(trial: optuna.trial.FrozenTrial) -> dict[int, float]:
+    """{rung: value at that rung} that ``SuccessiveHalvingPruner`` stored on `trial` (system attrs
+    ``completed_rung_<k>``, written when the trial reached rung k, whether it went on or was pruned there)."""
+    out = {}
+    rung = 0
+    while (value := trial.system_attrs.get(f"completed_rung_{rung}")) is not None:
+        out[rung] = float(value)
+        rung += 1
+    return out
+
+
+def rung_attrs(rungs: dict[int, float]) -> dict[str, float]:
+    """`rungs` ({rung: value}) as the system attrs ``SuccessiveHalvingPruner`` reads (``completed_rung_<k>``)."""
+    return {f"completed_rung_{k}": v for k, v in rungs.items()}
+
+
 def check_internals() -> list[str]:
     """Names used by this module that the installed Optuna lacks (``[]`` when everything is there)."""
     missing = []
@@ -267,6 +308,17 @@ def check_internals() -> list[str]:
         missing.append("TPESampler._n_startup_trials")
     if not hasattr(optuna.pruners.MedianPruner(n_warmup_steps=2), "_n_warmup_steps"):
         missing.append("PercentilePruner._n_warmup_steps")
+    sha = optuna.pruners.SuccessiveHalvingPruner(min_resource=2)
+    for name in ("_min_resource", "_reduction_factor", "_min_early_stopping_rate"):
+        if not hasattr(sha, name):
+            missing.append(f"SuccessiveHalvingPruner.{name}")
+    try:
+        from optuna.pruners._successive_halving import _completed_rung_key
+
+        if _completed_rung_key(0) != "completed_rung_0":
+            missing.append("SuccessiveHalvingPruner's system attr completed_rung_<k>")
+    except ImportError:
+        missing.append("optuna.pruners._successive_halving._completed_rung_key")
     if not hasattr(optuna.Study, "_pop_waiting_trial_id"):
         missing.append("Study._pop_waiting_trial_id")
     for name in RETRIED_METHODS + ("record_heartbeat",):

@@ -39,6 +39,8 @@ class StudyAttrs:
     """Names of the study user attrs written by `launch` (see ``hpo.launch.prepare_study``)."""
 
     N_TRIALS = "n_trials"
+    BUDGET_EPOCHS = "budget_epochs"
+    """The study's epoch budget (``launch --budget-epochs``; None: none): hpo.trial.epoch_room."""
     SWEEP = "sweep_file"
     FINGERPRINT = "data_fingerprint"
     DATASET = "dataset"
@@ -71,6 +73,8 @@ class TrialAttrs:
     RESUMED_FROM = "resumed_from"
     RESUMED_AT_EPOCH = "resumed_at_epoch"
     """The checkpoint epoch a resumed trial started after (its epochs up to it were trained before)."""
+    PROMOTED_FROM = "promoted_from"
+    """The number of the pruned trial this trial continues from its checkpoint (hpo/trial/_promotion.py)."""
     WORKER = "worker"
     # 95% interval of the best epoch's val macro F1 from a bootstrap over val persons (metrics.bootstrap_macro_f1)
     VAL_F1_CI_LOW = "val_f1_ci_low"

@@ -37,12 +37,15 @@ from maskcls_hpo.hpo.attrs import StudyAttrs, TrialAttrs
 from maskcls_hpo.hpo.store import StudyCounts, best_of, check_connection_budget, count_trials, display_url, open_storage
 from maskcls_hpo.hpo.trial import (
     Sweep,
+    budget_line,
     budget_warnings,
     check_mlflow,
+    epoch_room,
     load_sweep,
     lr_range_line,
     measure_lr_range,
     save_study_note,
+    sizing_trials,
     study_note,
 )
 from maskcls_hpo.hpo.workers import (
@@ -123,11 +126,12 @@ def prepare_study(
     Raises:
         SweepError: the search space differs from the stored one (nothing is changed in that case).
     """
+    budget_epochs = (study_attrs or {}).get(StudyAttrs.BUDGET_EPOCHS)
     study = optuna.create_study(
         study_name=study_name,
         storage=storage,
         direction="maximize",
-        sampler=sweep.make_sampler(0, n_trials),
+        sampler=sweep.make_sampler(0, sizing_trials(n_trials, budget_epochs, sweep.base_config.epochs)),
         pruner=sweep.make_pruner(),
         load_if_exists=True,
     )
@@ -167,8 +171,22 @@ class SweepPlan:
         return self.settings.study_name
 
 
+DEFAULT_TRIALS = 20
+"""`launch`'s trial budget when neither ``--n-trials`` nor ``--budget-epochs`` is given."""
+
+
+def default_trials(budget_epochs: int | None) -> int:
+    """The trial budget when ``--n-trials`` is not given: :data:`DEFAULT_TRIALS`, or with ``--budget-epochs`` as
+    many trials as it has epochs (every finished trial trains at least one, so the epochs bind first)."""
+    return DEFAULT_TRIALS if budget_epochs is None else min(budget_epochs, MAX_TRIALS)
+
+
 def plan_sweep(
-    sweep: str | Path | Sweep, n_trials: int, options: RunOptions, study_name: str | None = None
+    sweep: str | Path | Sweep,
+    n_trials: int,
+    options: RunOptions,
+    study_name: str | None = None,
+    budget_epochs: int | None = None,
 ) -> SweepPlan:
     """Step 1 of `launch`: load the sweep, build its base config with the options, resolve the storage.
 
@@ -189,6 +207,7 @@ def plan_sweep(
         storage_url=resolved.url,
         sweep_path=loaded.path,
         n_trials=n_trials,
+        budget_epochs=budget_epochs,
         check_data=False,  # launch checks the data and builds the cache itself (prepare_data)
     )
     check_run_folders(settings)
@@ -250,13 +269,15 @@ def prepare_sweep(
         events.say(f"checking data in {plan.config.data_dir} and building the image cache ...")
         meta = prepare_data(plan.config)
         meta.update(_lr_range_test(plan, counts_before, events))
+        meta[StudyAttrs.BUDGET_EPOCHS] = plan.settings.budget_epochs  # None: this launch sets no epoch budget
+        events.say(budget_line(plan.sweep, n_trials, plan.settings.budget_epochs))
         rdb = rdb if rdb is not None else open_storage(url, plan.settings.options.heartbeat)
         study = prepare_study(plan.sweep, rdb, name, n_trials, study_attrs=meta)
     except BaseException:
         _discard(standby)  # a refused launch (or Ctrl-C during the checks): they created nothing
         raise
     counts = count_trials(rdb, study_id_of(study))
-    result = SweepResult(name, display_url(url), n_trials, counts, counts.finished >= n_trials)
+    result = SweepResult(name, display_url(url), n_trials, counts, _reached(plan, study, counts))
     result.log_dir, result.backend = plan.settings.log_dir, backend.name
     result.best_value, result.best_trial = best_of(study)
     return PreparedSweep(plan, study, rdb, result, standby, started)
@@ -331,6 +352,7 @@ def run_sweep(
     options: RunOptions | None = None,
     backend: Backend | None = None,
     events: SweepEvents | None = None,
+    budget_epochs: int | None = None,
     **flags: Any,
 ) -> SweepResult:
     """Run a sweep as `maskcls-hpo launch` does: prepare once, then `workers` workers until `n_trials` finished.
@@ -348,6 +370,8 @@ def run_sweep(
             :class:`~maskcls_hpo.hpo.workers.SlurmBackend` (one array job; ``detach``, ``dry_run``, ...).
         events: the live view's callbacks (:class:`~maskcls_hpo.hpo.workers.SweepEvents`: ``on_progress``,
             ``on_message``, ``ask``).
+        budget_epochs: the most epochs all trials together may train (promoted trials' included; None: no
+            epoch budget): a trial starts only when its epochs fit (:func:`~maskcls_hpo.hpo.trial.epoch_room`).
 
     Returns:
         SweepResult (``reached`` False, with ``message`` saying why, when the workers stopped early).
@@ -368,7 +392,7 @@ def run_sweep(
     check_whole_number(workers, "--workers", 0, MAX_WORKERS, LaunchError)
     backend = backend if backend is not None else LocalBackend()
     events = events or SweepEvents()
-    plan = plan_sweep(sweep, n_trials, run_options(options, flags), study_name)
+    plan = plan_sweep(sweep, n_trials, run_options(options, flags), study_name, budget_epochs)
     for note in backend.preflight(plan.settings, workers):
         events.say(note)
     if workers > 0 and not backend.dry_run:
@@ -431,15 +455,21 @@ def _finish(prepared: PreparedSweep, pool: WorkerPool, followed: Followed) -> Sw
     result.seconds, result.interrupted = followed.seconds, followed.interrupted
     result.worker_exit_codes = followed.exit_codes
     result.counts = c = count_trials(prepared.storage, study_id_of(study))
-    result.reached = c.finished >= result.n_trials
+    result.reached = _reached(prepared.plan, study, c)
     result.best_value, result.best_trial = best_of(study)
     if followed.interrupted:
         result.message = f"interrupted: {c.finished} finished, {c.running} still running" + (
             f"; {followed.message}" if followed.message else ""
         )
     elif result.reached:
+        budget = prepared.plan.settings.budget_epochs
+        spent = (
+            ""
+            if budget is None
+            else f", {budget - epoch_room(study.get_trials(deepcopy=False), budget, 1)} of {budget} epochs"
+        )
         result.message = (
-            f"{c.finished} finished ({c.complete} complete, {c.pruned} pruned), {c.failed} failed "
+            f"{c.finished} finished ({c.complete} complete, {c.pruned} pruned), {c.failed} failed{spent} "
             f"in {result.seconds:,.0f} s; {pool.where()}"
         )
     else:
@@ -451,6 +481,18 @@ def _finish(prepared: PreparedSweep, pool: WorkerPool, followed: Followed) -> Sw
             f"{f'{full}; free space there, then launch again' if full else why}"
         )
     return result
+
+
+def _reached(plan: SweepPlan, study: optuna.Study, counts: StudyCounts) -> bool:
+    """The study holds `n_trials` finished trials, or (with ``--budget-epochs``) no new trial fits in what is left
+    of its epoch budget and none is running."""
+    if counts.finished >= plan.n_trials:
+        return True
+    budget = plan.settings.budget_epochs
+    if budget is None or counts.running:
+        return False
+    epochs = plan.sweep.base_config.epochs
+    return epoch_room(study.get_trials(deepcopy=False), budget, epochs) < epochs
 
 
 def _discard(pool: WorkerPool | None) -> None:

@@ -9,12 +9,14 @@ trial only after :func:`claim_trial` / :func:`claim_waiting_trial` (one atomic c
 
 from maskcls_hpo.hpo.store._claim import (
     CLAIM_KEY,
+    PROMOTED_KEY,
     Claim,
     claim_of,
     claim_trial,
     claim_waiting_trial,
     finish_running,
     holds_claim,
+    mark_once,
     new_claim,
     release_trial,
 )
@@ -124,10 +126,12 @@ __all__ = [
     "HeartbeatSettings",
     "holds_claim",
     "is_transient_db_error",
+    "mark_once",
     "mask_password",
     "new_claim",
     "open_storage",
     "open_study",
+    "PROMOTED_KEY",
     "ranked_complete_trials",
     "release_trial",
     "requeue",

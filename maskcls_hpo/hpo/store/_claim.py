@@ -98,6 +98,25 @@ def claim_trial(storage: object, trial_id: int, claim: Claim, *, from_waiting: b
     return True
 
 
+PROMOTED_KEY = "maskcls_promoted"
+"""Key of the row that marks a pruned trial as promoted (continued by a copy): hpo/trial/_promotion.py."""
+
+
+def mark_once(storage: object, trial_id: int, key: str, value: object) -> bool:
+    """Add the system attr `key` = `value` (JSON) to trial `trial_id` unless it has one: True when this call added it.
+
+    The same ``UNIQUE (trial_id, key)`` insert as a claim, so of several processes exactly one wins; unlike
+    Optuna's ``set_trial_system_attr`` it also works on a finished trial (a PRUNED trial being promoted).
+    """
+    attrs = rdb_models().TrialSystemAttributeModel.__table__
+    try:
+        with _engine(storage).begin() as con:
+            con.execute(attrs.insert().values(trial_id=trial_id, key=key, value_json=json.dumps(value)))
+    except sqlalchemy.exc.IntegrityError:
+        return False
+    return True
+
+
 class _Lost(Exception):
     """The trial left WAITING before this claim's update (rolls the claim row back)."""
 

@@ -23,7 +23,14 @@ from maskcls_hpo.hpo.trial._artifacts import (
     write_confusion_png,
     write_per_class_f1_csv,
 )
-from maskcls_hpo.hpo.trial._ledger import LedgerWriter, empty_stage, stage_ledger, trial_epochs
+from maskcls_hpo.hpo.trial._ledger import (
+    LedgerWriter,
+    empty_stage,
+    epoch_room,
+    epochs_to_come,
+    stage_ledger,
+    trial_epochs,
+)
 from maskcls_hpo.hpo.trial._lr import lr_range_line, measure_lr_range
 from maskcls_hpo.hpo.trial._objective import make_objective, resume_checkpoint
 from maskcls_hpo.hpo.trial._plan import (
@@ -35,6 +42,7 @@ from maskcls_hpo.hpo.trial._plan import (
     run_key,
     source_configs,
 )
+from maskcls_hpo.hpo.trial._promotion import Promotion, find_promotions, promote, promotion_rungs, top_fraction
 from maskcls_hpo.hpo.trial._race import (
     RACE_ALPHA,
     RACE_MIN_PAIRS,
@@ -52,10 +60,12 @@ from maskcls_hpo.hpo.trial._sweep import (
     MeasuredLrTrial,
     RecordingTrial,
     Sweep,
+    budget_line,
     budget_warnings,
     describe_distribution,
     load_sweep,
     median_pruner,
+    sizing_trials,
     startup_trials,
 )
 from maskcls_hpo.hpo.trial._tracking import (
@@ -71,6 +81,15 @@ from maskcls_hpo.hpo.trial._tracking import (
 )
 
 __all__ = [
+    "budget_line",
+    "sizing_trials",
+    "epoch_room",
+    "epochs_to_come",
+    "find_promotions",
+    "promote",
+    "Promotion",
+    "promotion_rungs",
+    "top_fraction",
     "lr_range_line",
     "measure_lr_range",
     "MeasuredLrTrial",

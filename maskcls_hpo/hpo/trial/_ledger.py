@@ -43,6 +43,41 @@ def trial_seconds(trial: FrozenTrial) -> float:
     return float(sum(float(s) for s in seconds[inherited:]))
 
 
+def epochs_to_come(trial: FrozenTrial, default_epochs: int) -> int:
+    """Epochs `trial` still trains to reach its config's last epoch: its planned epochs (its config's ``epochs``,
+    `default_epochs` before the config is stored) less the epochs it reported, inherited ones included."""
+    planned = _planned_epochs(trial)
+    return max(0, (planned if planned is not None else default_epochs) - len(trial.intermediate_values))
+
+
+def epoch_room(trials: list[FrozenTrial], budget: int, default_epochs: int, *, below: int | None = None) -> int:
+    """Epochs of `budget` that no trial has trained or holds: what a trial may still take (``--budget-epochs``).
+
+    Trained: every trial's own epochs (:func:`trial_epochs`; WAITING trials have none). Held: the epochs to come
+    of each RUNNING trial (:func:`epochs_to_come`), so a trial that starts when its epochs fit cannot take the
+    study past `budget` even if every running trial trains to its last epoch.
+
+    Args:
+        trials: every trial of the study.
+        budget: the study's epoch budget.
+        default_epochs: planned epochs of a trial whose config is not stored yet (the sweep's base config).
+        below: count only the RUNNING trials numbered below it, and leave trial `below` itself out: the room of
+            trial `below` when lower numbers go first (as the worker's slot claim decides a race).
+
+    Returns:
+        epochs left (negative when the held epochs already exceed the budget).
+    """
+    room = budget
+    for t in trials:
+        if below is not None and t.number == below:
+            continue
+        if t.state != TrialState.WAITING:
+            room -= trial_epochs(t)
+        if t.state == TrialState.RUNNING and (below is None or t.number < below):
+            room -= epochs_to_come(t, default_epochs)
+    return room
+
+
 def _planned_epochs(trial: FrozenTrial) -> int | None:
     config = trial.user_attrs.get(TrialAttrs.CONFIG)
     epochs = config.get("epochs") if isinstance(config, dict) else None
@@ -78,9 +113,10 @@ def stage_ledger(trials: list[FrozenTrial]) -> dict[str, Any]:
         ``train_images``; trials without it count 0), "seconds": float (wall seconds of the epochs),
         "seconds_by_device": {"cpu" | "cuda": seconds} (on a GPU: GPU-seconds, one GPU per trial),
         "pruned": {"trials", "epochs_saved", "image_epochs_saved"} (each PRUNED trial against running it to
-        its config's last epoch)}.
+        its config's last epoch; a promoted one is not counted: its copy went on, hpo/trial/_promotion.py)}.
     """
     out = empty_stage()
+    promoted = {t.user_attrs.get(TrialAttrs.PROMOTED_FROM) for t in trials}  # continued by a copy
     for t in trials:
         epochs = trial_epochs(t)
         images = int(t.user_attrs.get(TrialAttrs.TRAIN_IMAGES, 0) or 0)
@@ -93,7 +129,7 @@ def stage_ledger(trials: list[FrozenTrial]) -> dict[str, Any]:
             device = _device(t)
             out["seconds_by_device"][device] = out["seconds_by_device"].get(device, 0.0) + seconds
         planned = _planned_epochs(t)
-        if t.state == TrialState.PRUNED and planned is not None:
+        if t.state == TrialState.PRUNED and planned is not None and t.number not in promoted:
             saved = max(0, planned - len(t.intermediate_values))
             out["pruned"]["trials"] += 1
             out["pruned"]["epochs_saved"] += saved

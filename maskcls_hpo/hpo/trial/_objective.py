@@ -44,16 +44,21 @@ log = logging.getLogger(__name__)
 
 
 def resume_checkpoint(root: Path, trial: optuna.Trial | optuna.trial.FrozenTrial) -> Path | None:
-    """The `last.pt` a re-queued trial should resume from, or None.
+    """The `last.pt` a re-queued or promoted trial should resume from, or None.
 
     A trial re-queued by ``RetryHeartbeatStaleTrialCallback`` carries `retry_history` (the numbers of the
-    trials it repeats, oldest first). The most recent one with a `last.pt` wins.
+    trials it repeats, oldest first); a promoted trial (hpo/trial/_promotion.py) carries the user attr
+    `promoted_from`, the pruned trial it continues, which ran before any of its own retries. The most recent
+    one with a `last.pt` wins.
     """
     # optuna.Trial has no system_attrs (Optuna >= 4); the stored trial has them
     frozen = (
         trial if isinstance(trial, optuna.trial.FrozenTrial) else storage_of(trial.study).get_trial(trial_id_of(trial))
     )
-    history = frozen.system_attrs.get("retry_history", [])
+    history = list(frozen.system_attrs.get("retry_history", []))
+    promoted_from = frozen.user_attrs.get(TrialAttrs.PROMOTED_FROM)
+    if promoted_from is not None:
+        history.insert(0, int(promoted_from))
     for number in reversed(history):
         last = checkpoint_dir(root, number) / "last.pt"
         if last.is_file():

@@ -29,6 +29,10 @@ A sweep file defines:
     creates the study, stores the range in the study's user attrs (``lr_range``), and the sampler then draws
     ``lr`` (log scale) from that range instead of the file's: every ``suggest_float("lr", ...)`` gets the
     measured bounds (:attr:`Sweep.lr_range`; workers read it from the study).
+``PROMOTION`` (bool, optional, default True)
+    With a ``SuccessiveHalvingPruner``, a trial pruned at a rung is continued from its checkpoint when it later
+    ranks into the rung's top 1/eta (asynchronous successive halving: :mod:`maskcls_hpo.hpo.trial._promotion`).
+    False: pruned trials stay stopped (Optuna's own behaviour). Other pruners never promote.
 
 A file that does not load (syntax error, missing object, bad config key, a ``make_sampler`` / ``make_pruner``
 that returns no Optuna sampler / pruner) or whose search space differs
@@ -58,7 +62,7 @@ from optuna.distributions import (
 from maskcls_hpo._util import check_path_name, read_text_file
 from maskcls_hpo.config import ConfigError, TrainConfig, config_from_mapping
 from maskcls_hpo.errors import SweepError
-from maskcls_hpo.hpo._optuna import percentile_warmup_steps, tpe_startup_trials
+from maskcls_hpo.hpo._optuna import percentile_warmup_steps, sha_rungs, tpe_startup_trials
 from maskcls_hpo.hpo.attrs import StudyAttrs
 from maskcls_hpo.hpo.trial._reference import KnownGoodPruner
 
@@ -75,6 +79,51 @@ def startup_trials(n_trials: int | None) -> int:
     if not n_trials:
         return OPTUNA_STARTUP_TRIALS
     return max(2, min(OPTUNA_STARTUP_TRIALS, int(n_trials) // 4))
+
+
+def sizing_trials(n_trials: int | None, budget_epochs: int | None, epochs: int) -> int | None:
+    """The trial count a sampler's start-up is sized to: `n_trials`, or, with an epoch budget, at most
+    ``budget_epochs // epochs`` (the trials the budget buys when every trial trains all `epochs`; pruned trials
+    buy more, so the start-up is never larger than the budget can pay for). None when neither is known."""
+    by_epochs = max(1, budget_epochs // max(1, epochs)) if budget_epochs else None
+    if n_trials is None or by_epochs is None:
+        return n_trials if by_epochs is None else by_epochs
+    return min(n_trials, by_epochs)
+
+
+def budget_line(sweep: Sweep, n_trials: int, budget_epochs: int | None) -> str:
+    """One line for `launch`: the budget, the sampler's start-up it sizes, and the pruner's rungs.
+
+    E.g. ``budget: 64 epochs (8 a trial), at most 20 trials; sampler TPESampler, 2 random start-up trials
+    (sized to 8 trials = 64 / 8 epochs); pruner SuccessiveHalvingPruner, rungs at epoch 4 (eta 2), promotion
+    from checkpoints on``.
+    """
+    epochs = sweep.base_config.epochs
+    sized = sizing_trials(n_trials, budget_epochs, epochs)
+    sampler = sweep.make_sampler(0, sized)
+    startup = tpe_startup_trials(sampler)
+    budget = (
+        f"{n_trials} trials"
+        if budget_epochs is None
+        else f"{budget_epochs} epochs ({epochs} a trial), at most {n_trials} trials"
+    )
+    why = (
+        f"{sized} trials"
+        if budget_epochs is None or sized == n_trials
+        else f"{sized} trials = {budget_epochs} / {epochs} epochs"
+    )
+    line = f"budget: {budget}; sampler {type(sampler).__name__}"
+    if startup is not None:
+        line += f", {startup} random start-up trials (sized to {why})"
+    inner = sweep.make_pruner().inner
+    line += f"; pruner {type(inner).__name__}"
+    rungs = sha_rungs(inner)
+    if rungs is not None:
+        steps = [rungs.step(k) for k in range(64) if rungs.step(k) < epochs]
+        at = ", ".join(map(str, steps)) if steps else f"none below epoch {epochs}"
+        line += f", rungs at epoch {at} (eta {rungs.reduction_factor})"
+        line += ", promotion from checkpoints " + ("on" if sweep.promotion else "off (PROMOTION = False)")
+    return line
 
 
 def median_pruner(warmup_epochs: int = 1, n_startup_trials: int = 3) -> optuna.pruners.MedianPruner:
@@ -100,6 +149,7 @@ class Sweep:
         known_good: param dicts to enqueue first.
         seed: the sweep's base seed for samplers.
         lr_range_test: the file asks for a learning-rate range test at launch (``LR_RANGE_TEST = True``).
+        promotion: pruned trials may be promoted from their checkpoints (``PROMOTION``, default True).
         lr_range: (low, high) the sampler draws ``lr`` from (log scale) instead of the file's range; set from
             the range test or the study's ``lr_range`` attr (:meth:`adopt_lr_range`); None: the file's range.
     """
@@ -111,6 +161,7 @@ class Sweep:
     known_good: list[dict[str, Any]] = field(default_factory=list)
     seed: int = 0
     lr_range_test: bool = False
+    promotion: bool = True
     lr_range: tuple[float, float] | None = None
     _make_sampler: Callable[..., optuna.samplers.BaseSampler] | None = None
     _make_pruner: Callable[[TrainConfig], optuna.pruners.BasePruner] | None = None
@@ -409,6 +460,9 @@ def load_sweep(path: str | Path) -> Sweep:
     lr_range_test = ns.get("LR_RANGE_TEST", False)
     if not isinstance(lr_range_test, bool):
         raise SweepError(f"{path}: LR_RANGE_TEST must be True or False, got {lr_range_test!r}")
+    promotion = ns.get("PROMOTION", True)
+    if not isinstance(promotion, bool):
+        raise SweepError(f"{path}: PROMOTION must be True or False, got {promotion!r}")
     sweep = Sweep(
         path=path,
         name=path.stem,
@@ -417,6 +471,7 @@ def load_sweep(path: str | Path) -> Sweep:
         known_good=[dict(k) for k in known_good],
         seed=seed,
         lr_range_test=lr_range_test,
+        promotion=promotion,
         _make_sampler=ns.get("make_sampler"),
         _make_pruner=ns.get("make_pruner"),
     )

@@ -39,12 +39,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from maskcls_hpo._util import DISK_FULL, disk_full_reason
 from maskcls_hpo.errors import LaunchError
 from maskcls_hpo.hpo._optuna import (
     AskError,
+    Rungs,
     ask_tracked,
     heartbeat,
     rdb_of,
@@ -74,14 +75,21 @@ from maskcls_hpo.hpo.store import (
 from maskcls_hpo.hpo.trial import (
     ConfirmPlan,
     LedgerWriter,
+    Promotion,
     Sweep,
     TrialArtifactUploader,
     TrialTracker,
     check_mlflow,
+    epoch_room,
+    epochs_to_come,
+    find_promotions,
     load_plan,
     load_sweep,
     make_objective,
+    promote,
+    promotion_rungs,
     requeue_failed,
+    sizing_trials,
 )
 from maskcls_hpo.hpo.workers._options import RunOptions, WorkerSettings
 from maskcls_hpo.hpo.workers._preflight import check_device_here, check_join, check_run_folders
@@ -197,6 +205,12 @@ class _Worker:
     label: str
     slurm: tuple[str, int | None, int] | None
     started: float
+    rungs: Rungs | None = None
+    """The pruner's rungs when pruned trials may be promoted from their checkpoints (hpo/trial/_promotion.py)."""
+    budget_epochs: int | None = None
+    """The study's epoch budget (``--budget-epochs``), None without one."""
+    default_epochs: int = 1
+    """Planned epochs of a trial whose config is not stored yet: the sweep's base config's."""
 
     def counts(self) -> StudyCounts:
         """The study's trials by state (retried on transient database errors: a read)."""
@@ -247,6 +261,15 @@ def run_worker(
             if counts.finished + counts.running >= worker.n_trials:
                 time.sleep(settings.options.poll_interval)  # the last slots are taken; a running trial may fail
                 continue
+            trials = _trials(worker)
+            room = _epochs_left(worker, trials)
+            if room is not None and room < _smallest_need(worker, trials):
+                if counts.running == 0:
+                    stop = StopReason.BUDGET, _epochs_spent_line(worker, room)
+                    break
+                time.sleep(settings.options.poll_interval)  # a running trial may be pruned and free its epochs
+                continue
+            _promote(worker, trials, room)
             report.record(_run_next(worker))
             ledger.maybe_write(worker.study)
         report.stopped(*stop)
@@ -285,7 +308,14 @@ def _open(settings: WorkerSettings, sweep: Sweep | None, objective: Objective | 
     if isinstance(runs, ConfirmPlan):
         objective = requeue_failed(objective)  # a failed fold run is queued again: each run once, exact budget
     slurm = slurm_task_of_env()
-    return _Worker(settings, storage, study, int(n_trials), objective, watchdog, label, slurm, time.monotonic())
+    rungs = promotion_rungs(study.pruner) if isinstance(runs, Sweep) and runs.promotion else None
+    worker = _Worker(
+        settings, storage, study, int(n_trials), objective, watchdog, label, slurm, time.monotonic(), rungs
+    )
+    if isinstance(runs, Sweep):
+        worker.budget_epochs = settings.budget_epochs or study.user_attrs.get(StudyAttrs.BUDGET_EPOCHS)
+        worker.default_epochs = runs.base_config.epochs
+    return worker
 
 
 def _training_objective(
@@ -314,11 +344,13 @@ def _load_study(
     storage: optuna.storages.BaseStorage, sweep: Sweep | ConfirmPlan, settings: WorkerSettings
 ) -> optuna.Study:
     """The study with this worker's sampler, sized to `n_trials` (None: the study's stored budget)."""
-    n_trials = settings.n_trials
-    if n_trials is None:
-        with contextlib.suppress(KeyError):  # a missing study is reported by load_study below
-            attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(settings.study_name))
-            n_trials = attrs.get(StudyAttrs.N_TRIALS)
+    n_trials, budget_epochs = settings.n_trials, settings.budget_epochs
+    with contextlib.suppress(KeyError):  # a missing study is reported by load_study below
+        attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(settings.study_name))
+        n_trials = n_trials or attrs.get(StudyAttrs.N_TRIALS)
+        budget_epochs = budget_epochs or attrs.get(StudyAttrs.BUDGET_EPOCHS)
+    if isinstance(sweep, Sweep):
+        n_trials = sizing_trials(n_trials, budget_epochs, sweep.base_config.epochs)
     return optuna.load_study(
         study_name=settings.study_name,
         storage=storage,
@@ -356,6 +388,54 @@ def _counts_after_stale(worker: _Worker) -> StudyCounts:
     if seconds_since_db_error() > grace:
         fail_stale_trials(worker.study, grace)
     return worker.counts()
+
+
+def _trials(worker: _Worker) -> list[FrozenTrial]:
+    """Every trial of the study, read when promotion or an epoch budget needs them ([] otherwise)."""
+    if worker.rungs is None and worker.budget_epochs is None:
+        return []
+    return retry_db(lambda: worker.study.get_trials(deepcopy=False), "reading trials")
+
+
+def _epochs_left(worker: _Worker, trials: list[FrozenTrial], below: int | None = None) -> int | None:
+    """The epochs of the study's budget no trial has trained or holds (:func:`~maskcls_hpo.hpo.trial.epoch_room`);
+    None without an epoch budget."""
+    if worker.budget_epochs is None:
+        return None
+    return epoch_room(trials, worker.budget_epochs, worker.default_epochs, below=below)
+
+
+def _epochs_spent_line(worker: _Worker, room: int) -> str:
+    """Why a worker stops at the epoch budget."""
+    budget = worker.budget_epochs
+    return f"study trained {budget - room if budget else 0} of its {budget} epochs; no trial fits in the {room} left"
+
+
+def _smallest_need(worker: _Worker, trials: list[FrozenTrial]) -> int:
+    """The fewest epochs the next trial can take: a new one's, a queued copy's, or a promotable trial's rest."""
+    needs = [worker.default_epochs]
+    needs += [epochs_to_come(t, worker.default_epochs) for t in trials if t.state == TrialState.WAITING]
+    if worker.rungs is not None:
+        needs += [p.epochs_to_come(worker.default_epochs) for p in _promotions(worker, trials)]
+    return min(needs)
+
+
+def _promotions(worker: _Worker, trials: list[FrozenTrial]) -> list[Promotion]:
+    assert worker.rungs is not None
+    return find_promotions(trials, worker.rungs, worker.settings.study_checkpoints)
+
+
+def _promote(worker: _Worker, trials: list[FrozenTrial], room: int | None) -> None:
+    """Queue the copy of a pruned trial that now ranks into its rung's top and whose rest fits in `room` epochs
+    (None: no epoch budget), if there is one (asynchronous successive halving, hpo/trial/_promotion.py); the
+    next trial this or another worker takes is that copy."""
+    if worker.rungs is None:
+        return
+    for found in _promotions(worker, trials):
+        if room is not None and found.epochs_to_come(worker.default_epochs) > room:
+            continue
+        if promote(worker.study, found, worker.label) is not None:  # not retried whole: its steps retry themselves
+            return
 
 
 def _run_next(worker: _Worker) -> TrialEnd:
@@ -412,7 +492,15 @@ def _claim_slot(worker: _Worker, trial: optuna.Trial) -> bool:
     (which resumes from its checkpoint) runs first.
     """
     c = count_trials(worker.storage, study_id_of(worker.study), max_number=trial.number)
-    return c.waiting == 0 and c.running + c.finished <= worker.n_trials
+    if not (c.waiting == 0 and c.running + c.finished <= worker.n_trials):
+        return False
+    if worker.budget_epochs is None:
+        return True
+    # the epoch budget, decided the same way: the trials numbered below this one go first
+    trials = worker.study.get_trials(deepcopy=False)
+    mine = next(t for t in trials if t.number == trial.number)
+    room = _epochs_left(worker, trials, below=trial.number)
+    return room is not None and epochs_to_come(mine, worker.default_epochs) <= room
 
 
 def _train(worker: _Worker, trial: optuna.Trial) -> tuple[Outcome, float | None]:

@@ -297,7 +297,10 @@ def _validated(cls: type[RunOptions], values: dict[str, Any]) -> RunOptions:
         raise LaunchError(f"{message}; nothing was started") from None
 
 
-_SETTINGS_FLAGS = {"worker_index": "--worker-index", "n_trials": "--n-trials"}
+_SETTINGS_FLAGS = {"worker_index": "--worker-index", "n_trials": "--n-trials", "budget_epochs": "--budget-epochs"}
+
+MAX_BUDGET_EPOCHS = 1_000_000_000
+"""Largest ``--budget-epochs`` (epochs of all trials together)."""
 
 
 class WorkerSettings(BaseModel):
@@ -310,6 +313,8 @@ class WorkerSettings(BaseModel):
             process the password is left out (it comes from ``options.password_file``, or env ``PGPASSWORD``).
         sweep_path: the sweep file (required for kind "sweep").
         n_trials: target of finished (COMPLETE + PRUNED) trials in the study (None: the study's stored target).
+        budget_epochs: the most epochs all trials together may train (``--budget-epochs``; None: the study's
+            stored one, if any): a trial starts only when its epochs fit (:func:`~maskcls_hpo.hpo.trial.epoch_room`).
         worker_index: offsets the sampler seed (``SEED + worker_index``).
         worker_index_env: an environment variable that, when set in the worker process, gives the worker index
             instead (``SLURM_ARRAY_TASK_ID`` for the tasks of a Slurm array: one settings file for all of them).
@@ -325,6 +330,7 @@ class WorkerSettings(BaseModel):
     storage_url: str
     sweep_path: Path | None = None
     n_trials: int | None = None
+    budget_epochs: int | None = None
     worker_index: int = Field(default=0, ge=0, le=MAX_WORKER_INDEX)
     worker_index_env: str | None = None
     check_data: bool = True
@@ -347,6 +353,13 @@ class WorkerSettings(BaseModel):
     def _budget(cls, value: int | None) -> int | None:
         if value is not None and not 1 <= value <= MAX_TRIALS:
             raise ValueError(f"--n-trials must be between 1 and {MAX_TRIALS}, got {value}")
+        return value
+
+    @field_validator("budget_epochs")
+    @classmethod
+    def _epoch_budget(cls, value: int | None) -> int | None:
+        if value is not None and not 1 <= value <= MAX_BUDGET_EPOCHS:
+            raise ValueError(f"--budget-epochs must be between 1 and {MAX_BUDGET_EPOCHS}, got {value}")
         return value
 
     @model_validator(mode="after")
