@@ -75,7 +75,8 @@ def study_status(
             comparison (:func:`maskcls_hpo.hpo.select.compare_runner_up`); without either there is none.
 
     Returns:
-        {"study", "n_trials", "counts": {complete, pruned, failed, running, waiting, finished},
+        {"study", "n_trials", "budget_epochs" (None without ``--budget-epochs``),
+         "counts": {complete, pruned, failed, running, waiting, finished},
          "stale_failed": [trial numbers failed as stale by this call],
          "best": {number, value, accuracy, ci_low, ci_high, params} | None,
          "runner_up": RunnerUpComparison.as_dict() | None (fewer than 2 COMPLETE trials, or nowhere to look),
@@ -113,6 +114,7 @@ def study_status(
     return {
         "study": study.study_name,
         "n_trials": study.user_attrs.get(StudyAttrs.N_TRIALS),
+        "budget_epochs": study.user_attrs.get(StudyAttrs.BUDGET_EPOCHS),
         "counts": {
             "complete": c.complete,
             "pruned": c.pruned,
@@ -189,6 +191,8 @@ def print_status(
     s = study_status(study, storage_url=storage_url, checkpoints=checkpoints)
     c = s["counts"]
     target = f" of {s['n_trials']}" if s["n_trials"] else ""
+    if s["budget_epochs"]:
+        target += f"; {s['ledger']['sweep']['epochs']} of {s['budget_epochs']} epochs"
     console.print(f"study '{s['study']}': {c['finished']} finished{target}", highlight=False)
     t = Table(show_header=True, header_style="bold")
     for col in ("complete", "pruned", "failed", "running", "waiting"):

@@ -96,10 +96,12 @@ def format_ledger(ledger: dict[str, Any]) -> list[str]:
         )
 
     t, p = ledger["total"], ledger["pruning_saved"]
+    promoted = ledger["sweep"].get("promoted", 0)  # ledgers stored before promotion have none
     return [
         "compute ledger:",
         *(line(name, ledger[name]) for name in STAGES),
         f"  {'total':<9} {t['epochs']:>6,} epochs {t['image_epochs']:>12,} image-epochs {t['seconds']:>10,.0f} s",
         f"  pruning saved {p['epochs']:,} epochs ({p['image_epochs']:,} image-epochs) over {p['trials']} pruned "
-        "trial(s), against running each to its last epoch",
+        "trial(s), against running each to its last epoch"
+        + (f"; {promoted} pruned trial(s) promoted: continued from their checkpoints" if promoted else ""),
     ]

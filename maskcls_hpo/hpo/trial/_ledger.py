@@ -102,6 +102,7 @@ def empty_stage() -> dict[str, Any]:
         "seconds": 0.0,
         "seconds_by_device": {},
         "pruned": {"trials": 0, "epochs_saved": 0, "image_epochs_saved": 0},
+        "promoted": 0,
     }
 
 
@@ -113,10 +114,12 @@ def stage_ledger(trials: list[FrozenTrial]) -> dict[str, Any]:
         ``train_images``; trials without it count 0), "seconds": float (wall seconds of the epochs),
         "seconds_by_device": {"cpu" | "cuda": seconds} (on a GPU: GPU-seconds, one GPU per trial),
         "pruned": {"trials", "epochs_saved", "image_epochs_saved"} (each PRUNED trial against running it to
-        its config's last epoch; a promoted one is not counted: its copy went on, hpo/trial/_promotion.py)}.
+        its config's last epoch; a promoted one is not counted: its copy went on, hpo/trial/_promotion.py),
+        "promoted": pruned trials continued from their checkpoints (hpo/trial/_promotion.py)}.
     """
     out = empty_stage()
     promoted = {t.user_attrs.get(TrialAttrs.PROMOTED_FROM) for t in trials}  # continued by a copy
+    out["promoted"] = len(promoted - {None})
     for t in trials:
         epochs = trial_epochs(t)
         images = int(t.user_attrs.get(TrialAttrs.TRAIN_IMAGES, 0) or 0)

@@ -6,6 +6,7 @@ import pytest
 import torch
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
+from rich.console import Console
 
 from maskcls_hpo.checkpoint import load_checkpoint
 from maskcls_hpo.hpo._optuna import Rungs
@@ -14,6 +15,7 @@ from maskcls_hpo.hpo.launch import prepare_study
 from maskcls_hpo.hpo.store import PROMOTED_KEY, open_storage, resolve_storage_url
 from maskcls_hpo.hpo.trial import find_promotions, load_sweep, promote, stage_ledger, top_fraction
 from maskcls_hpo.hpo.workers import RunOptions, WorkerSettings, run_worker
+from maskcls_hpo.results.status import print_status
 from maskcls_hpo.train import train
 
 DISTRIBUTIONS = {"batch_size": CategoricalDistribution([16, 32]), "lr": FloatDistribution(1e-3, 1e-2, log=True)}
@@ -131,4 +133,8 @@ def test_a_promoted_trial_continues_exactly_as_an_uninterrupted_run(tmp_path, ti
 
     # the ledger: the copy trained epochs 3-4 only; the promoted trial's epochs 3-4 were not "saved"
     ledger = stage_ledger([trials[first.number], copy])
-    assert ledger["epochs"] == 4 and ledger["pruned"]["epochs_saved"] == 0
+    assert ledger["epochs"] == 4 and ledger["pruned"]["epochs_saved"] == 0 and ledger["promoted"] == 1
+    # `status` says so under the compute ledger
+    console = Console(record=True, width=200)
+    print_status(optuna.load_study(study_name="t", storage=open_storage(url)), console)
+    assert "1 pruned trial(s) promoted: continued from their checkpoints" in console.export_text()

@@ -7,12 +7,14 @@ import optuna
 import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
+from rich.console import Console
 
 from maskcls_hpo.hpo.attrs import StudyAttrs, TrialAttrs
 from maskcls_hpo.hpo.launch import default_trials, prepare_study
 from maskcls_hpo.hpo.store import open_storage, resolve_storage_url
 from maskcls_hpo.hpo.trial import budget_line, epoch_room, load_sweep, sizing_trials, stage_ledger
 from maskcls_hpo.hpo.workers import RunOptions, WorkerSettings, run_worker
+from maskcls_hpo.results.status import print_status
 
 
 def _trial(number, state, reported, epochs=4, resumed_at=None):
@@ -78,6 +80,9 @@ def test_a_worker_stops_when_no_trial_fits_in_the_epochs_left(tmp_path, tiny_swe
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.COMPLETE]
     assert stage_ledger(study.trials)["epochs"] == 4
     assert report.stop_reason == "study trained 4 of its 5 epochs; no trial fits in the 1 left"
+    console = Console(record=True, width=200)
+    print_status(study, console)
+    assert "study 't': 2 finished of 50; 4 of 5 epochs" in console.export_text()
 
 
 @pytest.mark.slow
