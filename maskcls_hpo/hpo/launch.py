@@ -178,7 +178,8 @@ DEFAULT_TRIALS = 20
 def default_trials(budget_epochs: int | None) -> int:
     """The trial budget when ``--n-trials`` is not given: :data:`DEFAULT_TRIALS`, or with ``--budget-epochs`` as
     many trials as it has epochs (every finished trial trains at least one, so the epochs bind first)."""
-    return DEFAULT_TRIALS if budget_epochs is None else min(budget_epochs, MAX_TRIALS)
+    # at least 1: a bad --budget-epochs is refused by its own check (WorkerSettings), naming it
+    return DEFAULT_TRIALS if budget_epochs is None else max(1, min(budget_epochs, MAX_TRIALS))
 
 
 def plan_sweep(

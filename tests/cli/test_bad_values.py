@@ -115,6 +115,16 @@ CASES: dict[str, tuple[list[str], int, str]] = {
     ),
     "launch --workers huge": (["launch", "SMOKE", "--storage", "NEW", "--workers", HUGE], 1, "--workers must be"),
     "launch --n-trials huge": (["launch", "SMOKE", "--storage", "NEW", "--n-trials", HUGE], 1, "--n-trials must be"),
+    "launch --budget-epochs huge": (
+        ["launch", "SMOKE", "--storage", "NEW", "--budget-epochs", HUGE],
+        1,
+        "--budget-epochs must be between 1 and 1000000000",
+    ),
+    "launch --budget-epochs 0": (
+        ["launch", "SMOKE", "--storage", "NEW", "--budget-epochs", "0"],
+        1,
+        "--budget-epochs must",
+    ),
     "launch --data-dir empty": (["launch", "SMOKE", "--storage", "NEW", "--data-dir", ""], 1, "--data-dir is empty"),
     "launch --heartbeat-interval huge": (
         ["launch", "SMOKE", "--storage", "NEW", "--heartbeat-interval", "99999999"],

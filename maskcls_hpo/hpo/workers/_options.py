@@ -348,18 +348,13 @@ class WorkerSettings(BaseModel):
     def _study_name(cls, value: str) -> str:
         return check_path_name(value, "--study")  # it names the study's log, checkpoint and TensorBoard folders
 
-    @field_validator("n_trials")
+    @field_validator("n_trials", "budget_epochs")
     @classmethod
-    def _budget(cls, value: int | None) -> int | None:
-        if value is not None and not 1 <= value <= MAX_TRIALS:
-            raise ValueError(f"--n-trials must be between 1 and {MAX_TRIALS}, got {value}")
-        return value
-
-    @field_validator("budget_epochs")
-    @classmethod
-    def _epoch_budget(cls, value: int | None) -> int | None:
-        if value is not None and not 1 <= value <= MAX_BUDGET_EPOCHS:
-            raise ValueError(f"--budget-epochs must be between 1 and {MAX_BUDGET_EPOCHS}, got {value}")
+    def _budget(cls, value: int | None, info: ValidationInfo) -> int | None:
+        high = {"n_trials": MAX_TRIALS, "budget_epochs": MAX_BUDGET_EPOCHS}[str(info.field_name)]
+        if value is not None and not 1 <= value <= high:
+            flag = _SETTINGS_FLAGS[str(info.field_name)]
+            raise ValueError(f"{flag} must be between 1 and {high}, got {value}")
         return value
 
     @model_validator(mode="after")
