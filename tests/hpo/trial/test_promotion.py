@@ -13,7 +13,7 @@ from maskcls_hpo.hpo._optuna import Rungs
 from maskcls_hpo.hpo.attrs import TrialAttrs, checkpoint_dir
 from maskcls_hpo.hpo.launch import prepare_study
 from maskcls_hpo.hpo.store import PROMOTED_KEY, open_storage, resolve_storage_url
-from maskcls_hpo.hpo.trial import find_promotions, load_sweep, promote, stage_ledger, top_fraction
+from maskcls_hpo.hpo.trial import find_promotions, load_sweep, promote, resume_checkpoint, stage_ledger, top_fraction
 from maskcls_hpo.hpo.workers import RunOptions, WorkerSettings, run_worker
 from maskcls_hpo.results.status import print_status
 from maskcls_hpo.train import train
@@ -138,3 +138,33 @@ def test_a_promoted_trial_continues_exactly_as_an_uninterrupted_run(tmp_path, ti
     console = Console(record=True, width=200)
     print_status(optuna.load_study(study_name="t", storage=open_storage(url)), console)
     assert "1 pruned trial(s) promoted: continued from their checkpoints" in console.export_text()
+
+
+def test_a_promoted_trial_resumes_from_its_own_checkpoint_once_it_has_one(tmp_path):
+    """A promoted copy that is killed and re-queued resumes from the copy's last.pt, not the pruned trial's."""
+    root = tmp_path / "ckpt"
+
+    def frozen(number, retry_history=(), promoted_from=None):
+        t = create_trial(
+            state=TrialState.WAITING,
+            user_attrs={} if promoted_from is None else {TrialAttrs.PROMOTED_FROM: promoted_from},
+            system_attrs={"retry_history": list(retry_history)} if retry_history else {},
+        )
+        t.number = number
+        return t
+
+    def last(number):
+        path = checkpoint_dir(root, number) / "last.pt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+        return path
+
+    pruned = last(3)
+    assert resume_checkpoint(root, frozen(9, promoted_from=3)) == pruned
+    # the copy (9) was killed before its first checkpoint: its re-queued copy (12) goes back to trial 3's
+    retry = frozen(12, retry_history=[9], promoted_from=3)
+    assert resume_checkpoint(root, retry) == pruned
+    # once trial 9 wrote its own last.pt, that one is the most recent
+    own = last(9)
+    assert resume_checkpoint(root, retry) == own
+    assert resume_checkpoint(root, frozen(13)) is None  # neither retried nor promoted: a fresh start
