@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, cast
@@ -237,25 +236,13 @@ def percentile_warmup_steps(pruner: object) -> int | None:
     return None
 
 
-@dataclass(frozen=True)
-class Rungs:
-    """The rungs of a ``SuccessiveHalvingPruner``: rung k is at epoch ``min_resource * eta**(rate + k)``."""
-
-    min_resource: int
-    reduction_factor: int
-    min_early_stopping_rate: int
-
-    def step(self, rung: int) -> int:
-        """The epoch (step) of rung `rung` (0-based), as Optuna's pruner computes it."""
-        return self.min_resource * self.reduction_factor ** (self.min_early_stopping_rate + rung)
-
-
-def sha_rungs(pruner: object) -> Rungs | None:
-    """The rungs of a ``SuccessiveHalvingPruner`` with a fixed ``min_resource`` (``_min_resource``,
-    ``_reduction_factor``, ``_min_early_stopping_rate``); None for any other pruner or ``min_resource="auto"``."""
+def sha_rungs(pruner: object) -> tuple[int, int, int] | None:
+    """``(min_resource, reduction_factor, min_early_stopping_rate)`` of a ``SuccessiveHalvingPruner`` with a fixed
+    ``min_resource`` (``_min_resource``, ``_reduction_factor``, ``_min_early_stopping_rate``); None for any other
+    pruner or ``min_resource="auto"``."""
     if not isinstance(pruner, optuna.pruners.SuccessiveHalvingPruner) or pruner._min_resource is None:
         return None
-    return Rungs(int(pruner._min_resource), int(pruner._reduction_factor), int(pruner._min_early_stopping_rate))
+    return int(pruner._min_resource), int(pruner._reduction_factor), int(pruner._min_early_stopping_rate)
 
 
 def completed_rungs(trial: optuna.trial.FrozenTrial) -> dict[int, float]:

@@ -42,7 +42,14 @@ from maskcls_hpo.hpo.trial._plan import (
     run_key,
     source_configs,
 )
-from maskcls_hpo.hpo.trial._promotion import Promotion, find_promotions, promote, promotion_rungs, top_fraction
+from maskcls_hpo.hpo.trial._promotion import (
+    Promotion,
+    Rungs,
+    find_promotions,
+    promote,
+    promotion_rungs,
+    top_fraction,
+)
 from maskcls_hpo.hpo.trial._race import (
     RACE_ALPHA,
     RACE_MIN_PAIRS,
@@ -88,6 +95,7 @@ __all__ = [
     "find_promotions",
     "promote",
     "Promotion",
+    "Rungs",
     "promotion_rungs",
     "top_fraction",
     "lr_range_line",

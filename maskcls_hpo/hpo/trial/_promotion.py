@@ -30,23 +30,21 @@ no notion of copies).
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from maskcls_hpo.hpo._optuna import Rungs, completed_rungs, rung_attrs, sha_rungs, storage_of, trial_id_of
+from maskcls_hpo.hpo._optuna import completed_rungs, rung_attrs, sha_rungs, storage_of, trial_id_of
 from maskcls_hpo.hpo.attrs import TrialAttrs, checkpoint_dir
 from maskcls_hpo.hpo.store import PROMOTED_KEY, mark_once, retry_db
 from maskcls_hpo.hpo.trial._ledger import epochs_to_come
 from maskcls_hpo.hpo.trial._reference import KnownGoodPruner
 
 log = logging.getLogger(__name__)
-
-K = TypeVar("K", bound=Hashable)
 
 PRUNED_REASON = "pruned at epoch"
 """Start of the reason the objective stores on a trial the pruner stopped (hpo/trial/_objective.py)."""
@@ -62,11 +60,25 @@ _NOT_COPIED = (
 """User attrs of the pruned trial that describe its own run, not the config: the copy writes its own."""
 
 
-def top_fraction(values: Mapping[K, float], eta: int) -> list[K]:
+@dataclass(frozen=True)
+class Rungs:
+    """The rungs of a ``SuccessiveHalvingPruner``: rung k (0-based) is at epoch
+    ``min_resource * reduction_factor ** (min_early_stopping_rate + k)``, as Optuna's pruner computes it."""
+
+    min_resource: int
+    reduction_factor: int
+    min_early_stopping_rate: int
+
+    def step(self, rung: int) -> int:
+        """The epoch (step) of rung `rung`."""
+        return self.min_resource * self.reduction_factor ** (self.min_early_stopping_rate + rung)
+
+
+def top_fraction(values: Mapping[Any, float], eta: int) -> list[Any]:
     """ASHA's promotable set: the keys of the ``floor(len(values) / eta)`` largest values, best first.
 
-    Ties keep the mapping's order (earlier trials first). Li et al. 2020, Algorithm 2 (``get_job``: "top_k(rung
-    k, |rung k| / eta)"); val macro F1 is maximised.
+    Ties keep the mapping's order (earlier trials first). Li et al. 2020, Algorithm 2 (``get_job`` promotes from
+    the top n/eta of a rung, n the trials that reached it); val macro F1 is maximised.
 
     Args:
         values: {config key: value at the rung}.
@@ -83,7 +95,8 @@ def promotion_rungs(pruner: optuna.pruners.BasePruner) -> Rungs | None:
     """The rungs promotion works with: those of a ``SuccessiveHalvingPruner`` (also inside
     :class:`~maskcls_hpo.hpo.trial.KnownGoodPruner`); None for any other pruner (they have no rungs)."""
     inner = pruner.inner if isinstance(pruner, KnownGoodPruner) else pruner
-    return sha_rungs(inner)
+    found = sha_rungs(inner)
+    return Rungs(*found) if found is not None else None
 
 
 def origin(trial: FrozenTrial, by_number: Mapping[int, FrozenTrial]) -> int:

@@ -119,9 +119,10 @@ def budget_line(sweep: Sweep, n_trials: int, budget_epochs: int | None) -> str:
     line += f"; pruner {type(inner).__name__}"
     rungs = sha_rungs(inner)
     if rungs is not None:
-        steps = [rungs.step(k) for k in range(64) if rungs.step(k) < epochs]
+        low, eta, rate = rungs
+        steps = [low * eta ** (rate + k) for k in range(64) if low * eta ** (rate + k) < epochs]
         at = ", ".join(map(str, steps)) if steps else f"none below epoch {epochs}"
-        line += f", rungs at epoch {at} (eta {rungs.reduction_factor})"
+        line += f", rungs at epoch {at} (eta {eta})"
         line += ", promotion from checkpoints " + ("on" if sweep.promotion else "off (PROMOTION = False)")
     return line
 

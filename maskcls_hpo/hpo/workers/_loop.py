@@ -45,7 +45,6 @@ from maskcls_hpo._util import DISK_FULL, disk_full_reason
 from maskcls_hpo.errors import LaunchError
 from maskcls_hpo.hpo._optuna import (
     AskError,
-    Rungs,
     ask_tracked,
     heartbeat,
     rdb_of,
@@ -76,6 +75,7 @@ from maskcls_hpo.hpo.trial import (
     ConfirmPlan,
     LedgerWriter,
     Promotion,
+    Rungs,
     Sweep,
     TrialArtifactUploader,
     TrialTracker,

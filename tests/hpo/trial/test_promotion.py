@@ -9,11 +9,18 @@ from optuna.trial import TrialState, create_trial
 from rich.console import Console
 
 from maskcls_hpo.checkpoint import load_checkpoint
-from maskcls_hpo.hpo._optuna import Rungs
 from maskcls_hpo.hpo.attrs import TrialAttrs, checkpoint_dir
 from maskcls_hpo.hpo.launch import prepare_study
 from maskcls_hpo.hpo.store import PROMOTED_KEY, open_storage, resolve_storage_url
-from maskcls_hpo.hpo.trial import find_promotions, load_sweep, promote, resume_checkpoint, stage_ledger, top_fraction
+from maskcls_hpo.hpo.trial import (
+    Rungs,
+    find_promotions,
+    load_sweep,
+    promote,
+    resume_checkpoint,
+    stage_ledger,
+    top_fraction,
+)
 from maskcls_hpo.hpo.workers import RunOptions, WorkerSettings, run_worker
 from maskcls_hpo.results.status import print_status
 from maskcls_hpo.train import train
