@@ -263,7 +263,7 @@ def run_worker(
                 continue
             trials = _trials(worker)
             room = _epochs_left(worker, trials)
-            if room is not None and room < _smallest_need(worker, trials):
+            if room is not None and room < _next_need(worker, trials):
                 if counts.running == 0:
                     stop = StopReason.BUDGET, _epochs_spent_line(worker, room)
                     break
@@ -411,10 +411,14 @@ def _epochs_spent_line(worker: _Worker, room: int) -> str:
     return f"study trained {budget - room if budget else 0} of its {budget} epochs; no trial fits in the {room} left"
 
 
-def _smallest_need(worker: _Worker, trials: list[FrozenTrial]) -> int:
-    """The fewest epochs the next trial can take: a new one's, a queued copy's, or a promotable trial's rest."""
+def _next_need(worker: _Worker, trials: list[FrozenTrial]) -> int:
+    """The epochs the next trial this worker can start needs: the oldest queued trial's (the queue goes first, and
+    no new trial starts while an older one waits: :func:`_claim_slot`), else the fewest of a new trial's and a
+    promotable trial's rest."""
+    waiting = [t for t in trials if t.state == TrialState.WAITING]
+    if waiting:
+        return epochs_to_come(min(waiting, key=lambda t: t.number), worker.default_epochs)
     needs = [worker.default_epochs]
-    needs += [epochs_to_come(t, worker.default_epochs) for t in trials if t.state == TrialState.WAITING]
     if worker.rungs is not None:
         needs += [p.epochs_to_come(worker.default_epochs) for p in _promotions(worker, trials)]
     return min(needs)

@@ -98,3 +98,40 @@ def test_launch_with_two_workers_never_trains_past_the_epoch_budget(tmp_path, ti
     assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 2
     assert stage_ledger(study.trials)["epochs"] == 4
     assert "2 finished (2 complete, 0 pruned), 0 failed, 4 of 5 epochs" in out
+
+
+@pytest.mark.timeout(300)
+def test_a_queued_trial_that_does_not_fit_stops_the_worker_instead_of_spinning(tmp_path, tiny_sweep):
+    """The queue goes first: when its oldest trial does not fit, a smaller copy behind it cannot run either."""
+    path = tiny_sweep(epochs=2)
+    url = resolve_storage_url(str(tmp_path / "study.db"))
+    sweep = load_sweep(path)
+    study = prepare_study(sweep, open_storage(url), "t", 50, study_attrs={StudyAttrs.BUDGET_EPOCHS: 5})
+    space = sweep.search_space()
+    params = {"batch_size": 16, "lr": 0.005}
+
+    def add(state, reported):
+        study.add_trial(
+            create_trial(
+                state=state,
+                value=0.5 if state == TrialState.COMPLETE else None,
+                params=params,
+                distributions={k: space[k] for k in params},
+                user_attrs={TrialAttrs.CONFIG: {"epochs": 2}},
+                intermediate_values={e: 0.1 for e in range(1, reported + 1)},
+            )
+        )
+
+    add(TrialState.COMPLETE, 2)
+    add(TrialState.COMPLETE, 2)  # 4 of 5 epochs trained
+    study.enqueue_trial(params)  # needs 2: does not fit
+    add(TrialState.WAITING, 1)  # a copy that needs 1 would fit, but waits behind it
+    settings = WorkerSettings(
+        sweep_path=path,
+        storage_url=url,
+        study_name="t",
+        options=RunOptions(checkpoints=tmp_path / "c", poll_interval=0.05),
+    )
+    report = run_worker(settings, sweep)
+    assert report.stop_reason == "study trained 4 of its 5 epochs; no trial fits in the 1 left"
+    assert [t.state for t in study.get_trials()][2:] == [TrialState.WAITING, TrialState.WAITING]
