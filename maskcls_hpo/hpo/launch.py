@@ -407,9 +407,7 @@ def run_sweep(
         f"{backend.describe(workers)}"
     )
     if result.reached:
-        prepared.discard_standby()
-        result.message = f"nothing to do: the study already holds {result.counts.finished} finished trials"
-        return result
+        return _nothing_to_do(prepared)
     if workers == 0:
         result.message = (
             f"study '{name}' is ready; start workers with: maskcls-hpo worker {plan.sweep.path} --study {name} "
@@ -463,14 +461,9 @@ def _finish(prepared: PreparedSweep, pool: WorkerPool, followed: Followed) -> Sw
             f"; {followed.message}" if followed.message else ""
         )
     elif result.reached:
-        budget = prepared.plan.settings.budget_epochs
-        spent = (
-            ""
-            if budget is None
-            else f", {budget - epoch_room(study.get_trials(deepcopy=False), budget, 1)} of {budget} epochs"
-        )
         result.message = (
-            f"{c.finished} finished ({c.complete} complete, {c.pruned} pruned), {c.failed} failed{spent} "
+            f"{c.finished} finished ({c.complete} complete, {c.pruned} pruned), {c.failed} failed"
+            f"{_epochs_line(prepared)} "
             f"in {result.seconds:,.0f} s; {pool.where()}"
         )
     else:
@@ -482,6 +475,23 @@ def _finish(prepared: PreparedSweep, pool: WorkerPool, followed: Followed) -> Sw
             f"{f'{full}; free space there, then launch again' if full else why}"
         )
     return result
+
+
+def _nothing_to_do(prepared: PreparedSweep) -> SweepResult:
+    """The study already holds its budget: standby workers stop; the result says so."""
+    prepared.discard_standby()
+    result = prepared.result
+    result.message = f"nothing to do: the study already holds {result.counts.finished} finished trials"
+    result.message += _epochs_line(prepared)
+    return result
+
+
+def _epochs_line(prepared: PreparedSweep) -> str:
+    """``", 60 of 64 epochs"``: what the study trained of its ``--budget-epochs`` (none running); "" without one."""
+    budget = prepared.plan.settings.budget_epochs
+    if budget is None:
+        return ""
+    return f", {budget - epoch_room(prepared.study.get_trials(deepcopy=False), budget, 1)} of {budget} epochs"
 
 
 def _reached(plan: SweepPlan, study: optuna.Study, counts: StudyCounts) -> bool:

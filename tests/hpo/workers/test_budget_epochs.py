@@ -98,6 +98,10 @@ def test_launch_with_two_workers_never_trains_past_the_epoch_budget(tmp_path, ti
     assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 2
     assert stage_ledger(study.trials)["epochs"] == 4
     assert "2 finished (2 complete, 0 pruned), 0 failed, 4 of 5 epochs" in out
+    # the same command again: no trial fits, nothing starts
+    again = subprocess.run([sys.executable, "-m", "maskcls_hpo", *args], capture_output=True, text=True, cwd=tmp_path)
+    out = " ".join((again.stdout + again.stderr).split())
+    assert again.returncode == 0 and "nothing to do: the study already holds 2 finished trials, 4 of 5 epochs" in out
 
 
 @pytest.mark.timeout(300)
