@@ -300,7 +300,7 @@ def check_internals() -> list[str]:
         if not hasattr(sha, name):
             missing.append(f"SuccessiveHalvingPruner.{name}")
     try:
-        from optuna.pruners._successive_halving import _completed_rung_key
+        from optuna.pruners._successive_halving import _completed_rung_key  # lazy: private API, checked here
 
         if _completed_rung_key(0) != "completed_rung_0":
             missing.append("SuccessiveHalvingPruner's system attr completed_rung_<k>")

@@ -37,6 +37,7 @@ from psycopg import sql
 from sqlalchemy.engine import make_url
 
 from helpers import REPO_ROOT
+from helpers.processes import sigint_as_in_a_terminal
 
 __all__ = [
     "DEFAULT_ADMIN_URL",
@@ -362,6 +363,7 @@ def cli_background(
         env=_env(env),
         stdout=fh,
         stderr=subprocess.STDOUT,
+        preexec_fn=sigint_as_in_a_terminal,  # tests press Ctrl-C on it
     )
     proc.log_path = log  # type: ignore[attr-defined]
     fh.close()

@@ -47,6 +47,19 @@ def http_get(url: str, timeout: float = 30.0) -> tuple[int, bytes]:
         return err.code, err.read()
 
 
+def sigint_as_in_a_terminal() -> None:
+    """`preexec_fn` for a child that a test stops with Ctrl-C (SIGINT): the default handling, as in a terminal.
+
+    A shell without job control (a CI runner, `make test &` from a script) starts background commands with SIGINT
+    ignored, and every child inherits that; the product leaves an ignored SIGINT alone (hpo/signals.py: background
+    jobs), so such a child would never see the test's Ctrl-C. The test must not depend on how the suite was
+    started.
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class DashboardProcess:
     """`maskcls-hpo dashboard` as a real subprocess on a free port; `.base` is http://127.0.0.1:PORT."""
 
@@ -63,6 +76,7 @@ class DashboardProcess:
             env=env or subprocess_env(),
             stdout=self._fh,
             stderr=subprocess.STDOUT,
+            preexec_fn=sigint_as_in_a_terminal,
         )
 
     def wait_ready(self, timeout: float = 120.0) -> DashboardProcess:
