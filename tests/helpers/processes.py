@@ -116,6 +116,10 @@ class DashboardProcess:
         return self.log.read_text(encoding="utf-8", errors="replace")
 
 
+DASHBOARD_TRIALS_TTL_S = 2.0
+"""How long optuna-dashboard reuses a study's trial list of fewer than 100 trials (its ``get_trials`` cache)."""
+
+
 class DashboardPoller:
     """Reads the dashboard every `interval` seconds on a thread, like an open browser tab that refreshes.
 
@@ -175,6 +179,11 @@ class DashboardPoller:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        import time
+
         self._stop.set()
         self._thread.join(timeout=60)
+        # optuna-dashboard serves a study's trials from its own cache for up to DASHBOARD_TRIALS_TTL_S after it
+        # read them (optuna_dashboard/_storage.py `get_trials`); the last read must come after that
+        time.sleep(DASHBOARD_TRIALS_TTL_S + 0.5)
         self.final_states = self._round()  # after the block's work ended (the thread has stopped)

@@ -123,6 +123,7 @@ def test_dashboard_in_headless_chromium(swept_study, tmp_path):
     assert Path(CHROMIUM).is_file(), "install Debian's chromium: run scripts/test-env.sh (make test does)"
     study = load(swept_study)
     complete = next(t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE)
+    assert sum(t.state.is_finished() for t in study.get_trials(deepcopy=False)) == 3  # the exact budget
     base = swept_study.dashboard.base
     sid = study_id_of(base, swept_study.study)
     with sync_playwright() as p:
@@ -135,7 +136,9 @@ def test_dashboard_in_headless_chromium(swept_study, tmp_path):
             page.screenshot(path=str(tmp_path / "dashboard_home.png"))
 
             page.goto(f"{base}/dashboard/studies/{sid}/trials", wait_until="networkidle")
-            page.get_by_text("3 Trials", exact=True).wait_for()
+            # what is stored: 3 finished, plus a trial asked for as the last slot was taken, if the race happened
+            # (it waits in the queue unrun: hpo/workers/_loop.py `_claim_slot`)
+            page.get_by_text(f"{len(study.get_trials(deepcopy=False))} Trials", exact=True).wait_for()
             page.get_by_text(f"Trial {complete.number}", exact=True).first.click()
             artifact = page.get_by_text("confusion_matrix.png", exact=True).first
             artifact.wait_for()
@@ -177,9 +180,9 @@ def test_three_storage_spellings_open_the_same_study(swept_study, tmp_path):
             status, body = http_get(f"{proc.base}/api/studies/{sid}")
             assert status == 200
             trials = json.loads(body)["trials"]
-            seen[key] = (sid, [(t["number"], t["state"], t["values"]) for t in trials])
+            seen[key] = (sid, [(t["number"], t["state"], t.get("values")) for t in trials])  # a WAITING one has none
         reference = seen["default"]
-        assert len(reference[1]) == 3
+        assert len(reference[1]) == len(load(swept_study).trials)  # what is stored (3 finished, see above)
         assert all(v == reference for v in seen.values()), seen
     finally:
         for proc in procs.values():
@@ -462,7 +465,7 @@ def test_plain_optuna_dashboard_shows_the_project_study(swept_study, tmp_path):
         proc.terminate()
         proc.wait(timeout=30)
     assert detail["objective_names"] == ["val_macro_f1"]
-    assert len(detail["trials"]) == 3
+    assert len(detail["trials"]) == len(load(swept_study).trials)  # what is stored (3 finished, see above)
     for t in detail["trials"]:
         if t["state"] in ("Complete", "Pruned"):
             assert sorted(a["filename"] for a in t["artifacts"]) == sorted(ARTIFACT_FILES)

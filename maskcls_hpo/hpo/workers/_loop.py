@@ -270,6 +270,8 @@ def run_worker(
                 time.sleep(settings.options.poll_interval)  # a running trial may be pruned and free its epochs
                 continue
             _promote(worker, trials, room)
+            if trials and _budget_taken(worker):  # reading the trials took a while: the last slots may be gone now
+                continue
             report.record(_run_next(worker))
             ledger.maybe_write(worker.study)
         report.stopped(*stop)
@@ -388,6 +390,13 @@ def _counts_after_stale(worker: _Worker) -> StudyCounts:
     if seconds_since_db_error() > grace:
         fail_stale_trials(worker.study, grace)
     return worker.counts()
+
+
+def _budget_taken(worker: _Worker) -> bool:
+    """Every slot of the trial budget is held (finished + running): a trial asked for now would go back to the
+    queue unrun (:func:`_claim_slot`), so none is asked for."""
+    counts = worker.counts()
+    return counts.finished + counts.running >= worker.n_trials
 
 
 def _trials(worker: _Worker) -> list[FrozenTrial]:
