@@ -33,6 +33,12 @@ def _trial(number, state, reported, epochs=4, resumed_at=None):
     return t
 
 
+def _work(path, url, sweep, tmp_path):
+    """One worker on study "t" until it stops; its report."""
+    options = RunOptions(checkpoints=tmp_path / "ckpt", poll_interval=0.05)
+    return run_worker(WorkerSettings(sweep_path=path, storage_url=url, study_name="t", options=options), sweep)
+
+
 def test_epoch_room_is_the_budget_less_trained_and_held_epochs():
     trials = [
         _trial(0, TrialState.COMPLETE, 4),  # trained 4
@@ -69,13 +75,7 @@ def test_a_worker_stops_when_no_trial_fits_in_the_epochs_left(tmp_path, tiny_swe
     url = resolve_storage_url(str(tmp_path / "study.db"))
     sweep = load_sweep(path)
     prepare_study(sweep, open_storage(url), "t", 50, study_attrs={StudyAttrs.BUDGET_EPOCHS: 5})
-    settings = WorkerSettings(
-        sweep_path=path,
-        storage_url=url,
-        study_name="t",
-        options=RunOptions(checkpoints=tmp_path / "ckpt", poll_interval=0.1),
-    )
-    report = run_worker(settings, sweep)
+    report = _work(path, url, sweep, tmp_path)
     study = optuna.load_study(study_name="t", storage=open_storage(url))
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.COMPLETE]
     assert stage_ledger(study.trials)["epochs"] == 4
@@ -130,12 +130,6 @@ def test_a_queued_trial_that_does_not_fit_stops_the_worker_instead_of_spinning(t
     add(TrialState.COMPLETE, 2)  # 4 of 5 epochs trained
     study.enqueue_trial(params)  # needs 2: does not fit
     add(TrialState.WAITING, 1)  # a copy that needs 1 would fit, but waits behind it
-    settings = WorkerSettings(
-        sweep_path=path,
-        storage_url=url,
-        study_name="t",
-        options=RunOptions(checkpoints=tmp_path / "c", poll_interval=0.05),
-    )
-    report = run_worker(settings, sweep)
+    report = _work(path, url, sweep, tmp_path)
     assert report.stop_reason == "study trained 4 of its 5 epochs; no trial fits in the 1 left"
     assert [t.state for t in study.get_trials()][2:] == [TrialState.WAITING, TrialState.WAITING]
