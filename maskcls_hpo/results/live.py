@@ -129,6 +129,7 @@ class ProgressLines:
 
     def __init__(self) -> None:
         self._epochs: dict[int, int] = {}
+        self._finished: set[int] = set()  # trials whose end line was written
         self._said_starting = False
         self._tasks: str | None = None
         self._warned = False
@@ -172,8 +173,11 @@ class ProgressLines:
             lines += self._epoch_lines(stamp, t.number, t.values, t.epochs)
             lines.append(self._finished_line(stamp, t, p))
             self._epochs.pop(t.number, None)
+            self._finished.add(t.number)
         for r in p.running:
-            lines += self._epoch_lines(stamp, r.number, r.values, r.epochs)
+            # a trial that ended between the snapshot's two reads is in both lists: its end line is written
+            if r.number not in self._finished:
+                lines += self._epoch_lines(stamp, r.number, r.values, r.epochs)
         if p.warning and not self._warned:  # once per launch
             lines.append(f"{stamp} {p.warning}")
             self._warned = True

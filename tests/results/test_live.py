@@ -102,3 +102,17 @@ def test_terminal_view_shows_epochs_f1_elapsed_eta_and_starting_workers():
     final = render(snap(130, StudyCounts(complete=1, failed=1, waiting=1), running=[t], phase="interrupted"))
     assert "interrupted: no trial of this launch runs; 1 trial(s) queued to resume" in final
     assert "2/4" not in final and "0.4321" not in final  # no trial shown as running after Ctrl-C
+
+
+def test_a_trial_that_ended_between_the_snapshots_two_reads_is_written_once():
+    """The reader lists RUNNING trials and trials finished since the last snapshot with two queries; a trial that
+    ends between them is in both lists (seen in `make demo` on a loaded machine: its epochs printed twice)."""
+    lines = ProgressLines()
+    lines(snap(10, StudyCounts(running=1), running=[RunningTrial(7, 2, 4, 0.5, {1: 0.25, 2: 0.5}, 10.0, 10.0)]))
+    values = {1: 0.25, 2: 0.5, 3: 0.625, 4: 0.75}
+    done = FinishedTrial(7, "COMPLETE", 0.75, 4, 4, values, "", 20.0)
+    still = RunningTrial(7, 4, 4, 0.75, values, 20.0, 0.0)
+    out = lines(snap(20, StudyCounts(complete=1), running=[still], finished=[done], best=0.75, best_trial=7))
+    out += lines(snap(21, StudyCounts(complete=1), running=[still], best=0.75, best_trial=7))  # a late read too
+    assert out[:2] == ["[0:20] trial 7 epoch 3/4: val macro F1 0.6250", "[0:20] trial 7 epoch 4/4: val macro F1 0.7500"]
+    assert len(out) == 3 and "trial 7 COMPLETE" in out[2]
