@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import itertools
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -62,8 +63,9 @@ from optuna.distributions import (
 from maskcls_hpo._util import check_path_name, read_text_file
 from maskcls_hpo.config import ConfigError, TrainConfig, config_from_mapping
 from maskcls_hpo.errors import SweepError
-from maskcls_hpo.hpo._optuna import percentile_warmup_steps, sha_rungs, tpe_startup_trials
+from maskcls_hpo.hpo._optuna import percentile_warmup_steps, tpe_startup_trials
 from maskcls_hpo.hpo.attrs import StudyAttrs
+from maskcls_hpo.hpo.trial._promotion import promotion_rungs
 from maskcls_hpo.hpo.trial._reference import KnownGoodPruner
 
 OPTUNA_STARTUP_TRIALS = 10
@@ -115,14 +117,13 @@ def budget_line(sweep: Sweep, n_trials: int, budget_epochs: int | None) -> str:
     line = f"budget: {budget}; sampler {type(sampler).__name__}"
     if startup is not None:
         line += f", {startup} random start-up trials (sized to {why})"
-    inner = sweep.make_pruner().inner
-    line += f"; pruner {type(inner).__name__}"
-    rungs = sha_rungs(inner)
+    pruner = sweep.make_pruner()
+    line += f"; pruner {type(pruner.inner).__name__}"
+    rungs = promotion_rungs(pruner)
     if rungs is not None:
-        low, eta, rate = rungs
-        steps = [low * eta ** (rate + k) for k in range(64) if low * eta ** (rate + k) < epochs]
+        steps = list(itertools.takewhile(lambda step: step < epochs, map(rungs.step, itertools.count())))
         at = ", ".join(map(str, steps)) if steps else f"none below epoch {epochs}"
-        line += f", rungs at epoch {at} (eta {eta})"
+        line += f", rungs at epoch {at} (eta {rungs.reduction_factor})"
         line += ", promotion from checkpoints " + ("on" if sweep.promotion else "off (PROMOTION = False)")
     return line
 

@@ -262,14 +262,15 @@ def run_worker(
                 time.sleep(settings.options.poll_interval)  # the last slots are taken; a running trial may fail
                 continue
             trials = _trials(worker)
+            promotions = _promotions(worker, trials)
             room = _epochs_left(worker, trials)
-            if room is not None and room < _next_need(worker, trials):
+            if room is not None and room < _next_need(worker, trials, promotions):
                 if counts.running == 0:
                     stop = StopReason.BUDGET, _epochs_spent_line(worker, room)
                     break
                 time.sleep(settings.options.poll_interval)  # a running trial may be pruned and free its epochs
                 continue
-            _promote(worker, trials, room)
+            _promote(worker, promotions, room)
             if trials and _budget_taken(worker):  # reading the trials took a while: the last slots may be gone now
                 continue
             report.record(_run_next(worker))
@@ -420,31 +421,28 @@ def _epochs_spent_line(worker: _Worker, room: int) -> str:
     return f"study trained {budget - room if budget else 0} of its {budget} epochs; no trial fits in the {room} left"
 
 
-def _next_need(worker: _Worker, trials: list[FrozenTrial]) -> int:
+def _next_need(worker: _Worker, trials: list[FrozenTrial], promotions: list[Promotion]) -> int:
     """The epochs the next trial this worker can start needs: the oldest queued trial's (the queue goes first, and
     no new trial starts while an older one waits: :func:`_claim_slot`), else the fewest of a new trial's and a
     promotable trial's rest."""
     waiting = [t for t in trials if t.state == TrialState.WAITING]
     if waiting:
         return epochs_to_come(min(waiting, key=lambda t: t.number), worker.default_epochs)
-    needs = [worker.default_epochs]
-    if worker.rungs is not None:
-        needs += [p.epochs_to_come(worker.default_epochs) for p in _promotions(worker, trials)]
-    return min(needs)
+    return min([worker.default_epochs, *(p.epochs_to_come(worker.default_epochs) for p in promotions)])
 
 
 def _promotions(worker: _Worker, trials: list[FrozenTrial]) -> list[Promotion]:
-    assert worker.rungs is not None
+    """The pruned trials that may be promoted now ([] when this worker does not promote)."""
+    if worker.rungs is None:
+        return []
     return find_promotions(trials, worker.rungs, worker.settings.study_checkpoints)
 
 
-def _promote(worker: _Worker, trials: list[FrozenTrial], room: int | None) -> None:
-    """Queue the copy of a pruned trial that now ranks into its rung's top and whose rest fits in `room` epochs
-    (None: no epoch budget), if there is one (asynchronous successive halving, hpo/trial/_promotion.py); the
-    next trial this or another worker takes is that copy."""
-    if worker.rungs is None:
-        return
-    for found in _promotions(worker, trials):
+def _promote(worker: _Worker, promotions: list[Promotion], room: int | None) -> None:
+    """Queue the copy of the first of `promotions` whose rest fits in `room` epochs (None: no epoch budget), if
+    any (asynchronous successive halving, hpo/trial/_promotion.py); the next trial this or another worker takes
+    is that copy."""
+    for found in promotions:
         if room is not None and found.epochs_to_come(worker.default_epochs) > room:
             continue
         if promote(worker.study, found, worker.label) is not None:  # not retried whole: its steps retry themselves
