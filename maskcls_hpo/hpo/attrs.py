@@ -20,6 +20,7 @@ __all__ = [
     "checkpoint_dir",
     "checkpoint_of",
     "slurm_label",
+    "PRUNED_REASON",
     "ConfirmAttrs",
     "KIND_CONFIRM",
     "PARAM_SOURCE",
@@ -89,6 +90,11 @@ class TrialAttrs:
     """The Slurm job the trial ran in: the array job's id for an array task (what ``squeue`` shows before ``_``)."""
     SLURM_TASK_ID = "slurm_task_id"
     """The array task index (``SLURM_ARRAY_TASK_ID``) the trial ran in; absent outside an array."""
+
+
+PRUNED_REASON = "pruned at epoch"
+"""Start of the `reason` of a trial the pruner stopped (``pruned at epoch E (val macro F1 ...)``), as the objective
+writes it; every other PRUNED reason (``oom``, ``non-finite ...``) says something else."""
 
 
 def slurm_label(user_attrs: dict) -> str | None:

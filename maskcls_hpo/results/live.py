@@ -22,6 +22,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from maskcls_hpo.hpo.attrs import PRUNED_REASON
 from maskcls_hpo.hpo.workers import FinishedTrial, Progress
 
 __all__ = ["progress_table", "ProgressLines", "clock", "live_view"]
@@ -152,7 +153,7 @@ class ProgressLines:
             what = f"{t.state} at epoch {_epochs(t.epoch, t.epochs)}"
             if t.epoch and t.epoch in t.values:
                 what += f" (val macro F1 {t.values[t.epoch]:.4f})"
-            if t.reason and not t.reason.startswith("pruned at epoch"):
+            if t.reason and not t.reason.startswith(PRUNED_REASON):
                 what += f": {t.reason}"
         if t.seconds is not None:
             what += f" in {clock(t.seconds)}"

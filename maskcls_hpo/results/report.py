@@ -45,7 +45,7 @@ from optuna.trial import FrozenTrial, TrialState
 from maskcls_hpo._util import atomic_write_text, check_output_file, check_whole_number
 from maskcls_hpo.errors import ExportError
 from maskcls_hpo.hpo._optuna import rdb_models, rdb_of, storage_of, study_id_of
-from maskcls_hpo.hpo.attrs import OBJECTIVE_LABEL, StudyAttrs, TrialAttrs
+from maskcls_hpo.hpo.attrs import OBJECTIVE_LABEL, PRUNED_REASON, StudyAttrs, TrialAttrs
 from maskcls_hpo.hpo.select import MAX_TOP, STAGES, selection_ranking, study_ledger
 from maskcls_hpo.hpo.store import mask_password, ranked_complete_trials, uses_sql
 from maskcls_hpo.hpo.trial import lr_range_line
@@ -520,7 +520,7 @@ def reason_kind(state: TrialState, reason: str) -> str:
     reason = (reason or "").strip()
     if not reason:
         return "no reason recorded"
-    if reason.startswith("pruned at epoch"):
+    if reason.startswith(PRUNED_REASON):
         return " ".join(reason.split()[:4])
     if state == TrialState.FAIL and ":" in reason.split()[0]:
         return reason.split(":", 1)[0]

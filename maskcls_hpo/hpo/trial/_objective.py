@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, cast
 import optuna
 
 from maskcls_hpo.hpo._optuna import storage_of, trial_id_of
-from maskcls_hpo.hpo.attrs import TrialAttrs, checkpoint_dir
+from maskcls_hpo.hpo.attrs import PRUNED_REASON, TrialAttrs, checkpoint_dir
 from maskcls_hpo.hpo.store import mask_password, to_native
 from maskcls_hpo.hpo.trial._sweep import MeasuredLrTrial, Sweep
 
@@ -186,7 +186,7 @@ def _epoch_hook(
         # NOTE the pruner is not asked after the last epoch: the work is done, and a trial pruned there
         # would be dropped from export and `--top` although it trained as long as every COMPLETE one.
         if r.epoch < config.epochs and trial.should_prune():
-            _prune(trial, f"pruned at epoch {r.epoch} (val macro F1 {r.val_f1:.4f})")
+            _prune(trial, f"{PRUNED_REASON} {r.epoch} (val macro F1 {r.val_f1:.4f})")
 
     return on_epoch
 

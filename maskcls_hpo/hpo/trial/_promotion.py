@@ -39,15 +39,12 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from maskcls_hpo.hpo._optuna import completed_rungs, rung_attrs, sha_rungs, storage_of, trial_id_of
-from maskcls_hpo.hpo.attrs import TrialAttrs, checkpoint_dir
+from maskcls_hpo.hpo.attrs import PRUNED_REASON, TrialAttrs, checkpoint_dir
 from maskcls_hpo.hpo.store import PROMOTED_KEY, mark_once, retry_db
 from maskcls_hpo.hpo.trial._ledger import epochs_to_come
 from maskcls_hpo.hpo.trial._reference import KnownGoodPruner
 
 log = logging.getLogger(__name__)
-
-PRUNED_REASON = "pruned at epoch"
-"""Start of the reason the objective stores on a trial the pruner stopped (hpo/trial/_objective.py)."""
 
 _NOT_COPIED = (
     TrialAttrs.REASON,
