@@ -75,7 +75,9 @@ RETRIED_METHODS = (
     "get_study_system_attrs",
     "get_all_studies",
     "create_new_trial",
+    "_create_new_trial",  # what Optuna's cache layer (storages/_cached_storage.py) calls
     "set_trial_param",
+    "_set_trial_param",  # likewise: a suggest_* during a server restart otherwise failed its trial
     "set_trial_state_values",
     "set_trial_intermediate_value",
     "set_trial_user_attr",

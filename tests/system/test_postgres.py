@@ -143,6 +143,53 @@ def test_workers_keep_going_through_a_server_restart(private_pg, tiny_demo, tmp_
     assert "database reachable again" in everything  # ... and ridden out
 
 
+def test_suggest_ask_and_report_wait_out_a_server_restart_inside_the_call(private_pg, monkeypatch):
+    # Optuna's cache layer calls private RDBStorage methods (_set_trial_param for suggest_*, _create_new_trial for
+    # ask); all are retried. Deterministic: the server is stopped just as the named method opens its database
+    # session (every pooled connection is cut) and started again 2 s later. Before those two were retried, a
+    # suggest_* that met a restart failed its trial (the sweep test above saw it once under load).
+    import contextlib
+    import inspect
+    import threading
+
+    import optuna
+    from optuna.storages._rdb import storage as rdb_module  # the session helper every RDBStorage call opens
+
+    from maskcls_hpo.hpo.store import open_storage
+
+    url = database_url(private_pg.admin_url, create_database(private_pg.admin_url))
+    study = optuna.create_study(study_name="outage", storage=open_storage(url, retry_seconds=120))
+    trial = study.ask()
+    original = rdb_module._create_scoped_session
+    outage: dict[str, threading.Timer] = {}
+
+    @contextlib.contextmanager
+    def session_during_a_restart(*args, **kwargs):
+        callers = {f.function for f in inspect.stack(0)[:8]}
+        for method, restart in outage.items():
+            if method in callers and not restart.is_alive() and not restart.finished.is_set():
+                private_pg.stop("fast")
+                restart.start()
+        with original(*args, **kwargs) as session:
+            yield session
+
+    monkeypatch.setattr(rdb_module, "_create_scoped_session", session_during_a_restart)
+    calls = {
+        "_set_trial_param": lambda: trial.suggest_float("lr", 1e-4, 1e-1, log=True),
+        "_create_new_trial": study.ask,
+        "set_trial_intermediate_value": lambda: trial.report(0.5, 1),
+    }
+    for method, call in calls.items():
+        outage[method] = threading.Timer(2.0, private_pg.start)
+        call()
+        outage[method].join(timeout=60)
+        assert outage[method].finished.is_set() and private_pg.is_running(), method  # the outage happened inside
+    study.tell(trial, 0.5)
+    trials = load_trials(url, "outage")
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.RUNNING]
+    assert 1e-4 <= trials[0].params["lr"] <= 1e-1 and trials[0].intermediate_values == {1: 0.5}
+
+
 SECRET = "S3cr3tTok3n"
 
 
