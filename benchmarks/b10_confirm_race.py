@@ -1,23 +1,22 @@
 """B10 confirm as a race: the race's winner against the full confirm's, and the epochs it spends.
 
-PLANTED-BUT-REALISTIC REPLAY, not a replay of recorded fold x seed results: no recorded confirm (K configs x
-F folds x R seeds of finished runs) exists yet, and recording one on the 2-core machine does not fit. What
-is recorded and used:
+Two replays, both with the real rule (:func:`maskcls_hpo.hpo.trial._race.race_stops`: one-sided paired t test
+against the leader, alpha 0.05, at least 4 pairs; a stopped config runs no further round; the known-good, config
+0 of the curves and the sweep's KNOWN_GOOD, is protected; winner = best mean among the configs that ran every
+round):
 
-- each config's true mean = its best-epoch val macro F1 in the recorded UTKFace curves
-  (``results/b2_curves_faces.json``, 48 configs x 8 epochs, test_efficientnet 48x36, 150 persons); the 5 configs
-  re-run with 3 seeds there use their mean over the seeds;
-- the per-run noise = the pooled standard deviation over seeds of those 5 configs' best-epoch F1 (measured);
-- a fold effect shared by all configs on a fold (planted, sd 0.02; it cancels in the paired differences).
+1. **Over recorded fold x seed results** (the headline; ``results/b10_confirm_runs.json``, recorded once by
+   ``b10_record.py``: the top 8 configs of the UTKFace curves plus the known-good, each trained on 4
+   person-grouped folds x 2 seeds). Each replay plays the rounds in a random order; the full confirm's winner is
+   the best mean over all recorded runs. Settings: the top 3 / 5 / 8 (+ known-good), 1 or 2 seeds.
+2. **Planted-but-realistic** (kept for comparison): each config's true mean = its best-epoch val macro F1 in
+   the recorded UTKFace curves (``results/b2_curves_faces.json``; the 5 configs re-run with 3 seeds there use
+   their mean), per-run noise = the pooled seed standard deviation of those 5, a planted fold effect shared by
+   all configs (sd 0.02; it cancels in the paired differences); every run's result is drawn
+   ``mean[c] + fold[f] + N(0, noise)``.
 
-Each replay draws every run's result ``mean[c] + fold[f] + N(0, noise)``, picks a random order of the F x R
-rounds, and plays (a) the full confirm: every config on every round, winner = best mean; (b) the race: round
-by round, after each round the real rule (:func:`maskcls_hpo.hpo.trial._race.race_stops`: one-sided paired
-t test against the leader, alpha 0.05, at least 4 pairs) stops configs; a stopped config runs no further
-round; the known-good (config 0 of the curves, the sweep's KNOWN_GOOD) is protected; winner = best mean among
-the configs that ran every round. Measured: the share of replays where the race's winner is the full
-confirm's (target >= 80%), the race's epochs / the full confirm's (target <= 60%), and how often the race
-stopped the full confirm's winner.
+Measured: the share of replays where the race's winner is the full confirm's (target >= 80%), the race's epochs /
+the full confirm's (target <= 60%), and how often the race stopped the full confirm's winner.
 
     .venv/bin/python benchmarks/b10_confirm_race.py             # 1000 replays per setting
 """
@@ -59,16 +58,11 @@ def recorded(path: Path) -> tuple[np.ndarray, float, int]:
     return means, float(np.sqrt(np.mean(sds))), int(data["settings"]["epochs"])
 
 
-def replay(means: np.ndarray, protected: set[int], folds: int, seeds: int, noise: float, rng) -> dict:
-    """One replay of the full confirm and the race over the same drawn results."""
-    configs = list(range(len(means)))
-    rounds = [(f, s) for f in range(folds) for s in range(seeds)]
-    fold_effect = rng.normal(0.0, FOLD_SD, folds)
-    values = {
-        c: {(f, s): float(means[c] + fold_effect[f] + rng.normal(0.0, noise)) for f, s in rounds} for c in configs
-    }
+def race_over(values: dict[int, dict[tuple[int, int], float]], protected: set[int], order: list) -> dict:
+    """The full confirm and the race over the same run results `values` ({config: {(fold, seed): F1}}), the race
+    playing the rounds in `order`."""
+    configs = list(values)
     full_winner = max(configs, key=lambda c: np.mean(list(values[c].values())))
-    order = [rounds[i] for i in rng.permutation(len(rounds))]
     seen: dict[int, dict[tuple[int, int], float]] = {c: {} for c in configs}
     stops: dict = {}
     runs = 0
@@ -82,10 +76,59 @@ def replay(means: np.ndarray, protected: set[int], folds: int, seeds: int, noise
     race_winner = max(alive, key=lambda c: np.mean(list(seen[c].values())))
     return {
         "same_winner": race_winner == full_winner,
-        "runs_share": runs / (len(configs) * len(rounds)),
+        "runs_share": runs / (len(configs) * len(order)),
         "winner_stopped": full_winner in stops,
-        "true_best_stopped": int(np.argmax(means)) in stops,
         "stopped": len(stops),
+        "stops": stops,
+    }
+
+
+def replay(means: np.ndarray, protected: set[int], folds: int, seeds: int, noise: float, rng) -> dict:
+    """One replay of the full confirm and the race over the same drawn results."""
+    configs = list(range(len(means)))
+    rounds = [(f, s) for f in range(folds) for s in range(seeds)]
+    fold_effect = rng.normal(0.0, FOLD_SD, folds)
+    values = {
+        c: {(f, s): float(means[c] + fold_effect[f] + rng.normal(0.0, noise)) for f, s in rounds} for c in configs
+    }
+    out = race_over(values, protected, [rounds[i] for i in rng.permutation(len(rounds))])
+    out["true_best_stopped"] = int(np.argmax(means)) in out.pop("stops")
+    return out
+
+
+def recorded_setting(runs: dict, top: int, seeds: int, replays: int, seed: int, known_good: bool) -> dict:
+    """Replays of the race over recorded fold x seed results (``results/b10_confirm_runs.json``): the `top`
+    configs by recorded curve value (the first `top` of the recording's order) plus the known-good when
+    `known_good`, seed indices below `seeds`; each replay plays the rounds in a random order."""
+    order_all = runs["settings"]["configs"]
+    chosen = order_all[:top] + ([0] if known_good and 0 not in order_all[:top] else [])
+    values: dict[int, dict[tuple[int, int], float]] = {c: {} for c in chosen}
+    for r in runs["runs"]:
+        if r["config"] in values and r["seed_index"] < seeds:
+            values[r["config"]][(r["fold"], r["seed_index"])] = float(r["value"])
+    rounds = sorted(set.intersection(*(set(v) for v in values.values())))
+    values = {c: {k: v[k] for k in rounds} for c, v in values.items()}
+    protected = {0} if known_good else set()
+    rng = np.random.default_rng(seed)
+    rows = [race_over(values, protected, [rounds[i] for i in rng.permutation(len(rounds))]) for _ in range(replays)]
+    same = float(np.mean([r["same_winner"] for r in rows]))
+    share = float(np.mean([r["runs_share"] for r in rows]))
+    means = {c: float(np.mean(list(v.values()))) for c, v in values.items()}
+    return {
+        "top": top,
+        "folds": len({f for f, _ in rounds}),
+        "seeds": len({s for _, s in rounds}),
+        "rounds": len(rounds),
+        "known_good": known_good,
+        "configs": chosen,
+        "config_means": [round(means[c], 4) for c in chosen],
+        "full_winner": max(chosen, key=lambda c: means[c]),
+        "replays": replays,
+        "same_winner": round(same, 3),
+        "epochs_share": round(share, 3),
+        "winner_stopped": round(float(np.mean([r["winner_stopped"] for r in rows])), 3),
+        "mean_stopped": round(float(np.mean([r["stopped"] for r in rows])), 2),
+        "met": same >= TARGET_SAME_WINNER and share <= TARGET_EPOCHS,
     }
 
 
@@ -120,10 +163,29 @@ def setting(
     }
 
 
+def recorded_replays(path: Path, replays: int, seed: int) -> list[dict]:
+    """The race replayed over the recorded fold x seed results in `path` (b10_record.py), printed as a table."""
+    runs = json.loads(path.read_text(encoding="utf-8"))
+    top = int(runs["settings"]["top"])
+    grid = [(t, s, True) for t in (3, 5, top) for s in range(1, int(runs["settings"]["seeds"]) + 1)]
+    rows = [recorded_setting(runs, t, s, replays, seed, kg) for t, s, kg in [*grid, (top, 2, False)]]
+    print_table(
+        f"B10 confirm race over recorded fold x seed results ({path.name}, {len(runs['runs'])} runs)",
+        ["top (+ kg)", "folds x seeds", "full winner", "same winner", "epochs share", "winner stopped", "met"],
+        [
+            [f"{r['top']}{' + 1' if len(r['configs']) > r['top'] else ''}", f"{r['folds']} x {r['seeds']}"]
+            + [r["full_winner"], r["same_winner"], r["epochs_share"], r["winner_stopped"], "yes" if r["met"] else "no"]
+            for r in rows
+        ],
+    )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--curves", type=Path, default=RESULTS / "b2_curves_faces.json")
     ap.add_argument("--replays", type=int, default=1000)
+    ap.add_argument("--runs", type=Path, default=RESULTS / "b10_confirm_runs.json", help="recorded fold x seed runs")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore", category=RuntimeWarning)  # scipy: identical pairs
@@ -142,10 +204,14 @@ def main(argv: list[str] | None = None) -> None:
             for r in results
         ],
     )
+    recorded_rows = recorded_replays(args.runs, args.replays, args.seed) if args.runs.is_file() else []
     save_result(
         "b10_confirm_race",
         {
-            "kind": "planted-but-realistic replay (not recorded fold x seed results); see the script's docstring",
+            "recorded": recorded_rows,
+            "recorded_runs": args.runs.name if recorded_rows else None,
+            "kind": "planted-but-realistic replay, and (key 'recorded') replays over recorded fold x seed results; "
+            "see the script's docstring",
             "curves": str(args.curves.relative_to(REPO)) if args.curves.is_relative_to(REPO) else str(args.curves),
             "seed_noise_sd": round(noise, 4),
             "fold_sd_planted": FOLD_SD,

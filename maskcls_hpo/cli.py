@@ -664,10 +664,12 @@ def confirm_cmd(
     top: int = typer.Option(3, "--top", help="How many of the best COMPLETE configs to re-train."),
     folds: int = typer.Option(5, "--folds", help="Person-grouped folds (stratified by gender x age band)."),
     seeds: int = typer.Option(1, "--seeds", help="Seeds per fold."),
-    race: bool = typer.Option(
-        False,
-        "--race",
-        help="Stop a config once it is worse than the leader with 95% confidence (paired t test, >= 4 folds x seeds).",
+    race: Optional[bool] = typer.Option(
+        None,
+        "--race/--no-race",
+        help="Stop a config once it is worse than the leader with 95% confidence (paired t test); default: on when "
+        "--folds x --seeds >= 4, a resumed confirm as it was made.",
+        show_default=False,
     ),
     keep: Optional[list[int]] = typer.Option(
         None, "--keep", help="With --race: a trial (number in STUDY) that always runs to the end; repeatable."

@@ -36,7 +36,7 @@ from maskcls_hpo.config import config_from_mapping
 from maskcls_hpo.data import check_folds, load_train
 from maskcls_hpo.errors import ConfirmError
 from maskcls_hpo.hpo.attrs import KIND_CONFIRM, PARAM_FOLD, PARAM_SEED, PARAM_SOURCE, ConfirmAttrs, StudyAttrs
-from maskcls_hpo.hpo.select._race import check_race
+from maskcls_hpo.hpo.select._race import check_race, race_by_default, race_words
 from maskcls_hpo.hpo.select._summary import ConfirmSummary, summarize_confirm
 from maskcls_hpo.hpo.store import display_url, open_storage, ranked_complete_trials, state_counts_text
 from maskcls_hpo.hpo.trial import (
@@ -116,7 +116,7 @@ def prepare_confirm(
     seeds: int = 1,
     name: str | None = None,
     overrides: dict[str, Any] | None = None,
-    race: bool = False,
+    race: bool | None = None,
     protected: list[int] | None = None,
 ) -> tuple[optuna.Study, ConfirmPlan]:
     """Check everything, then create (or resume) the confirm study and queue its missing runs.
@@ -147,7 +147,10 @@ def prepare_confirm(
         study = optuna.load_study(study_name=name, storage=storage)
         _check_existing(study, source_name, top, folds, seeds)
         plan = load_plan(storage, name)
+        race = plan.race if race is None else race  # resumed as it was made unless said otherwise
+        protected = plan.protected if protected is None else protected
     else:
+        race = race_by_default(folds, seeds) if race is None else race
         plan = _new_plan(source, with_known_good(source, ranked[:top]), name, folds, seeds, overrides)
         plan.race, plan.protected = race, sorted(set(protected or []))
         plan.known_good = [t.number for t in known_good_trials(source) if t.number in plan.sources]
@@ -291,7 +294,7 @@ def run_confirm(
     options: RunOptions | None = None,
     backend: Backend | None = None,
     events: SweepEvents | None = None,
-    race: bool = False,
+    race: bool | None = None,
     protected: list[int] | None = None,
     **flags: Any,
 ) -> ConfirmResult:
@@ -309,7 +312,8 @@ def run_confirm(
         backend, events: as :func:`maskcls_hpo.hpo.launch.run_sweep`.
         race: run it as a race (``hpo/trial/_race.py``): runs round by round, a config worse than the leader
             with 95% confidence (one-sided paired t test over >= 4 paired fold x seed results) is not trained
-            further; its remaining runs are recorded PRUNED. Needs folds x seeds >= 4.
+            further; its remaining runs are recorded PRUNED. Needs folds x seeds >= 4. None (default): a new
+            study races when folds x seeds >= 4 (:func:`race_by_default`), an existing one as it was made.
         protected: source trial numbers the race never stops (the known-good configs).
 
     Returns:
@@ -336,7 +340,7 @@ def run_confirm(
     c = summary.counts
     events.say(
         f"confirm study '{study.study_name}' on {display_url(url)}: trials {plan.sources} of '{study_name}' on "
-        f"{folds} folds x {seeds} seed(s){plan.race * ' as a race'}; {c.finished} of {summary.n_trials} runs finished; "
+        f"{folds} folds x {seeds} seed(s){race_words(plan)}; {c.finished} of {summary.n_trials} runs finished; "
         f"{backend.describe(workers)}"
     )
     if summary.finished:

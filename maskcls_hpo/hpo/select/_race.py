@@ -35,6 +35,22 @@ class RaceReport:
     epochs_full: int = 0
 
 
+def race_by_default(folds: int, seeds: int) -> bool:
+    """Whether a new confirm study races when neither ``--race`` nor ``--no-race`` is given: when it has the
+    rounds the race needs (folds x seeds >= 4). Measured on recorded fold x seed results (docs/performance.md,
+    B10): the race kept the full confirm's winner while training fewer runs."""
+    return folds * seeds >= RACE_MIN_PAIRS
+
+
+def race_words(plan: ConfirmPlan) -> str:
+    """How the confirm's first line says it races: `` as a race`` / `` (no race: ...)`` / ``""``."""
+    if plan.race:
+        return " as a race"
+    if plan.folds * plan.seeds < RACE_MIN_PAIRS:
+        return f" (no race: it needs --folds x --seeds >= {RACE_MIN_PAIRS})"
+    return ""
+
+
 def check_race(plan: ConfirmPlan, race: bool, protected: Sequence[int] | None) -> None:
     """The race's settings: the same as a resumed confirm study's, at least 4 rounds (folds x seeds), and
     protected trials among the confirmed ones.

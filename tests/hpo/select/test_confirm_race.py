@@ -104,4 +104,20 @@ def test_race_refuses_fewer_than_4_rounds_and_unknown_keep(confirm_source, tmp_p
     assert optuna.get_all_study_names(storage) == ["src"]  # nothing created
     m.confirm("src", top=2, folds=2, seeds=2, storage=db, workers=0, race=True, protected=[0])
     with pytest.raises(ConfirmError, match=r"was made with --race --keep 0; run it again so to resume it"):
-        m.confirm("src", top=2, folds=2, seeds=2, storage=db, workers=0)
+        m.confirm("src", top=2, folds=2, seeds=2, storage=db, workers=0, race=False)
+    # neither --race nor --no-race: the existing study resumes as it was made
+    m.confirm("src", top=2, folds=2, seeds=2, storage=db, workers=0)
+    assert load_plan(storage, "src-confirm").race
+
+
+def test_a_new_confirm_races_by_default_when_it_has_4_rounds(confirm_source, tmp_path):
+    import maskcls_hpo as m
+
+    db = confirm_source.copy(tmp_path)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{db}")
+    m.confirm("src", top=2, folds=4, storage=db, workers=0, name="four")  # 4 folds x 1 seed: 4 rounds
+    m.confirm("src", top=2, folds=2, seeds=2, storage=db, workers=0, name="two-by-two")
+    m.confirm("src", top=2, folds=3, storage=db, workers=0, name="three")  # 3 rounds: the race could never stop
+    m.confirm("src", top=2, folds=4, storage=db, workers=0, name="asked-off", race=False)
+    made = {name: load_plan(storage, name).race for name in ("four", "two-by-two", "three", "asked-off")}
+    assert made == {"four": True, "two-by-two": True, "three": False, "asked-off": False}
