@@ -65,6 +65,18 @@ HEADLINE_DATA = "UTKFace"
 """The set the shipped default is chosen on (its `data` contains this); on the others false prunes stay low too."""
 
 
+HALF = "sha_rf2_half"
+"""The sweeps' rule before the 16-epoch curves: ``SuccessiveHalvingPruner(min_resource=epochs // 2,
+reduction_factor=2)``; a row of its own only where it is not one of the fixed rows (more than 9 epochs). The
+sweeps now use ``hpo.trial.first_rung`` (min(4, epochs // 2)): for 8 epochs the same rung, for 16 epochs
+``sha_rf2_min4``."""
+
+
+def promotion_rows(epochs: int) -> dict[str, tuple[int, int, str]]:
+    """:data:`PROMOTION`, plus ``sha_rf2_half_promote`` (the shipped pruner + promotion) where ``HALF`` is a row."""
+    return PROMOTION | ({f"{HALF}_promote": (epochs // 2, 2, "product")} if epochs // 2 > 4 else {})
+
+
 def pruners(epochs: int) -> dict[str, tuple[str, Callable[[], object]]]:
     """name -> (description, factory) of the pruners compared, for sweeps of `epochs` epochs per trial."""
     import optuna.pruners as p
@@ -135,7 +147,16 @@ def pruners(epochs: int) -> dict[str, tuple[str, Callable[[], object]]]:
             "WilcoxonPruner(p_threshold=0.1, n_startup_steps=2)",
             lambda: p.WilcoxonPruner(p_threshold=0.1, n_startup_steps=2),
         ),
-    }
+    } | (
+        {  # the sweeps' old rule for `epochs` (min_resource = epochs // 2); for 8 epochs it is sha_rf2_min4
+            HALF: (
+                f"SuccessiveHalvingPruner(min_resource={epochs // 2}, reduction_factor=2)",
+                lambda: p.SuccessiveHalvingPruner(min_resource=epochs // 2, reduction_factor=2),
+            )
+        }
+        if epochs // 2 > 4
+        else {}
+    )
 
 
 def replay(curves: list[list[float]], order: list[int], make_pruner: Callable[[], object], name: str) -> dict:
@@ -196,8 +217,8 @@ def evaluate_pruner(key: str, curves: list[list[float]], orders: list[list[int]]
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     n, epochs, replays = len(curves), len(curves[0]), len(orders)
-    if key in PROMOTION:  # promotion from checkpoints (b2_promotion.py)
-        min_resource, eta, kind = PROMOTION[key]
+    if key in promotion_rows(epochs):  # promotion from checkpoints (b2_promotion.py)
+        min_resource, eta, kind = promotion_rows(epochs)[key]
         if kind == "asha":
             desc = f"ASHA with promotion, min_resource={min_resource}, eta={eta} (replay only)"
         else:
@@ -278,7 +299,7 @@ def evaluate(curves_file: Path, replays: int, seed: int = 0, jobs: int = 1) -> d
     top = {i for i, v in enumerate(values) if v >= float(np.quantile(values, 0.9))}
     rng = np.random.default_rng(seed)
     orders = [[int(i) for i in rng.permutation(n)] for _ in range(replays)]
-    keys = [*pruners(epochs), *PROMOTION]
+    keys = [*pruners(epochs), *promotion_rows(epochs)]
     with ProcessPoolExecutor(max_workers=jobs) as pool:
         futures = {k: pool.submit(evaluate_pruner, k, curves, orders, eps) for k in keys}
         out = {}
@@ -362,7 +383,8 @@ def choose(sets: list[dict]) -> tuple[str, str]:
         k
         for k in head["pruners"]
         if k != "none"
-        and k not in PROMOTION  # the pruner is chosen on its own; promotion is a switch on top (below)
+        and not k.endswith("_promote")  # the pruner is chosen on its own; promotion is a switch on top (below)
+        and k not in PROMOTION
         and all(s["pruners"][k]["false_prune_rate_top_decile"] <= TARGET_FALSE_PRUNE for s in sets)
         and head["pruners"][k]["R_eps_median"] is not None
     ]

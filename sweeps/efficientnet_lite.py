@@ -26,7 +26,7 @@ import math
 
 import optuna
 
-from maskcls_hpo.hpo.trial import mask_classifier_space, startup_trials
+from maskcls_hpo.hpo.trial import first_rung, mask_classifier_space, startup_trials
 
 SEED = 2021
 IMAGE_SIZE = [64, 48]  # H x W pixels; GPU: [512, 384]
@@ -81,5 +81,5 @@ def make_sampler(seed: int, n_trials: int | None) -> optuna.samplers.BaseSampler
 
 
 def make_pruner(config) -> optuna.pruners.BasePruner:
-    # As sweeps/xception.py (README, Performance, B2): one rung at half the epochs, where the lower half stops.
-    return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, config.epochs // 2), reduction_factor=2)
+    # As sweeps/xception.py (README, Performance, B2): the first rung at epoch 4 or half the epochs (first_rung).
+    return optuna.pruners.SuccessiveHalvingPruner(min_resource=first_rung(config.epochs), reduction_factor=2)

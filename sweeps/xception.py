@@ -7,7 +7,7 @@ cache, or set "pretrained" to a weights file (see docs/guide/sweeps.md, "Pretrai
 
 import optuna
 
-from maskcls_hpo.hpo.trial import mask_classifier_space, startup_trials
+from maskcls_hpo.hpo.trial import first_rung, mask_classifier_space, startup_trials
 
 SEED = 2021
 
@@ -43,7 +43,7 @@ def make_sampler(seed: int, n_trials: int | None) -> optuna.samplers.BaseSampler
 
 def make_pruner(config) -> optuna.pruners.BasePruner:
     # Chosen by benchmarks/b2_pruning.py (docs/performance.md, B2): of the pruners with at most 10% false prunes
-    # of the top-decile configs it reached the target F1 soonest. Its one rung is at half the epochs (early
-    # epochs rank configs poorly: Spearman 0.3-0.43 at epoch 1-2 of 8, 0.79-0.8 at epoch 4), where it stops the
-    # lower half; the pruner is not asked after the last epoch.
-    return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, config.epochs // 2), reduction_factor=2)
+    # of the top-decile configs it reached the target F1 soonest. Its first rung is at epoch 4, or at half the
+    # epochs of a shorter trial (first_rung: early epochs rank configs poorly, Spearman 0.08-0.54 at epochs 1-3,
+    # 0.64-0.8 at epoch 4), where it stops the lower half; the pruner is not asked after the last epoch.
+    return optuna.pruners.SuccessiveHalvingPruner(min_resource=first_rung(config.epochs), reduction_factor=2)

@@ -8,7 +8,7 @@ import pytest
 from maskcls_hpo.errors import SweepError
 from maskcls_hpo.hpo._optuna import tpe_startup_trials
 from maskcls_hpo.hpo.launch import prepare_study
-from maskcls_hpo.hpo.trial import budget_warnings, load_sweep, median_pruner, startup_trials
+from maskcls_hpo.hpo.trial import budget_line, budget_warnings, first_rung, load_sweep, median_pruner, startup_trials
 
 SWEEP = """
 import optuna
@@ -146,6 +146,16 @@ def test_same_space_resumes(tmp_path):
 
 
 # --- sweep defaults sized to the budget ---------------------------------------------------------------
+
+
+def test_the_first_rung_is_at_epoch_4_or_half_a_shorter_trial():
+    # B2 on the recorded UTKFace curves: epoch 4 ranks configs well, epochs 1-3 do not (docs/performance.md)
+    assert [first_rung(e) for e in (1, 2, 3, 4, 6, 8, 9, 12, 16, 40)] == [1, 1, 1, 2, 3, 4, 4, 4, 4, 4]
+    xception = load_sweep("sweeps/xception.py")  # 12 epochs: rungs at 4 and 8 (was 6 with the old epochs // 2)
+    line = budget_line(xception, 12, None)
+    assert "pruner SuccessiveHalvingPruner, rungs at epoch 4, 8 (eta 2)" in line, line
+    smoke = load_sweep("sweeps/smoke.py")  # 4 epochs: one rung at 2, as before
+    assert "rungs at epoch 2 (eta 2)" in budget_line(smoke, 8, None)
 
 
 def test_start_up_trials_scale_with_the_budget(tmp_path):
