@@ -77,15 +77,21 @@ def replay_asha(curves: list[list[float]], order: list[int], min_resource: int, 
     return {"trace": trace, "pruned": pruned, "epochs": spent, "promotions": promotions}
 
 
-def _sha_goes_on(value: float, competing: list[float], eta: int) -> bool:
-    """Optuna's ``SuccessiveHalvingPruner`` at a rung: go on when `value` is at least the
-    ``max(0, floor(n / eta) - 1)``-th largest of the `n` values at the rung so far, its own included."""
+def _sha_goes_on(value: float, competing: list[float], eta: int, bootstrap_count: int = 0) -> bool:
+    """Optuna's ``SuccessiveHalvingPruner`` at a rung: stop while the `n` values at the rung so far (its own
+    included) are at most `bootstrap_count`; else go on when `value` is at least the
+    ``max(0, floor(n / eta) - 1)``-th largest of them."""
     ranked = sorted([*competing, value], reverse=True)
+    if len(ranked) <= bootstrap_count:
+        return False
     return value >= ranked[max(0, len(ranked) // eta - 1)]
 
 
-def replay_sha_promotion(curves: list[list[float]], order: list[int], min_resource: int, eta: int) -> dict:
-    """The product's promotion (hpo/trial/_promotion.py) replayed: Optuna's ``SuccessiveHalvingPruner`` judges
+def replay_sha_promotion(
+    curves: list[list[float]], order: list[int], min_resource: int, eta: int, bootstrap_count: int = 0
+) -> dict:
+    """The product's promotion (hpo/trial/_promotion.py) replayed: Optuna's ``SuccessiveHalvingPruner`` (with
+    `bootstrap_count`; the shipped :func:`maskcls_hpo.hpo.trial.asha_pruner` has ``eta - 1``) judges
     each trial at each rung as it gets there (:func:`_sha_goes_on`); a trial it stops is paused, and before
     each new config the worker promotes a paused trial that is now in the top ``floor(n_k / eta)`` of its rung
     (:func:`maskcls_hpo.hpo.trial.top_fraction`, one value per config), highest rung first. A promoted trial
@@ -109,7 +115,7 @@ def replay_sha_promotion(curves: list[list[float]], order: list[int], min_resour
             if step <= start:
                 continue
             value = curves[c][step - 1]
-            goes_on = _sha_goes_on(value, pruner_values[k], eta)
+            goes_on = _sha_goes_on(value, pruner_values[k], eta, bootstrap_count)
             pruner_values[k].append(value)
             values[k].setdefault(c, value)
             if not goes_on:
@@ -140,14 +146,21 @@ def replay_sha_promotion(curves: list[list[float]], order: list[int], min_resour
 
 
 PROMOTION = {
-    "promote_rf2_min1": (1, 2, "asha"),
-    "promote_rf2_min2": (2, 2, "asha"),
-    "promote_rf3_min1": (1, 3, "asha"),
-    "promote_rf2_min4": (4, 2, "asha"),
-    "sha_rf2_min4_promote": (4, 2, "product"),
-    "sha_rf2_min2_promote": (2, 2, "product"),
-    "sha_rf2_promote": (1, 2, "product"),
+    "promote_rf2_min1": (1, 2, "asha", 0),
+    "promote_rf2_min2": (2, 2, "asha", 0),
+    "promote_rf3_min1": (1, 3, "asha", 0),
+    "promote_rf2_min4": (4, 2, "asha", 0),
+    "sha_rf2_min4_promote": (4, 2, "product", 0),
+    "sha_rf2_min4_boot1_promote": (4, 2, "product", 1),
+    "sha_rf3_min4_boot2_promote": (4, 3, "product", 2),
+    "sha_rf4_min4_boot3_promote": (4, 4, "product", 3),
+    "sha_rf2_min2_promote": (2, 2, "product", 0),
+    "sha_rf2_min2_boot1_promote": (2, 2, "product", 1),
+    "sha_rf2_promote": (1, 2, "product", 0),
 }
-"""name -> (min_resource, eta, kind): "asha" replays Li et al.'s Algorithm 2 (every trial pauses at every rung;
-not what the product does), "product" replays Optuna's SuccessiveHalvingPruner with the product's promotion
-(:func:`replay_sha_promotion`; a sweep file with that pruner and ``PROMOTION = True``, the default)."""
+"""name -> (min_resource, eta, kind, bootstrap_count): "asha" replays Li et al.'s Algorithm 2 (every trial
+pauses at every rung), "product" replays Optuna's SuccessiveHalvingPruner(min_resource, eta, bootstrap_count)
+with the product's promotion (:func:`replay_sha_promotion`; a sweep file with that pruner and
+``PROMOTION = True``, the default). ``sha_rf2_min4_boot1_promote`` is what the shipped sweeps run for trials of
+8 epochs or more (:func:`maskcls_hpo.hpo.trial.asha_pruner`); with ``bootstrap_count = eta - 1`` the product's
+rule is Algorithm 2's (same replays as ``promote_rf2_min4``)."""

@@ -29,7 +29,7 @@ product's promotion); the ``promote_*`` rows replay Li et al.'s ASHA, which the 
 And, for the curves themselves, the Spearman correlation between epoch-k F1 and the value over the configs
 (how well an early epoch ranks the configs: what every pruner relies on).
 
-    .venv/bin/python benchmarks/b2_pruning.py                     # both curve sets, 200 replays each
+    .venv/bin/python benchmarks/b2_pruning.py                     # the three curve sets, 300 replays each
     .venv/bin/python benchmarks/b2_pruning.py --curves results/b2_curves_demo.json --replays 50
 """
 
@@ -74,7 +74,7 @@ sweeps now use ``hpo.trial.first_rung`` (min(4, epochs // 2)): for 8 epochs the 
 
 def promotion_rows(epochs: int) -> dict[str, tuple[int, int, str]]:
     """:data:`PROMOTION`, plus ``sha_rf2_half_promote`` (the shipped pruner + promotion) where ``HALF`` is a row."""
-    return PROMOTION | ({f"{HALF}_promote": (epochs // 2, 2, "product")} if epochs // 2 > 4 else {})
+    return PROMOTION | ({f"{HALF}_promote": (epochs // 2, 2, "product", 0)} if epochs // 2 > 4 else {})
 
 
 def pruners(epochs: int) -> dict[str, tuple[str, Callable[[], object]]]:
@@ -218,11 +218,12 @@ def evaluate_pruner(key: str, curves: list[list[float]], orders: list[list[int]]
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     n, epochs, replays = len(curves), len(curves[0]), len(orders)
     if key in promotion_rows(epochs):  # promotion from checkpoints (b2_promotion.py)
-        min_resource, eta, kind = promotion_rows(epochs)[key]
+        min_resource, eta, kind, boot = promotion_rows(epochs)[key]
         if kind == "asha":
             desc = f"ASHA with promotion, min_resource={min_resource}, eta={eta} (replay only)"
         else:
-            desc = f"SuccessiveHalvingPruner(min_resource={min_resource}, reduction_factor={eta}) + PROMOTION"
+            extra = f", bootstrap_count={boot}" if boot else ""
+            desc = f"SuccessiveHalvingPruner(min_resource={min_resource}, reduction_factor={eta}{extra}) + PROMOTION"
         make = None
     else:
         desc, make = pruners(epochs)[key]
@@ -237,8 +238,10 @@ def evaluate_pruner(key: str, curves: list[list[float]], orders: list[list[int]]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # WilcoxonPruner's and the experimental warnings
             if make is None:
-                promoting = replay_asha if kind == "asha" else replay_sha_promotion
-                res = promoting(curves, order, min_resource, eta)
+                if kind == "asha":
+                    res = replay_asha(curves, order, min_resource, eta)
+                else:
+                    res = replay_sha_promotion(curves, order, min_resource, eta, boot)
             else:
                 res = replay(curves, order, make, f"{key}-{r}")
         pos_best = next(k for k, i in enumerate(order) if values[i] >= best)
@@ -372,46 +375,51 @@ def plot(sets: list[dict], path: Path, shipped: str | None = None) -> Path:
 
 
 def choose(sets: list[dict]) -> tuple[str, str]:
-    """The pruner to ship, by R_eps: of Optuna's pruners with a false-prune rate <= TARGET_FALSE_PRUNE on every
-    curve set, the one with the lowest R_eps median on the headline set (UTKFace), provided it is below 1 (reaches
-    the target sooner than no pruning); else no pruning. The sweep files run a SuccessiveHalvingPruner with
-    promotion from checkpoints on (``PROMOTION`` defaults to True), so what is shipped is the chosen pruner's
-    ``*_promote`` row where there is one. Returns (the shipped row's name, a sentence saying so, with the same
-    pruner without promotion beside it, and whether the R_eps target is met)."""
-    head = next((s for s in sets if HEADLINE_DATA in str(s["data"])), sets[-1])
+    """The pruner to ship, by R_eps. The sweep files run a SuccessiveHalvingPruner with promotion from checkpoints
+    (``PROMOTION`` defaults to True), so the candidates are the product's promotion rows (``kind`` "product" in
+    :data:`PROMOTION`): of those with a false-prune rate <= TARGET_FALSE_PRUNE on every curve set, the one with
+    the lowest mean R_eps median over the headline (UTKFace) sets, provided it is below 1; else no pruning.
+    Returns (the shipped row's name, a sentence saying so, with the pruner before this round and no pruning beside
+    it, and whether the R_eps target is met on every headline set)."""
+    heads = [s for s in sets if HEADLINE_DATA in str(s["data"])] or sets[-1:]
+    rows = {k for k in promotion_rows(min(s["epochs_per_trial"] for s in sets)) if k.endswith("_promote")}
+
+    def mean_r_eps(k: str) -> float:
+        values = [s["pruners"][k]["R_eps_median"] for s in heads]
+        return math.inf if None in values else statistics.mean(values)
+
     safe = [
         k
-        for k in head["pruners"]
-        if k != "none"
-        and not k.endswith("_promote")  # the pruner is chosen on its own; promotion is a switch on top (below)
-        and k not in PROMOTION
+        for k in sorted(rows)
+        if all(k in s["pruners"] for s in sets)
         and all(s["pruners"][k]["false_prune_rate_top_decile"] <= TARGET_FALSE_PRUNE for s in sets)
-        and head["pruners"][k]["R_eps_median"] is not None
     ]
-    best = min(safe, key=lambda k: head["pruners"][k]["R_eps_median"], default=None)
-    if best is None or head["pruners"][best]["R_eps_median"] >= 1.0:
+    best = min(safe, key=mean_r_eps, default=None)
+    if best is None or mean_r_eps(best) >= 1.0:
         return "none", (
-            f"No pruner with at most {TARGET_FALSE_PRUNE:.0%} false prunes reaches the target sooner than no pruning "
-            f"on {head['data']}: the shipped default is no pruning (`NopPruner`); R_eps <= {TARGET_R_EPS}: not met."
-        )
-    shipped = f"{best}_promote" if f"{best}_promote" in head["pruners"] else best
-    p, alone = head["pruners"][shipped], head["pruners"][best]
-    ok = p["R_eps_median"] <= TARGET_R_EPS and p["false_prune_rate_top_decile"] <= TARGET_FALSE_PRUNE
-    before = head["pruners"].get(PREVIOUS_DEFAULT, {})
-
-    def figures(row: dict) -> str:
-        return (
-            f"R_eps {row['R_eps_median']} (p25-p75 {row['R_eps_p25_p75'][0]}-{row['R_eps_p25_p75'][1]}), false "
-            f"prunes {100 * row['false_prune_rate_top_decile']:.0f}%, {100 * row['epochs_share']:.0f}% of the epochs"
+            f"No pruner with promotion and at most {TARGET_FALSE_PRUNE:.0%} false prunes reaches the target sooner "
+            f"than no pruning on the {HEADLINE_DATA} curves: the shipped default is no pruning (`NopPruner`); "
+            f"R_eps <= {TARGET_R_EPS}: not met."
         )
 
-    return shipped, (
-        f"Shipped default (sweeps/*.py): `{shipped}` = `{p['pruner']}`. The pruner is `{best}`, the lowest R_eps on "
-        f"{head['data']} among Optuna's pruners with at most {TARGET_FALSE_PRUNE:.0%} false prunes on every set "
-        f"({figures(alone)}); the sweep files run it with promotion from checkpoints on: {figures(p)}. Before this "
-        f"round `{PREVIOUS_DEFAULT}` without promotion: R_eps {before.get('R_eps_median')}; no pruning R_eps 1 by "
-        f"definition. R_eps <= {TARGET_R_EPS} with false prunes <= {TARGET_FALSE_PRUNE:.0%}: "
-        f"{'met' if ok else 'not met'}."
+    def figures(key: str) -> str:
+        return "; ".join(
+            f"{s['epochs_per_trial']} epochs R_eps {s['pruners'][key]['R_eps_median']} (p25-p75 "
+            f"{s['pruners'][key]['R_eps_p25_p75'][0]}-{s['pruners'][key]['R_eps_p25_p75'][1]}), false prunes "
+            f"{100 * s['pruners'][key]['false_prune_rate_top_decile']:.0f}%, "
+            f"{100 * s['pruners'][key]['epochs_share']:.0f}% of the epochs"
+            for s in heads
+        )
+
+    verdicts = [
+        f"{s['epochs_per_trial']} epochs {'met' if s['pruners'][best]['target_met'] else 'not met'}" for s in heads
+    ]
+    return best, (
+        f"Shipped default (sweeps/*.py, `hpo.trial.asha_pruner`): `{best}` = `{heads[0]['pruners'][best]['pruner']}`, "
+        f"the lowest mean R_eps on the {HEADLINE_DATA} curves among the promotion rows with at most "
+        f"{TARGET_FALSE_PRUNE:.0%} false prunes on every set: {figures(best)}. Before this round `{PREVIOUS_DEFAULT}` "
+        f"without promotion: {figures(PREVIOUS_DEFAULT)}; no pruning R_eps 1 by definition. R_eps <= {TARGET_R_EPS} "
+        f"with false prunes <= {TARGET_FALSE_PRUNE:.0%}: {', '.join(verdicts)}."
     )
 
 
@@ -422,13 +430,14 @@ def main() -> None:
         type=Path,
         action="append",
         default=None,
-        help="curves JSON (repeatable; default results/b2_curves_demo.json and b2_curves_faces.json)",
+        help="curves JSON (repeatable; default results/b2_curves_demo.json, b2_curves_faces.json and "
+        "b2_curves_faces16.json)",
     )
-    ap.add_argument("--replays", type=int, default=200)
+    ap.add_argument("--replays", type=int, default=300)
     ap.add_argument("--name", default="b2_pruning")
     ap.add_argument("--jobs", type=int, default=1, help="processes (one pruner each at a time)")
     args = ap.parse_args()
-    default = (RESULTS / "b2_curves_demo.json", RESULTS / "b2_curves_faces.json")
+    default = (RESULTS / "b2_curves_demo.json", RESULTS / "b2_curves_faces.json", RESULTS / "b2_curves_faces16.json")
     files = args.curves or [p for p in default if p.is_file()]
     sets = []
     for f in files:

@@ -101,9 +101,9 @@ def b1_rows(r: dict, where: str) -> list[list[Any]]:
 
 
 def b2_headline(b2: dict) -> list[str]:
-    """The headline table: no pruning, the previous default and the shipped default on the headline set."""
+    """The headline table: no pruning, the previous default and the shipped default on each headline set."""
     sets = b2["sets"]
-    head = next((st for st in sets if b2["settings"].get("headline_data", "UTKFace") in str(st["data"])), sets[-1])
+    heads = [st for st in sets if b2["settings"].get("headline_data", "UTKFace") in str(st["data"])] or sets[-1:]
     keys = [("none", "no pruning")]
     previous, shipped = b2["settings"].get("previous_default"), b2.get("shipped")
     if previous:
@@ -111,20 +111,26 @@ def b2_headline(b2: dict) -> list[str]:
     if shipped and shipped != "none":
         keys.append((shipped, "shipped default" + (" (unchanged)" if shipped == previous else "")))
     rows = []
-    for key, role in keys:
-        p = head["pruners"][key]
-        lo, hi = p.get("R_eps_p25_p75", [None, None])
-        rows.append(
-            [role, f"`{p['pruner']}`", num(p["R_eps_median"]), f"{num(lo)}-{num(hi)}"]
-            + [f"{100 * p['false_prune_rate_top_decile']:.0f}%", f"{100 * p['epochs_share']:.0f}%"]
-        )
+    for head in heads:
+        for key, role in keys:
+            p = head["pruners"][key]
+            lo, hi = p.get("R_eps_p25_p75", [None, None])
+            rows.append(
+                [f"{head['epochs_per_trial']} epochs", role, f"`{p['pruner']}`", num(p["R_eps_median"])]
+                + [f"{num(lo)}-{num(hi)}", f"{100 * p['false_prune_rate_top_decile']:.0f}%"]
+                + [f"{100 * p['epochs_share']:.0f}%", met(p.get("target_met")) if key == shipped else ""]
+            )
     return (
         [
-            f"**Headline ({head['data']}, {head['configs']} configs x {head['epochs_per_trial']} epochs, "
-            f"{head['replays']} replay orders)**:",
+            f"**Headline ({heads[0]['data']}, {heads[0]['configs']} configs, "
+            + " and ".join(f"{h['epochs_per_trial']}" for h in heads)
+            + f" epochs, {heads[0]['replays']} replay orders)**:",
             "",
         ]
-        + table(["", "pruner", "R_eps (median)", "R_eps p25-p75", "false prunes", "epochs / none"], rows)
+        + table(
+            ["curves", "", "pruner", "R_eps (median)", "R_eps p25-p75", "false prunes", "epochs / none", "target"],
+            rows,
+        )
         + [""]
     )
 
@@ -715,9 +721,12 @@ def targets() -> str:
                 f"`{b2['shipped']}`: R_eps "
                 + " / ".join(num(p["R_eps_median"]) for p in shipped)
                 + ", false prunes "
-                + " / ".join(f"{100 * p['false_prune_rate_top_decile']:.0f}%" for p in shipped),
+                + " / ".join(f"{100 * p['false_prune_rate_top_decile']:.0f}%" for p in shipped)
+                + " ("
+                + " / ".join(f"{st['data'].split(' ')[0]} {st['epochs_per_trial']} ep" for st in b2["sets"])
+                + ")",
                 met(
-                    any(
+                    all(
                         bool(st["pruners"][b2["shipped"]].get("target_met"))
                         for st in b2["sets"]
                         if b2["settings"].get("headline_data", "UTKFace") in str(st["data"])

@@ -5,7 +5,7 @@ Starts from the hand-tuned setting: Adam, StepLR, batch 64, dropout 0.5 at full 
 
 import optuna
 
-from maskcls_hpo.hpo.trial import first_rung, mask_classifier_space, startup_trials
+from maskcls_hpo.hpo.trial import asha_pruner, mask_classifier_space, startup_trials
 
 SEED = 2021
 
@@ -40,8 +40,8 @@ def make_sampler(seed: int, n_trials: int | None) -> optuna.samplers.BaseSampler
 
 
 def make_pruner(config) -> optuna.pruners.BasePruner:
-    # Chosen by benchmarks/b2_pruning.py (docs/performance.md, B2): of the pruners with at most 10% false prunes
-    # of the top-decile configs it reached the target F1 soonest. Its first rung is at epoch 4, or at half the
-    # epochs of a shorter trial (first_rung: early epochs rank configs poorly, Spearman 0.08-0.54 at epochs 1-3,
-    # 0.64-0.8 at epoch 4), where it stops the lower half; the pruner is not asked after the last epoch.
-    return optuna.pruners.SuccessiveHalvingPruner(min_resource=first_rung(config.epochs), reduction_factor=2)
+    # Chosen by benchmarks/b2_pruning.py (docs/performance.md, B2): with promotion from checkpoints, of the pruners
+    # with at most 10% false prunes of the top-decile configs on every curve set it reached the target F1 soonest.
+    # Asynchronous successive halving: rungs at epoch 4, 8, ... (half the epochs of a trial under 8 epochs:
+    # epochs 1-3 rank configs poorly), eta 2; a trial alone at a rung waits there until it ranks in the top half.
+    return asha_pruner(config.epochs)

@@ -4,7 +4,9 @@ Optuna's ``SuccessiveHalvingPruner`` stops a trial at rung k (epoch ``min_resour
 is in the top 1/eta of the values other trials had at rung k so far; the epochs it trained are thrown away,
 and a config that was judged against too few peers never comes back. Asynchronous successive halving (Li et
 al., "A System for Massively Parallel Hyperparameter Tuning", MLSys 2020, Algorithm 2) pauses it instead and
-promotes it when it ranks in the top ``floor(n_k / eta)`` of the ``n_k`` trials that reached rung k. Here, before
+promotes it when it ranks in the top ``floor(n_k / eta)`` of the ``n_k`` trials that reached rung k (the shipped
+pruner, :func:`~maskcls_hpo.hpo.trial.asha_pruner`, also stops a trial alone at its rung, so that a trial goes
+past a rung only by that rule). Here, before
 each new trial, a worker looks for such a trial (highest rung first, then the best value):
 
 - PRUNED by the pruner at rung k (its reason is ``pruned at epoch E``; out-of-memory and non-finite trials are

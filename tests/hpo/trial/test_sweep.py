@@ -8,7 +8,15 @@ import pytest
 from maskcls_hpo.errors import SweepError
 from maskcls_hpo.hpo._optuna import tpe_startup_trials
 from maskcls_hpo.hpo.launch import prepare_study
-from maskcls_hpo.hpo.trial import budget_line, budget_warnings, first_rung, load_sweep, median_pruner, startup_trials
+from maskcls_hpo.hpo.trial import (
+    asha_pruner,
+    budget_line,
+    budget_warnings,
+    first_rung,
+    load_sweep,
+    median_pruner,
+    startup_trials,
+)
 
 SWEEP = """
 import optuna
@@ -156,6 +164,29 @@ def test_the_first_rung_is_at_epoch_4_or_half_a_shorter_trial():
     assert "pruner SuccessiveHalvingPruner, rungs at epoch 4, 8 (eta 2)" in line, line
     smoke = load_sweep("sweeps/smoke.py")  # 4 epochs: one rung at 2, as before
     assert "rungs at epoch 2 (eta 2)" in budget_line(smoke, 8, None)
+
+
+def test_the_shipped_pruner_pauses_a_trial_alone_at_a_rung_and_keeps_the_top_half():
+    # asynchronous successive halving (asha_pruner): at a rung, a trial goes on only while it is in the top
+    # floor(n / 2) of the n trials that reached it; Optuna's default rule would let the first one through
+    assert all(
+        isinstance(p := load_sweep(f"sweeps/{name}.py").make_pruner().inner, optuna.pruners.SuccessiveHalvingPruner)
+        and (p._min_resource, p._reduction_factor, p._bootstrap_count) == (4 if name != "smoke" else 2, 2, 1)
+        for name in ("xception", "efficientnet_b0", "smoke")
+    )
+    study = optuna.create_study(direction="maximize", pruner=asha_pruner(8))
+    decisions = []
+    for value in (0.30, 0.50, 0.20, 0.40, 0.45):  # val macro F1 at every epoch up to the rung (epoch 4)
+        trial = study.ask()
+        for epoch in range(1, 5):
+            trial.report(value, epoch)
+        decisions.append(trial.should_prune())
+        if decisions[-1]:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(trial, value)
+    # 0.30 alone: paused; 0.50 best of 2; 0.20 not best of 3; 0.40 2nd of 4 (top 2); 0.45 2nd of 5 (top 2)
+    assert decisions == [True, False, True, False, False]
 
 
 def test_start_up_trials_scale_with_the_budget(tmp_path):
