@@ -35,7 +35,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, RESULTS, print_table, save_result  # noqa: E402
 
 sys.path.insert(0, str(REPO))
-from maskcls_hpo.hpo.trial._race import race_stops  # noqa: E402
+from maskcls_hpo.hpo.trial._race import (  # noqa: E402
+    PAIR_FOLDS,
+    PAIR_PERSONS,
+    RACE_ALPHA,
+    RACE_MIN_PAIRS,
+    RACE_RESAMPLES,
+    PairedTest,
+    race_stops,
+)
 
 FOLD_SD = 0.02
 TARGET_SAME_WINNER = 0.80
@@ -58,9 +66,12 @@ def recorded(path: Path) -> tuple[np.ndarray, float, int]:
     return means, float(np.sqrt(np.mean(sds))), int(data["settings"]["epochs"])
 
 
-def race_over(values: dict[int, dict[tuple[int, int], float]], protected: set[int], order: list) -> dict:
+def race_over(
+    values: dict[int, dict[tuple[int, int], float]], protected: set[int], order: list, test: PairedTest | None = None
+) -> dict:
     """The full confirm and the race over the same run results `values` ({config: {(fold, seed): F1}}), the race
-    playing the rounds in `order`."""
+    playing the rounds in `order`; paired over folds (the t test, from 4 rounds), or with `test` over persons
+    (from the first round)."""
     configs = list(values)
     full_winner = max(configs, key=lambda c: np.mean(list(values[c].values())))
     seen: dict[int, dict[tuple[int, int], float]] = {c: {} for c in configs}
@@ -71,11 +82,16 @@ def race_over(values: dict[int, dict[tuple[int, int], float]], protected: set[in
             if c not in stops:
                 seen[c][key] = values[c][key]
                 runs += 1
-        stops = race_stops(seen, protected=protected, stopped=stops)
+        if test is None:
+            stops = race_stops(seen, protected=protected, stopped=stops)
+        else:
+            stops = race_stops(seen, protected, stops, 1, RACE_ALPHA, test, PAIR_PERSONS)
     alive = [c for c in configs if c not in stops]
     race_winner = max(alive, key=lambda c: np.mean(list(seen[c].values())))
+    full_mean = {c: float(np.mean(list(values[c].values()))) for c in configs}
     return {
         "same_winner": race_winner == full_winner,
+        "regret": full_mean[full_winner] - full_mean[race_winner],
         "runs_share": runs / (len(configs) * len(order)),
         "winner_stopped": full_winner in stops,
         "stopped": len(stops),
@@ -96,10 +112,54 @@ def replay(means: np.ndarray, protected: set[int], folds: int, seeds: int, noise
     return out
 
 
-def recorded_setting(runs: dict, top: int, seeds: int, replays: int, seed: int, known_good: bool) -> dict:
+def race_floor(configs: int, run_through: int, rounds: int, min_pairs: int = RACE_MIN_PAIRS) -> float:
+    """The least share of a full confirm's runs a race can spend: `run_through` configs (the winner and the
+    known-good) run every one of `rounds` rounds, every other config stops as soon as it may, after `min_pairs`
+    rounds. E.g. top 3 + known-good over 8 rounds: (2 * 8 + 2 * 4) / (4 * 8) = 0.75."""
+    return (run_through * rounds + (configs - run_through) * min(min_pairs, rounds)) / (configs * rounds)
+
+
+def recorded_person_test(runs: dict, chosen: list[int], seeds: int, resamples: int = RACE_RESAMPLES) -> PairedTest:
+    """The race's person-paired test (:func:`maskcls_hpo.hpo.trial.person_bootstrap_test`) over the recorded
+    runs' val predictions, with each (config, leader, round)'s resampled differences drawn once (the same person
+    draws for every replay, seeded by the round) and cached: the mean over the rounds both ran, p = (1 +
+    resamples with a difference >= 0) / (1 + resamples)."""
+    from maskcls_hpo.metrics import paired_round_differences
+
+    val = {
+        (r["config"], (r["fold"], r["seed_index"])): r["val"]
+        for r in runs["runs"]
+        if r["config"] in chosen and r["seed_index"] < seeds and r.get("val")
+    }
+    cache: dict[tuple[int, int, tuple[int, int]], tuple[float, np.ndarray]] = {}
+
+    def one_round(config: int, leader: int, k: tuple[int, int]) -> tuple[float, np.ndarray]:
+        if (config, leader, k) not in cache:
+            a, b = val[(config, k)], val[(leader, k)]
+            round_seed = 1000 * k[1] + k[0]
+            cache[(config, leader, k)] = paired_round_differences(
+                [(a["true"], a["pred"], b["pred"], a["person"])], resamples, round_seed
+            )
+        return cache[(config, leader, k)]
+
+    def test(config: int, leader: int, rounds) -> tuple[float, float] | None:
+        paired = [one_round(config, leader, k) for k in rounds if (config, k) in val and (leader, k) in val]
+        if not paired:
+            return None
+        estimate = float(np.mean([e for e, _ in paired]))
+        resampled = np.mean([r for _, r in paired], axis=0)
+        return estimate, float((1 + np.sum(resampled >= 0)) / (1 + resamples))
+
+    return test
+
+
+def recorded_setting(
+    runs: dict, top: int, seeds: int, replays: int, seed: int, known_good: bool, pairing: str = PAIR_FOLDS
+) -> dict:
     """Replays of the race over recorded fold x seed results (``results/b10_confirm_runs.json``): the `top`
     configs by recorded curve value (the first `top` of the recording's order) plus the known-good when
-    `known_good`, seed indices below `seeds`; each replay plays the rounds in a random order."""
+    `known_good`, seed indices below `seeds`; each replay plays the rounds in a random order; paired over
+    `pairing` (:data:`PAIR_PERSONS` needs the runs' recorded val predictions)."""
     order_all = runs["settings"]["configs"]
     chosen = order_all[:top] + ([0] if known_good and 0 not in order_all[:top] else [])
     values: dict[int, dict[tuple[int, int], float]] = {c: {} for c in chosen}
@@ -109,24 +169,34 @@ def recorded_setting(runs: dict, top: int, seeds: int, replays: int, seed: int, 
     rounds = sorted(set.intersection(*(set(v) for v in values.values())))
     values = {c: {k: v[k] for k in rounds} for c, v in values.items()}
     protected = {0} if known_good else set()
+    test = recorded_person_test(runs, chosen, seeds) if pairing == PAIR_PERSONS else None
     rng = np.random.default_rng(seed)
-    rows = [race_over(values, protected, [rounds[i] for i in rng.permutation(len(rounds))]) for _ in range(replays)]
+    rows = [
+        race_over(values, protected, [rounds[i] for i in rng.permutation(len(rounds))], test) for _ in range(replays)
+    ]
     same = float(np.mean([r["same_winner"] for r in rows]))
     share = float(np.mean([r["runs_share"] for r in rows]))
     means = {c: float(np.mean(list(v.values()))) for c, v in values.items()}
+    full_winner = max(chosen, key=lambda c: means[c])
     return {
         "top": top,
         "folds": len({f for f, _ in rounds}),
         "seeds": len({s for _, s in rounds}),
         "rounds": len(rounds),
+        "pairing": pairing,
         "known_good": known_good,
         "configs": chosen,
         "config_means": [round(means[c], 4) for c in chosen],
-        "full_winner": max(chosen, key=lambda c: means[c]),
+        "full_winner": full_winner,
         "replays": replays,
         "same_winner": round(same, 3),
         "epochs_share": round(share, 3),
+        "floor_epochs_share": round(
+            race_floor(len(chosen), len({full_winner, *protected}), len(rounds), 1 if test else RACE_MIN_PAIRS), 3
+        ),
         "winner_stopped": round(float(np.mean([r["winner_stopped"] for r in rows])), 3),
+        "regret_mean": round(float(np.mean([r["regret"] for r in rows])), 4),
+        "regret_max": round(float(np.max([r["regret"] for r in rows])), 4),
         "mean_stopped": round(float(np.mean([r["stopped"] for r in rows])), 2),
         "met": same >= TARGET_SAME_WINNER and share <= TARGET_EPOCHS,
     }
@@ -167,14 +237,24 @@ def recorded_replays(path: Path, replays: int, seed: int) -> list[dict]:
     """The race replayed over the recorded fold x seed results in `path` (b10_record.py), printed as a table."""
     runs = json.loads(path.read_text(encoding="utf-8"))
     top = int(runs["settings"]["top"])
-    grid = [(t, s, True) for t in (3, 5, top) for s in range(1, int(runs["settings"]["seeds"]) + 1)]
-    rows = [recorded_setting(runs, t, s, replays, seed, kg) for t, s, kg in [*grid, (top, 2, False)]]
+    pairings = [PAIR_FOLDS] + ([PAIR_PERSONS] if all(r.get("val") for r in runs["runs"]) else [])
+    grid = [
+        (t, s, True, p) for p in pairings for t in (3, 5, top) for s in range(1, int(runs["settings"]["seeds"]) + 1)
+    ]
+    grid += [(top, 2, False, p) for p in pairings]
+    rows = [recorded_setting(runs, t, s, replays, seed, kg, p) for t, s, kg, p in grid]
     print_table(
         f"B10 confirm race over recorded fold x seed results ({path.name}, {len(runs['runs'])} runs)",
-        ["top (+ kg)", "folds x seeds", "full winner", "same winner", "epochs share", "winner stopped", "met"],
+        ["pairing", "top (+ kg)", "folds x seeds", "full winner", "same winner", "epochs share", "floor"]
+        + ["winner stopped", "regret mean / max", "met"],
         [
-            [f"{r['top']}{' + 1' if len(r['configs']) > r['top'] else ''}", f"{r['folds']} x {r['seeds']}"]
-            + [r["full_winner"], r["same_winner"], r["epochs_share"], r["winner_stopped"], "yes" if r["met"] else "no"]
+            [
+                r["pairing"],
+                f"{r['top']}{' + 1' if len(r['configs']) > r['top'] else ''}",
+                f"{r['folds']} x {r['seeds']}",
+            ]
+            + [r["full_winner"], r["same_winner"], r["epochs_share"], r["floor_epochs_share"], r["winner_stopped"]]
+            + [f"{r['regret_mean']:.4f} / {r['regret_max']:.4f}", "yes" if r["met"] else "no"]
             for r in rows
         ],
     )

@@ -11,7 +11,7 @@ trial value); its per-epoch F1 and seconds are kept too.
 
 Runs are recorded seed index by seed index, fold by fold (all configs of a round before the next round), and the
 JSON (``results/b10_confirm_runs.json``) is rewritten after every run, so a recording cut short keeps whole rounds
-and resumes where it stopped.
+and resumes where it stopped; run again with more ``--seeds`` it keeps the runs it has and adds the new seeds.
 
     flock /tmp/maskcls-bench.lock .venv/bin/python benchmarks/b10_record.py --faces ../shared/data/utkface
 """
@@ -51,6 +51,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=None, help="default: the curves' epochs")
     ap.add_argument("--split-seed", type=int, default=42)
+    ap.add_argument("--name", default=NAME, help="results/<name>.json")
+    ap.add_argument(
+        "--predictions",
+        action="store_true",
+        help="keep each run's best-epoch val predictions (person, true, predicted class) for the person-paired race",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     curves = json.loads(args.curves.read_text(encoding="utf-8"))
@@ -72,13 +78,14 @@ def main(argv: list[str] | None = None) -> None:
         "seed": "42 + seed index",
         "torch_threads": 1,
         "device": "cpu",
+        **({"predictions": "best epoch's val predictions per run (key 'val')"} if args.predictions else {}),
     }
     out: dict[str, Any] = {"settings": settings, "runs": []}
-    path = RESULTS / f"{NAME}.json"
-    if path.is_file():
+    path = RESULTS / f"{args.name}.json"
+    if path.is_file():  # resume; a recording with fewer or more seeds keeps its runs of the seeds asked for
         old = json.loads(path.read_text(encoding="utf-8"))
-        if old.get("settings") == settings:
-            out = old
+        if {**old.get("settings", {}), "seeds": args.seeds} == settings:
+            out = {**old, "settings": settings, "runs": [r for r in old["runs"] if r["seed_index"] < args.seeds]}
     done = {(r["config"], r["fold"], r["seed_index"]) for r in out["runs"]}
     w, h = s["image_size_wh_written"]
     data = REPO / "storage" / f"b2_faces_{s['persons']}_{w}x{h}"
@@ -92,11 +99,13 @@ def main(argv: list[str] | None = None) -> None:
                 if (c, f, r) in done:
                     continue
                 extra = {"folds": args.folds, "fold": f, "split_seed": args.split_seed}
-                run = train_curve({**params[c], **extra}, data, cache, epochs, seed=42 + r)
+                run = train_curve(
+                    {**params[c], **extra}, data, cache, epochs, seed=42 + r, predictions=args.predictions
+                )
                 out["runs"].append({"config": c, "fold": f, "seed_index": r, "value": max(run["f1"]), **run})
                 print(f"  seed {r} fold {f} config {c}: {max(run['f1'])} ({run['wall_s']} s)", flush=True)
                 out["elapsed_s"] = round(out.get("elapsed_s", 0.0) + run["wall_s"], 1)
-                save_result(NAME, out)
+                save_result(args.name, out)
     print(f"wrote {path}: {len(out['runs'])} runs in {time.perf_counter() - started:.0f} s this time")
 
 

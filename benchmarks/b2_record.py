@@ -73,20 +73,39 @@ def draw_configs(n: int, epochs: int, seed: int = 0) -> list[dict]:
     return out
 
 
-def train_curve(params: dict, data_dir: Path, cache_dir: Path, epochs: int, seed: int) -> dict:
-    """Train the smoke sweep's config + ``params`` for ``epochs`` epochs; the per-epoch val macro F1 and seconds."""
+def train_curve(
+    params: dict, data_dir: Path, cache_dir: Path, epochs: int, seed: int, predictions: bool = False
+) -> dict:
+    """Train the smoke sweep's config + ``params`` for ``epochs`` epochs; the per-epoch val macro F1 and seconds.
+
+    With `predictions`, also ``val``: the best epoch's val predictions, one entry per val image in the order of
+    ``val_predictions.csv`` ({"person": [person id], "true": [class], "pred": [class]}, classes 0-17)."""
+    import tempfile
+
     from maskcls_hpo.hpo.trial import load_sweep
+    from maskcls_hpo.metrics import read_val_predictions
     from maskcls_hpo.train import train
 
     sweep = load_sweep(REPO / "sweeps" / "smoke.py")
     overrides = {"data_dir": str(data_dir), "cache_dir": str(cache_dir), "device": "cpu", "epochs": epochs}
     config = sweep.build_config(params, {**overrides, "seed": seed})
     t0 = time.perf_counter()
-    result = train(config)
+    with tempfile.TemporaryDirectory() as out:
+        result = train(config, out_dir=out if predictions else None)
+        wall = time.perf_counter() - t0
+        val = None
+        if predictions and result.val_predictions is not None:
+            frame = read_val_predictions(result.val_predictions)
+            val = {
+                "person": frame["person_id"].tolist(),
+                "true": frame["true_class"].astype(int).tolist(),
+                "pred": frame["pred_class"].astype(int).tolist(),
+            }
     return {
         "f1": [round(float(h.val_f1), 4) for h in result.history],
         "seconds": [round(float(h.seconds), 2) for h in result.history],
-        "wall_s": round(time.perf_counter() - t0, 1),
+        "wall_s": round(wall, 1),
+        **({"val": val} if predictions else {}),
     }
 
 

@@ -667,12 +667,20 @@ def confirm_cmd(
     race: Optional[bool] = typer.Option(
         None,
         "--race/--no-race",
-        help="Stop a config once it is worse than the leader with 95% confidence (paired t test); default: on when "
-        "--folds x --seeds >= 4, a resumed confirm as it was made.",
+        help="Stop a config once it is worse than the leader with 95% confidence (see --race-pairing); default: on "
+        "when --folds x --seeds >= 4, a resumed confirm as it was made.",
         show_default=False,
     ),
     keep: Optional[list[int]] = typer.Option(
         None, "--keep", help="With --race: a trial (number in STUDY) that always runs to the end; repeatable."
+    ),
+    race_pairing: Optional[str] = typer.Option(
+        None,
+        "--race-pairing",
+        help="How the race pairs a config with the leader: 'persons' (person bootstrap over the val persons of "
+        "the rounds both ran, from round 1; default for a new confirm) or 'folds' (paired t test over >= 4 fold x "
+        "seed results); a resumed confirm as it was made.",
+        show_default=False,
     ),
     workers: WorkersOption = 1,
     gpus: GpusOption = None,
@@ -708,6 +716,7 @@ def confirm_cmd(
             events=events,
             race=race,
             protected=keep,
+            race_pairing=race_pairing,
         )
     _finish_run(result)
     out = Console(highlight=False, soft_wrap=True)

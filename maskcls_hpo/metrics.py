@@ -39,6 +39,7 @@ __all__ = [
     "person_bootstrap_weights",
     "bootstrap_macro_f1",
     "paired_bootstrap_difference",
+    "paired_round_differences",
     "corrected_fold_interval",
     "macro_f1_from_counts",
     "VAL_PREDICTIONS_FILE",
@@ -290,6 +291,47 @@ def paired_bootstrap_difference(
     )
     estimate = _macro_f1(true, pred_a, NUM_CLASSES) - _macro_f1(true, pred_b, NUM_CLASSES)
     return _interval(estimate, diff, len(counts_a), seed)
+
+
+def paired_round_differences(
+    rounds: Sequence[tuple[ArrayLike, ArrayLike, ArrayLike, ArrayLike]],
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> tuple[float, NDArray[np.float64]]:
+    """Mean over rounds of macro F1(a) - macro F1(b), and its person bootstrap, stratified by round.
+
+    A round is one validation set scored by both models (in a confirm: one fold and seed index, both configs
+    trained on it). Each resample draws, in every round independently, that round's persons with replacement
+    (:func:`person_bootstrap_weights`, seed ``seed + round index``), scores both models on the same drawn
+    persons (paired, as :func:`paired_bootstrap_difference`) and averages the rounds' differences. It measures
+    how much the validation persons move the mean difference, not how much re-training would (two runs of one
+    config differ by their seed too).
+
+    Args:
+        rounds: per round ``(y_true, y_pred_a, y_pred_b, persons)``, each `(N_k,)`: true class ids, the two
+            models' class ids on the same images in the same order, person ids.
+        resamples, seed: as in :func:`bootstrap_macro_f1`.
+
+    Returns:
+        (estimate, resampled): the mean over rounds of the per-round difference on all images (float), and the
+        `(resamples,)` float64 resampled means.
+
+    Raises:
+        ValueError: no rounds, or a round as :func:`bootstrap_macro_f1` refuses it.
+    """
+    if not rounds:
+        raise ValueError("need at least one round")
+    estimate, resampled = 0.0, np.zeros(resamples, dtype=np.float64)
+    for k, (y_true, y_pred_a, y_pred_b, persons) in enumerate(rounds):
+        true, (pred_a, pred_b), person = _check_inputs(y_true, [y_pred_a, y_pred_b], persons)
+        counts_a = _person_counts(true, pred_a, person)
+        counts_b = _person_counts(true, pred_b, person)
+        weights = person_bootstrap_weights(len(counts_a), resamples, seed + k)
+        resampled += macro_f1_from_counts(np.tensordot(weights, counts_a, axes=(1, 0))) - macro_f1_from_counts(
+            np.tensordot(weights, counts_b, axes=(1, 0))
+        )
+        estimate += _macro_f1(true, pred_a, NUM_CLASSES) - _macro_f1(true, pred_b, NUM_CLASSES)
+    return estimate / len(rounds), resampled / len(rounds)
 
 
 def corrected_fold_interval(differences: ArrayLike, folds: int, confidence: float = 0.95) -> tuple[float, float, float]:

@@ -138,4 +138,5 @@ class ConfirmAttrs:
     SPLIT_SEED = "split_seed"  # seed of the fold assignment
     KNOWN_GOOD = "known_good_trials"  # known-good source trials confirmed besides the top K (not counted in TOP)
     RACE = "race"  # True: runs queued round by round, configs worse than the leader stopped (hpo/trial/_race.py)
+    RACE_PAIRING = "race_pairing"  # "persons" or "folds": how the race pairs a config with the leader (absent: folds)
     PROTECTED = "protected_trials"  # source trial numbers the race never stops (the known-good)

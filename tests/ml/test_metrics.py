@@ -16,6 +16,7 @@ from maskcls_hpo.metrics import (
     evaluate_predictions,
     macro_f1_from_counts,
     paired_bootstrap_difference,
+    paired_round_differences,
     person_bootstrap_weights,
     predict_labels,
 )
@@ -117,6 +118,21 @@ def test_paired_bootstrap_difference_by_hand():
     assert d.contains(0.0)  # AA (1 in 4 resamples) cannot tell the two apart
     same = paired_bootstrap_difference([0, 1, 2], [0, 1, 1], [0, 1, 1], ["A", "B", "C"])
     assert (same.estimate, same.low, same.high, same.sd) == (0.0, 0.0, 0.0, 0.0)
+
+
+def test_paired_round_differences_average_the_rounds_and_resample_within_each():
+    # round 1 as in the test above: difference (2 - 2/3) / 18 on all images, resamples 0, 1/18 or (4/3)/18;
+    # round 2: a and b identical, difference 0 in every resample -> the mean halves round 1's
+    one = ([0, 1], [0, 1], [0, 0], ["A", "B"])
+    same = ([0, 1, 2], [0, 1, 1], [0, 1, 1], ["A", "B", "C"])
+    estimate, resampled = paired_round_differences([one, same], resamples=400, seed=0)
+    assert estimate == pytest.approx((2 - 2 / 3) / 18 / 2)
+    assert resampled.shape == (400,)
+    assert set(np.round(resampled * 36, 6)) <= {0.0, 1.0, round(4 / 3, 6)}  # round 1's three outcomes, halved
+    alone, only = paired_round_differences([one], resamples=400, seed=0)
+    assert alone == pytest.approx((2 - 2 / 3) / 18) and np.allclose(only, 2 * resampled)  # same draws of round 1
+    with pytest.raises(ValueError, match="at least one round"):
+        paired_round_differences([])
 
 
 def test_corrected_fold_interval_by_hand():

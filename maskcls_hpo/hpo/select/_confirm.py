@@ -40,6 +40,7 @@ from maskcls_hpo.hpo.select._race import check_race, race_by_default, race_words
 from maskcls_hpo.hpo.select._summary import ConfirmSummary, summarize_confirm
 from maskcls_hpo.hpo.store import display_url, open_storage, ranked_complete_trials, state_counts_text
 from maskcls_hpo.hpo.trial import (
+    PAIR_PERSONS,
     ConfirmPlan,
     confirm_study_name,
     is_known_good,
@@ -118,6 +119,7 @@ def prepare_confirm(
     overrides: dict[str, Any] | None = None,
     race: bool | None = None,
     protected: list[int] | None = None,
+    race_pairing: str | None = None,
 ) -> tuple[optuna.Study, ConfirmPlan]:
     """Check everything, then create (or resume) the confirm study and queue its missing runs.
 
@@ -149,12 +151,15 @@ def prepare_confirm(
         plan = load_plan(storage, name)
         race = plan.race if race is None else race  # resumed as it was made unless said otherwise
         protected = plan.protected if protected is None else protected
+        race_pairing = plan.race_pairing if race_pairing is None else race_pairing
     else:
         race = race_by_default(folds, seeds) if race is None else race
+        race_pairing = PAIR_PERSONS if race_pairing is None else race_pairing
         plan = _new_plan(source, with_known_good(source, ranked[:top]), name, folds, seeds, overrides)
         plan.race, plan.protected = race, sorted(set(protected or []))
+        plan.race_pairing = race_pairing
         plan.known_good = [t.number for t in known_good_trials(source) if t.number in plan.sources]
-    check_race(plan, race, protected)
+    check_race(plan, race, protected, race_pairing)
     meta = _check_data(plan, overrides)
     if study is None:
         study = _create(storage, plan, with_known_good(source, ranked), meta, top)
@@ -260,6 +265,7 @@ def _create(
         ConfirmAttrs.SPLIT_SEED: plan.split_seed,
         StudyAttrs.N_TRIALS: len(plan.runs()),
         ConfirmAttrs.RACE: plan.race,
+        ConfirmAttrs.RACE_PAIRING: plan.race_pairing,
         ConfirmAttrs.PROTECTED: plan.protected,
         **meta,
     }
@@ -296,6 +302,7 @@ def run_confirm(
     events: SweepEvents | None = None,
     race: bool | None = None,
     protected: list[int] | None = None,
+    race_pairing: str | None = None,
     **flags: Any,
 ) -> ConfirmResult:
     """Confirm the `top` best COMPLETE configs of `study_name` on `folds` folds x `seeds` seeds.
@@ -311,10 +318,13 @@ def run_confirm(
             watchdog, ...), or give them as `flags` (not both).
         backend, events: as :func:`maskcls_hpo.hpo.launch.run_sweep`.
         race: run it as a race (``hpo/trial/_race.py``): runs round by round, a config worse than the leader
-            with 95% confidence (one-sided paired t test over >= 4 paired fold x seed results) is not trained
-            further; its remaining runs are recorded PRUNED. Needs folds x seeds >= 4. None (default): a new
-            study races when folds x seeds >= 4 (:func:`race_by_default`), an existing one as it was made.
+            with 95% confidence is not trained further; its remaining runs are recorded PRUNED. Needs folds x
+            seeds >= 4. None (default): a new study races when folds x seeds >= 4 (:func:`race_by_default`), an
+            existing one as it was made.
         protected: source trial numbers the race never stops (the known-good configs).
+        race_pairing: ``"persons"`` (a new study's default: a person bootstrap over the val persons of the
+            rounds both ran, from the first round) or ``"folds"`` (one-sided paired t test over >= 4 fold x seed
+            results); None: a new study persons, an existing one as it was made.
 
     Returns:
         ConfirmResult with the :class:`ConfirmSummary` (per-config mean, standard error, winner; with a race,
@@ -329,9 +339,9 @@ def run_confirm(
     backend = backend if backend is not None else LocalBackend()
     url = _checked_run(study_name, name, workers, opts, backend)
     rdb = open_storage(url, opts.heartbeat, create=False)
-    study, plan = prepare_confirm(
-        rdb, study_name, top, folds, seeds, name=name, overrides=opts.config_overrides(), race=race, protected=protected
-    )
+    race_options: dict[str, Any] = {"race": race, "protected": protected, "race_pairing": race_pairing}
+    overrides = opts.config_overrides()
+    study, plan = prepare_confirm(rdb, study_name, top, folds, seeds, name=name, overrides=overrides, **race_options)
     settings = WorkerSettings.for_study(
         study.study_name, opts, storage_url=url, kind="confirm", n_trials=len(plan.runs())
     )
@@ -343,14 +353,8 @@ def run_confirm(
         f"{folds} folds x {seeds} seed(s){race_words(plan)}; {c.finished} of {summary.n_trials} runs finished; "
         f"{backend.describe(workers)}"
     )
-    if summary.finished:
-        result.message = f"nothing to do: all {summary.n_trials} runs are finished"
-        return result
-    if workers == 0:
-        result.message = (
-            f"study '{study.study_name}' is ready; start workers with: maskcls-hpo worker --confirm "
-            f"--study {study.study_name}"
-        )
+    result.message = _nothing_to_run(summary, study.study_name, workers)
+    if result.message:
         return result
     for note in backend.preflight(settings, workers):
         events.say(note)
@@ -363,6 +367,17 @@ def run_confirm(
     result.summary = summarize_confirm(study)
     result.message = _closing_line(result, pool.last_lines([i for i, x in enumerate(followed.exit_codes) if x]))
     return result
+
+
+def _nothing_to_run(summary: ConfirmSummary, confirm_name: str, workers: int) -> str:
+    """Why `run_confirm` starts no worker (every run finished, or ``workers=0``), else ""."""
+    if summary.finished:
+        return f"nothing to do: all {summary.n_trials} runs are finished"
+    if workers == 0:
+        return (
+            f"study '{confirm_name}' is ready; start workers with: maskcls-hpo worker --confirm --study {confirm_name}"
+        )
+    return ""
 
 
 def _checked_run(study_name: str, name: str | None, workers: int, opts: RunOptions, backend: Backend) -> str:

@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 
 from maskcls_hpo.errors import ConfirmError
 from maskcls_hpo.hpo.attrs import ConfirmAttrs, TrialAttrs
-from maskcls_hpo.hpo.trial import RACE_MIN_PAIRS, ConfirmPlan, RaceStop, race_state, run_key
+from maskcls_hpo.hpo.trial import PAIR_FOLDS, PAIR_PERSONS, RACE_MIN_PAIRS, ConfirmPlan, RaceStop, race_state, run_key
 
 
 @dataclass
@@ -45,22 +45,27 @@ def race_by_default(folds: int, seeds: int) -> bool:
 def race_words(plan: ConfirmPlan) -> str:
     """How the confirm's first line says it races: `` as a race`` / `` (no race: ...)`` / ``""``."""
     if plan.race:
-        return " as a race"
+        return f" as a race (paired over {plan.race_pairing})"
     if plan.folds * plan.seeds < RACE_MIN_PAIRS:
         return f" (no race: it needs --folds x --seeds >= {RACE_MIN_PAIRS})"
     return ""
 
 
-def check_race(plan: ConfirmPlan, race: bool, protected: Sequence[int] | None) -> None:
-    """The race's settings: the same as a resumed confirm study's, at least 4 rounds (folds x seeds), and
-    protected trials among the confirmed ones.
+def check_race(plan: ConfirmPlan, race: bool, protected: Sequence[int] | None, pairing: str | None = None) -> None:
+    """The race's settings: the same as a resumed confirm study's, a known pairing, at least 4 rounds (folds x
+    seeds), and protected trials among the confirmed ones.
 
     Raises:
-        ConfirmError: --race (or --keep) given otherwise than the existing study was made, fewer than 4 rounds,
-            or a protected trial that is not among the confirmed trials.
+        ConfirmError: --race, --keep or --race-pairing given otherwise than the existing study was made, an
+            unknown pairing, fewer than 4 rounds, or a protected trial that is not among the confirmed trials.
     """
-    if (plan.race, plan.protected) != (race, sorted(set(protected or []))):
+    pairing = plan.race_pairing if pairing is None else pairing
+    if pairing not in (PAIR_PERSONS, PAIR_FOLDS):
+        raise ConfirmError(f"--race-pairing {pairing!r}: use {PAIR_PERSONS} or {PAIR_FOLDS}")
+    given = (race, sorted(set(protected or [])), pairing if race else plan.race_pairing)
+    if (plan.race, plan.protected, plan.race_pairing) != given:
         made = f"{'with' if plan.race else 'without'} --race" + "".join(f" --keep {n}" for n in plan.protected)
+        made += f" --race-pairing {plan.race_pairing}" if plan.race else ""
         raise ConfirmError(
             f"confirm study '{plan.study_name}' was made {made}; run it again so to resume it, or pass --name NEW"
         )

@@ -21,7 +21,7 @@ from maskcls_hpo.config import TrainConfig, config_from_mapping
 from maskcls_hpo.errors import ConfirmError
 from maskcls_hpo.hpo._optuna import storage_of, trial_id_of
 from maskcls_hpo.hpo.attrs import KIND_CONFIRM, PARAM_FOLD, PARAM_SEED, PARAM_SOURCE, ConfirmAttrs, TrialAttrs
-from maskcls_hpo.hpo.trial._race import RACE_REASON, stopped_configs
+from maskcls_hpo.hpo.trial._race import PAIR_FOLDS, RACE_REASON, stopped_configs
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,10 @@ class ConfirmPlan:
         protected: source trial numbers the race never stops (``--keep``).
         known_good: the source study's known-good trials among `sources` (confirmed besides the top K); the race
             never stops them either.
+        race_pairing: ``"persons"`` (a new confirm's default) or ``"folds"`` (study attr ``race_pairing``; absent
+            in studies made before it: folds); see hpo/trial/_race.py.
+        predictions_root: ``<checkpoints>/<confirm study>``, where the runs' ``val_predictions.csv`` are (set by
+            the worker; person pairing reads them there); None: not known (person pairing then stops nothing).
     """
 
     study_name: str
@@ -60,6 +64,8 @@ class ConfirmPlan:
     race: bool = False
     protected: list[int] = field(default_factory=list)
     known_good: list[int] = field(default_factory=list)
+    race_pairing: str = PAIR_FOLDS
+    predictions_root: Path | None = None
 
     def kept(self) -> list[int]:
         """The configs the race never stops: ``--keep`` and the known-good, sorted."""
@@ -104,7 +110,8 @@ class ConfirmPlan:
             PARAM_SEED: trial.suggest_int(PARAM_SEED, 0, self.seeds - 1),
         }
         if self.race:
-            stop = stopped_configs(trial.study, self.kept()).get(int(params[PARAM_SOURCE]))
+            stopped = stopped_configs(trial.study, self.kept(), self.race_pairing, self.predictions_root)
+            stop = stopped.get(int(params[PARAM_SOURCE]))
             if stop is not None:
                 trial.set_user_attr(TrialAttrs.REASON, RACE_REASON)
                 trial.set_user_attr(TrialAttrs.RACE_STOPPED, stop.to_attr())
@@ -186,6 +193,7 @@ def load_plan(storage: optuna.storages.BaseStorage, study_name: str) -> ConfirmP
         race=bool(attrs.get(ConfirmAttrs.RACE, False)),
         protected=[int(n) for n in attrs.get(ConfirmAttrs.PROTECTED, [])],
         known_good=[int(n) for n in attrs.get(ConfirmAttrs.KNOWN_GOOD, [])],
+        race_pairing=str(attrs.get(ConfirmAttrs.RACE_PAIRING, PAIR_FOLDS)),
     )
 
 

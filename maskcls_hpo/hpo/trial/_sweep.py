@@ -110,7 +110,7 @@ def asha_pruner(epochs: int, reduction_factor: int = 2) -> optuna.pruners.Succes
     asynchronous successive halving (top ``floor(n / eta)``; Li et al., "A System for Massively Parallel
     Hyperparameter Tuning", MLSys 2020, Algorithm 2). With promotion on (``PROMOTION``, the default) such a
     trial is continued from its checkpoint as soon as it ranks into that top
-    (:mod:`maskcls_hpo.hpo.trial._promotion`). Known-good trials are never stopped, so a study of a sweep with
+    (hpo/trial/_promotion.py, :func:`~maskcls_hpo.hpo.trial.find_promotions`). Known-good trials are never stopped, so a study of a sweep with
     ``KNOWN_GOOD`` always holds a complete trial.
 
     Measured (docs/performance.md, B2, 300 replays): on 16-epoch UTKFace curves R_eps 0.594 with no top config

@@ -297,6 +297,7 @@ def _open(settings: WorkerSettings, sweep: Sweep | None, objective: Objective | 
     runs: Sweep | ConfirmPlan
     if sweep is None:  # a confirm study: its fold runs and configs are stored in the study and its source
         runs = retry_db(lambda: load_plan(storage, settings.study_name), "loading the confirm plan")
+        runs.predictions_root = settings.study_checkpoints  # the race's person pairing reads the runs' predictions
     else:
         runs = sweep
     study = retry_db(lambda: _load_study(storage, runs, settings), "loading the study")

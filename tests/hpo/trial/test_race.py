@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from maskcls_hpo.hpo.trial._race import RaceStop, paired_less_p, race_stops
+from maskcls_hpo.hpo.trial._race import PAIR_PERSONS, RaceStop, paired_less_p, person_bootstrap_test, race_stops
 
 ROUNDS = [(0, 0), (1, 0), (2, 0), (3, 0), (4, 0)]
 
@@ -48,3 +49,38 @@ def test_paired_p_value_by_hand():
     assert paired_less_p([0.78, 0.80, 0.77, 0.81], [0.80, 0.81, 0.80, 0.81]) == pytest.approx(0.0514, abs=5e-4)
     assert paired_less_p([0.5, 0.5, 0.5, 0.5], [0.6, 0.6, 0.6, 0.6]) == 0.0  # constant differences below zero
     assert paired_less_p([0.7, 0.7, 0.7, 0.7], [0.6, 0.6, 0.6, 0.6]) == 1.0
+
+
+def _predictions(correct: list[int], persons: int = 40, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A round's val predictions: `persons` persons x 7 images, classes 0-6; right on the persons in `correct`."""
+    rng = np.random.default_rng(seed)
+    true = np.tile(np.arange(7), persons)
+    person = np.repeat([f"p{i}" for i in range(persons)], 7)
+    pred = true.copy()
+    wrong = ~np.isin(np.repeat(np.arange(persons), 7), correct)
+    pred[wrong] = (true[wrong] + 1 + rng.integers(0, 5, wrong.sum())) % 7
+    return true, pred, person
+
+
+def test_person_pairing_stops_a_clearly_worse_config_after_one_round_and_keeps_the_known_good():
+    everyone, half = list(range(40)), list(range(20))
+    leader, worse, close = _predictions(everyone), _predictions(half), _predictions(list(range(39)))
+    # macro F1 over the 18 classes: all right 7/18 = 0.389; right on half the persons about 0.19
+    rounds = {3: {(0, 0): leader}, 5: {(0, 0): close}, 7: {(0, 0): worse}, 9: {(0, 0): worse}}
+    values = {n: {(0, 0): 0.39 if n == 3 else 0.38 if n == 5 else 0.19} for n in rounds}
+    stops = race_stops(values, protected=[9], min_pairs=1, test=person_bootstrap_test(rounds), pairing=PAIR_PERSONS)
+    assert set(stops) == {7}  # 9 is as bad but protected (the known-good); 5 is one person behind: within noise
+    stop = stops[7]
+    assert (stop.leader, stop.pairs, stop.pairing) == (3, 1, PAIR_PERSONS)
+    assert stop.mean_diff < -0.15 and stop.p_value == pytest.approx(1 / 1001)  # no resample had 7 ahead
+    assert stop.describe().startswith("stopped after 1 round(s): ") and "person-paired bootstrap" in stop.describe()
+    assert RaceStop.from_attr(stop.to_attr()) == stop
+
+
+def test_person_pairing_tests_no_round_without_predictions_of_both_runs():
+    rounds = {3: {(0, 0): _predictions(list(range(40)))}, 7: {}}  # 7's predictions could not be read
+    values = {3: {(0, 0): 0.39}, 7: {(0, 0): 0.19}}
+    assert race_stops(values, min_pairs=1, test=person_bootstrap_test(rounds), pairing=PAIR_PERSONS) == {}
+    assert RaceStop.from_attr({**RaceStop(7, 3, 4, -0.1, 0.01).to_attr()} | {"pairing": "folds"}).pairing == "folds"
+    old = {"source_trial": 7, "leader": 3, "pairs": 4, "mean_diff": -0.1, "p_value": 0.01}  # before pairings
+    assert RaceStop.from_attr(old).pairing == "folds"
