@@ -109,9 +109,9 @@ def asha_pruner(epochs: int, reduction_factor: int = 2) -> optuna.pruners.Succes
     ``bootstrap_count=eta - 1`` stops (pauses) it there instead, which makes the rule the promotion rule of
     asynchronous successive halving (top ``floor(n / eta)``; Li et al., "A System for Massively Parallel
     Hyperparameter Tuning", MLSys 2020, Algorithm 2). With promotion on (``PROMOTION``, the default) such a
-    trial is continued from its checkpoint as soon as it ranks into that top
-    (hpo/trial/_promotion.py, :func:`~maskcls_hpo.hpo.trial.find_promotions`). Known-good trials are never stopped, so a study of a sweep with
-    ``KNOWN_GOOD`` always holds a complete trial.
+    trial is continued from its checkpoint as soon as it ranks into that top (hpo/trial/_promotion.py,
+    :func:`~maskcls_hpo.hpo.trial.find_promotions`). Known-good trials are never stopped, so a study of a sweep
+    with ``KNOWN_GOOD`` always holds a complete trial.
 
     Measured (docs/performance.md, B2, 300 replays): on 16-epoch UTKFace curves R_eps 0.594 with no top config
     lost, against 0.683 with Optuna's rule (``bootstrap_count=0``) and the same promotion; 8-epoch curves 0.800
