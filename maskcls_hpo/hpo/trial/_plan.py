@@ -21,7 +21,7 @@ from maskcls_hpo.config import TrainConfig, config_from_mapping
 from maskcls_hpo.errors import ConfirmError
 from maskcls_hpo.hpo._optuna import storage_of, trial_id_of
 from maskcls_hpo.hpo.attrs import KIND_CONFIRM, PARAM_FOLD, PARAM_SEED, PARAM_SOURCE, ConfirmAttrs, TrialAttrs
-from maskcls_hpo.hpo.trial._race import PAIR_FOLDS, RACE_REASON, stopped_configs
+from maskcls_hpo.hpo.trial._race import PAIR_FOLDS, RACE_REASON, run_key, stopped_configs
 
 log = logging.getLogger(__name__)
 
@@ -195,14 +195,6 @@ def load_plan(storage: optuna.storages.BaseStorage, study_name: str) -> ConfirmP
         known_good=[int(n) for n in attrs.get(ConfirmAttrs.KNOWN_GOOD, [])],
         race_pairing=str(attrs.get(ConfirmAttrs.RACE_PAIRING, PAIR_FOLDS)),
     )
-
-
-def run_key(params: dict[str, Any]) -> tuple[int, int, int] | None:
-    """``(source_trial, fold, seed_index)`` of a confirm run's params; None when they are not a confirm run's."""
-    try:
-        return int(params[PARAM_SOURCE]), int(params[PARAM_FOLD]), int(params[PARAM_SEED])
-    except (KeyError, TypeError, ValueError):
-        return None
 
 
 def _params_of(trial: FrozenTrial) -> dict[str, Any]:

@@ -36,6 +36,7 @@ replay benchmark (``benchmarks/b10_confirm_race.py``) measures how often it stop
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -244,6 +245,14 @@ def race_stops(
     return out
 
 
+def run_key(params: dict[str, Any]) -> tuple[int, int, int] | None:
+    """``(source_trial, fold, seed_index)`` of a confirm run's params; None when they are not a confirm run's."""
+    try:
+        return int(params[PARAM_SOURCE]), int(params[PARAM_FOLD]), int(params[PARAM_SEED])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def race_state(
     trials: Iterable[optuna.trial.FrozenTrial],
 ) -> tuple[dict[int, dict[RunKey, float]], dict[int, RaceStop]]:
@@ -252,9 +261,8 @@ def race_state(
     results: dict[int, dict[RunKey, float]] = {}
     stopped: dict[int, RaceStop] = {}
     for t in trials:
-        try:
-            key = int(t.params[PARAM_SOURCE]), int(t.params[PARAM_FOLD]), int(t.params[PARAM_SEED])
-        except (KeyError, TypeError, ValueError):
+        key = run_key(t.params)
+        if key is None:
             continue
         if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value):
             results.setdefault(key[0], {})[(key[1], key[2])] = float(t.value)
@@ -292,21 +300,28 @@ def run_predictions(
     """{config: {round: (y_true, y_pred, persons)}} of the COMPLETE confirm runs whose best-epoch
     ``val_predictions.csv`` (:func:`maskcls_hpo.metrics.write_val_predictions`) is in
     ``<predictions_root>/trial_<n>/``; a file that is missing or can not be read is left out."""
-    from maskcls_hpo.metrics import VAL_PREDICTIONS_FILE, read_val_predictions  # lazy: pandas
+    from maskcls_hpo.metrics import VAL_PREDICTIONS_FILE  # lazy: the ML layer
 
     out: dict[int, dict[RunKey, ValPredictions]] = {}
     for t in trials:
-        if t.state != TrialState.COMPLETE:
-            continue
-        try:
-            key = int(t.params[PARAM_SOURCE]), int(t.params[PARAM_FOLD]), int(t.params[PARAM_SEED])
-        except (KeyError, TypeError, ValueError):
+        key = run_key(t.params) if t.state == TrialState.COMPLETE else None
+        if key is None:
             continue
         path = checkpoint_dir(predictions_root, t.number) / VAL_PREDICTIONS_FILE
         try:
-            frame = read_val_predictions(path)
+            preds = _read_predictions(str(path), path.stat().st_mtime_ns)
         except (OSError, ValueError):
             continue
-        preds = (frame["true_class"].to_numpy(), frame["pred_class"].to_numpy(), frame["person_id"].to_numpy())
         out.setdefault(key[0], {})[(key[1], key[2])] = preds
     return out
+
+
+@functools.lru_cache(maxsize=1024)
+def _read_predictions(path: str, mtime_ns: int) -> ValPredictions:
+    """``(y_true, y_pred, persons)`` of one ``val_predictions.csv``, read once per file version (`mtime_ns` is
+    part of the key): a worker asks the race before every run and would otherwise read every finished run's
+    file again each time."""
+    from maskcls_hpo.metrics import read_val_predictions  # lazy: pandas
+
+    frame = read_val_predictions(path)
+    return frame["true_class"].to_numpy(), frame["pred_class"].to_numpy(), frame["person_id"].to_numpy()
